@@ -1,0 +1,182 @@
+import { randomUUID } from 'node:crypto';
+import Koa from 'koa';
+import { koaBody } from 'koa-body';
+import type { Context as OpenApiContext } from 'openapi-backend';
+import type { AppName } from './config';
+import { AppError, BadRequest, NotFound, toWireError } from './errors';
+import { createApi, numbersToStrings, stringFields, type Api } from './infra/openapi';
+import { APP_FACTORIES } from './apps';
+import { coreApp } from './apps/core';
+import { isStorableText } from './apps/input';
+import { STAGES, type ApiContext, type ApiMiddleware, type App, type Handler, type Infra, type State } from './apps/types';
+
+/** A built web application: the Koa app, its enabled apps and their lifecycle. */
+export interface WebApp {
+  koa: Koa<State>;
+  api: Api;
+  apps: App[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Raised at start-up when the enabled apps cannot work together. */
+export class AppSetupError extends Error {}
+
+/** Builds every enabled app, failing with a named problem when one needs an app that is off. */
+export function buildApps(infra: Infra): App[] {
+  const enabled = new Set<AppName>(infra.config.apps);
+  const problems: string[] = [];
+  const apps: App[] = [];
+  for (const name of infra.config.apps) {
+    const factory = APP_FACTORIES[name];
+    if (factory === undefined) {
+      problems.push(`app "${name}" is not available in this build`);
+      continue;
+    }
+    const app = factory(infra, enabled);
+    for (const need of app.requires) {
+      if (!enabled.has(need)) problems.push(`app "${name}" requires app "${need}", which is not in APPS`);
+    }
+    apps.push(app);
+  }
+  if (problems.length > 0) throw new AppSetupError(`cannot start: ${problems.join('; ')}`);
+  return [coreApp(infra, enabled), ...apps];
+}
+
+/** First middleware: every error becomes `{"message": code}`; unexpected ones are logged with the request id. */
+function errorHandler(): ApiMiddleware {
+  return async function errorHandler(ctx, next) {
+    try {
+      await next();
+    } catch (err) {
+      const wire = toWireError(err);
+      if (wire.unexpected) ctx.state.log.error({ err }, 'unexpected error');
+      else if (wire.status === 503) ctx.state.log.warn({ err: err instanceof Error ? err.message : err }, 'backend unavailable');
+      ctx.status = wire.status;
+      ctx.body = { message: wire.code };
+      if (wire.retryAfter !== undefined) ctx.set('Retry-After', String(wire.retryAfter));
+    }
+  };
+}
+
+const REQUEST_ID = /^[\w.-]{1,64}$/;
+
+/** Request id, per-request child logger, safe headers and one access-log line. */
+function requestContext(infra: Infra): ApiMiddleware {
+  return async function requestContext(ctx, next) {
+    const started = process.hrtime.bigint();
+    const incoming = ctx.get('x-request-id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    ctx.state.requestId = requestId;
+    ctx.state.log = infra.log.child({ requestId });
+    ctx.set('X-Request-Id', requestId);
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('Cache-Control', 'no-store');
+    try {
+      await next();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      ctx.state.log.info(
+        { method: ctx.method, path: ctx.path, op: ctx.state.operationId, status: ctx.status, ms: Math.round(ms * 100) / 100 },
+        'request',
+      );
+    }
+  };
+}
+
+/** Builds the Koa app: core middleware, the enabled apps' middleware by stage, then openapi-backend dispatch. */
+export async function createApp(infra: Infra): Promise<WebApp> {
+  const apps = buildApps(infra);
+  const api = await createApi();
+  const stringsByOp = stringFields(api);
+
+  const handlers = new Map<string, Handler>();
+  for (const app of apps) for (const [op, h] of Object.entries(app.handlers)) handlers.set(op, h);
+
+  type Ctx = ApiContext;
+  const wrap = (h: Handler) => (c: OpenApiContext, ctx: Ctx) =>
+    h(ctx, {
+      params: c.request.params as Record<string, string>,
+      query: c.request.query as Record<string, string | string[] | undefined>,
+      body: c.request.requestBody,
+    });
+  for (const [op, h] of handlers) api.register(op, wrap(h));
+  api.register({
+    validationFail: () => {
+      throw new BadRequest();
+    },
+    notFound: () => {
+      throw new NotFound('not-found');
+    },
+    methodNotAllowed: () => {
+      throw new AppError(405, 'method-not-allowed');
+    },
+    // The operation exists in swagger.yml but its app is switched off.
+    notImplemented: () => {
+      throw new NotFound('not-found');
+    },
+  });
+
+  const koa = new Koa<State>();
+  koa.silent = true;
+  koa.use(errorHandler());
+  koa.use(requestContext(infra));
+
+  const publicPaths = new Set(apps.flatMap((a) => a.publicPaths ?? []));
+  for (const stage of STAGES) {
+    for (const app of apps) {
+      const mw = app.middleware[stage];
+      if (mw === undefined) continue;
+      // Public paths skip the session check; everything else, existing or not, needs one.
+      koa.use(stage === 'authenticate' ? (ctx, next) => (publicPaths.has(ctx.path) ? next() : mw(ctx, next)) : mw);
+    }
+  }
+
+  koa.use(
+    koaBody({
+      json: true,
+      // Like the original (aiohttp's request.json()), the body is read as JSON
+      // whatever Content-Type says, so `curl -d '{...}'` works as is.
+      jsonTypes: ['*/*'],
+      jsonStrict: false,
+      jsonLimit: infra.config.bodyLimitBytes,
+      urlencoded: false,
+      text: false,
+      multipart: false,
+    }),
+  );
+
+  koa.use(async function dispatch(ctx) {
+    const request = {
+      method: ctx.method,
+      path: ctx.path,
+      query: ctx.query as Record<string, string | string[]>,
+      headers: ctx.headers as Record<string, string | string[]>,
+      body: ctx.request.body as unknown,
+    };
+    const op = api.matchOperation(request);
+    if (op?.operationId !== undefined) {
+      ctx.state.operationId = op.operationId;
+      const fields = stringsByOp.get(op.operationId);
+      request.body = numbersToStrings(request.body, fields);
+      if (fields !== undefined && request.body !== null && typeof request.body === 'object') {
+        const body = request.body as Record<string, unknown>;
+        // Text is stored exactly as sent or refused; never silently altered.
+        for (const f of fields) if (typeof body[f] === 'string' && !isStorableText(body[f])) throw new BadRequest();
+      }
+    }
+    await api.handleRequest(request, ctx);
+  });
+
+  return {
+    koa,
+    api,
+    apps,
+    async start() {
+      for (const app of apps) await app.start?.();
+    },
+    async stop() {
+      for (const app of [...apps].reverse()) await app.stop?.();
+    },
+  };
+}

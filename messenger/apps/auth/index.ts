@@ -1,0 +1,78 @@
+import bcrypt from 'bcryptjs';
+import { findUserByName, insertUser } from '../../db/users';
+import { BadRequest, Unauthorized } from '../../errors';
+import type { App, AppFactory, ApiContext, Session } from '../types';
+import { field } from '../input';
+import { SessionStore } from './sessions';
+
+const MAX_PASSWORD_BYTES = 72;
+
+interface Credentials {
+  userName: string;
+  password: string;
+}
+
+function credentials(body: unknown): Credentials {
+  const userName = field(body, 'user_name');
+  const password = field(body, 'password');
+  // bcrypt reads at most 72 bytes; a longer password would be silently cut.
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new BadRequest();
+  return { userName, password };
+}
+
+/** The session of this request; the auth middleware guarantees it on non-public paths. */
+export function sessionOf(ctx: ApiContext): Session {
+  const s = ctx.state.session;
+  if (s === undefined) throw new Unauthorized('auth-failed');
+  return s;
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '23505';
+}
+
+/** Accounts and sessions: register, login, logout, and the session check on every non-public path. */
+export const authApp: AppFactory = ({ config, db, kv }): App => {
+  const sessions = new SessionStore(db, kv, config.sessionTtlSeconds);
+  return {
+    name: 'auth',
+    requires: [],
+    publicPaths: ['/v1/auth/register', '/v1/auth/login'],
+    middleware: {
+      authenticate: async function authenticate(ctx, next) {
+        ctx.state.session = await sessions.resolve(ctx.get('authorization') || undefined);
+        await next();
+      },
+    },
+    handlers: {
+      async register(ctx, req) {
+        const { userName, password } = credentials(req.body);
+        const hash = await bcrypt.hash(password, config.bcryptCost);
+        try {
+          await insertUser(db, userName, hash);
+        } catch (err) {
+          if (isUniqueViolation(err)) throw new BadRequest('user-already-exists');
+          throw err;
+        }
+        ctx.status = 201;
+        ctx.body = {};
+      },
+
+      async login(ctx, req) {
+        const { userName, password } = credentials(req.body);
+        const user = await findUserByName(db, userName);
+        if (user === undefined) throw new BadRequest('user-not-found');
+        if (!(await bcrypt.compare(password, user.password_hash))) throw new BadRequest('bad-password');
+        const token = await sessions.create(user.id, user.user_name);
+        ctx.status = 201;
+        ctx.body = { session_id: token };
+      },
+
+      async logout(ctx) {
+        await sessions.revoke(sessionOf(ctx));
+        ctx.status = 200;
+        ctx.body = {};
+      },
+    },
+  };
+};

@@ -1,0 +1,15 @@
+import type { AppName } from '../config';
+import { authApp } from './auth';
+import { chatsApp } from './chats';
+import { messagesApp } from './messages';
+import type { AppFactory } from './types';
+
+/**
+ * Every app the settings list can switch on, in mount order. An app listed in
+ * APPS but missing here is an error at start-up.
+ */
+export const APP_FACTORIES: Partial<Record<AppName, AppFactory>> = {
+  auth: authApp,
+  chats: chatsApp,
+  messages: messagesApp,
+};

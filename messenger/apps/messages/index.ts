@@ -1,0 +1,59 @@
+import { chatAccess } from '../../db/chats';
+import { insertMessage, listMessages, type MessageRow } from '../../db/messages';
+import { BadRequest, NotFound } from '../../errors';
+import { parseId, toWireId, ZERO_ID } from '../../ids';
+import { charLength, field, intParam, queryParam } from '../input';
+import type { App, AppFactory } from '../types';
+
+/** The wire form of one message. */
+function present(row: MessageRow) {
+  return {
+    message_id: toWireId(row.id),
+    user_id: toWireId(row.member_id),
+    user_name: row.user_name,
+    text: row.text,
+    created_at: row.created_at.toISOString(),
+  };
+}
+
+/** Messages: post as one of your chat identities, page through a chat oldest first. */
+export const messagesApp: AppFactory = ({ config, db }): App => ({
+  name: 'messages',
+  requires: ['chats'],
+  middleware: {},
+  handlers: {
+    async postMessage(ctx, req) {
+      const chatId = parseId(req.params.chat_id);
+      if (chatId === null) throw new NotFound('chat-not-found');
+      const text = field(req.body, 'message');
+      const length = charLength(text);
+      if (length === 0 || length > config.messageMaxLength) throw new BadRequest();
+      const memberId = parseId(queryParam(req.query.user_id));
+      if (memberId === null) throw new NotFound('user-not-found');
+      const res = await insertMessage(db, chatId, memberId, ctx.state.session?.accountId ?? null, text);
+      if ('missing' in res) throw new NotFound(res.missing === 'chat' ? 'chat-not-found' : 'user-not-found');
+      ctx.status = 201;
+      ctx.body = { message_id: toWireId(res.id) };
+    },
+
+    async listMessages(ctx, req) {
+      const chatId = parseId(req.params.chat_id);
+      if (chatId === null) throw new NotFound('chat-not-found');
+      const limit = intParam(req.query.limit, 1, 1000);
+      const from = queryParam(req.query.from);
+      const cursorId = from === undefined ? ZERO_ID : parseId(from);
+      if (cursorId === null) throw new BadRequest('bad-cursor');
+      const fromStart = toWireId(cursorId) === ZERO_ID;
+      const access = await chatAccess(db, chatId, ctx.state.session?.accountId ?? null, fromStart ? null : cursorId);
+      if (access === undefined || !access.allowed) throw new NotFound('chat-not-found');
+      if (!fromStart && access.cursorSeq === null) throw new BadRequest('bad-cursor');
+      const rows = await listMessages(db, chatId, access.cursorSeq ?? '0', limit);
+      const last = rows.at(-1);
+      ctx.status = 200;
+      ctx.body = {
+        messages: rows.map(present),
+        next: { iterator: last === undefined ? toWireId(cursorId) : toWireId(last.id) },
+      };
+    },
+  },
+});

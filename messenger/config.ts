@@ -1,0 +1,231 @@
+/**
+ * The one place that reads `process.env`. Every setting is parsed and checked
+ * here; a bad value stops start-up with a list of every problem at once.
+ */
+
+export const ALL_APPS = ['auth', 'chats', 'messages', 'search', 'throttling', 'caching'] as const;
+// search, throttling and caching join the default list as their apps land.
+const DEFAULT_APPS: readonly string[] = ['auth', 'chats', 'messages'];
+export type AppName = (typeof ALL_APPS)[number];
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  host: string;
+  port: number;
+  workersNum: number;
+  /** PGlite data directory for the embedded mode; `memory://` keeps it in memory. */
+  dataDir: string;
+  /** PostgreSQL connection string; undefined selects embedded PGlite. */
+  databaseUrl: string | undefined;
+  poolSize: number;
+  /** Longest wait for a database connection or query before answering 503. */
+  dbTimeoutMs: number;
+  /** Redis connection string; undefined selects the in-process store. */
+  redisUrl: string | undefined;
+  /** Prefix of every Redis key, so several deployments or test runs can share a server. */
+  redisPrefix: string;
+  /** RabbitMQ connection string; undefined selects the in-process queue. */
+  rmqUrl: string | undefined;
+  apps: AppName[];
+  sessionTtlSeconds: number;
+  bcryptCost: number;
+  messageMaxLength: number;
+  bodyLimitBytes: number;
+  logLevel: LogLevel;
+  /** Grace period for in-flight work on SIGTERM before the process quits anyway. */
+  shutdownTimeoutMs: number;
+  search: {
+    queue: string;
+    timeoutMs: number;
+    taskTtlSeconds: number;
+    maxAttempts: number;
+    prefetch: number;
+    language: string;
+    /** Run the consumer inside the web process (always true with the in-process queue). */
+    inProcessConsumer: boolean;
+  };
+  throttling: {
+    rpsLimit: number;
+    loginMaxFailures: number;
+    loginWindowSeconds: number;
+    /** Addresses of proxies whose X-Forwarded-For is believed. */
+    trustedProxies: string[];
+  };
+  cache: {
+    ttlSeconds: number;
+  };
+}
+
+/** Raised when the environment holds bad settings; lists every problem. */
+export class ConfigError extends Error {
+  constructor(public readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+class Reader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  str(name: string, fallback: string): string {
+    const v = this.env[name];
+    return v === undefined || v === '' ? fallback : v;
+  }
+
+  optional(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v === '' ? undefined : v;
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.env[name];
+    if (raw === undefined || raw === '') return fallback;
+    if (!/^-?\d+$/.test(raw.trim())) {
+      this.problems.push(`${name} must be a whole number, got "${raw}"`);
+      return fallback;
+    }
+    const n = Number(raw);
+    if (n < min || n > max) {
+      this.problems.push(`${name} must be between ${min} and ${max}, got ${n}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const raw = this.env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const v = raw.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+    if (['0', 'false', 'no', 'off'].includes(v)) return false;
+    this.problems.push(`${name} must be 1/0, true/false, yes/no or on/off, got "${raw}"`);
+    return fallback;
+  }
+
+  bytes(name: string, fallback: number): number {
+    const raw = this.env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const m = /^(\d+)\s*(b|kb|kib|mb|mib)?$/i.exec(raw.trim());
+    if (!m) {
+      this.problems.push(`${name} must be a size such as 1048576, 512kb or 1mb, got "${raw}"`);
+      return fallback;
+    }
+    const unit = (m[2] ?? 'b').toLowerCase();
+    const mult = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1;
+    const n = Number(m[1]) * mult;
+    if (n < 1024 || n > 64 * 1024 * 1024) {
+      this.problems.push(`${name} must be between 1kb and 64mb, got "${raw}"`);
+      return fallback;
+    }
+    return n;
+  }
+
+  url(name: string, protocols: string[]): string | undefined {
+    const raw = this.optional(name);
+    if (raw === undefined) return undefined;
+    try {
+      const u = new URL(raw);
+      if (!protocols.includes(u.protocol)) {
+        this.problems.push(`${name} must start with ${protocols.join(' or ')}//, got "${u.protocol}//"`);
+      }
+    } catch {
+      this.problems.push(`${name} is not a valid URL`);
+    }
+    return raw;
+  }
+}
+
+/** Builds a PostgreSQL URL from the original service's POSTGRES_* variables. */
+function postgresFromParts(r: Reader): string | undefined {
+  const hosts = r.optional('POSTGRES_HOSTS');
+  if (hosts === undefined) return undefined;
+  const user = encodeURIComponent(r.str('POSTGRES_USER', 'postgres'));
+  const password = r.optional('POSTGRES_PASSWORD');
+  const db = encodeURIComponent(r.str('POSTGRES_DB', 'messenger'));
+  const port = r.int('POSTGRES_PORT', 5432, 1, 65535);
+  // The original accepted a comma-separated host list; pg connects to the first.
+  const host = hosts.split(',')[0].trim();
+  const auth = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
+  return `postgres://${auth}@${host}:${port}/${db}`;
+}
+
+function parseApps(r: Reader, authDisabled: boolean): AppName[] {
+  const raw = r.optional('APPS');
+  let names: string[] = raw === undefined ? [...DEFAULT_APPS] : raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !(ALL_APPS as readonly string[]).includes(n));
+  if (unknown.length > 0) {
+    r.problems.push(`APPS has unknown app(s) ${unknown.join(', ')}; known: ${ALL_APPS.join(', ')}`);
+    names = names.filter((n) => !unknown.includes(n));
+  }
+  let apps = [...new Set(names)] as AppName[];
+  if (authDisabled) apps = apps.filter((a) => a !== 'auth');
+  return apps;
+}
+
+/** Reads and validates the whole configuration; throws ConfigError listing every problem. */
+export function loadConfig(env: Env = process.env): Config {
+  const r = new Reader(env);
+  const authDisabled = r.bool('AUTH_DISABLED', false);
+  const throttlingOff = r.bool('NGINX_THROTTLING', false);
+  let apps = parseApps(r, authDisabled);
+  if (throttlingOff) apps = apps.filter((a) => a !== 'throttling');
+
+  const databaseUrl = r.url('DATABASE_URL', ['postgres:', 'postgresql:']) ?? postgresFromParts(r);
+  const logLevel = r.str('LOG_LEVEL', 'info');
+  const levels: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+  if (!levels.includes(logLevel as LogLevel)) {
+    r.problems.push(`LOG_LEVEL must be one of ${levels.join(', ')}, got "${logLevel}"`);
+  }
+  const rmqUrl = r.url('RMQ_URL', ['amqp:', 'amqps:']) ?? r.url('RABBITMQ_URL', ['amqp:', 'amqps:']);
+  const trusted = r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean);
+
+  const config: Config = {
+    host: r.str('HOST', '127.0.0.1'),
+    port: r.int('PORT', 8080, 0, 65535),
+    workersNum: r.int('WORKERS_NUM', 1, 1, 64),
+    dataDir: r.str('DATA_DIR', './data'),
+    databaseUrl,
+    poolSize: r.int('POOL_SIZE', 10, 1, 500),
+    dbTimeoutMs: r.int('DB_TIMEOUT_MS', 3000, 100, 120000),
+    redisUrl: r.url('REDIS_URL', ['redis:', 'rediss:']),
+    redisPrefix: r.str('REDIS_PREFIX', 'messenger:'),
+    rmqUrl,
+    apps,
+    sessionTtlSeconds: r.int('SESSION_TTL_SECONDS', 3600, 1, 365 * 24 * 3600),
+    bcryptCost: r.int('BCRYPT_COST', 10, 4, 15),
+    messageMaxLength: r.int('MESSAGE_MAX_LENGTH', 16384, 1, 1_000_000),
+    bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),
+    logLevel: logLevel as LogLevel,
+    shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
+    search: {
+      queue: r.str('SEARCH_QUEUE', 'messenger.search'),
+      timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),
+      taskTtlSeconds: r.int('SEARCH_TASK_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
+      maxAttempts: r.int('SEARCH_MAX_ATTEMPTS', 3, 1, 100),
+      prefetch: r.int('SEARCH_PREFETCH', 4, 1, 1000),
+      language: r.str('SEARCH_LANGUAGE', 'simple'),
+      inProcessConsumer: r.bool('SEARCH_IN_PROCESS_CONSUMER', rmqUrl === undefined),
+    },
+    throttling: {
+      rpsLimit: r.int('RPS_LIMIT', 100, 1, 1_000_000),
+      loginMaxFailures: r.int('LOGIN_MAX_FAILURES', 10, 1, 10000),
+      loginWindowSeconds: r.int('LOGIN_WINDOW_SECONDS', 900, 1, 24 * 3600),
+      trustedProxies: trusted,
+    },
+    cache: {
+      ttlSeconds: r.int('CACHE_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
+    },
+  };
+
+  if (config.workersNum > 1 && (config.databaseUrl === undefined || config.redisUrl === undefined)) {
+    r.problems.push(
+      'WORKERS_NUM above 1 needs DATABASE_URL and REDIS_URL: the embedded database and in-process store cannot be shared between processes',
+    );
+  }
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return config;
+}

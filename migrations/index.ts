@@ -1,0 +1,20 @@
+import type { Knex } from 'knex';
+import * as m001 from './001_core';
+
+interface Migration {
+  up: (knex: Knex) => Promise<void>;
+  down: (knex: Knex) => Promise<void>;
+}
+
+// Listed in order rather than read from a folder, so the same list works from
+// TypeScript sources (tests) and compiled JavaScript (production image).
+const migrations: Record<string, Migration> = {
+  '001_core': m001,
+};
+
+/** Knex migration source over the static list above. */
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(migrations),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => migrations[name],
+};
