@@ -1,0 +1,148 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import assert from 'node:assert/strict';
+import supertest from 'supertest';
+import { loadConfig } from '../../messenger/config';
+import { createApp, type WebApp } from '../../messenger/app';
+import { buildInfra, type BuiltInfra } from '../../messenger/infra';
+import { migrateLatest } from '../../messenger/infra/db';
+import { createLogger } from '../../messenger/infra/logger';
+import type { Api } from '../../messenger/infra/openapi';
+import { MODE, createTestDatabase, dropTestDatabase, testEnv } from './env';
+
+// Statuses any operation may answer beyond its own list (see swagger.yml's description).
+const GENERIC_STATUSES = new Set([405, 413, 429, 500, 503]);
+
+/**
+ * Fails the test when a response is not what swagger.yml says: an undocumented
+ * status, or a body that does not match the documented schema. Every request
+ * made through `Client` is checked, so the document cannot drift from the code.
+ */
+export function conformsToSpec(api: Api, method: string, path: string, res: supertest.Response): void {
+  const op = api.matchOperation({ method, path: path.split('?')[0], headers: {} });
+  if (res.status >= 400) {
+    const body = res.body as unknown;
+    assert.ok(typeof body === 'object' && body !== null, `error body must be JSON, got ${res.text}`);
+    assert.deepEqual(Object.keys(body), ['message'], `error body must be {"message"}, got ${res.text}`);
+    assert.ok(errorCodes(api).has((body as { message: string }).message), `unknown error code in ${res.text}`);
+  }
+  if (op === undefined) {
+    assert.ok([401, 404, 405, 429].includes(res.status), `unrouted ${method} ${path} answered ${res.status}`);
+    return;
+  }
+  const responses = op.responses ?? {};
+  const documented = String(res.status) in responses;
+  assert.ok(
+    documented || GENERIC_STATUSES.has(res.status),
+    `${op.operationId} answered ${res.status}, which swagger.yml does not document (body ${res.text})`,
+  );
+  if (documented) {
+    const v = api.validateResponse(res.body, op, res.status);
+    assert.ok(v.valid, `${op.operationId} ${res.status} body does not match swagger.yml: ${JSON.stringify(v.errors)} body=${res.text}`);
+  }
+}
+
+function errorCodes(api: Api): Set<string> {
+  const schemas = (api.definition.components?.schemas ?? {}) as Record<string, { properties?: Record<string, { enum?: string[] }> }>;
+  return new Set(schemas.Error?.properties?.message?.enum ?? []);
+}
+
+type Body = string | object | undefined;
+
+/** A supertest client for one running app; every response is checked against swagger.yml. */
+export class Client {
+  constructor(
+    readonly server: http.Server,
+    readonly api: Api,
+  ) {}
+
+  private check(method: string, path: string, test: supertest.Test): supertest.Test {
+    return test.expect((res) => conformsToSpec(this.api, method, path, res));
+  }
+
+  get(path: string, session?: string): supertest.Test {
+    const t = supertest(this.server).get(path);
+    if (session !== undefined) t.set('Authorization', `session_id ${session}`);
+    return this.check('get', path, t);
+  }
+
+  post(path: string, body?: Body, session?: string): supertest.Test {
+    const t = supertest(this.server).post(path);
+    if (session !== undefined) t.set('Authorization', `session_id ${session}`);
+    if (typeof body === 'string') t.set('Content-Type', 'application/json').send(body);
+    else if (body !== undefined) t.send(body);
+    return this.check('post', path, t);
+  }
+
+  request(method: string, path: string, session?: string): supertest.Test {
+    const t = supertest(this.server)[method.toLowerCase() as 'get'](path);
+    if (session !== undefined) t.set('Authorization', `session_id ${session}`);
+    return this.check(method.toLowerCase(), path, t);
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+}
+
+export interface Running {
+  web: WebApp;
+  client: Client;
+  close(): Promise<void>;
+}
+
+/** Starts a web app over existing infrastructure with extra settings, on a free port. */
+export async function startApp(infra: BuiltInfra, overrides: Record<string, string> = {}): Promise<Running> {
+  const config = loadConfig(testEnv(overrides));
+  const web = await createApp({ ...infra, config });
+  await web.start();
+  const server = http.createServer(web.koa.callback());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    web,
+    client: new Client(server, web.api),
+    async close() {
+      await web.stop();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Builds infrastructure (its own database and key prefix in services mode) with extra settings. */
+export async function startInfra(overrides: Record<string, string> = {}): Promise<BuiltInfra> {
+  const config = loadConfig(testEnv(overrides));
+  const infra = await buildInfra(config, createLogger(config.logLevel));
+  if (MODE === 'services') await migrateLatest(infra.db);
+  return infra;
+}
+
+interface Shared {
+  infra: BuiltInfra;
+  app: Running;
+}
+
+let shared: Shared | undefined;
+
+/** The suite-wide infrastructure and default app (all apps on), built once per run. */
+export function harness(): Shared {
+  if (shared === undefined) throw new Error('harness not started: run mocha with tests/helpers/hooks.ts');
+  return shared;
+}
+
+/** Root hook: one database per run, created before the first test and dropped after the last. */
+export async function startHarness(): Promise<void> {
+  if (MODE === 'services') await createTestDatabase();
+  const infra = await startInfra();
+  const app = await startApp(infra);
+  shared = { infra, app };
+}
+
+/** Root hook: closes the shared app and infrastructure, drops the run's database. */
+export async function stopHarness(): Promise<void> {
+  if (shared === undefined) return;
+  await shared.app.close();
+  await shared.infra.shutdown.run();
+  shared = undefined;
+  if (MODE === 'services') await dropTestDatabase();
+}
