@@ -19,31 +19,47 @@ async function eventually(ms: number, fn: () => Promise<void>): Promise<void> {
   }
 }
 
+interface Proxied {
+  infra: BuiltInfra;
+  app: Running;
+  close(): Promise<void>;
+}
+
+/** An app whose connection to one service goes through `proxy`; `env` names the proxied URL. */
+async function proxiedApp(proxy: TcpProxy, env: (port: number) => Record<string, string>): Promise<Proxied> {
+  const overrides = env(await proxy.up());
+  const infra = await startInfra(overrides);
+  const app = await startApp(infra, overrides);
+  return {
+    infra,
+    app,
+    async close() {
+      await app.close();
+      await infra.shutdown.run();
+      await proxy.down();
+    },
+  };
+}
+
 // Outages of the real services, simulated with a TCP proxy that is cut and
 // restored, so the shared PostgreSQL and Redis keep running for everyone else.
 if (MODE === 'services') {
   describe('PostgreSQL outage (services mode)', function () {
     this.timeout(30_000);
     const proxy = new TcpProxy('127.0.0.1', Number(new URL(databaseUrl()).port || 5432));
-    let infra: BuiltInfra;
-    let app: Running;
+    let p: Proxied;
 
     before(async () => {
-      const port = await proxy.up();
-      const url = new URL(databaseUrl());
-      url.port = String(port);
-      const env = { DATABASE_URL: url.toString(), DB_TIMEOUT_MS: '1000' };
-      infra = await startInfra(env);
-      app = await startApp(infra, env);
+      p = await proxiedApp(proxy, (port) => {
+        const url = new URL(databaseUrl());
+        url.port = String(port);
+        return { DATABASE_URL: url.toString(), DB_TIMEOUT_MS: '1000' };
+      });
     });
-    after(async () => {
-      await app.close();
-      await infra.shutdown.run();
-      await proxy.down();
-    });
+    after(async () => p.close());
 
     it('answers /ping 200, /ping_db and database operations 503 service-unavailable, then recovers by itself', async () => {
-      const { client } = app;
+      const { client } = p.app;
       const u = await buildUser(client);
       await client.post('/v1/chats', { chat_name: 'before' }, u.session).expect(201);
 
@@ -58,7 +74,7 @@ if (MODE === 'services') {
         await client.get('/ping_db').expect(200);
       });
       await client.post('/v1/chats', { chat_name: 'after' }, u.session).expect(201);
-      const names = (await infra.db('chats').whereIn('chat_name', ['before', 'during', 'after']).select('chat_name')).map((r) => r.chat_name as string);
+      const names = (await p.infra.db('chats').whereIn('chat_name', ['before', 'during', 'after']).select('chat_name')).map((r) => r.chat_name as string);
       assert.deepEqual(names.sort(), ['after', 'before']);
     });
   });
@@ -67,24 +83,19 @@ if (MODE === 'services') {
     this.timeout(30_000);
     const redisUrl = new URL(testEnv().REDIS_URL);
     const proxy = new TcpProxy(redisUrl.hostname, Number(redisUrl.port || 6379));
-    let infra: BuiltInfra;
-    let app: Running;
+    let p: Proxied;
 
     before(async () => {
-      const port = await proxy.up();
-      redisUrl.port = String(port);
-      const env = { REDIS_URL: redisUrl.toString() };
-      infra = await startInfra(env);
-      app = await startApp(infra, env);
+      p = await proxiedApp(proxy, (port) => {
+        const url = new URL(redisUrl);
+        url.port = String(port);
+        return { REDIS_URL: url.toString() };
+      });
     });
-    after(async () => {
-      await app.close();
-      await infra.shutdown.run();
-      await proxy.down();
-    });
+    after(async () => p.close());
 
     it('answers 503 service-unavailable for operations needing Redis, /ping 200, and recovers by itself', async () => {
-      const { client } = app;
+      const { client } = p.app;
       const u = await buildUser(client);
       await proxy.down();
       await client.get('/ping').timeout(5000).expect(200);
