@@ -63,7 +63,7 @@ export class SearchWorker {
   };
 
   private async search(owner: string, phrase: string, deadline: number): Promise<TaskResult[]> {
-    let exact: FoundMessage[] = [];
+    let exact: FoundMessage[];
     try {
       exact = await searchExact(this.db, owner, phrase, MAX_RESULTS, deadline - Date.now());
     } catch (err) {
