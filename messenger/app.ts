@@ -1,16 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
-import type { Context as OpenApiContext } from 'openapi-backend';
 import type { AppName } from './config';
 import { AppError, BadRequest, NotFound, toWireError } from './errors';
 import { observeRequest } from './infra/metrics';
-import { createApi, numbersToStrings, stringFields, type Api } from './infra/openapi';
+import { createApi, numbersToStrings, OperationRouter, RequestValidator, stringFields, type Api } from './infra/openapi';
 import { APP_FACTORIES } from './apps';
 import { coreApp } from './apps/core';
 import { opsApp } from './apps/ops';
 import { isStorableText } from './apps/input';
-import { STAGES, type ApiContext, type ApiMiddleware, type App, type Handler, type Infra, type State } from './apps/types';
+import { STAGES, type ApiMiddleware, type App, type Handler, type Infra, type State } from './apps/types';
 
 /** A built web application: the Koa app, its enabled apps and their lifecycle. */
 export interface WebApp {
@@ -93,43 +92,32 @@ function requestContext(infra: Infra): ApiMiddleware {
   };
 }
 
-/** Builds the Koa app: core middleware, the enabled apps' middleware by stage, then openapi-backend dispatch. */
+/** Builds the Koa app: core middleware, the enabled apps' middleware by stage, then the operation handler. */
 export async function createApp(infra: Infra): Promise<WebApp> {
   const apps = buildApps(infra);
   const api = await createApi();
+  const router = new OperationRouter(api);
+  const validator = new RequestValidator(api);
   const stringsByOp = stringFields(api);
 
   const handlers = new Map<string, Handler>();
   for (const app of apps) for (const [op, h] of Object.entries(app.handlers)) handlers.set(op, h);
 
-  type Ctx = ApiContext;
-  const wrap = (h: Handler) => (c: OpenApiContext, ctx: Ctx) =>
-    h(ctx, {
-      params: c.request.params as Record<string, string>,
-      query: c.request.query as Record<string, string | string[] | undefined>,
-      body: c.request.requestBody,
-    });
-  for (const [op, h] of handlers) api.register(op, wrap(h));
-  api.register({
-    validationFail: () => {
-      throw new BadRequest();
-    },
-    notFound: () => {
-      throw new NotFound('not-found');
-    },
-    methodNotAllowed: () => {
-      throw new AppError(405, 'method-not-allowed');
-    },
-    // The operation exists in swagger.yml but its app is switched off.
-    notImplemented: () => {
-      throw new NotFound('not-found');
-    },
-  });
-
   const koa = new Koa<State>();
   koa.silent = true;
   koa.use(errorHandler());
   koa.use(requestContext(infra));
+  // Routing only records where the request goes: a session is checked first,
+  // so an unknown path without one is 401, not 404.
+  koa.use(async function route(ctx, next) {
+    const match = router.match(ctx.method, ctx.path);
+    if (typeof match === 'string') ctx.state.routeError = match;
+    else {
+      ctx.state.operationId = match.operationId;
+      ctx.state.params = match.params;
+    }
+    await next();
+  });
 
   const publicPaths = new Set(apps.flatMap((a) => a.publicPaths ?? []));
   for (const stage of STAGES) {
@@ -156,25 +144,24 @@ export async function createApp(infra: Infra): Promise<WebApp> {
   );
 
   koa.use(async function dispatch(ctx) {
-    const request = {
-      method: ctx.method,
-      path: ctx.path,
-      query: ctx.query as Record<string, string | string[]>,
-      headers: ctx.headers as Record<string, string | string[]>,
-      body: ctx.request.body as unknown,
-    };
-    const op = api.matchOperation(request);
-    if (op?.operationId !== undefined) {
-      ctx.state.operationId = op.operationId;
-      const fields = stringsByOp.get(op.operationId);
-      request.body = numbersToStrings(request.body, fields);
-      if (fields !== undefined && request.body !== null && typeof request.body === 'object') {
-        const body = request.body as Record<string, unknown>;
-        // Text is stored exactly as sent or refused; never silently altered.
-        for (const f of fields) if (typeof body[f] === 'string' && !isStorableText(body[f])) throw new BadRequest();
-      }
+    if (ctx.state.routeError === 'method-not-allowed') throw new AppError(405, 'method-not-allowed');
+    const operationId = ctx.state.operationId;
+    // Unknown path, or an operation whose app is switched off.
+    const handler = operationId === undefined ? undefined : handlers.get(operationId);
+    if (operationId === undefined || handler === undefined) throw new NotFound('not-found');
+    const fields = stringsByOp.get(operationId);
+    const body = numbersToStrings(ctx.request.body as unknown, fields);
+    if (fields !== undefined && body !== null && typeof body === 'object') {
+      const obj = body as Record<string, unknown>;
+      // Text is stored exactly as sent or refused; never silently altered.
+      for (const f of fields) if (typeof obj[f] === 'string' && !isStorableText(obj[f])) throw new BadRequest();
     }
-    await api.handleRequest(request, ctx);
+    const params = ctx.state.params ?? {};
+    const query = ctx.query as Record<string, string | string[] | undefined>;
+    if (!validator.valid(operationId, { params, query, headers: ctx.headers, body })) {
+      throw new BadRequest();
+    }
+    await handler(ctx, { params, query, body });
   });
 
   return {

@@ -120,7 +120,7 @@ describe('GET /metrics', () => {
     );
   });
 
-  it('counts a request refused before routing as unrouted with the status it got', async () => {
+  it('counts a request to a path that matches no operation as unrouted, with the status it got', async () => {
     const labels = { operation: 'unrouted', status: '401' };
     const before = sample(await metrics(), 'messenger_http_requests_total', labels);
     await harness().app.client.get('/v1/nowhere').expect(401, { message: 'auth-failed' });

@@ -18,14 +18,18 @@ export interface State {
   log: Logger;
   /** Set by the auth app; absent when auth is off. */
   session?: Session;
-  /** The matched operation, once routing has run. */
+  /** The matched operation (set by routing, before any app middleware). */
   operationId?: string;
+  /** Its decoded path parameters. */
+  params?: Record<string, string>;
+  /** Why no operation matched, when none did. */
+  routeError?: 'not-found' | 'method-not-allowed';
 }
 
 export type ApiContext = Koa.ParameterizedContext<State>;
 export type ApiMiddleware = Koa.Middleware<State>;
 
-/** The validated parts of a request, as openapi-backend parsed them. */
+/** The validated parts of a request. */
 export interface ApiRequest {
   params: Record<string, string>;
   query: Record<string, string | string[] | undefined>;

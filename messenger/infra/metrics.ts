@@ -12,7 +12,7 @@ export const registry = new Registry();
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** HTTP requests answered, by operationId (`unrouted` before routing) and status. */
+/** HTTP requests answered, by operationId (`unrouted` when the path matches none) and status. */
 export const httpRequests = new Counter({
   name: 'messenger_http_requests_total',
   help: 'HTTP requests answered, by operation and status',
