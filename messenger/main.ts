@@ -53,7 +53,7 @@ function runPrimary(config: Config): void {
     deaths.push(now);
     while (deaths.length > 0 && now - deaths[0] > 60_000) deaths.shift();
     const delay = restartDelay(deaths.length);
-    log.warn({ pid: worker.process.pid, code, signal, restartInMs: delay }, 'worker died; starting a new one');
+    log.warn({ workerPid: worker.process.pid, code, signal, restartInMs: delay }, 'worker died; starting a new one');
     setTimeout(() => {
       if (!stopping) cluster.fork();
     }, delay);

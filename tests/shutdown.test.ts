@@ -57,8 +57,9 @@ describe('messenger-api on SIGTERM', function () {
     data?.remove();
   });
 
-  it(`finishes the requests in flight (${workers} worker(s)): every 201 account is stored, none hangs, the exit is clean`, async () => {
-    const port = await freePort();
+  let port = 0;
+  before(async () => {
+    port = await freePort();
     const env: Record<string, string> = {
       PORT: String(port),
       LOG_LEVEL: 'info',
@@ -73,7 +74,23 @@ describe('messenger-api on SIGTERM', function () {
     }
     service = new ServiceProcess('messenger/main.ts', testEnv(env));
     await service.waitFor(isListening, workers, 60_000);
+  });
 
+  if (workers > 1) {
+    it('replaces a worker that dies, on the same port', async () => {
+      const s = service as ServiceProcess;
+      const [first] = await s.waitFor(isListening, workers);
+      process.kill(Number(first.pid), 'SIGKILL');
+      const all = await s.waitFor(isListening, workers + 1, 30_000);
+      const replacement = all[workers];
+      assert.notEqual(replacement.pid, first.pid);
+      assert.equal((replacement.address as { port: number }).port, port);
+      assert.equal(s.lines.filter((l) => l.msg === 'worker died; starting a new one' && l.workerPid === first.pid).length, 1);
+    });
+  }
+
+  it(`finishes the requests in flight (${workers} worker(s)): every 201 account is stored, none hangs, the exit is clean`, async () => {
+    if (service === undefined) throw new Error('service not started');
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
     // 16 clients register accounts back to back (bcrypt keeps each request in
     // flight for a while); SIGTERM lands while many are being served.
@@ -109,6 +126,7 @@ describe('messenger-api on SIGTERM', function () {
     }
     const drained = answers.filter((a) => a.status === 201 && servedLate.has(a.requestId));
     assert.ok(drained.length > 0, 'no request in flight at SIGTERM was finished and answered');
+    // Every worker alive at SIGTERM shut down cleanly (one that was replaced earlier logged nothing).
     assert.equal(service.lines.filter((l) => l.msg === 'shutdown complete').length, workers);
 
     let db: Db = harness().infra.db;
