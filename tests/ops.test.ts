@@ -118,6 +118,11 @@ describe('GET /metrics', () => {
         sample(before, 'messenger_http_request_duration_seconds_count', labels),
       3,
     );
+    // Buckets are cumulative: the +Inf one holds every request.
+    assert.equal(
+      sample(after, 'messenger_http_request_duration_seconds_bucket', { ...labels, le: '+Inf' }),
+      sample(after, 'messenger_http_request_duration_seconds_count', labels),
+    );
   });
 
   it('counts a request to a path that matches no operation as unrouted, with the status it got', async () => {

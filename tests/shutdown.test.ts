@@ -46,7 +46,7 @@ function call(agent: http.Agent, port: number, method: string, path: string, bod
 
 const isListening = (l: LogLine) => l.msg === 'messenger-api listening';
 
-describe('messenger-api on SIGTERM', function () {
+describe('messenger-api as a process (node:cluster workers, SIGTERM)', function () {
   this.timeout(90_000);
   const workers = MODE === 'services' ? 2 : 1;
   let data: { dir: string; remove: () => void } | undefined;
@@ -77,6 +77,20 @@ describe('messenger-api on SIGTERM', function () {
   });
 
   if (workers > 1) {
+    it('GET /metrics counts the requests of every worker, whichever answers', async () => {
+      const get = async (path: string) => {
+        // A new connection each time, so the cluster spreads them over the workers.
+        const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { connection: 'close' } });
+        return { status: res.status, text: await res.text() };
+      };
+      for (let i = 0; i < 10; i++) assert.equal((await get('/ping')).status, 200);
+      const pids = new Set(service?.lines.filter((l) => l.msg === 'request' && l.path === '/ping').map((l) => l.pid));
+      assert.equal(pids.size, workers, 'both workers served /ping');
+      const metrics = await get('/metrics');
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.text, /^messenger_http_requests_total\{operation="ping",status="200"\} 10$/m);
+    });
+
     it('replaces a worker that dies, on the same port', async () => {
       const s = service as ServiceProcess;
       const [first] = await s.waitFor(isListening, workers);

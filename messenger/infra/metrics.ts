@@ -12,23 +12,6 @@ export const registry = new Registry();
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** HTTP requests answered, by operationId (`unrouted` when the path matches none) and status. */
-export const httpRequests = new Counter({
-  name: 'messenger_http_requests_total',
-  help: 'HTTP requests answered, by operation and status',
-  labelNames: ['operation', 'status'] as const,
-  registers: [registry],
-});
-
-/** Time from the first middleware to the response, by operation and status. */
-export const httpDuration = new Histogram({
-  name: 'messenger_http_request_duration_seconds',
-  help: 'HTTP request latency, by operation and status',
-  labelNames: ['operation', 'status'] as const,
-  buckets: LATENCY_BUCKETS,
-  registers: [registry],
-});
-
 /** Search tasks finished by a consumer, by outcome (`success`, `failed`, `timeout`, `retry`). */
 export const searchTasks = new Counter({
   name: 'messenger_search_tasks_total',
@@ -108,28 +91,90 @@ export function enableProcessMetrics(): void {
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
 }
 
-interface Child {
-  inc(): void;
-  observe(v: number): void;
+interface Series {
+  operation: string;
+  status: string;
+  count: number;
+  sum: number;
+  /** Observations per bucket, not cumulative; the last slot is +Inf. */
+  buckets: Float64Array;
 }
 
-// Label lookups hash an object on every call; the request path keeps one child per (operation, status).
-const children = new Map<string, Child>();
+// Request metrics are kept in plain numbers: prom-client's labelled observe
+// hashes the label set and allocates on every call, which showed on /ping
+// throughput. These are turned into Prometheus samples only when scraped.
+const requestSeries = new Map<string, Map<number, Series>>();
 
-/** Counts one answered request and its latency; cheap enough for every request. */
+/** Counts one answered request and its latency; no allocation once the (operation, status) pair has been seen. */
 export function observeRequest(operation: string, status: number, seconds: number): void {
-  const key = `${operation} ${status}`;
-  let child = children.get(key);
-  if (child === undefined) {
-    const labels = { operation, status: String(status) };
-    const counter = httpRequests.labels(labels);
-    const hist = httpDuration.labels(labels);
-    child = { inc: () => counter.inc(), observe: (v) => hist.observe(v) };
-    children.set(key, child);
+  let byStatus = requestSeries.get(operation);
+  if (byStatus === undefined) {
+    byStatus = new Map();
+    requestSeries.set(operation, byStatus);
   }
-  child.inc();
-  child.observe(seconds);
+  let series = byStatus.get(status);
+  if (series === undefined) {
+    series = { operation, status: String(status), count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length + 1) };
+    byStatus.set(status, series);
+  }
+  series.count++;
+  series.sum += seconds;
+  let i = 0;
+  while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]) i++;
+  series.buckets[i]++;
 }
+
+interface Sample {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
+  sharedLabels?: Record<string, string>;
+}
+
+function* allSeries(): Generator<Series> {
+  for (const byStatus of requestSeries.values()) yield* byStatus.values();
+}
+
+/**
+ * A metric the registry reads through the same `get()` its own metrics
+ * have; prom-client's typings only name its classes, hence the cast.
+ */
+function register(name: string, help: string, type: 'counter' | 'histogram', values: () => Sample[]): void {
+  const metric = {
+    name,
+    help,
+    type,
+    aggregator: 'sum' as const,
+    async get() {
+      return { name, help, type, aggregator: 'sum' as const, values: values() };
+    },
+    reset() {
+      requestSeries.clear();
+    },
+  };
+  registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
+}
+
+register('messenger_http_requests_total', 'HTTP requests answered, by operation and status', 'counter', () =>
+  [...allSeries()].map((s) => ({ value: s.count, labels: { operation: s.operation, status: s.status } })),
+);
+
+register('messenger_http_request_duration_seconds', 'HTTP request latency, by operation and status', 'histogram', () => {
+  const out: Sample[] = [];
+  const name = 'messenger_http_request_duration_seconds';
+  for (const s of allSeries()) {
+    const labels = { operation: s.operation, status: s.status };
+    let cumulative = 0;
+    for (let i = 0; i <= LATENCY_BUCKETS.length; i++) {
+      cumulative += s.buckets[i];
+      const le = i < LATENCY_BUCKETS.length ? LATENCY_BUCKETS[i] : '+Inf';
+      out.push({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative, sharedLabels: {} });
+    }
+    out.push({ metricName: `${name}_sum`, labels, value: s.sum, sharedLabels: {} });
+    out.push({ metricName: `${name}_count`, labels, value: s.count, sharedLabels: {} });
+  }
+  return out;
+});
 
 const REQ = 'messenger:metrics-req';
 const RES = 'messenger:metrics-res';
