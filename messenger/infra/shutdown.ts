@@ -54,8 +54,8 @@ export class Shutdown {
 
   /**
    * Runs the shutdown on SIGTERM or SIGINT (once; a second signal of the
-   * same kind kills at once) or when the cluster primary goes away, then
-   * exits; a timer forces the exit after `timeoutMs`.
+   * same kind kills at once), then exits; a timer forces the exit after
+   * `timeoutMs`. (A cluster worker whose primary dies is ended by node:cluster itself.)
    */
   onSignals(timeoutMs: number): void {
     const handler = (reason: string) => {
@@ -70,7 +70,5 @@ export class Shutdown {
     };
     process.once('SIGTERM', () => handler('SIGTERM'));
     process.once('SIGINT', () => handler('SIGINT'));
-    // A worker whose primary died (killed, crashed) must not live on unsupervised.
-    if (process.send !== undefined) process.once('disconnect', () => handler('primary gone'));
   }
 }
