@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../messenger/config';
@@ -22,7 +23,7 @@ function parseEnvFile(text: string): Record<string, string> {
   return env;
 }
 
-describe('deployment settings files', () => {
+describe('deployment files', () => {
   it('finds the settings config.ts reads (the check below is not vacuous)', () => {
     const names = settingNames();
     assert.ok(names.length > 20);
@@ -53,5 +54,17 @@ describe('deployment settings files', () => {
 
   it('deploy/.env.example documents METRICS_TOKEN', () => {
     assert.match(read('deploy/.env.example'), /^# METRICS_TOKEN=/m);
+  });
+
+  it('make help lists every target of the Makefile, each with its explanation', () => {
+    const makefile = read('Makefile');
+    const phony = /^\.PHONY: (.+)$/m.exec(makefile);
+    assert.ok(phony);
+    const targets = phony[1].split(/\s+/);
+    for (const t of ['run-dev', 'run-prod', 'run-local', 'test', 'test-services', 'lint', 'typecheck', 'migrate', 'bench', 'docker-build']) {
+      assert.ok(targets.includes(t), `${t} is not a target`);
+    }
+    const help = execFileSync('make', ['--no-print-directory', '-s', 'help'], { cwd: ROOT, encoding: 'utf8' });
+    for (const t of targets) assert.match(help, new RegExp(`^  ${t} +\\S`, 'm'), `make help does not list ${t}`);
   });
 });
