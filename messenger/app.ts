@@ -3,9 +3,11 @@ import Koa from 'koa';
 import { koaBody } from 'koa-body';
 import type { AppName } from './config';
 import { AppError, BadRequest, NotFound, toWireError } from './errors';
+import { observeRequest } from './infra/metrics';
 import { createApi, numbersToStrings, OperationRouter, RequestValidator, stringFields, type Api } from './infra/openapi';
 import { APP_FACTORIES } from './apps';
 import { coreApp } from './apps/core';
+import { opsApp } from './apps/ops';
 import { isStorableText } from './apps/input';
 import { STAGES, type ApiMiddleware, type App, type Handler, type Infra, type State } from './apps/types';
 
@@ -39,7 +41,7 @@ export function buildApps(infra: Infra): App[] {
     apps.push(app);
   }
   if (problems.length > 0) throw new AppSetupError(`cannot start: ${problems.join('; ')}`);
-  return [coreApp(infra, enabled), ...apps];
+  return [coreApp(infra, enabled), opsApp(infra, enabled), ...apps];
 }
 
 /** First middleware: every error becomes `{"message": code}`; unexpected ones are logged with the request id. */
@@ -60,7 +62,7 @@ function errorHandler(): ApiMiddleware {
 
 const REQUEST_ID = /^[\w.-]{1,64}$/;
 
-/** Request id, per-request child logger, safe headers and one access-log line. */
+/** Request id, per-request child logger, safe headers, one access-log line and the request metrics. */
 function requestContext(infra: Infra): ApiMiddleware {
   return async function requestContext(ctx, next) {
     const started = process.hrtime.bigint();
@@ -71,12 +73,19 @@ function requestContext(infra: Infra): ApiMiddleware {
     ctx.set('X-Request-Id', requestId);
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Cache-Control', 'no-store');
+    let failed: number | undefined;
     try {
       await next();
+    } catch (err) {
+      // errorHandler answers it further out; log and count the status it will send, not Koa's default 404.
+      failed = toWireError(err).status;
+      throw err;
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const status = failed ?? ctx.status;
+      observeRequest(ctx.state.operationId ?? 'unrouted', status, ms / 1000);
       ctx.state.log.info(
-        { method: ctx.method, path: ctx.path, op: ctx.state.operationId, status: ctx.status, ms: Math.round(ms * 100) / 100 },
+        { method: ctx.method, path: ctx.path, op: ctx.state.operationId, status, ms: Math.round(ms * 100) / 100 },
         'request',
       );
     }

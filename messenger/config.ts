@@ -35,6 +35,8 @@ export interface Config {
   logLevel: LogLevel;
   /** Grace period for in-flight work on SIGTERM before the process quits anyway. */
   shutdownTimeoutMs: number;
+  /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is public. */
+  metricsToken: string | undefined;
   search: {
     queue: string;
     timeoutMs: number;
@@ -186,6 +188,10 @@ export function loadConfig(env: Env = process.env): Config {
     r.problems.push(`LOG_LEVEL must be one of ${levels.join(', ')}, got "${logLevel}"`);
   }
   const rmqUrl = r.url('RMQ_URL', ['amqp:', 'amqps:']) ?? r.url('RABBITMQ_URL', ['amqp:', 'amqps:']);
+  const metricsToken = r.optional('METRICS_TOKEN');
+  if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) {
+    r.problems.push('METRICS_TOKEN must be 16 to 256 printable characters without spaces');
+  }
   const trusted = r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean);
 
   const config: Config = {
@@ -206,6 +212,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),
     logLevel: logLevel as LogLevel,
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
+    metricsToken,
     search: {
       queue: r.str('SEARCH_QUEUE', 'messenger.search'),
       timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),

@@ -60,7 +60,7 @@ export interface Infra {
 
 /** One app: owns its operations, middleware and start/stop hooks, and names what it needs. */
 export interface App {
-  name: AppName | 'core';
+  name: AppName | 'core' | 'ops';
   requires: AppName[];
   middleware: Partial<Record<Stage, ApiMiddleware>>;
   handlers: Record<string, Handler>;

@@ -1,0 +1,63 @@
+# make help lists every target. Settings are environment variables (README, "Settings").
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help install run-dev run-prod stop-prod logs-prod run-local migrate test test-services lint typecheck check bench docker-build compose-config ci
+
+IMAGE ?= messenger-api:latest
+# Docker Compose v2 plugin when present, else the standalone docker-compose.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+help: ## list every target
+	@echo "usage: make <target>   (settings come from the environment, e.g. PORT=8090 make run-local)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+install: node_modules ## install dependencies from the lockfile (npm ci)
+
+run-dev: node_modules ## embedded mode (PGlite in ./data, no services), reloads on change
+	npm run dev
+
+run-prod: ## the production stack in Docker: build, then compose up (nginx on HTTP_PORT, default 8080)
+	$(COMPOSE) -f docker-compose.yml up -d --build
+	$(COMPOSE) -f docker-compose.yml ps
+
+stop-prod: ## stop the Docker stack (data volumes are kept)
+	$(COMPOSE) -f docker-compose.yml down
+
+logs-prod: ## follow the Docker stack's logs
+	$(COMPOSE) -f docker-compose.yml logs -f --tail=100
+
+run-local: node_modules ## services mode here, no Docker: migrate db "messenger", WORKERS_NUM web workers + consumer; Ctrl-C stops both
+	deploy/run-local.sh
+
+migrate: node_modules ## apply migrations to DATABASE_URL (or the embedded ./data when unset)
+	npm run -s migrate
+
+test: node_modules ## the test suite in the embedded mode
+	npm test
+
+test-services: node_modules ## the test suite against local PostgreSQL, Redis and RabbitMQ
+	npm run -s test:services
+
+lint: node_modules ## eslint
+	npm run -s lint
+
+typecheck: node_modules ## tsc in strict mode over sources and tests
+	npm run -s typecheck
+
+check: typecheck lint test test-services ## typecheck, lint and both suites
+
+bench: node_modules ## the benchmark (npm run bench)
+	npm run bench
+
+docker-build: ## build the one production image (IMAGE, default messenger-api:latest)
+	docker build -t $(IMAGE) .
+
+compose-config: ## validate docker-compose.yml (no Docker engine needed)
+	$(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml is valid"
+
+ci: ## what CI runs (.ci/run)
+	bash .ci/run

@@ -1,0 +1,138 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { getAbsoluteFSPath } from 'swagger-ui-dist';
+import { NotFound, Unauthorized } from '../../errors';
+import { databaseCheck, kvCheck, rabbitCheck, runChecks, type Check } from '../../infra/health';
+import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsText, trackPool } from '../../infra/metrics';
+import { swaggerPath } from '../../infra/openapi';
+import type { App, AppFactory } from '../types';
+
+/** swagger-ui files served under /docs/, with their content types; nothing else from that folder is reachable. */
+const ASSETS: Record<string, string> = {
+  'swagger-ui.css': 'text/css; charset=utf-8',
+  'index.css': 'text/css; charset=utf-8',
+  'swagger-ui-bundle.js': 'application/javascript; charset=utf-8',
+  'swagger-ui-standalone-preset.js': 'application/javascript; charset=utf-8',
+  'favicon-32x32.png': 'image/png',
+};
+
+// Ours rather than swagger-ui-dist's, which points at the petstore example.
+const INITIALIZER = `window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: '/swagger.yml',
+    dom_id: '#swagger-ui',
+    deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: 'StandaloneLayout',
+  });
+};
+`;
+
+const PAGE = `<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>Messenger API</title>
+    <link rel="stylesheet" type="text/css" href="/docs/swagger-ui.css">
+    <link rel="stylesheet" type="text/css" href="/docs/index.css">
+    <link rel="icon" type="image/png" href="/docs/favicon-32x32.png" sizes="32x32">
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="/docs/swagger-ui-bundle.js" charset="UTF-8"></script>
+    <script src="/docs/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
+    <script src="/docs/swagger-initializer.js" charset="UTF-8"></script>
+  </body>
+</html>
+`;
+
+const DOC_PATHS = ['/docs', ...[...Object.keys(ASSETS), 'swagger-initializer.js'].map((f) => `/docs/${f}`)];
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/**
+ * Operator endpoints, always on and public: `/health` (every backing service
+ * with its latency), `/metrics` (Prometheus; a bearer token when
+ * METRICS_TOKEN is set), `/docs` (swagger-ui from node_modules) and `/swagger.yml`.
+ */
+export const opsApp: AppFactory = ({ config, db, kv }): App => {
+  enableProcessMetrics();
+  const checks: Check[] = [databaseCheck(db)];
+  if (kv.kind === 'redis') checks.push(kvCheck(kv));
+  if (config.rmqUrl !== undefined) checks.push(rabbitCheck(config.rmqUrl, config.dbTimeoutMs));
+  // Compared as digests so the comparison takes the same time whatever the length sent.
+  const tokenDigest = config.metricsToken === undefined ? undefined : digest(`Bearer ${config.metricsToken}`);
+  const files = new Map<string, Buffer>();
+  let untrackPool: (() => void) | undefined;
+
+  async function asset(name: string): Promise<Buffer> {
+    let data = files.get(name);
+    if (data === undefined) {
+      data = await fs.readFile(path.join(getAbsoluteFSPath(), name));
+      files.set(name, data);
+    }
+    return data;
+  }
+
+  return {
+    name: 'ops',
+    requires: [],
+    publicPaths: ['/health', '/metrics', '/swagger.yml', ...DOC_PATHS],
+    middleware: {},
+    async start() {
+      untrackPool = trackPool(db);
+    },
+    async stop() {
+      untrackPool?.();
+    },
+    handlers: {
+      async health(ctx) {
+        const results = await runChecks(checks, config.dbTimeoutMs);
+        const down = Object.values(results).some((r) => r.status === 'down');
+        if (down) ctx.state.log.warn({ checks: results }, 'health: a backing service is down');
+        ctx.status = down ? 503 : 200;
+        ctx.body = down ? { message: 'service-unavailable', checks: results } : { checks: results };
+      },
+
+      async metrics(ctx) {
+        if (tokenDigest !== undefined && !timingSafeEqual(digest(ctx.get('authorization')), tokenDigest)) {
+          throw new Unauthorized('auth-failed');
+        }
+        const text = await metricsText();
+        ctx.status = 200;
+        ctx.type = METRICS_CONTENT_TYPE;
+        ctx.body = text;
+      },
+
+      async docsPage(ctx) {
+        ctx.status = 200;
+        ctx.type = 'text/html; charset=utf-8';
+        ctx.body = PAGE;
+      },
+
+      async docsAsset(ctx, req) {
+        const name = req.params.file;
+        ctx.status = 200;
+        ctx.set('Cache-Control', 'public, max-age=3600');
+        if (name === 'swagger-initializer.js') {
+          ctx.type = 'application/javascript; charset=utf-8';
+          ctx.body = INITIALIZER;
+          return;
+        }
+        const type = ASSETS[name];
+        if (type === undefined) throw new NotFound('not-found');
+        ctx.type = type;
+        ctx.body = await asset(name);
+      },
+
+      async swaggerDocument(ctx) {
+        ctx.status = 200;
+        ctx.type = 'application/yaml; charset=utf-8';
+        ctx.body = await fs.readFile(swaggerPath());
+      },
+    },
+  };
+};

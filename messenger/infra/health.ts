@@ -1,0 +1,87 @@
+import { connect } from 'amqplib';
+import type { Db } from './db';
+import { pingDb } from './db';
+import type { Kv } from './kv';
+
+/** The outcome of one dependency check. */
+export interface CheckResult {
+  status: 'ok' | 'down';
+  latency_ms: number;
+  /** Why it is down, in a few words; never a connection string. */
+  error?: string;
+}
+
+/** A named dependency check; `run` rejects (or times out) when the dependency does not answer. */
+export interface Check {
+  name: string;
+  run: () => Promise<void>;
+}
+
+function timeout(ms: number): Promise<never> {
+  return new Promise((_, reject) => {
+    const t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    t.unref();
+  });
+}
+
+function reason(err: unknown): string {
+  if (!(err instanceof Error)) return 'failed';
+  const code = (err as { code?: unknown }).code;
+  // The message of a connection error can carry the URL (with a password); the errno cannot.
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
+  return err.message.replace(/\w+:\/\/\S+/g, '<url>').slice(0, 120);
+}
+
+/** Runs the checks in parallel, each bounded by `timeoutMs`, and reports each with its latency. */
+export async function runChecks(checks: Check[], timeoutMs: number): Promise<Record<string, CheckResult>> {
+  const results = await Promise.all(
+    checks.map(async (c): Promise<[string, CheckResult]> => {
+      const started = process.hrtime.bigint();
+      const ms = () => Math.round(Number(process.hrtime.bigint() - started) / 1e4) / 100;
+      try {
+        await Promise.race([c.run(), timeout(timeoutMs)]);
+        return [c.name, { status: 'ok', latency_ms: ms() }];
+      } catch (err) {
+        return [c.name, { status: 'down', latency_ms: ms(), error: reason(err) }];
+      }
+    }),
+  );
+  return Object.fromEntries(results);
+}
+
+/** PostgreSQL (PGlite in the embedded mode) answers a trivial query. */
+export function databaseCheck(db: Db): Check {
+  return { name: 'postgresql', run: () => pingDb(db) };
+}
+
+/** Redis answers PING. */
+export function kvCheck(kv: Kv): Check {
+  return { name: 'redis', run: () => kv.ping() };
+}
+
+/**
+ * RabbitMQ accepts a connection. The probe opens and closes its own short
+ * connection so it tells the truth even where this process holds none (a web
+ * process only publishes), and its result is kept for `cacheMs` so that
+ * polling `/health` cannot flood the broker with connections.
+ */
+export function rabbitCheck(url: string, timeoutMs: number, cacheMs = 1000): Check {
+  let last: { at: number; result: Promise<void> } | undefined;
+  const probe = async () => {
+    const conn = await connect(url, { timeout: timeoutMs });
+    conn.on('error', () => {});
+    await conn.close();
+  };
+  return {
+    name: 'rabbitmq',
+    run() {
+      const now = Date.now();
+      if (last === undefined || now - last.at > cacheMs) {
+        const result = probe();
+        result.catch(() => {});
+        last = { at: now, result };
+      }
+      return last.result;
+    },
+  };
+}

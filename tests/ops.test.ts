@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { ConfigError, loadConfig } from '../messenger/config';
+import { swaggerPath } from '../messenger/infra/openapi';
+import { MODE, testEnv } from './helpers/env';
+import { harness, startApp, startInfra, type Running } from './helpers/harness';
+import { TcpProxy } from './helpers/tcp-proxy';
+import type { BuiltInfra } from '../messenger/infra';
+
+interface Check {
+  status: string;
+  latency_ms: number;
+  error?: string;
+}
+
+/** The value of one sample line of the Prometheus text, 0 when absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const wanted = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+    if (wanted) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return 0;
+}
+
+async function metrics(app: Running = harness().app): Promise<string> {
+  const res = await app.client.get('/metrics').expect(200).expect('Content-Type', /^text\/plain/);
+  return res.text;
+}
+
+describe('GET /health', () => {
+  it('answers 200 with every backing service in use, each ok with its latency', async () => {
+    const res = await harness().app.client.get('/health').expect(200);
+    const checks = (res.body as { checks: Record<string, Check> }).checks;
+    const expected = MODE === 'services' ? ['postgresql', 'rabbitmq', 'redis'] : ['postgresql'];
+    assert.deepEqual(Object.keys(checks).sort(), expected);
+    for (const c of Object.values(checks)) {
+      assert.equal(c.status, 'ok');
+      assert.ok(c.latency_ms >= 0);
+    }
+  });
+
+  it('answers without a session even with auth on', async () => {
+    const res = await harness().app.client.get('/health');
+    assert.notEqual(res.status, 401);
+  });
+
+  describe('with the database gone', () => {
+    let infra: BuiltInfra;
+    let app: Running;
+    before(async () => {
+      infra = await startInfra();
+      app = await startApp(infra);
+      await infra.db.destroy();
+    });
+    after(async () => {
+      await app.close();
+      await infra.shutdown.run();
+    });
+
+    it('answers 503 service-unavailable naming postgresql as down, while /ping stays 200', async () => {
+      const res = await app.client.get('/health').expect(503);
+      const body = res.body as { message: string; checks: Record<string, Check> };
+      assert.equal(body.message, 'service-unavailable');
+      assert.equal(body.checks.postgresql.status, 'down');
+      assert.ok(body.checks.postgresql.error);
+      await app.client.get('/ping').expect(200, {});
+    });
+  });
+
+  if (MODE === 'services') {
+    for (const [name, envName, port] of [['redis', 'REDIS_URL', 6379], ['rabbitmq', 'RMQ_URL', 5672]] as const) {
+      describe(`with ${name} cut off`, () => {
+        const proxy = new TcpProxy('127.0.0.1', port);
+        let infra: BuiltInfra;
+        let app: Running;
+        before(async () => {
+          const p = await proxy.up();
+          const base = testEnv()[envName];
+          const url = new URL(base);
+          url.port = String(p);
+          infra = await startInfra({ [envName]: url.toString() });
+          app = await startApp(infra, { [envName]: url.toString(), DB_TIMEOUT_MS: '1000' });
+          await app.client.get('/health').expect(200);
+          await proxy.down();
+        });
+        after(async () => {
+          await app.close();
+          await infra.shutdown.run();
+          await proxy.down();
+        });
+
+        it(`answers 503 naming ${name} as down and the others ok`, async () => {
+          // The RabbitMQ probe result is reused for a second; wait it out.
+          await new Promise((r) => setTimeout(r, 1100));
+          const res = await app.client.get('/health').expect(503);
+          const checks = (res.body as { checks: Record<string, Check> }).checks;
+          assert.equal(checks[name].status, 'down');
+          assert.equal(checks.postgresql.status, 'ok');
+          const others = Object.entries(checks).filter(([k]) => k !== name);
+          for (const [, c] of others) assert.equal(c.status, 'ok');
+        });
+      });
+    }
+  }
+});
+
+describe('GET /metrics', () => {
+  it('counts each answered request by operation and status', async () => {
+    const before = await metrics();
+    const { client } = harness().app;
+    for (let i = 0; i < 3; i++) await client.get('/ping').expect(200);
+    const after = await metrics();
+    const labels = { operation: 'ping', status: '200' };
+    assert.equal(sample(after, 'messenger_http_requests_total', labels) - sample(before, 'messenger_http_requests_total', labels), 3);
+    assert.equal(
+      sample(after, 'messenger_http_request_duration_seconds_count', labels) -
+        sample(before, 'messenger_http_request_duration_seconds_count', labels),
+      3,
+    );
+    // Buckets are cumulative: the +Inf one holds every request.
+    assert.equal(
+      sample(after, 'messenger_http_request_duration_seconds_bucket', { ...labels, le: '+Inf' }),
+      sample(after, 'messenger_http_request_duration_seconds_count', labels),
+    );
+  });
+
+  it('counts a request to a path that matches no operation as unrouted, with the status it got', async () => {
+    const labels = { operation: 'unrouted', status: '401' };
+    const before = sample(await metrics(), 'messenger_http_requests_total', labels);
+    await harness().app.client.get('/v1/nowhere').expect(401, { message: 'auth-failed' });
+    assert.equal(sample(await metrics(), 'messenger_http_requests_total', labels) - before, 1);
+  });
+
+  it('reports event-loop lag, process memory, the database pool and the search task metrics', async () => {
+    const text = await metrics();
+    for (const name of [
+      'nodejs_eventloop_lag_seconds',
+      'process_resident_memory_bytes',
+      'nodejs_heap_size_used_bytes',
+      'messenger_db_pool_connections',
+      'messenger_search_tasks_total',
+      'messenger_search_task_duration_seconds',
+    ]) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `${name} missing`);
+    }
+    assert.ok(sample(text, 'process_resident_memory_bytes') > 0);
+  });
+
+  describe('with METRICS_TOKEN set', () => {
+    const token = 'metrics-token-0123456789';
+    let app: Running;
+    before(async () => {
+      app = await startApp(harness().infra, { METRICS_TOKEN: token });
+    });
+    after(() => app.close());
+
+    it('answers 401 auth-failed without the bearer token', async () => {
+      await app.client.get('/metrics').expect(401, { message: 'auth-failed' });
+    });
+
+    it('answers 401 auth-failed for a wrong token', async () => {
+      await app.client.get('/metrics').set('Authorization', `Bearer ${token}x`).expect(401, { message: 'auth-failed' });
+    });
+
+    it('answers 200 with the right token', async () => {
+      const res = await app.client.get('/metrics').set('Authorization', `Bearer ${token}`).expect(200);
+      assert.match(res.text, /messenger_http_requests_total/);
+    });
+  });
+
+  it('refuses a METRICS_TOKEN shorter than 16 characters at start-up', () => {
+    assert.throws(() => loadConfig(testEnv({ METRICS_TOKEN: 'short' })), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /METRICS_TOKEN must be 16 to 256 printable characters/);
+      return true;
+    });
+  });
+});
+
+describe('GET /docs and /swagger.yml', () => {
+  it('GET /swagger.yml answers the OpenAPI document as YAML', async () => {
+    const res = await harness().app.client.get('/swagger.yml').expect(200).expect('Content-Type', /yaml/);
+    assert.equal(res.text, fs.readFileSync(swaggerPath(), 'utf8'));
+  });
+
+  it('GET /docs answers an HTML page that loads only local files', async () => {
+    const res = await harness().app.client.get('/docs').expect(200).expect('Content-Type', /^text\/html/);
+    const sources = [...res.text.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
+    assert.ok(sources.length >= 4);
+    for (const s of sources) assert.match(s, /^\/docs\/[\w.-]+$/, `${s} is not served by this API`);
+  });
+
+  it('serves every file the page loads, from node_modules, with a one-hour cache', async () => {
+    const res = await harness().app.client.get('/docs').expect(200);
+    for (const [, src] of res.text.matchAll(/(?:src|href)="([^"]+)"/g)) {
+      const asset = await harness().app.client.get(src).buffer(true).expect(200).expect('Cache-Control', 'public, max-age=3600');
+      assert.ok(Number(asset.headers['content-length']) > 0 || (asset.text ?? '').length > 0, `${src} is empty`);
+    }
+    const initializer = await harness().app.client.get('/docs/swagger-initializer.js').expect(200);
+    assert.match(initializer.text, /url: '\/swagger\.yml'/);
+  });
+
+  it('answers 401 for a file under /docs that is not one of the page assets', async () => {
+    await harness().app.client.get('/docs/package.json').expect(401, { message: 'auth-failed' });
+  });
+});
