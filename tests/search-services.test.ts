@@ -7,7 +7,7 @@ import { TaskStore, type Task } from '../messenger/apps/search/tasks';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
 import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
-import { startChild, stopChild, type Child } from './helpers/processes';
+import { ServiceProcess } from './helpers/process';
 import { startSearch, waitForTask } from './helpers/search';
 import { TcpProxy } from './helpers/tcp-proxy';
 
@@ -30,12 +30,12 @@ if (MODE === 'services') {
     let env: Record<string, string>;
     let web: Running;
     let user: TestUser;
-    const children: Child[] = [];
+    const children: ServiceProcess[] = [];
     let conn: amqp.ChannelModel;
     let ch: amqp.Channel;
 
-    const consumer = async (extra: Record<string, string> = {}): Promise<Child> => {
-      const c = startChild('messenger/consumer.ts', { ...env, ...extra });
+    const consumer = async (extra: Record<string, string> = {}): Promise<ServiceProcess> => {
+      const c = new ServiceProcess('messenger/consumer.ts', { ...env, ...extra });
       children.push(c);
       await eventually(20_000, async () => ((await ch.checkQueue(queue)).consumerCount >= 1 ? true : undefined));
       return c;
@@ -55,7 +55,10 @@ if (MODE === 'services') {
     });
 
     afterEach(async () => {
-      for (const c of children.splice(0)) await stopChild(c, 'SIGKILL');
+      for (const c of children.splice(0)) {
+        c.kill();
+        await c.exited;
+      }
       await web.close();
       await conn.close();
       await deleteQueues(queue);
@@ -80,7 +83,8 @@ if (MODE === 'services') {
         const first = await consumer();
         const taskId = await startSearch(web.client, user.session, 'consumer found');
         await eventually(20_000, async () => ((await taskRecord(taskId))?.status === 'IN_PROCESS' ? true : undefined));
-        await stopChild(first, 'SIGKILL');
+        first.kill();
+        await first.exited;
         await trx.rollback();
         await consumer();
         assert.equal(await waitForTask(web.client, user.session, taskId), 'SUCCESS');
