@@ -96,6 +96,22 @@ if (MODE === 'services') {
       }
     });
 
+    it('a search that runs past SEARCH_TIMEOUT_MS stops and ends SUCCESS with what it found', async () => {
+      const { db } = harness().infra;
+      const trx: Knex.Transaction = await db.transaction();
+      try {
+        // The search cannot read the locked table, so it can only end by its deadline.
+        await trx.raw('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE');
+        await consumer({ SEARCH_TIMEOUT_MS: '300' });
+        const taskId = await startSearch(web.client, user.session, 'consumer found');
+        assert.equal(await waitForTask(web.client, user.session, taskId, 10_000), 'SUCCESS');
+        assert.equal(trx.isCompleted(), false, 'the lock was still held when the task finished');
+        await web.client.get(`/v1/chats/search/${taskId}/messages?limit=10`, user.session).expect(200, { messages: [], next: { iterator: '0'.repeat(32) } });
+      } finally {
+        await trx.rollback();
+      }
+    });
+
     it('two consumers on one queue run each task exactly once', async () => {
       await consumer();
       await consumer();

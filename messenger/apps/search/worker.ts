@@ -2,6 +2,7 @@ import type { Config } from '../../config';
 import { searchExact, searchFuzzy, type FoundMessage } from '../../db/search';
 import type { Db } from '../../infra/db';
 import type { Logger } from '../../infra/logger';
+import { searchTaskDuration, searchTasks } from '../../infra/metrics';
 import { PoisonMessage, type TaskHandler } from '../../infra/queue';
 import { toWireId } from '../../ids';
 import type { TaskResult, TaskStore } from './tasks';
@@ -53,34 +54,47 @@ export class SearchWorker {
     if (task.attempts >= this.config.maxAttempts) {
       log.error({ attempts: task.attempts }, 'search task failed too often; marked FAILED');
       await this.tasks.fail(task);
+      searchTasks.inc({ outcome: 'failed' });
       return;
     }
     const running = await this.tasks.start(task);
     const started = Date.now();
-    const results = await this.search(running.owner, running.phrase, started + this.config.timeoutMs);
-    await this.tasks.succeed(running, results);
-    log.info({ results: results.length, ms: Date.now() - started, attempt: running.attempts }, 'search task done');
+    try {
+      const { results, timedOut } = await this.search(running.owner, running.phrase, started + this.config.timeoutMs);
+      await this.tasks.succeed(running, results);
+      const outcome = timedOut ? 'timeout' : 'success';
+      searchTasks.inc({ outcome });
+      searchTaskDuration.observe({ outcome }, (Date.now() - started) / 1000);
+      log.info({ results: results.length, ms: Date.now() - started, attempt: running.attempts, timedOut }, 'search task done');
+    } catch (err) {
+      searchTasks.inc({ outcome: 'retry' });
+      throw err;
+    }
   };
 
-  private async search(owner: string, phrase: string, deadline: number): Promise<TaskResult[]> {
+  private async search(owner: string, phrase: string, deadline: number): Promise<{ results: TaskResult[]; timedOut: boolean }> {
     let exact: FoundMessage[];
     try {
       exact = await searchExact(this.db, owner, phrase, MAX_RESULTS, deadline - Date.now());
     } catch (err) {
       if (!isTimeout(err)) throw err;
-      return [];
+      return { results: [], timedOut: true };
     }
     let fuzzy: FoundMessage[] = [];
+    let timedOut = false;
     const left = deadline - Date.now();
-    if (exact.length < MAX_RESULTS && left > 0) {
+    if (exact.length < MAX_RESULTS) {
       try {
+        if (left <= 0) throw Object.assign(new Error('deadline passed'), { code: '57014' });
         fuzzy = await searchFuzzy(this.db, owner, phrase, exact.map((m) => m.id), MAX_RESULTS - exact.length, left);
       } catch (err) {
         if (!isTimeout(err)) throw err;
+        timedOut = true;
       }
     }
-    return [...exact, ...fuzzy]
+    const results = [...exact, ...fuzzy]
       .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.id < b.id ? 1 : -1))
       .map(present);
+    return { results, timedOut };
   }
 }
