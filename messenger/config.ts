@@ -5,7 +5,7 @@
 
 export const ALL_APPS = ['auth', 'chats', 'messages', 'search', 'throttling', 'caching'] as const;
 // search, throttling and caching join the default list as their apps land.
-const DEFAULT_APPS: readonly string[] = ['auth', 'chats', 'messages'];
+const DEFAULT_APPS: readonly string[] = ['auth', 'chats', 'messages', 'search'];
 export type AppName = (typeof ALL_APPS)[number];
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -43,7 +43,6 @@ export interface Config {
     taskTtlSeconds: number;
     maxAttempts: number;
     prefetch: number;
-    language: string;
     /** Run the consumer inside the web process (always true with the in-process queue). */
     inProcessConsumer: boolean;
   };
@@ -164,7 +163,13 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
     names = names.filter((n) => !unknown.includes(n));
   }
   let apps = [...new Set(names)] as AppName[];
-  if (authDisabled) apps = apps.filter((a) => a !== 'auth');
+  if (authDisabled) {
+    apps = apps.filter((a) => a !== 'auth');
+    // The original's switch with the default list: drop what cannot work
+    // without accounts (search is per account). An explicit APPS naming
+    // search with auth off is still refused at start-up.
+    if (raw === undefined) apps = apps.filter((a) => a !== 'search');
+  }
   return apps;
 }
 
@@ -214,7 +219,6 @@ export function loadConfig(env: Env = process.env): Config {
       taskTtlSeconds: r.int('SEARCH_TASK_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
       maxAttempts: r.int('SEARCH_MAX_ATTEMPTS', 3, 1, 100),
       prefetch: r.int('SEARCH_PREFETCH', 4, 1, 1000),
-      language: r.str('SEARCH_LANGUAGE', 'simple'),
       inProcessConsumer: r.bool('SEARCH_IN_PROCESS_CONSUMER', rmqUrl === undefined),
     },
     throttling: {

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_core';
+import * as m002 from './002_search';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -10,6 +11,7 @@ interface Migration {
 // TypeScript sources (tests) and compiled JavaScript (production image).
 const migrations: Record<string, Migration> = {
   '001_core': m001,
+  '002_search': m002,
 };
 
 /** Knex migration source over the static list above. */

@@ -2,6 +2,7 @@ import type { AppName } from '../config';
 import { authApp } from './auth';
 import { chatsApp } from './chats';
 import { messagesApp } from './messages';
+import { searchApp } from './search';
 import type { AppFactory } from './types';
 
 /**
@@ -12,4 +13,5 @@ export const APP_FACTORIES: Partial<Record<AppName, AppFactory>> = {
   auth: authApp,
   chats: chatsApp,
   messages: messagesApp,
+  search: searchApp,
 };

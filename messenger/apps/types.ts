@@ -3,6 +3,7 @@ import type { AppName, Config } from '../config';
 import type { Db } from '../infra/db';
 import type { Kv } from '../infra/kv';
 import type { Logger } from '../infra/logger';
+import type { TaskQueue } from '../infra/queue';
 
 /** The caller's session, set by the auth app. */
 export interface Session {
@@ -53,6 +54,8 @@ export interface Infra {
   log: Logger;
   db: Db;
   kv: Kv;
+  /** The search task queue; present when the search app is on. */
+  queue?: TaskQueue;
 }
 
 /** One app: owns its operations, middleware and start/stop hooks, and names what it needs. */

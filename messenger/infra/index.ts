@@ -3,6 +3,7 @@ import type { Infra } from '../apps/types';
 import { createDb, migrateLatest } from './db';
 import { createKv, RedisKv } from './kv';
 import { createLogger, type Logger } from './logger';
+import { createQueue } from './queue';
 import { Shutdown } from './shutdown';
 
 export interface BuiltInfra extends Infra {
@@ -28,5 +29,8 @@ export async function buildInfra(config: Config, log: Logger = createLogger(conf
   if (kv instanceof RedisKv && !(await kv.waitReady(5000))) {
     log.warn('redis not reachable yet; requests needing it answer 503 until it is');
   }
-  return { config, log, db, kv, shutdown };
+  // Only the search app queues anything; without it no broker connection is made.
+  const queue = config.apps.includes('search') ? await createQueue(config, log) : undefined;
+  if (queue !== undefined) shutdown.add('queue', () => queue.close());
+  return { config, log, db, kv, queue, shutdown };
 }

@@ -32,8 +32,28 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     base.REDIS_PREFIX = `test:${RUN_ID}:`;
     base.RMQ_URL = RMQ_URL;
     base.SEARCH_QUEUE = `test.${RUN_ID}.search`;
+    // The test apps also consume, through RabbitMQ, with the consumer's own code.
+    base.SEARCH_IN_PROCESS_CONSUMER = '1';
   }
   return { ...base, ...overrides };
+}
+
+/** Deletes a search queue and its dead-letter queue (services mode). */
+export async function deleteQueues(queue: string): Promise<void> {
+  const amqp = await import('amqplib');
+  const conn = await amqp.connect(RMQ_URL);
+  try {
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(queue);
+    await ch.deleteQueue(`${queue}.dead`);
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Deletes this run's RabbitMQ queues (services mode). */
+export async function deleteTestQueues(): Promise<void> {
+  await deleteQueues(`test.${RUN_ID}.search`);
 }
 
 /** Creates this run's database (services mode); fails loudly when PostgreSQL is unreachable. */

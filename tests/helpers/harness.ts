@@ -8,8 +8,9 @@ import { buildInfra, type BuiltInfra } from '../../messenger/infra';
 import { migrateLatest } from '../../messenger/infra/db';
 import { createLogger } from '../../messenger/infra/logger';
 import type { OpenAPIV3 } from 'openapi-types';
+import { createQueue } from '../../messenger/infra/queue';
 import type { Api, Operation } from '../../messenger/infra/openapi';
-import { MODE, createTestDatabase, dropTestDatabase, testEnv } from './env';
+import { MODE, createTestDatabase, deleteTestQueues, dropTestDatabase, testEnv } from './env';
 
 // Statuses any operation may answer beyond its own list (see swagger.yml's description).
 const GENERIC_STATUSES = new Set([405, 413, 429, 500, 503]);
@@ -106,7 +107,9 @@ export interface Running {
 /** Starts a web app over existing infrastructure with extra settings, on a free port. */
 export async function startApp(infra: BuiltInfra, overrides: Record<string, string> = {}): Promise<Running> {
   const config = loadConfig(testEnv(overrides));
-  const web = await createApp({ ...infra, config });
+  // Each app gets its own queue client, as each process would; apps share the stores.
+  const queue = config.apps.includes('search') ? await createQueue(config, infra.log) : undefined;
+  const web = await createApp({ ...infra, config, queue });
   await web.start();
   const server = http.createServer(web.koa.callback());
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -115,6 +118,7 @@ export async function startApp(infra: BuiltInfra, overrides: Record<string, stri
     client: new Client(server, web.api),
     async close() {
       await web.stop();
+      await queue?.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
@@ -156,5 +160,8 @@ export async function stopHarness(): Promise<void> {
   await shared.app.close();
   await shared.infra.shutdown.run();
   shared = undefined;
-  if (MODE === 'services') await dropTestDatabase();
+  if (MODE === 'services') {
+    await dropTestDatabase();
+    await deleteTestQueues();
+  }
 }

@@ -1,0 +1,86 @@
+import type { Config } from '../../config';
+import { searchExact, searchFuzzy, type FoundMessage } from '../../db/search';
+import type { Db } from '../../infra/db';
+import type { Logger } from '../../infra/logger';
+import { PoisonMessage, type TaskHandler } from '../../infra/queue';
+import { toWireId } from '../../ids';
+import type { TaskResult, TaskStore } from './tasks';
+
+/** Most results a task keeps. */
+export const MAX_RESULTS = 100;
+
+function isTimeout(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '57014';
+}
+
+function present(m: FoundMessage): TaskResult {
+  return { message_id: toWireId(m.id), chat_id: toWireId(m.chat_id), text: m.text, created_at: m.created_at.toISOString() };
+}
+
+/** Reads a queue message: `{"task_id": "<32 hex>"}`, anything else is poison. */
+export function parseTaskMessage(body: Buffer): string {
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new PoisonMessage('task message is not JSON');
+  }
+  const id = typeof v === 'object' && v !== null ? (v as Record<string, unknown>).task_id : undefined;
+  if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) throw new PoisonMessage('task message has no valid task_id');
+  return id;
+}
+
+/**
+ * Runs search tasks. Selection prefers exact phrase matches and fills up with
+ * near matches (typos); the kept results are ordered newest first. Past the
+ * deadline the search stops and keeps what it found.
+ */
+export class SearchWorker {
+  constructor(
+    private readonly db: Db,
+    private readonly tasks: TaskStore,
+    private readonly config: Config['search'],
+    private readonly log: Logger,
+  ) {}
+
+  /** The queue handler: resolves once the outcome is stored (then the message is acknowledged). */
+  readonly handle: TaskHandler = async (body) => {
+    const id = parseTaskMessage(body);
+    const task = await this.tasks.get(id);
+    // Expired, or already finished by an earlier delivery: nothing to do.
+    if (task === undefined || task.status === 'SUCCESS' || task.status === 'FAILED') return;
+    const log = this.log.child({ taskId: id });
+    if (task.attempts >= this.config.maxAttempts) {
+      log.error({ attempts: task.attempts }, 'search task failed too often; marked FAILED');
+      await this.tasks.fail(task);
+      return;
+    }
+    const running = await this.tasks.start(task);
+    const started = Date.now();
+    const results = await this.search(running.owner, running.phrase, started + this.config.timeoutMs);
+    await this.tasks.succeed(running, results);
+    log.info({ results: results.length, ms: Date.now() - started, attempt: running.attempts }, 'search task done');
+  };
+
+  private async search(owner: string, phrase: string, deadline: number): Promise<TaskResult[]> {
+    let exact: FoundMessage[];
+    try {
+      exact = await searchExact(this.db, owner, phrase, MAX_RESULTS, deadline - Date.now());
+    } catch (err) {
+      if (!isTimeout(err)) throw err;
+      return [];
+    }
+    let fuzzy: FoundMessage[] = [];
+    const left = deadline - Date.now();
+    if (exact.length < MAX_RESULTS && left > 0) {
+      try {
+        fuzzy = await searchFuzzy(this.db, owner, phrase, exact.map((m) => m.id), MAX_RESULTS - exact.length, left);
+      } catch (err) {
+        if (!isTimeout(err)) throw err;
+      }
+    }
+    return [...exact, ...fuzzy]
+      .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.id < b.id ? 1 : -1))
+      .map(present);
+  }
+}

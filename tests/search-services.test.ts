@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import amqp from 'amqplib';
+import { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import { TaskStore, type Task } from '../messenger/apps/search/tasks';
+import { MODE, deleteQueues, testEnv } from './helpers/env';
+import { harness, startApp, startInfra, type Running } from './helpers/harness';
+import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
+import { startChild, stopChild, type Child } from './helpers/processes';
+import { startSearch, waitForTask } from './helpers/search';
+import { TcpProxy } from './helpers/tcp-proxy';
+
+async function eventually<T>(ms: number, fn: () => Promise<T | undefined>): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// Against the real RabbitMQ, with real consumer processes. Each test uses its
+// own queue, so only the consumers it starts see its tasks.
+if (MODE === 'services') {
+  describe('search with RabbitMQ and consumer processes (services mode)', function () {
+    this.timeout(60_000);
+    let queue: string;
+    let env: Record<string, string>;
+    let web: Running;
+    let user: TestUser;
+    const children: Child[] = [];
+    let conn: amqp.ChannelModel;
+    let ch: amqp.Channel;
+
+    const consumer = async (extra: Record<string, string> = {}): Promise<Child> => {
+      const c = startChild('messenger/consumer.ts', { ...env, ...extra });
+      children.push(c);
+      await eventually(20_000, async () => ((await ch.checkQueue(queue)).consumerCount >= 1 ? true : undefined));
+      return c;
+    };
+    const taskRecord = async (id: string): Promise<Task | undefined> => new TaskStore(harness().infra.kv, 300).get(id);
+
+    beforeEach(async () => {
+      queue = `${testEnv().SEARCH_QUEUE}.${randomBytes(3).toString('hex')}`;
+      env = testEnv({ SEARCH_QUEUE: queue, SEARCH_IN_PROCESS_CONSUMER: '0', LOG_LEVEL: 'warn' });
+      web = await startApp(harness().infra, { SEARCH_QUEUE: queue, SEARCH_IN_PROCESS_CONSUMER: '0' });
+      conn = await amqp.connect(env.RMQ_URL);
+      ch = await conn.createChannel();
+      user = await buildUser(web.client);
+      const chatId = await buildChat(web.client, user.session);
+      const userId = await joinChat(web.client, chatId, user.session);
+      await postMessage(web.client, chatId, userId, 'the consumer found this message', user.session);
+    });
+
+    afterEach(async () => {
+      for (const c of children.splice(0)) await stopChild(c, 'SIGKILL');
+      await web.close();
+      await conn.close();
+      await deleteQueues(queue);
+    });
+
+    it('a task waits in the durable queue until a consumer process runs it to SUCCESS', async () => {
+      const taskId = await startSearch(web.client, user.session, 'consumer found');
+      await web.client.get(`/v1/chats/search/status/${taskId}`, user.session).expect(200, { status: 'WAITING' });
+      assert.equal((await ch.checkQueue(queue)).messageCount, 1);
+      await consumer();
+      assert.equal(await waitForTask(web.client, user.session, taskId), 'SUCCESS');
+      const page = await web.client.get(`/v1/chats/search/${taskId}/messages?limit=10`, user.session).expect(200);
+      assert.deepEqual((page.body as { messages: { text: string }[] }).messages.map((m) => m.text), ['the consumer found this message']);
+    });
+
+    it('a consumer killed in the middle of a task leaves it to the next consumer, which finishes it', async () => {
+      const { db } = harness().infra;
+      // Hold the messages table so the search blocks mid-task, then kill its consumer.
+      const trx: Knex.Transaction = await db.transaction();
+      try {
+        await trx.raw('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE');
+        const first = await consumer();
+        const taskId = await startSearch(web.client, user.session, 'consumer found');
+        await eventually(20_000, async () => ((await taskRecord(taskId))?.status === 'IN_PROCESS' ? true : undefined));
+        await stopChild(first, 'SIGKILL');
+        await trx.rollback();
+        await consumer();
+        assert.equal(await waitForTask(web.client, user.session, taskId), 'SUCCESS');
+        const record = await taskRecord(taskId);
+        assert.equal(record?.attempts, 2, 'one interrupted run, one complete run');
+        assert.equal((await ch.checkQueue(queue)).messageCount, 0);
+      } finally {
+        if (!trx.isCompleted()) await trx.rollback();
+      }
+    });
+
+    it('two consumers on one queue run each task exactly once', async () => {
+      await consumer();
+      await consumer();
+      const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => startSearch(web.client, user.session, `consumer found ${i}`)));
+      for (const id of ids) assert.equal(await waitForTask(web.client, user.session, id), 'SUCCESS');
+      for (const id of ids) assert.equal((await taskRecord(id))?.attempts, 1, `task ${id} ran more than once`);
+    });
+
+    it('a task that keeps failing ends FAILED after SEARCH_MAX_ATTEMPTS, and a malformed message is dead-lettered', async () => {
+      await consumer({ SEARCH_MAX_ATTEMPTS: '2' });
+      // PostgreSQL refuses a NUL in text, so this task fails on every attempt.
+      const store = new TaskStore(harness().infra.kv, 300);
+      const owner = (await harness().infra.db('users').where({ user_name: user.userName }).first('id')).id as string;
+      const poisonId = randomBytes(16).toString('hex');
+      await store.create(poisonId, owner, 'bad \u0000 phrase');
+      ch.sendToQueue(queue, Buffer.from(JSON.stringify({ task_id: poisonId })), { persistent: true });
+      ch.sendToQueue(queue, Buffer.from('this is not json'), { persistent: true });
+      assert.equal(await waitForTask(web.client, user.session, poisonId, 30_000), 'FAILED');
+      await web.client.get(`/v1/chats/search/${poisonId}/messages?limit=1`, user.session).expect(400, { message: 'task-failed' });
+      await eventually(10_000, async () => ((await ch.checkQueue(`${queue}.dead`)).messageCount === 1 ? true : undefined));
+      assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'nothing left looping in the queue');
+    });
+  });
+
+  describe('RabbitMQ outage (services mode)', function () {
+    this.timeout(60_000);
+
+    it('search answers 503 while RabbitMQ is unreachable, leaves no task, and works again without a restart', async () => {
+      const rmq = new URL(testEnv().RMQ_URL);
+      const proxy = new TcpProxy(rmq.hostname, Number(rmq.port || 5672));
+      const port = await proxy.up();
+      rmq.port = String(port);
+      const queue = `${testEnv().SEARCH_QUEUE}.outage`;
+      const overrides = { RMQ_URL: rmq.toString(), SEARCH_QUEUE: queue };
+      const infra = await startInfra(overrides);
+      const app = await startApp(infra, overrides);
+      const redis = new Redis(testEnv().REDIS_URL);
+      try {
+        const { client } = app;
+        const u = await buildUser(client);
+        const before = await startSearch(client, u.session, 'before the outage');
+        assert.equal(await waitForTask(client, u.session, before), 'SUCCESS');
+        const keys = async () => (await redis.keys(`${testEnv().REDIS_PREFIX}task:*`)).length;
+        const count = await keys();
+        await proxy.down();
+        await client.post('/v1/chats/search', { message: 'during the outage' }, u.session).timeout(10_000).expect(503, { message: 'service-unavailable' });
+        assert.equal(await keys(), count, 'a task record was left behind');
+        await client.get('/ping').expect(200);
+        await proxy.up();
+        const after = await eventually(20_000, async () => {
+          const res = await client.post('/v1/chats/search', { message: 'after the outage' }, u.session);
+          return res.status === 201 ? (res.body as { task_id: string }).task_id : undefined;
+        });
+        assert.equal(await waitForTask(client, u.session, after), 'SUCCESS');
+      } finally {
+        redis.disconnect();
+        await app.close();
+        await infra.shutdown.run();
+        await proxy.down();
+        await deleteQueues(queue);
+      }
+    });
+  });
+}

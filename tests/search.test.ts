@@ -1,0 +1,237 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { EXACT_SEARCH_SQL } from '../messenger/db/search';
+import { TaskStore } from '../messenger/apps/search/tasks';
+import { MODE, deleteQueues, testEnv } from './helpers/env';
+import { harness, startApp } from './helpers/harness';
+import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
+import { searchAll, startSearch, waitForTask, type SearchPage } from './helpers/search';
+
+/** A word no other test writes. */
+function token(): string {
+  return `zq${randomBytes(5).toString('hex')}`;
+}
+
+async function memberChat(u: TestUser) {
+  const { client } = harness().app;
+  const chatId = await buildChat(client, u.session);
+  const userId = await joinChat(client, chatId, u.session);
+  return { chatId, userId };
+}
+
+async function accountId(userName: string): Promise<string> {
+  const row = await harness().infra.db('users').where({ user_name: userName }).first('id');
+  return row.id as string;
+}
+
+describe('POST /v1/chats/search', () => {
+  it('returns 201 with a task_id; the task reaches SUCCESS and finds the message', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    const id = await postMessage(client, chatId, userId, `the ${word} is here`, u.session);
+    const found = await searchAll(client, u.session, word);
+    assert.deepEqual(found.map((m) => [m.message_id, m.chat_id, m.text]), [[id, chatId, `the ${word} is here`]]);
+    assert.ok(!Number.isNaN(Date.parse(found[0].created_at)));
+  });
+
+  for (const phrase of ['abc', '  ab  ', '', 'аб']) {
+    it(`returns 400 bad-parameters for the phrase ${JSON.stringify(phrase)} (3 or fewer characters)`, async () => {
+      const { client } = harness().app;
+      const u = await buildUser(client);
+      await client.post('/v1/chats/search', { message: phrase }, u.session).expect(400, { message: 'bad-parameters' });
+    });
+  }
+
+  it('returns 400 bad-parameters without a phrase, and 401 without a session', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    await client.post('/v1/chats/search', {}, u.session).expect(400, { message: 'bad-parameters' });
+    await client.post('/v1/chats/search', { message: 'hello' }).expect(401, { message: 'auth-failed' });
+  });
+
+  it('searches every chat the caller is a member of, including messages others wrote', async () => {
+    const { client } = harness().app;
+    const me = await buildUser(client);
+    const friend = await buildUser(client);
+    const word = token();
+    const a = await memberChat(me);
+    const friendsChat = await buildChat(client, friend.session);
+    const friendId = await joinChat(client, friendsChat, friend.session);
+    await joinChat(client, friendsChat, me.session);
+    const mine = await postMessage(client, a.chatId, a.userId, `${word} one`, me.session);
+    const theirs = await postMessage(client, friendsChat, friendId, `${word} two`, friend.session);
+    const found = await searchAll(client, me.session, word);
+    assert.deepEqual(new Set(found.map((m) => m.message_id)), new Set([mine, theirs]));
+  });
+
+  it('never searches chats the caller is not a member of (not even ones it created without joining)', async () => {
+    const { client } = harness().app;
+    const me = await buildUser(client);
+    const other = await buildUser(client);
+    const word = token();
+    const otherChat = await memberChat(other);
+    await postMessage(client, otherChat.chatId, otherChat.userId, `${word} secret`, other.session);
+    const createdOnly = await buildChat(client, me.session);
+    const someone = await joinChat(client, createdOnly, other.session);
+    await postMessage(client, createdOnly, someone, `${word} in a chat I made`, other.session);
+    assert.deepEqual(await searchAll(client, me.session, word), []);
+  });
+
+  it('matches case-insensitively, in Russian and English alike', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    // A fresh account sees only its own chats, so plain words are unambiguous here.
+    const ru = await postMessage(client, chatId, userId, 'Всем ПРИВЕТ, мир!', u.session);
+    const en = await postMessage(client, chatId, userId, 'Hello Wonderful World', u.session);
+    assert.deepEqual((await searchAll(client, u.session, 'всем привет')).map((m) => m.message_id), [ru]);
+    assert.deepEqual((await searchAll(client, u.session, 'HELLO wonderful')).map((m) => m.message_id), [en]);
+  });
+
+  it('finds words with a typo or two', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const id = await postMessage(client, chatId, userId, 'the quarterly databases migration finished', u.session);
+    await postMessage(client, chatId, userId, 'lunch at noon', u.session);
+    const found = await searchAll(client, u.session, 'quartrly databses');
+    assert.deepEqual(found.map((m) => m.message_id), [id]);
+  });
+
+  it('keeps at most 100 results, newest first, and pages through them without gaps or repeats', async function () {
+    this.timeout(60_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    const ids: string[] = [];
+    for (let i = 0; i < 110; i++) ids.push(await postMessage(client, chatId, userId, `${word} number ${i}`, u.session));
+    const found = await searchAll(client, u.session, word, 30);
+    assert.equal(found.length, 100);
+    assert.deepEqual(found.map((m) => m.message_id), ids.slice(10).reverse());
+  });
+
+  it('an empty results page repeats the cursor; the all-zero cursor means the start', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    const id = await postMessage(client, chatId, userId, `${word}!`, u.session);
+    const taskId = await startSearch(client, u.session, word);
+    assert.equal(await waitForTask(client, u.session, taskId), 'SUCCESS');
+    const zero = '0'.repeat(32);
+    const first = (await client.get(`/v1/chats/search/${taskId}/messages?limit=5&from=${zero}`, u.session).expect(200)).body as SearchPage;
+    assert.deepEqual(first.messages.map((m) => m.message_id), [id]);
+    const after = (await client.get(`/v1/chats/search/${taskId}/messages?limit=5&from=${id}`, u.session).expect(200)).body as SearchPage;
+    assert.deepEqual(after, { messages: [], next: { iterator: id } });
+    const none = await searchAll(client, u.session, token());
+    assert.deepEqual(none, []);
+  });
+});
+
+describe('search tasks', () => {
+  it('GET status and messages answer 404 task-not-found for another account\'s task, an unknown or a malformed id', async () => {
+    const { client } = harness().app;
+    const owner = await buildUser(client);
+    const stranger = await buildUser(client);
+    const taskId = await startSearch(client, owner.session, 'anything at all');
+    await waitForTask(client, owner.session, taskId);
+    for (const [session, id] of [[stranger.session, taskId], [owner.session, 'f'.repeat(32)], [owner.session, 'nope']]) {
+      await client.get(`/v1/chats/search/status/${id}`, session).expect(404, { message: 'task-not-found' });
+      await client.get(`/v1/chats/search/${id}/messages?limit=10`, session).expect(404, { message: 'task-not-found' });
+    }
+  });
+
+  it('answers 400 task-not-complete before SUCCESS and 400 task-failed after FAILED', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const store = new TaskStore(harness().infra.kv, 300);
+    const owner = await accountId(u.userName);
+    const waiting = randomBytes(16).toString('hex');
+    const task = await store.create(waiting, owner, 'never queued');
+    await client.get(`/v1/chats/search/status/${waiting}`, u.session).expect(200, { status: 'WAITING' });
+    await client.get(`/v1/chats/search/${waiting}/messages?limit=10`, u.session).expect(400, { message: 'task-not-complete' });
+    await store.start(task);
+    await client.get(`/v1/chats/search/status/${waiting}`, u.session).expect(200, { status: 'IN_PROCESS' });
+    await client.get(`/v1/chats/search/${waiting}/messages?limit=10`, u.session).expect(400, { message: 'task-not-complete' });
+    await store.fail(task);
+    await client.get(`/v1/chats/search/status/${waiting}`, u.session).expect(200, { status: 'FAILED' });
+    await client.get(`/v1/chats/search/${waiting}/messages?limit=10`, u.session).expect(400, { message: 'task-failed' });
+  });
+
+  it('answers 400 bad-parameters for a bad limit and 400 bad-cursor for a cursor not among the results', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    await postMessage(client, chatId, userId, word, u.session);
+    const other = await postMessage(client, chatId, userId, 'unrelated text', u.session);
+    const taskId = await startSearch(client, u.session, word);
+    await waitForTask(client, u.session, taskId);
+    for (const limit of ['0', '1001', 'x']) {
+      await client.get(`/v1/chats/search/${taskId}/messages?limit=${limit}`, u.session).expect(400, { message: 'bad-parameters' });
+    }
+    for (const from of [other, 'bad']) {
+      await client.get(`/v1/chats/search/${taskId}/messages?limit=5&from=${from}`, u.session).expect(400, { message: 'bad-cursor' });
+    }
+  });
+
+  it('a finished task and its results expire after SEARCH_TASK_TTL_SECONDS', async function () {
+    this.timeout(15_000);
+    // Its own queue, so that its own consumer (with the short TTL) runs the task.
+    const queue = `${testEnv().SEARCH_QUEUE ?? 'q'}.ttl`;
+    const short = await startApp(harness().infra, { SEARCH_TASK_TTL_SECONDS: '1', SEARCH_QUEUE: queue });
+    try {
+      const { client } = short;
+      const u = await buildUser(client);
+      const taskId = await startSearch(client, u.session, 'expiring search');
+      assert.equal(await waitForTask(client, u.session, taskId), 'SUCCESS');
+      await new Promise((r) => setTimeout(r, 2200));
+      await client.get(`/v1/chats/search/status/${taskId}`, u.session).expect(404, { message: 'task-not-found' });
+      await client.get(`/v1/chats/search/${taskId}/messages?limit=1`, u.session).expect(404, { message: 'task-not-found' });
+    } finally {
+      await short.close();
+      if (MODE === 'services') await deleteQueues(queue);
+    }
+  });
+
+  it('with the search app off, its operations answer 404 not-found', async () => {
+    const off = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
+    try {
+      const u = await buildUser(off.client);
+      await off.client.post('/v1/chats/search', { message: 'hello there' }, u.session).expect(404, { message: 'not-found' });
+    } finally {
+      await off.close();
+    }
+  });
+});
+
+describe('the search query', () => {
+  it('uses the full-text GIN index, not a sequential scan, over a filled table', async function () {
+    this.timeout(60_000);
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const rare = token();
+    // Fill fast with SQL: 20,000 ordinary messages and a few with a rare word.
+    await db.raw(
+      `INSERT INTO messages (chat_id, member_id, seq, text)
+       SELECT ?, ?, g, CASE WHEN g % 5000 = 0 THEN 'note ' || ? ELSE 'ordinary chatter number ' || g END
+         FROM generate_series(1, 20000) AS g`,
+      [chatId, userId, rare],
+    );
+    await db.raw('UPDATE chats SET last_seq = 20000 WHERE id = ?', [chatId]);
+    // ANALYZE only, no VACUUM: the indexes have fastupdate off, so fresh rows are already in them.
+    await db.raw('ANALYZE messages');
+    const owner = await accountId(u.userName);
+    const res = (await db.raw(`EXPLAIN ${EXACT_SEARCH_SQL}`, [owner, rare, 100])) as { rows: Record<string, string>[] };
+    const plan = res.rows.map((r) => Object.values(r)[0]).join('\n');
+    assert.match(plan, /messages_text_fts_idx/, plan);
+    assert.doesNotMatch(plan, /Seq Scan on messages/, plan);
+    const found = await searchAll(client, u.session, rare);
+    assert.equal(found.length, 4);
+  });
+});
