@@ -62,7 +62,8 @@ export const opsApp: AppFactory = ({ config, db, kv }): App => {
   enableProcessMetrics();
   const checks: Check[] = [databaseCheck(db)];
   if (kv.kind === 'redis') checks.push(kvCheck(kv));
-  if (config.rmqUrl !== undefined) checks.push(rabbitCheck(config.rmqUrl, config.dbTimeoutMs));
+  // RabbitMQ is in use only for search tasks, and only in the services mode.
+  if (config.rmqUrl !== undefined && config.apps.includes('search')) checks.push(rabbitCheck(config.rmqUrl, config.dbTimeoutMs));
   // Compared as digests so the comparison takes the same time whatever the length sent.
   const tokenDigest = config.metricsToken === undefined ? undefined : digest(`Bearer ${config.metricsToken}`);
   const files = new Map<string, Buffer>();
