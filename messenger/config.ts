@@ -4,8 +4,7 @@
  */
 
 export const ALL_APPS = ['auth', 'chats', 'messages', 'search', 'throttling', 'caching'] as const;
-// search, throttling and caching join the default list as their apps land.
-const DEFAULT_APPS: readonly string[] = ['auth', 'chats', 'messages', 'search'];
+const DEFAULT_APPS: readonly string[] = ALL_APPS;
 export type AppName = (typeof ALL_APPS)[number];
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

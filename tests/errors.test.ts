@@ -50,7 +50,11 @@ describe('an unexpected failure', () => {
     const log = pino({ level: 'info', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink);
     const { infra } = harness();
     // A store that fails in a way no mapping knows: the request must still get a clean 500.
-    const broken: Kv = { ...infra.kv, kind: infra.kv.kind, get: async () => { throw new TypeError('secret internal detail'); } } as Kv;
+    const broken = Object.assign(Object.create(infra.kv) as Kv, {
+      get: async () => {
+        throw new TypeError('secret internal detail');
+      },
+    });
     const web = await createApp({ ...infra, kv: broken, log, config: loadConfig(testEnv()) });
     const server = http.createServer(web.koa.callback());
     try {

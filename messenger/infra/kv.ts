@@ -15,22 +15,63 @@ export interface Kv {
   del(key: string): Promise<void>;
   /** Atomically adds one and returns the new value; a new key expires after `ttlSeconds`. */
   incr(key: string, ttlSeconds?: number): Promise<number>;
+  /** Several values in one round trip (null for a missing key). */
+  mget(keys: string[]): Promise<(string | null)[]>;
+  /** Seconds until `key` expires; 0 when it does not exist or never expires. */
+  ttl(key: string): Promise<number>;
   /**
-   * Counts one hit in a fixed window of `windowMs` for `key`, atomically, and
-   * returns the count so far and the milliseconds until the window ends.
+   * Takes one request from `key`'s allowance of `limit` per `periodMs`
+   * (GCRA: no more than `limit` in any window of `periodMs`, bursts included),
+   * atomically for every instance sharing the store.
    */
-  hit(key: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
+  rateLimit(key: string, limit: number, periodMs: number): Promise<RateLimitResult>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
 
-// One round trip, atomic across every instance sharing the server.
-const HIT_SCRIPT = `
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {n, ttl}
+/** The outcome of one rate-limited request. */
+export interface RateLimitResult {
+  allowed: boolean;
+  /** Requests still allowed right now. */
+  remaining: number;
+  /** Milliseconds until the full allowance is back. */
+  resetMs: number;
+  /** When refused, milliseconds until one request is allowed again. */
+  retryAfterMs: number;
+}
+
+/**
+ * GCRA on a stored "theoretical arrival time" (TAT). Each request moves the
+ * TAT one interval (period / limit) into the future; a request is refused when
+ * that would put the TAT more than one period ahead of now. Redis's own clock
+ * (TIME) is used, so instances with skewed clocks still share one limit.
+ */
+function gcra(now: number, storedTat: number | undefined, limit: number, periodMs: number): RateLimitResult & { tat: number } {
+  const interval = periodMs / limit;
+  const tat = Math.max(storedTat ?? now, now);
+  const next = tat + interval;
+  if (next - now > periodMs) {
+    return { allowed: false, remaining: 0, resetMs: tat - now, retryAfterMs: next - now - periodMs, tat };
+  }
+  const remaining = Math.floor((periodMs - (next - now)) / interval);
+  return { allowed: true, remaining, resetMs: next - now, retryAfterMs: 0, tat: next };
+}
+
+// The same arithmetic as gcra() above, in one atomic step inside Redis.
+const RATE_LIMIT_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local interval = period / limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local nxt = tat + interval
+if nxt - now > period then
+  return {0, 0, math.ceil(tat - now), math.ceil(nxt - now - period)}
+end
+redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil(nxt - now) + 1)
+return {1, math.floor((period - (nxt - now)) / interval), math.ceil(nxt - now), 0}
 `;
 
 const INCR_SCRIPT = `
@@ -40,7 +81,7 @@ return n
 `;
 
 type RedisWithScripts = Redis & {
-  msgHit(key: string, windowMs: number): Promise<[number, number]>;
+  msgRateLimit(key: string, limit: number, periodMs: number): Promise<[number, number, number, number]>;
   msgIncr(key: string, ttl: number): Promise<number>;
 };
 
@@ -58,7 +99,7 @@ export class RedisKv implements Kv {
       connectTimeout: 3000,
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 3000),
     });
-    redis.defineCommand('msgHit', { numberOfKeys: 1, lua: HIT_SCRIPT });
+    redis.defineCommand('msgRateLimit', { numberOfKeys: 1, lua: RATE_LIMIT_SCRIPT });
     redis.defineCommand('msgIncr', { numberOfKeys: 1, lua: INCR_SCRIPT });
     let down = false;
     redis.on('error', (err: Error) => {
@@ -105,9 +146,17 @@ export class RedisKv implements Kv {
     return Number(await this.redis.msgIncr(key, Math.ceil(ttlSeconds)));
   }
 
-  async hit(key: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
-    const [count, resetMs] = await this.redis.msgHit(key, windowMs);
-    return { count: Number(count), resetMs: Number(resetMs) };
+  async mget(keys: string[]): Promise<(string | null)[]> {
+    return keys.length === 0 ? [] : this.redis.mget(...keys);
+  }
+
+  async ttl(key: string): Promise<number> {
+    return Math.max(0, await this.redis.ttl(key));
+  }
+
+  async rateLimit(key: string, limit: number, periodMs: number): Promise<RateLimitResult> {
+    const [allowed, remaining, resetMs, retryAfterMs] = await this.redis.msgRateLimit(key, limit, periodMs);
+    return { allowed: Number(allowed) === 1, remaining: Number(remaining), resetMs: Number(resetMs), retryAfterMs: Number(retryAfterMs) };
   }
 
   async ping(): Promise<void> {
@@ -179,16 +228,21 @@ export class MemoryKv implements Kv {
     return n;
   }
 
-  async hit(key: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
-    const now = Date.now();
+  async mget(keys: string[]): Promise<(string | null)[]> {
+    return keys.map((k) => this.live(k)?.value ?? null);
+  }
+
+  async ttl(key: string): Promise<number> {
     const e = this.live(key);
-    if (e === undefined) {
-      this.map.set(key, { value: '1', expiresAt: now + windowMs });
-      return { count: 1, resetMs: windowMs };
-    }
-    const n = Number(e.value) + 1;
-    e.value = String(n);
-    return { count: n, resetMs: e.expiresAt - now };
+    return e === undefined || e.expiresAt === Infinity ? 0 : Math.ceil((e.expiresAt - Date.now()) / 1000);
+  }
+
+  async rateLimit(key: string, limit: number, periodMs: number): Promise<RateLimitResult> {
+    const now = Date.now();
+    const stored = this.live(key);
+    const { tat, ...result } = gcra(now, stored === undefined ? undefined : Number(stored.value), limit, periodMs);
+    if (result.allowed) this.map.set(key, { value: String(tat), expiresAt: tat + 1 });
+    return result;
   }
 
   async ping(): Promise<void> {}

@@ -24,6 +24,9 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     // Cheap hashes keep the suite fast; a test checks the production default (10) separately.
     BCRYPT_COST: '4',
+    // Every test logs in from 127.0.0.1; the lockout tests set their own limit
+    // and give each client its own forwarded address.
+    LOGIN_MAX_FAILURES: '1000',
     DATA_DIR: 'memory://',
   };
   if (MODE === 'services') {

@@ -3,6 +3,8 @@ import { findUserByName, insertUser } from '../../db/users';
 import { BadRequest, Unauthorized } from '../../errors';
 import type { App, AppFactory, ApiContext, Session } from '../types';
 import { field } from '../input';
+import { clientAddress } from '../client-address';
+import { LoginGuard } from './login-guard';
 import { SessionStore } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
@@ -34,6 +36,8 @@ function isUniqueViolation(err: unknown): boolean {
 /** Accounts and sessions: register, login, logout, and the session check on every non-public path. */
 export const authApp: AppFactory = ({ config, db, kv }): App => {
   const sessions = new SessionStore(db, kv, config.sessionTtlSeconds);
+  const guard = new LoginGuard(kv, config.throttling.loginMaxFailures, config.throttling.loginWindowSeconds);
+  const trusted = new Set(config.throttling.trustedProxies);
   return {
     name: 'auth',
     requires: [],
@@ -60,9 +64,14 @@ export const authApp: AppFactory = ({ config, db, kv }): App => {
 
       async login(ctx, req) {
         const { userName, password } = credentials(req.body);
+        const address = clientAddress(ctx, trusted);
+        await guard.check(userName, address);
         const user = await findUserByName(db, userName);
-        if (user === undefined) throw new BadRequest('user-not-found');
-        if (!(await bcrypt.compare(password, user.password_hash))) throw new BadRequest('bad-password');
+        if (user === undefined || !(await bcrypt.compare(password, user.password_hash))) {
+          await guard.failed(userName, address);
+          throw new BadRequest(user === undefined ? 'user-not-found' : 'bad-password');
+        }
+        await guard.succeeded(userName, address);
         const token = await sessions.create(user.id, user.user_name);
         ctx.status = 201;
         ctx.body = { session_id: token };

@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { harness, startApp, type Running } from './helpers/harness';
+import { buildChat, buildUser, uniq } from './helpers/factories';
+
+async function burst(n: number, send: () => Promise<{ status: number }>): Promise<number[]> {
+  const statuses: number[] = [];
+  for (let i = 0; i < n; i++) statuses.push((await send()).status);
+  return statuses;
+}
+
+describe('throttling', () => {
+  let app: Running;
+  before(async () => {
+    app = await startApp(harness().infra, { RPS_LIMIT: '5' });
+  });
+  after(async () => app.close());
+
+  it('lets RPS_LIMIT requests per second through per session, then answers 429 request-limit-exceeded with Retry-After', async () => {
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    const statuses = await burst(7, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
+    assert.deepEqual(statuses, [201, 201, 201, 201, 201, 429, 429]);
+    const res = await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429, { message: 'request-limit-exceeded' });
+    assert.ok(Number(res.headers['retry-after']) >= 1);
+    assert.equal(res.headers['x-ratelimit-remaining'], '0');
+  });
+
+  it('sends X-RateLimit-Limit, -Remaining and -Reset on every response, errors included', async () => {
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    const ok = await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+    assert.equal(ok.headers['x-ratelimit-limit'], '5');
+    assert.equal(ok.headers['x-ratelimit-remaining'], '4');
+    assert.ok(Number(ok.headers['x-ratelimit-reset']) >= 1);
+    const bad = await client.post('/v1/chats', { chat_name: '' }, u.session).expect(400);
+    assert.equal(bad.headers['x-ratelimit-remaining'], '3');
+    const unauth = await client.get('/nowhere', 'f'.repeat(32)).expect(401);
+    assert.equal(unauth.headers['x-ratelimit-limit'], '5');
+  });
+
+  it('lets requests through again once the window has passed', async function () {
+    this.timeout(10_000);
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    await burst(6, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
+    await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
+    await new Promise((r) => setTimeout(r, 1100));
+    await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+  });
+
+  it('counts each session separately, and requests without a session by client address', async () => {
+    const { client } = app;
+    const a = await buildUser(harness().app.client);
+    const b = await buildUser(harness().app.client);
+    await burst(6, () => client.post('/v1/chats', { chat_name: 'x' }, a.session));
+    await client.post('/v1/chats', { chat_name: 'x' }, a.session).expect(429);
+    await client.post('/v1/chats', { chat_name: 'x' }, b.session).expect(201);
+    // No session: the address is the key (shared by every anonymous request from here).
+    const anon = await burst(7, () => client.get('/ping_db'));
+    assert.ok(anon.includes(429), `no 429 among ${anon.join(',')}`);
+  });
+
+  it('does not believe X-Forwarded-For from a client that is not a trusted proxy', async () => {
+    const { client } = app;
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      statuses.push((await client.get('/ping_db').set('X-Forwarded-For', `10.0.0.${i}`)).status);
+    }
+    assert.ok(statuses.includes(429), 'a forged X-Forwarded-For dodged the limit');
+  });
+
+  it('uses the right-most untrusted X-Forwarded-For hop behind a trusted proxy', async () => {
+    const behind = await startApp(harness().infra, { RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const { client } = behind;
+      const from = (ip: string) => client.get('/ping_db').set('X-Forwarded-For', `1.2.3.4, ${ip}`);
+      const one = await burst(4, () => from('198.51.100.7'));
+      assert.deepEqual(one, [200, 200, 200, 429]);
+      await from('198.51.100.8').expect(200);
+    } finally {
+      await behind.close();
+    }
+  });
+
+  it('never throttles GET /ping', async () => {
+    const statuses = await burst(10, () => app.client.get('/ping'));
+    assert.deepEqual(new Set(statuses), new Set([200]));
+  });
+
+  it('is off with NGINX_THROTTLING=1 or without throttling in APPS: no limit, no headers', async () => {
+    const envs: Record<string, string>[] = [{ NGINX_THROTTLING: '1', RPS_LIMIT: '2' }, { APPS: 'auth,chats,messages', RPS_LIMIT: '2' }];
+    for (const env of envs) {
+      const off = await startApp(harness().infra, env);
+      try {
+        const u = await buildUser(harness().app.client);
+        const statuses = await burst(5, () => off.client.post('/v1/chats', { chat_name: 'x' }, u.session));
+        assert.deepEqual(statuses, [201, 201, 201, 201, 201]);
+        const res = await off.client.post('/v1/chats', { chat_name: 'x' }, u.session);
+        assert.equal(res.headers['x-ratelimit-limit'], undefined);
+      } finally {
+        await off.close();
+      }
+    }
+  });
+
+  it('two app instances sharing the store let through no more than the limit for one session', async () => {
+    const other = await startApp(harness().infra, { RPS_LIMIT: '5' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        statuses.push((await app.client.post('/v1/chats', { chat_name: 'x' }, u.session)).status);
+        statuses.push((await other.client.post('/v1/chats', { chat_name: 'x' }, u.session)).status);
+      }
+      assert.equal(statuses.filter((s) => s === 201).length, 5, statuses.join(','));
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe('login lockout', () => {
+  let app: Running;
+  // Behind a "proxy" (the test itself), so each test's client has its own address.
+  const lockoutEnv = { LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '2', NGINX_THROTTLING: '1', TRUSTED_PROXIES: '127.0.0.1,::1' };
+  let next = 0;
+  const address = () => `203.0.113.${++next}`;
+  before(async () => {
+    app = await startApp(harness().infra, lockoutEnv);
+  });
+  after(async () => app.close());
+
+  it('after LOGIN_MAX_FAILURES failures for a name answers 429 too-many-login-attempts, even with the right password, until the window passes', async function () {
+    this.timeout(10_000);
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    for (let i = 0; i < 3; i++) {
+      // From three different addresses: the name alone is what gets locked.
+      await client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).set('X-Forwarded-For', address()).expect(400, { message: 'bad-password' });
+    }
+    const mine = address();
+    const locked = await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(429, { message: 'too-many-login-attempts' });
+    assert.ok(Number(locked.headers['retry-after']) >= 1);
+    await new Promise((r) => setTimeout(r, 2200));
+    await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(201);
+  });
+
+  it('counts failures per client address too, across user names', async function () {
+    this.timeout(10_000);
+    const behind = await startApp(harness().infra, lockoutEnv);
+    try {
+      const { client } = behind;
+      const addr = address();
+      for (let i = 0; i < 3; i++) {
+        await client.post('/v1/auth/login', { user_name: uniq(), password: 'x' }).set('X-Forwarded-For', addr).expect(400, { message: 'user-not-found' });
+      }
+      const u = await buildUser(harness().app.client);
+      await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', addr).expect(429, { message: 'too-many-login-attempts' });
+      await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', address()).expect(201);
+    } finally {
+      await behind.close();
+    }
+  });
+
+  it('a successful login does not count as a failure', async () => {
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    const mine = address();
+    for (let i = 0; i < 5; i++) await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(201);
+    await buildChat(client, u.session);
+  });
+});
