@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import supertest from 'supertest';
+import { MODE, testEnv } from './helpers/env';
+import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
 
@@ -170,3 +173,66 @@ describe('login lockout', () => {
     await buildChat(client, u.session);
   });
 });
+
+if (MODE === 'services') {
+  describe('two web processes sharing Redis (services mode)', function () {
+    this.timeout(60_000);
+    const procs: ServiceProcess[] = [];
+    const ports: number[] = [];
+
+    before(async () => {
+      for (let i = 0; i < 2; i++) {
+        const port = await freePort();
+        const p = new ServiceProcess('messenger/main.ts', testEnv({ PORT: String(port), RPS_LIMIT: '5', LOG_LEVEL: 'info', SEARCH_IN_PROCESS_CONSUMER: '0' }));
+        procs.push(p);
+        ports.push(port);
+      }
+      for (const p of procs) await p.waitFor((l) => l.msg === 'messenger-api listening');
+    });
+    after(async () => {
+      for (const p of procs) {
+        p.kill();
+        await p.exited;
+      }
+    });
+
+    it('together let through no more than RPS_LIMIT per second for one session', async () => {
+      const u = await buildUser(harness().app.client);
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        for (const port of ports) {
+          const res = await supertest(`http://127.0.0.1:${port}`).post('/v1/chats').set('Authorization', `session_id ${u.session}`).send({ chat_name: 'x' });
+          statuses.push(res.status);
+        }
+      }
+      assert.ok(statuses.filter((s) => s === 201).length <= 6, statuses.join(','));
+      assert.ok(statuses.filter((s) => s === 429).length >= 6, statuses.join(','));
+    });
+
+    it('a page cached on one process is fresh on the other after a write there', async () => {
+      const u = await buildUser(harness().app.client);
+      // Paced under RPS_LIMIT=5: this test is about the cache, not the limit.
+      const paced = (port: number) => {
+        const agent = supertest(`http://127.0.0.1:${port}`);
+        const wait = () => new Promise((r) => setTimeout(r, 250));
+        return {
+          get: (path: string) => wait().then(() => agent.get(path).set('Authorization', auth)),
+          post: (path: string, body: object) => wait().then(() => agent.post(path).set('Authorization', auth).send(body)),
+        };
+      };
+      const auth = `session_id ${u.session}`;
+      const [a, b] = ports.map(paced);
+      const chat = await a.post('/v1/chats', { chat_name: 'x' });
+      assert.equal(chat.status, 201);
+      const chatId = chat.body.chat_id as string;
+      const userId = (await a.post(`/v1/chats/${chatId}/users`, { user_name: 'n' })).body.user_id as string;
+      assert.equal((await a.get(`/v1/chats/${chatId}/messages?limit=10`)).headers['x-cache'], 'MISS');
+      assert.equal((await a.get(`/v1/chats/${chatId}/messages?limit=10`)).headers['x-cache'], 'HIT');
+      const posted = await b.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: 'from b' });
+      assert.equal(posted.status, 201);
+      const page = await a.get(`/v1/chats/${chatId}/messages?limit=10`);
+      assert.equal(page.status, 200);
+      assert.deepEqual((page.body as { messages: { message_id: string }[] }).messages.map((m) => m.message_id), [posted.body.message_id]);
+    });
+  });
+}

@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { harness, startApp, startInfra, type Running } from './helpers/harness';
+import { MODE, databaseUrl } from './helpers/env';
+import { TcpProxy } from './helpers/tcp-proxy';
+import { buildChat, buildUser, joinChat, postMessage, type Page } from './helpers/factories';
+import type { BuiltInfra } from '../messenger/infra';
+
+async function setup(client: Running['client']) {
+  const u = await buildUser(client);
+  const chatId = await buildChat(client, u.session);
+  const userId = await joinChat(client, chatId, u.session);
+  await postMessage(client, chatId, userId, 'first', u.session);
+  return { u, chatId, userId };
+}
+
+describe('caching of chat pages', () => {
+  it('answers X-Cache: MISS, then HIT with the same body', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const miss = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'MISS');
+    const hit = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'HIT');
+    assert.deepEqual(hit.body, miss.body);
+    assert.match(String(hit.headers['content-type']), /application\/json/);
+  });
+
+  it('keys pages by limit and cursor', async () => {
+    const { client } = harness().app;
+    const { u, chatId, userId } = await setup(client);
+    const second = await postMessage(client, chatId, userId, 'second', u.session);
+    await client.get(`/v1/chats/${chatId}/messages?limit=1`, u.session).expect('X-Cache', 'MISS');
+    const one = await client.get(`/v1/chats/${chatId}/messages?limit=1`, u.session).expect('X-Cache', 'HIT');
+    const two = await client.get(`/v1/chats/${chatId}/messages?limit=2`, u.session).expect('X-Cache', 'MISS');
+    assert.equal((one.body as Page).messages.length, 1);
+    assert.equal((two.body as Page).messages.length, 2);
+    const first = (one.body as Page).next.iterator;
+    const after = await client.get(`/v1/chats/${chatId}/messages?limit=5&from=${first}`, u.session).expect('X-Cache', 'MISS');
+    assert.deepEqual((after.body as Page).messages.map((m) => m.message_id), [second]);
+  });
+
+  it('never returns a stale page after a write returned 201, on this or another instance', async () => {
+    const other = await startApp(harness().infra);
+    try {
+      const { client } = harness().app;
+      const { u, chatId, userId } = await setup(client);
+      for (const reader of [client, other.client]) {
+        await reader.get(`/v1/chats/${chatId}/messages?limit=100`, u.session).expect(200);
+        await reader.get(`/v1/chats/${chatId}/messages?limit=100`, u.session).expect('X-Cache', 'HIT');
+      }
+      const id = await postMessage(other.client, chatId, userId, 'fresh', u.session);
+      for (const reader of [client, other.client]) {
+        const page = (await reader.get(`/v1/chats/${chatId}/messages?limit=100`, u.session).expect(200)).body as Page;
+        assert.equal(page.messages.at(-1)?.message_id, id, 'stale page served after a 201');
+      }
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('never serves a cached page to an account that may not read the chat', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200);
+    await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect('X-Cache', 'HIT');
+    const stranger = await buildUser(client);
+    await client.get(`/v1/chats/${chatId}/messages?limit=10`, stranger.session).expect(404, { message: 'chat-not-found' });
+    // Once it joins, it may read, and is served the same page.
+    await joinChat(client, chatId, stranger.session);
+    await client.get(`/v1/chats/${chatId}/messages?limit=10`, stranger.session).expect(200);
+  });
+
+  it('is off without caching in APPS: no X-Cache header', async () => {
+    const off = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
+    try {
+      const { u, chatId } = await setup(off.client);
+      const res = await off.client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200);
+      assert.equal(res.headers['x-cache'], undefined);
+    } finally {
+      await off.close();
+    }
+  });
+});
+
+if (MODE === 'services') {
+  describe('caching with PostgreSQL down (services mode)', function () {
+    this.timeout(30_000);
+    const proxy = new TcpProxy('127.0.0.1', Number(new URL(databaseUrl()).port || 5432));
+    let infra: BuiltInfra;
+    let app: Running;
+
+    before(async () => {
+      const url = new URL(databaseUrl());
+      url.port = String(await proxy.up());
+      const env = { DATABASE_URL: url.toString(), DB_TIMEOUT_MS: '1000' };
+      infra = await startInfra(env);
+      app = await startApp(infra, env);
+    });
+    after(async () => {
+      await app.close();
+      await infra.shutdown.run();
+      await proxy.down();
+    });
+
+    it('still serves a cached page; an uncached one answers 503', async () => {
+      const { client } = app;
+      const { u, chatId } = await setup(client);
+      const cached = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200);
+      await proxy.down();
+      try {
+        const hit = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'HIT');
+        assert.deepEqual(hit.body, cached.body);
+        await client.get(`/v1/chats/${chatId}/messages?limit=11`, u.session).timeout(5000).expect(503, { message: 'service-unavailable' });
+      } finally {
+        await proxy.up();
+      }
+    });
+  });
+}
