@@ -1,0 +1,92 @@
+/**
+ * Bare node:http servers doing the same work as one API operation, with the
+ * same worker count, for the benchmark's baselines. Usage:
+ *   node --import tsx bench/baselines/server.ts <ping|redis|page|insert> <port> <workers>
+ * Settings come from BENCH_* environment variables set by bench/run.ts.
+ */
+import cluster from 'node:cluster';
+import http from 'node:http';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+
+const [mode, portArg, workersArg] = process.argv.slice(2);
+const port = Number(portArg);
+const workers = Number(workersArg ?? '2');
+const env = (name: string): string => {
+  const v = process.env[name];
+  if (v === undefined) throw new Error(`${name} is not set`);
+  return v;
+};
+
+function json(res: http.ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+// The app's two page queries (messenger/db/chats.ts chatAccess, messenger/db/messages.ts listMessages).
+const ACCESS_SQL = `SELECT ($1::uuid IS NULL OR c.owner_id = $1::uuid OR EXISTS (
+    SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = $1::uuid)) AS allowed,
+  (SELECT seq::text FROM messages WHERE id = $2::uuid AND chat_id = c.id) AS cursor_seq
+  FROM chats c WHERE c.id = $3`;
+const PAGE_SQL = `SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at
+  FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+  WHERE m.chat_id = $1 AND m.seq > $2::bigint ORDER BY m.seq LIMIT $3`;
+// The app's insert (messenger/db/messages.ts insertMessage).
+const INSERT_SQL = `WITH member AS (
+    SELECT id FROM chat_members WHERE id = $1 AND chat_id = $2 AND ($3::uuid IS NULL OR account_id = $3::uuid)),
+  chat AS (UPDATE chats SET last_seq = last_seq + 1 WHERE id = $2 AND EXISTS (SELECT 1 FROM member) RETURNING id, last_seq)
+  INSERT INTO messages (chat_id, member_id, seq, text) SELECT chat.id, $1, chat.last_seq, $4 FROM chat RETURNING id`;
+
+const hex = (uuid: string) => uuid.replace(/-/g, '');
+
+async function handlerFor(): Promise<http.RequestListener> {
+  if (mode === 'ping') return (_req, res) => json(res, 200, '{}');
+  if (mode === 'redis') {
+    const redis = new Redis(env('BENCH_REDIS_URL'));
+    const key = env('BENCH_REDIS_KEY');
+    return (_req, res) => {
+      redis.get(key).then((v) => json(res, 200, v ?? '{}'), () => json(res, 503, '{}'));
+    };
+  }
+  const pool = new pg.Pool({ connectionString: env('BENCH_DATABASE_URL'), max: Number(process.env.BENCH_POOL ?? '10') });
+  const chat = env('BENCH_CHAT');
+  const account = env('BENCH_ACCOUNT');
+  if (mode === 'page') {
+    return (_req, res) => {
+      (async () => {
+        const a = await pool.query(ACCESS_SQL, [account, null, chat]);
+        if (!a.rows[0]?.allowed) return json(res, 404, '{}');
+        const r = await pool.query(PAGE_SQL, [chat, '0', 100]);
+        const messages = r.rows.map((m: { id: string; member_id: string; user_name: string; text: string; created_at: Date }) => ({
+          message_id: hex(m.id), user_id: hex(m.member_id), user_name: m.user_name, text: m.text, created_at: m.created_at.toISOString(),
+        }));
+        json(res, 200, JSON.stringify({ messages, next: { iterator: messages.at(-1)?.message_id ?? '0'.repeat(32) } }));
+      })().catch(() => json(res, 503, '{}'));
+    };
+  }
+  if (mode === 'insert') {
+    const member = env('BENCH_MEMBER');
+    return (req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        const text = (JSON.parse(body) as { message: string }).message;
+        pool.query(INSERT_SQL, [member, chat, account, text]).then(
+          (r) => json(res, 201, JSON.stringify({ message_id: hex(r.rows[0].id) })),
+          () => json(res, 503, '{}'),
+        );
+      });
+    };
+  }
+  throw new Error(`unknown mode ${mode}`);
+}
+
+if (cluster.isPrimary && workers > 1) {
+  for (let i = 0; i < workers; i++) cluster.fork();
+  process.on('SIGTERM', () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGKILL');
+    process.exit(0);
+  });
+} else {
+  void handlerFor().then((h) => http.createServer(h).listen(port, '127.0.0.1'));
+}

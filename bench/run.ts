@@ -1,0 +1,419 @@
+/**
+ * npm run bench [-- --quick]
+ *
+ * Measures the API in the services mode (local PostgreSQL, Redis, RabbitMQ)
+ * beside bare node:http baselines doing the same work, in the same run, so the
+ * figures are ratios that hold on a noisy machine. Creates and drops its own
+ * database, Redis key prefix and queues; kills everything it started.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import amqp from 'amqplib';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { renderChart } from './chart';
+
+const ROOT = path.resolve(__dirname, '..');
+const QUICK = process.argv.includes('--quick');
+const ID = randomBytes(4).toString('hex');
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const RMQ_URL = process.env.BENCH_RMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const DB_NAME = `messenger_bench_${ID}`;
+const DATABASE_URL = (() => {
+  const u = new URL(PG_ADMIN);
+  u.pathname = `/${DB_NAME}`;
+  return u.toString();
+})();
+const PREFIX = `bench:${ID}:`;
+const QUEUE = `bench.${ID}.search`;
+const WORKERS = 2;
+const CONNECTIONS = 32;
+const BCRYPT_COST = 10;
+const SETTINGS = QUICK
+  ? { duration: 3, warmup: 1, runs: 3, growth: [10_000, 100_000], searchTasks: 50 }
+  : { duration: 6, warmup: 2, runs: 3, growth: [10_000, 100_000, 1_000_000], searchTasks: 60 };
+const SEARCH_PHRASE = 'aurora borealis';
+
+const children: ChildProcess[] = [];
+const log = (s: string) => process.stdout.write(`${s}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
+
+function start(args: string[], env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 8000);
+  await done;
+  clearTimeout(t);
+}
+
+async function waitHttp(port: number, pathName = '/ping'): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}${pathName}`);
+      if (r.status < 500) return;
+    } catch {
+      // not up yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`nothing answers on port ${port}`);
+}
+
+const appEnv = (port: number, extra: Record<string, string> = {}): Record<string, string> => ({
+  DATABASE_URL, REDIS_URL, RMQ_URL, REDIS_PREFIX: PREFIX, SEARCH_QUEUE: QUEUE, PORT: String(port), HOST: '127.0.0.1',
+  WORKERS_NUM: String(WORKERS), LOG_LEVEL: 'warn', BCRYPT_COST: String(BCRYPT_COST), NGINX_THROTTLING: '1',
+  SEARCH_IN_PROCESS_CONSUMER: '0', POOL_SIZE: '10', ...extra,
+});
+
+async function startApp(port: number, extra: Record<string, string> = {}): Promise<ChildProcess> {
+  const child = start(['dist/messenger/main.js'], appEnv(port, extra));
+  await waitHttp(port);
+  return child;
+}
+
+interface Load {
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+}
+
+async function load(url: string, opts: { method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; seconds: number }): Promise<Load> {
+  const r = await autocannon({
+    url, connections: CONNECTIONS, duration: opts.seconds, method: opts.method ?? 'GET',
+    headers: { 'content-type': 'application/json', ...(opts.headers ?? {}) }, body: opts.body,
+  });
+  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors + r.timeouts };
+}
+
+interface Row {
+  scenario: string;
+  app: Load;
+  baseline?: { name: string; rps: number };
+  ratio?: number;
+  note?: string;
+}
+
+/** Runs the app and its baseline alternately, SETTINGS.runs times each after a warm-up; medians. */
+async function compare(scenario: string, app: () => Promise<Load>, baselineName?: string, baseline?: () => Promise<Load>): Promise<Row> {
+  const a: Load[] = [];
+  const b: Load[] = [];
+  log(`  ${scenario}`);
+  for (let i = 0; i < SETTINGS.runs; i++) {
+    a.push(await app());
+    if (baseline !== undefined) b.push(await baseline());
+  }
+  const pick = (xs: Load[]): Load => ({
+    rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), non2xx: xs.reduce((s, x) => s + x.non2xx, 0),
+  });
+  const appLoad = pick(a);
+  const row: Row = { scenario, app: appLoad };
+  if (baseline !== undefined && baselineName !== undefined) {
+    const base = pick(b);
+    row.baseline = { name: baselineName, rps: base.rps };
+    row.ratio = appLoad.rps / base.rps;
+  }
+  return row;
+}
+
+async function api(port: number, method: string, p: string, body?: object, session?: string): Promise<Record<string, unknown>> {
+  const r = await fetch(`http://127.0.0.1:${port}${p}`, {
+    method, body: body === undefined ? undefined : JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...(session ? { authorization: `session_id ${session}` } : {}) },
+  });
+  if (r.status >= 300) throw new Error(`${method} ${p} answered ${r.status}: ${await r.text()}`);
+  return (await r.json()) as Record<string, unknown>;
+}
+
+function peakRss(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmHWM:\s+(\d+) kB/.exec(status);
+  return m === null ? 0 : Number(m[1]) / 1024;
+}
+
+function childPids(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function fill(db: pg.Pool, chat: string, member: string, n: number, matchEvery: number, offset: number): Promise<void> {
+  await db.query(
+    `INSERT INTO messages (chat_id, member_id, seq, text, created_at)
+     SELECT $1, $2, g,
+       CASE WHEN (g + $5) % $4 = 0 THEN 'release notes for the aurora borealis project, part ' || g
+            ELSE 'message ' || g || ' about ' || (ARRAY['lunch','deploy','meeting','weekend','review','coffee','tickets','budget'])[1 + g % 8] || ' ' || md5(g::text) END,
+       now() - ($3 - g) * interval '10 milliseconds'
+     FROM generate_series(1, $3) AS g`,
+    [chat, member, n, matchEvery, offset],
+  );
+  await db.query('UPDATE chats SET last_seq = $2 WHERE id = $1', [chat, n]);
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  log(`bench ${QUICK ? '(quick) ' : ''}id ${ID}: building`);
+  execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${DB_NAME}`);
+  await admin.end();
+  execFileSync(process.execPath, ['dist/messenger/db-cli.js', 'migrate'], { cwd: ROOT, env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
+  const db = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+  // The database is dropped WITH (FORCE) at the end, which ends these connections.
+  db.on('error', () => {});
+  const redis = new Redis(REDIS_URL);
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  const extra: Record<string, unknown> = {};
+
+  // Servers: app A (all apps, throttling off), baselines.
+  const [A, B, C, BP, BR, BS, BI] = [18701, 18702, 18703, 18711, 18712, 18713, 18714];
+  let appA = await startApp(A);
+  const consumer = start(['dist/messenger/consumer.js'], appEnv(0));
+
+  // Data through the API: one account, chats it joined.
+  await api(A, 'POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
+  const session = (await api(A, 'POST', '/v1/auth/login', { user_name: 'bench', password: 'correct horse battery' })).session_id as string;
+  const auth = { authorization: `session_id ${session}` };
+  const newChat = async (name: string) => {
+    const chat = (await api(A, 'POST', '/v1/chats', { chat_name: name }, session)).chat_id as string;
+    const member = (await api(A, 'POST', `/v1/chats/${chat}/users`, { user_name: 'bench' }, session)).user_id as string;
+    return { chat, member };
+  };
+  const small = await newChat('page');
+  const posts = await newChat('posts');
+  const growth = [];
+  for (const n of SETTINGS.growth) growth.push({ n, ...(await newChat(`growth-${n}`)) });
+  const account = (await db.query('SELECT id FROM users WHERE user_name = $1', ['bench'])).rows[0].id as string;
+
+  log('filling (GIN indexes dropped during the bulk insert, then rebuilt as the migration makes them)');
+  const total = 1000 + SETTINGS.growth.reduce((a, b) => a + b, 0);
+  const matchEvery = Math.floor(total / 100);
+  const t0 = Date.now();
+  await db.query('DROP INDEX messages_text_fts_idx; DROP INDEX messages_text_trgm_idx');
+  await fill(db, small.chat, small.member, 1000, matchEvery, 0);
+  let offset = 1000;
+  for (const g of growth) {
+    await fill(db, g.chat, g.member, g.n, matchEvery, offset);
+    offset += g.n;
+  }
+  await db.query(`CREATE INDEX messages_text_fts_idx ON messages USING gin (to_tsvector('simple'::regconfig, text)) WITH (fastupdate = off)`);
+  await db.query(`CREATE INDEX messages_text_trgm_idx ON messages USING gin (text gin_trgm_ops) WITH (fastupdate = off)`);
+  await db.query('ANALYZE');
+  const matches = Number((await db.query(`SELECT count(*) FROM messages WHERE text LIKE '%aurora borealis%'`)).rows[0].count);
+  extra.data = { messages: total, searchMatches: matches, fillSeconds: (Date.now() - t0) / 1000 };
+  log(`  ${total} messages, ${matches} matching "${SEARCH_PHRASE}", in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+  // Baselines run beside the app for the whole bench.
+  const pageUrl = (port: number, chat: string, extraQuery = '') => `http://127.0.0.1:${port}/v1/chats/${chat}/messages?limit=100${extraQuery}`;
+  const cachedBody = await (await fetch(pageUrl(A, small.chat), { headers: auth })).text();
+  const baselineKey = `${PREFIX}baseline:page`;
+  await redis.set(baselineKey, cachedBody);
+  const baseEnv = {
+    BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY: baselineKey, BENCH_DATABASE_URL: DATABASE_URL, BENCH_CHAT: small.chat,
+    BENCH_ACCOUNT: account, BENCH_MEMBER: posts.member, BENCH_POOL: '10',
+  };
+  const baselines = [
+    start(['--import', 'tsx', 'bench/baselines/server.ts', 'ping', String(BP), String(WORKERS)], baseEnv),
+    start(['--import', 'tsx', 'bench/baselines/server.ts', 'redis', String(BR), String(WORKERS)], baseEnv),
+    start(['--import', 'tsx', 'bench/baselines/server.ts', 'page', String(BS), String(WORKERS)], baseEnv),
+    start(['--import', 'tsx', 'bench/baselines/server.ts', 'insert', String(BI), String(WORKERS)], { ...baseEnv, BENCH_CHAT: posts.chat }),
+  ];
+  for (const p of [BP, BR, BS]) await waitHttp(p, '/');
+  await sleep(1000);
+
+  const d = SETTINGS.duration;
+  const warm = async (url: string, o: { method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string } = {}) => load(url, { ...o, seconds: SETTINGS.warmup });
+  const postBody = JSON.stringify({ message: 'a benchmark message of ordinary length, about forty-eight characters' });
+
+  log('app A: all apps on, throttling off');
+  await warm(`http://127.0.0.1:${A}/ping`);
+  await warm(`http://127.0.0.1:${BP}/`);
+  rows.push(await compare('GET /ping', () => load(`http://127.0.0.1:${A}/ping`, { seconds: d }), 'node:http 200', () => load(`http://127.0.0.1:${BP}/`, { seconds: d })));
+  const hit = await fetch(pageUrl(A, small.chat), { headers: auth });
+  if (hit.headers.get('x-cache') === 'HIT') {
+    await warm(pageUrl(A, small.chat), { headers: auth });
+    rows.push(await compare('GET page, cached (X-Cache: HIT)', () => load(pageUrl(A, small.chat), { headers: auth, seconds: d }), 'node:http + Redis GET',
+      () => load(`http://127.0.0.1:${BR}/`, { seconds: d })));
+  } else {
+    notes.push('cached page: not available in this build (no X-Cache: HIT)');
+  }
+  await warm(`http://127.0.0.1:${A}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody });
+  rows.push(await compare('POST message', () => load(`http://127.0.0.1:${A}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody, seconds: d }),
+    'node:http + same INSERT', () => load(`http://127.0.0.1:${BI}/`, { method: 'POST', body: postBody, seconds: d })));
+  const loginBody = JSON.stringify({ user_name: 'bench', password: 'correct horse battery' });
+  const loginRow = await compare('POST /v1/auth/login', () => load(`http://127.0.0.1:${A}/v1/auth/login`, { method: 'POST', body: loginBody, seconds: d }));
+  const bcryptRates: number[] = [];
+  for (let i = 0; i < SETTINGS.runs; i++) {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', 'bench/baselines/bcrypt.ts', String(BCRYPT_COST), String(WORKERS), String(d)], { cwd: ROOT }).toString();
+    bcryptRates.push((JSON.parse(out) as { perSecond: number }).perSecond);
+  }
+  loginRow.baseline = { name: `bcryptjs compare, cost ${BCRYPT_COST}, ${WORKERS} threads`, rps: median(bcryptRates) };
+  loginRow.ratio = loginRow.app.rps / loginRow.baseline.rps;
+  rows.push(loginRow);
+
+  log(`  search: ${SETTINGS.searchTasks} tasks over ${total} messages`);
+  const searchMs: number[] = [];
+  let searchResults = 0;
+  for (let i = 0; i < SETTINGS.searchTasks; i++) {
+    const phrase = i % 3 === 2 ? 'auror borealsi' : SEARCH_PHRASE;
+    const t = performance.now();
+    const task = (await api(A, 'POST', '/v1/chats/search', { message: phrase }, session)).task_id as string;
+    for (;;) {
+      const s = (await api(A, 'GET', `/v1/chats/search/status/${task}`, undefined, session)).status;
+      if (s === 'SUCCESS' || s === 'FAILED') break;
+      await sleep(2);
+    }
+    searchMs.push(performance.now() - t);
+    if (i === 0) searchResults = ((await api(A, 'GET', `/v1/chats/search/${task}/messages?limit=1000`, undefined, session)).messages as unknown[]).length;
+  }
+  extra.search = { tasks: searchMs.length, p50: percentile(searchMs, 50), p99: percentile(searchMs, 99), results: searchResults, messages: total };
+
+  const memory: Record<string, number> = {};
+  childPids(appA.pid ?? 0).forEach((pid, i) => (memory[`web worker ${i + 1}`] = peakRss(pid)));
+  memory.consumer = peakRss(consumer.pid ?? 0);
+  extra.memoryMb = memory;
+  await stop(appA);
+
+  log('app B: caching off (uncached pages), throttling off');
+  const appB = await startApp(B, { APPS: 'auth,chats,messages,search' });
+  await warm(pageUrl(B, small.chat), { headers: auth });
+  await warm(`http://127.0.0.1:${BS}/`);
+  rows.push(await compare('GET page, uncached', () => load(pageUrl(B, small.chat), { headers: auth, seconds: d }), 'node:http + same SQL (pg pool)',
+    () => load(`http://127.0.0.1:${BS}/`, { seconds: d })));
+  const growthRows: { messages: number; p50: number; p99: number; rps: number }[] = [];
+  for (const g of growth) {
+    const mid = (await db.query('SELECT id FROM messages WHERE chat_id = $1 AND seq = $2', [g.chat, Math.floor(g.n / 2)])).rows[0].id as string;
+    const url = pageUrl(B, g.chat, `&from=${mid.replace(/-/g, '')}`);
+    await warm(url, { headers: auth });
+    const runs: Load[] = [];
+    for (let i = 0; i < SETTINGS.runs; i++) runs.push(await load(url, { headers: auth, seconds: d }));
+    growthRows.push({ messages: g.n, p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)), rps: median(runs.map((r) => r.rps)) });
+  }
+  extra.growth = growthRows;
+  const postNoCache = await compare('POST message, caching off', () => load(`http://127.0.0.1:${B}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody, seconds: d }));
+  await stop(appB);
+
+  log('app C: all apps on, throttling on (RPS_LIMIT high enough never to refuse)');
+  const appC = await startApp(C, { NGINX_THROTTLING: '0', RPS_LIMIT: '1000000' });
+  await warm(pageUrl(C, small.chat), { headers: auth });
+  const throttledPage = await compare('GET page, cached, throttling on', () => load(pageUrl(C, small.chat), { headers: auth, seconds: d }));
+  await stop(appC);
+  appA = await startApp(A);
+  await warm(pageUrl(A, small.chat), { headers: auth });
+  const unthrottledPage = await compare('GET page, cached, throttling off', () => load(pageUrl(A, small.chat), { headers: auth, seconds: d }));
+  await stop(appA);
+
+  const postWithCache = rows.find((r) => r.scenario === 'POST message');
+  extra.middlewareCost = {
+    throttling: { on: throttledPage.app.rps, off: unthrottledPage.app.rps, usPerRequest: 1e6 / throttledPage.app.rps - 1e6 / unthrottledPage.app.rps },
+    cachingOnPost: { on: postWithCache?.app.rps, off: postNoCache.app.rps },
+  };
+
+  for (const b of baselines) await stop(b);
+  await stop(consumer);
+  await report(rows, extra, notes, (Date.now() - started) / 1000);
+  await db.end();
+  redis.disconnect();
+}
+
+async function report(rows: Row[], extra: Record<string, unknown>, notes: string[], seconds: number): Promise<void> {
+  const fmt = (n: number | undefined, digits = 0) => (n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const search = extra.search as { p50: number; p99: number; tasks: number; results: number; messages: number };
+  const growth = extra.growth as { messages: number; p50: number; p99: number; rps: number }[];
+  const mem = extra.memoryMb as Record<string, number>;
+  const cost = extra.middlewareCost as { throttling: { on: number; off: number; usPerRequest: number }; cachingOnPost: { on?: number; off: number } };
+  const targets: { target: string; value: string; met: boolean }[] = [];
+  for (const r of rows) {
+    if (r.ratio === undefined) continue;
+    const want = r.scenario.startsWith('POST /v1/auth/login') ? 0.7 : 0.5;
+    targets.push({ target: `${r.scenario}: ≥ ${want * 100}% of baseline`, value: `${fmt(r.ratio * 100)}%`, met: r.ratio >= want });
+    if (!r.scenario.startsWith('POST /v1/auth/login')) targets.push({ target: `${r.scenario}: p99 < 50 ms at ${CONNECTIONS} connections`, value: `${fmt(r.app.p99)} ms`, met: r.app.p99 < 50 });
+  }
+  targets.push({ target: 'search POST→SUCCESS p50 < 200 ms', value: `${fmt(search.p50, 1)} ms`, met: search.p50 < 200 });
+  targets.push({ target: 'search POST→SUCCESS p99 < 1 s', value: `${fmt(search.p99, 1)} ms`, met: search.p99 < 1000 });
+  const g0 = growth[0];
+  const gN = growth[growth.length - 1];
+  targets.push({ target: `page p50 at ${fmt(gN.messages)} messages ≤ 1.5 × at ${fmt(g0.messages)}`, value: `${fmt(gN.p50, 1)} vs ${fmt(g0.p50, 1)} ms`, met: gN.p50 <= 1.5 * Math.max(g0.p50, 1) });
+  for (const [who, mb] of Object.entries(mem)) if (who.startsWith('web')) targets.push({ target: `peak RSS of ${who} < 150 MB`, value: `${fmt(mb)} MB`, met: mb < 150 });
+
+  const md: string[] = [];
+  md.push(`# Benchmark results${QUICK ? ' (quick)' : ''}`, '');
+  md.push(`Run ${new Date().toISOString()} on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${fmt(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ` +
+    `${WORKERS} web workers, ${CONNECTIONS} connections, ${SETTINGS.runs} runs of ${SETTINGS.duration} s per figure (median), ${fmt(seconds)} s in all. ` +
+    'Services mode against the local PostgreSQL, Redis and RabbitMQ; LOG_LEVEL=warn; throttling off unless stated.', '');
+  md.push('| scenario | app req/s | p50 ms | p99 ms | baseline | baseline req/s | ratio |', '|---|---:|---:|---:|---|---:|---:|');
+  for (const r of rows) {
+    md.push(`| ${r.scenario} | ${fmt(r.app.rps)} | ${fmt(r.app.p50)} | ${fmt(r.app.p99)} | ${r.baseline?.name ?? '–'} | ${fmt(r.baseline?.rps)} | ${r.ratio === undefined ? '–' : `${fmt(r.ratio * 100)}%`} |`);
+  }
+  md.push('', `Search over ${fmt(search.messages)} messages in the caller's chats (${search.results} results kept): POST→SUCCESS p50 ${fmt(search.p50, 1)} ms, p99 ${fmt(search.p99, 1)} ms over ${search.tasks} tasks (one in three with typos).`, '');
+  md.push('| messages in the chat | uncached page p50 ms | p99 ms | req/s |', '|---:|---:|---:|---:|');
+  for (const g of growth) md.push(`| ${fmt(g.messages)} | ${fmt(g.p50, 1)} | ${fmt(g.p99, 1)} | ${fmt(g.rps)} |`);
+  md.push('', `Middleware cost: throttling on ${fmt(cost.throttling.on)} vs off ${fmt(cost.throttling.off)} req/s on a cached page (${fmt(cost.throttling.usPerRequest, 1)} µs per request of the 2 workers' time); ` +
+    `caching on POST message: on ${fmt(cost.cachingOnPost.on)} vs off ${fmt(cost.cachingOnPost.off)} req/s; a cached page against an uncached one is in the table above.`, '');
+  md.push('Peak RSS: ' + Object.entries(mem).map(([k, v]) => `${k} ${fmt(v)} MB`).join(', ') + '.', '');
+  md.push('| target | measured | met |', '|---|---|---|');
+  for (const t of targets) md.push(`| ${t.target} | ${t.value} | ${t.met ? 'yes' : '**no**'} |`);
+  for (const n of notes) md.push('', `Note: ${n}`);
+  const text = md.join('\n') + '\n';
+  log('\n' + text);
+  const dir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'latest.md'), text);
+  fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify({
+    quick: QUICK, date: new Date().toISOString(), machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: os.totalmem() / 2 ** 30 },
+    node: process.version, settings: { ...SETTINGS, workers: WORKERS, connections: CONNECTIONS, bcryptCost: BCRYPT_COST }, rows, ...extra, targets, notes,
+  }, null, 2));
+  fs.writeFileSync(path.join(dir, 'chart.svg'), renderChart(rows.filter((r) => r.ratio !== undefined).map((r) => ({ label: r.scenario, app: r.app.rps, baseline: r.baseline?.rps ?? 0 }))));
+}
+
+async function cleanup(): Promise<void> {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  try {
+    const admin = new pg.Client({ connectionString: PG_ADMIN });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${DB_NAME} WITH (FORCE)`);
+    await admin.end();
+  } catch (err) {
+    log(`could not drop ${DB_NAME}: ${String(err)}`);
+  }
+  try {
+    const redis = new Redis(REDIS_URL);
+    const keys = await redis.keys(`${PREFIX}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+    const conn = await amqp.connect(RMQ_URL);
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(QUEUE);
+    await ch.deleteQueue(`${QUEUE}.dead`);
+    await conn.close();
+  } catch (err) {
+    log(`cleanup: ${String(err)}`);
+  }
+}
+
+process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+main().then(
+  () => cleanup().then(() => process.exit(0)),
+  (err: unknown) => {
+    log(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    void cleanup().then(() => process.exit(1));
+  },
+);
