@@ -60,8 +60,9 @@ async function stop(child: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-async function waitHttp(port: number, pathName = '/ping'): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+async function waitHttp(port: number, pathName = '/ping', child?: ChildProcess): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (child !== undefined && child.exitCode !== null) throw new Error(`the process for port ${port} exited with code ${child.exitCode}`);
     try {
       const r = await fetch(`http://127.0.0.1:${port}${pathName}`);
       if (r.status < 500) return;
@@ -81,7 +82,7 @@ const appEnv = (port: number, extra: Record<string, string> = {}): Record<string
 
 async function startApp(port: number, extra: Record<string, string> = {}): Promise<ChildProcess> {
   const child = start(['dist/messenger/main.js'], appEnv(port, extra));
-  await waitHttp(port);
+  await waitHttp(port, '/ping', child);
   return child;
 }
 

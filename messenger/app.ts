@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import Koa from 'koa';
-import { koaBody } from 'koa-body';
 import type { AppName } from './config';
 import { AppError, BadRequest, NotFound, toWireError } from './errors';
 import { observeRequest } from './infra/metrics';
-import { createApi, numbersToStrings, OperationRouter, RequestValidator, stringFields, type Api } from './infra/openapi';
+import { jsonBody } from './infra/body';
+import { bodyOperations, createApi, numbersToStrings, OperationRouter, RequestValidator, stringFields, type Api } from './infra/openapi';
 import { APP_FACTORIES } from './apps';
 import { coreApp } from './apps/core';
 import { opsApp } from './apps/ops';
@@ -129,28 +129,23 @@ export async function createApp(infra: Infra): Promise<WebApp> {
     }
   }
 
-  koa.use(
-    koaBody({
-      json: true,
-      // Like the original (aiohttp's request.json()), the body is read as JSON
-      // whatever Content-Type says, so `curl -d '{...}'` works as is.
-      jsonTypes: ['*/*'],
-      jsonStrict: false,
-      jsonLimit: infra.config.bodyLimitBytes,
-      urlencoded: false,
-      text: false,
-      multipart: false,
-    }),
-  );
-
-  koa.use(async function dispatch(ctx) {
+  // 404 and 405 are decided before the body is read: a wrong path or method
+  // is that, whatever its body holds.
+  koa.use(async function resolve(ctx, next) {
     if (ctx.state.routeError === 'method-not-allowed') throw new AppError(405, 'method-not-allowed');
     const operationId = ctx.state.operationId;
     // Unknown path, or an operation whose app is switched off.
-    const handler = operationId === undefined ? undefined : handlers.get(operationId);
-    if (operationId === undefined || handler === undefined) throw new NotFound('not-found');
+    if (operationId === undefined || !handlers.has(operationId)) throw new NotFound('not-found');
+    await next();
+  });
+
+  koa.use(jsonBody(infra.config.bodyLimitBytes, bodyOperations(api)));
+
+  koa.use(async function dispatch(ctx) {
+    const operationId = ctx.state.operationId as string;
+    const handler = handlers.get(operationId) as Handler;
     const fields = stringsByOp.get(operationId);
-    const body = numbersToStrings(ctx.request.body as unknown, fields);
+    const body = numbersToStrings(ctx.state.body, fields);
     if (fields !== undefined && body !== null && typeof body === 'object') {
       const obj = body as Record<string, unknown>;
       // Text is stored exactly as sent or refused; never silently altered.

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import supertest from 'supertest';
 import { MODE, testEnv } from './helpers/env';
 import { freePort, ServiceProcess } from './helpers/process';
@@ -122,6 +123,28 @@ describe('throttling', () => {
   });
 });
 
+describe('throttling made-up session ids', () => {
+  it('charges tokens that auth refuses to the client address: past RPS_LIMIT of them, every token from it gets 429 without a lookup', async function () {
+    this.timeout(10_000);
+    const app = await startApp(harness().infra, { RPS_LIMIT: '5', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const { client } = app;
+      const attacker = `198.51.100.${Math.floor(Math.random() * 200) + 1}`;
+      const statuses = await burst(8, () => client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', attacker));
+      assert.deepEqual(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+      // A real session from that address is refused too while the allowance is used up...
+      const u = await buildUser(harness().app.client);
+      await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(429, { message: 'request-limit-exceeded' });
+      // ...but not from another address, and not from that one once the window has passed.
+      await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.250').expect(201);
+      await new Promise((r) => setTimeout(r, 1100));
+      await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(201);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('login lockout', () => {
   let app: Running;
   // Behind a "proxy" (the test itself), so each test's client has its own address.
@@ -163,6 +186,16 @@ describe('login lockout', () => {
     } finally {
       await behind.close();
     }
+  });
+
+  it('lets no more than LOGIN_MAX_FAILURES concurrent wrong passwords be checked', async () => {
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    const results = await Promise.all(
+      Array.from({ length: 12 }, () => client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).set('X-Forwarded-For', address())),
+    );
+    const statuses = results.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [400, 400, 400, ...Array<number>(9).fill(429)]);
   });
 
   it('a successful login does not count as a failure', async () => {

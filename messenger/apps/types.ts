@@ -23,6 +23,8 @@ export interface State {
   operationId?: string;
   /** Its decoded path parameters. */
   params?: Record<string, string>;
+  /** The parsed JSON request body (undefined when there was none). */
+  body?: unknown;
   /** Why no operation matched, when none did. */
   routeError?: 'not-found' | 'method-not-allowed';
 }

@@ -13,8 +13,11 @@ export interface Kv {
   /** Stores `value`; with `ttlSeconds` it expires after that long. */
   set(key: string, value: string, ttlSeconds?: number): Promise<void>;
   del(key: string): Promise<void>;
-  /** Atomically adds one and returns the new value; a new key expires after `ttlSeconds`. */
-  incr(key: string, ttlSeconds?: number): Promise<number>;
+  /**
+   * Atomically adds `by` (default 1) and returns the new value, never below 0;
+   * a new key expires after `ttlSeconds`.
+   */
+  incr(key: string, ttlSeconds?: number, by?: number): Promise<number>;
   /** Several values in one round trip (null for a missing key). */
   mget(keys: string[]): Promise<(string | null)[]>;
   /** Seconds until `key` expires; 0 when it does not exist or never expires. */
@@ -22,9 +25,11 @@ export interface Kv {
   /**
    * Takes one request from `key`'s allowance of `limit` per `periodMs`
    * (GCRA: no more than `limit` in any window of `periodMs`, bursts included),
-   * atomically for every instance sharing the store.
+   * atomically for every instance sharing the store. With `guardKey`, the
+   * request is also refused while that key's allowance is used up; the guard
+   * is read, not charged.
    */
-  rateLimit(key: string, limit: number, periodMs: number): Promise<RateLimitResult>;
+  rateLimit(key: string, limit: number, periodMs: number, guardKey?: string): Promise<RateLimitResult>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -64,6 +69,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local interval = period / limit
+if KEYS[2] ~= KEYS[1] then
+  local g = tonumber(redis.call('GET', KEYS[2]) or now)
+  if g + interval - now > period then
+    return {0, 0, math.ceil(g - now), math.ceil(g + interval - now - period)}
+  end
+end
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local nxt = tat + interval
@@ -75,14 +86,19 @@ return {1, math.floor((period - (nxt - now)) / interval), math.ceil(nxt - now), 
 `;
 
 const INCR_SCRIPT = `
-local n = redis.call('INCR', KEYS[1])
-if n == 1 and tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local by = tonumber(ARGV[2])
+local n = redis.call('INCRBY', KEYS[1], by)
+if n <= 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if n == by and tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 `;
 
 type RedisWithScripts = Redis & {
-  msgRateLimit(key: string, limit: number, periodMs: number): Promise<[number, number, number, number]>;
-  msgIncr(key: string, ttl: number): Promise<number>;
+  msgRateLimit(key: string, guardKey: string, limit: number, periodMs: number): Promise<[number, number, number, number]>;
+  msgIncr(key: string, ttl: number, by: number): Promise<number>;
 };
 
 /** Redis-backed store; commands fail at once (503) while Redis is away, and it reconnects with backoff. */
@@ -99,7 +115,7 @@ export class RedisKv implements Kv {
       connectTimeout: 3000,
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 3000),
     });
-    redis.defineCommand('msgRateLimit', { numberOfKeys: 1, lua: RATE_LIMIT_SCRIPT });
+    redis.defineCommand('msgRateLimit', { numberOfKeys: 2, lua: RATE_LIMIT_SCRIPT });
     redis.defineCommand('msgIncr', { numberOfKeys: 1, lua: INCR_SCRIPT });
     let down = false;
     redis.on('error', (err: Error) => {
@@ -142,8 +158,8 @@ export class RedisKv implements Kv {
     await this.redis.del(key);
   }
 
-  async incr(key: string, ttlSeconds = 0): Promise<number> {
-    return Number(await this.redis.msgIncr(key, Math.ceil(ttlSeconds)));
+  async incr(key: string, ttlSeconds = 0, by = 1): Promise<number> {
+    return Number(await this.redis.msgIncr(key, Math.ceil(ttlSeconds), by));
   }
 
   async mget(keys: string[]): Promise<(string | null)[]> {
@@ -154,8 +170,8 @@ export class RedisKv implements Kv {
     return Math.max(0, await this.redis.ttl(key));
   }
 
-  async rateLimit(key: string, limit: number, periodMs: number): Promise<RateLimitResult> {
-    const [allowed, remaining, resetMs, retryAfterMs] = await this.redis.msgRateLimit(key, limit, periodMs);
+  async rateLimit(key: string, limit: number, periodMs: number, guardKey = key): Promise<RateLimitResult> {
+    const [allowed, remaining, resetMs, retryAfterMs] = await this.redis.msgRateLimit(key, guardKey, limit, periodMs);
     return { allowed: Number(allowed) === 1, remaining: Number(remaining), resetMs: Number(resetMs), retryAfterMs: Number(retryAfterMs) };
   }
 
@@ -217,14 +233,15 @@ export class MemoryKv implements Kv {
     this.map.delete(key);
   }
 
-  async incr(key: string, ttlSeconds = 0): Promise<number> {
+  async incr(key: string, ttlSeconds = 0, by = 1): Promise<number> {
     const e = this.live(key);
-    if (e === undefined) {
-      this.map.set(key, { value: '1', expiresAt: ttlSeconds > 0 ? Date.now() + ttlSeconds * 1000 : Infinity });
-      return 1;
+    const n = Number(e?.value ?? 0) + by;
+    if (n <= 0) {
+      this.map.delete(key);
+      return 0;
     }
-    const n = Number(e.value) + 1;
-    e.value = String(n);
+    if (e === undefined) this.map.set(key, { value: String(n), expiresAt: ttlSeconds > 0 ? Date.now() + ttlSeconds * 1000 : Infinity });
+    else e.value = String(n);
     return n;
   }
 
@@ -237,8 +254,13 @@ export class MemoryKv implements Kv {
     return e === undefined || e.expiresAt === Infinity ? 0 : Math.ceil((e.expiresAt - Date.now()) / 1000);
   }
 
-  async rateLimit(key: string, limit: number, periodMs: number): Promise<RateLimitResult> {
+  async rateLimit(key: string, limit: number, periodMs: number, guardKey = key): Promise<RateLimitResult> {
     const now = Date.now();
+    if (guardKey !== key) {
+      const g = this.live(guardKey);
+      const guard = gcra(now, g === undefined ? undefined : Number(g.value), limit, periodMs);
+      if (!guard.allowed) return { allowed: false, remaining: 0, resetMs: guard.resetMs, retryAfterMs: guard.retryAfterMs };
+    }
     const stored = this.live(key);
     const { tat, ...result } = gcra(now, stored === undefined ? undefined : Number(stored.value), limit, periodMs);
     if (result.allowed) this.map.set(key, { value: String(tat), expiresAt: tat + 1 });

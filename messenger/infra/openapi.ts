@@ -179,6 +179,11 @@ export function stringFields(api: Api): Map<string, string[]> {
   return out;
 }
 
+/** The operations that take a request body; any other operation's body is left unread. */
+export function bodyOperations(api: Api): Set<string> {
+  return new Set(api.getOperations().filter((op) => op.requestBody !== undefined && op.operationId).map((op) => op.operationId as string));
+}
+
 /** Converts finite numbers to their decimal text in the named fields of a plain object body. */
 export function numbersToStrings(body: unknown, fields: string[] | undefined): unknown {
   if (fields === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) return body;

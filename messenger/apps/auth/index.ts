@@ -65,10 +65,17 @@ export const authApp: AppFactory = ({ config, db, kv }): App => {
       async login(ctx, req) {
         const { userName, password } = credentials(req.body);
         const address = clientAddress(ctx, trusted);
-        await guard.check(userName, address);
-        const user = await findUserByName(db, userName);
-        if (user === undefined || !(await bcrypt.compare(password, user.password_hash))) {
-          await guard.failed(userName, address);
+        await guard.attempt(userName, address);
+        let user: Awaited<ReturnType<typeof findUserByName>>;
+        let ok: boolean;
+        try {
+          user = await findUserByName(db, userName);
+          ok = user !== undefined && (await bcrypt.compare(password, user.password_hash));
+        } catch (err) {
+          await guard.release(userName, address).catch(() => undefined);
+          throw err;
+        }
+        if (user === undefined || !ok) {
           throw new BadRequest(user === undefined ? 'user-not-found' : 'bad-password');
         }
         await guard.succeeded(userName, address);

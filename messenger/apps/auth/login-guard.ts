@@ -20,25 +20,31 @@ export class LoginGuard {
     return [`login:u:${name}`, `login:a:${address}`];
   }
 
-  /** Throws 429 too-many-login-attempts while the name or the address is locked out. */
-  async check(userName: string, address: string): Promise<void> {
+  /**
+   * Counts this attempt as a failure before the password is checked, in one
+   * atomic step per key, so concurrent guesses cannot slip past the limit
+   * while their hashes are being compared. Throws 429 too-many-login-attempts
+   * once the name or the address is over the limit.
+   */
+  async attempt(userName: string, address: string): Promise<void> {
     const keys = this.keys(userName, address);
-    const counts = await this.kv.mget(keys);
+    const counts = await Promise.all(keys.map((k) => this.kv.incr(k, this.windowSeconds)));
     for (let i = 0; i < keys.length; i++) {
-      if (Number(counts[i] ?? 0) >= this.maxFailures) {
+      if (counts[i] > this.maxFailures) {
         const wait = await this.kv.ttl(keys[i]);
         throw new TooManyRequests('too-many-login-attempts', Math.max(1, wait));
       }
     }
   }
 
-  /** Counts one failed login for the name and the address. */
-  async failed(userName: string, address: string): Promise<void> {
-    await Promise.all(this.keys(userName, address).map((k) => this.kv.incr(k, this.windowSeconds)));
+  /** The attempt could not be judged (the database failed): it is taken back for both keys. */
+  async release(userName: string, address: string): Promise<void> {
+    await Promise.all(this.keys(userName, address).map((k) => this.kv.incr(k, this.windowSeconds, -1)));
   }
 
-  /** A successful login clears the name's count (the address keeps its own). */
+  /** The attempt was right after all: the name's count is cleared and the address's attempt taken back. */
   async succeeded(userName: string, address: string): Promise<void> {
-    await this.kv.del(this.keys(userName, address)[0]);
+    const [name, addr] = this.keys(userName, address);
+    await Promise.all([this.kv.del(name), this.kv.incr(addr, this.windowSeconds, -1)]);
   }
 }

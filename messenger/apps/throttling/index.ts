@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { TooManyRequests } from '../../errors';
+import { AppError, TooManyRequests } from '../../errors';
 import { clientAddress } from '../client-address';
 import type { App, AppFactory } from '../types';
 
@@ -23,18 +23,29 @@ export const throttlingApp: AppFactory = ({ config, kv }): App => {
     middleware: {
       throttle: async function throttle(ctx, next) {
         if (EXEMPT.has(ctx.path)) return next();
-        // Keyed by the token's hash without looking the session up: a bad token
-        // is counted like a good one and then refused by auth.
+        // Keyed by the token's hash without looking the session up. So that
+        // made-up tokens (each a fresh key, each a database lookup) cannot
+        // dodge the limit, a token that auth refuses is charged to its client
+        // address's bad-token allowance, and every request with a token is
+        // refused while that allowance is used up.
         const m = SESSION_HEADER.exec(ctx.get('authorization'));
-        const key = m === null
-          ? `rl:a:${clientAddress(ctx, trusted)}`
-          : `rl:s:${createHash('sha256').update(m[1].replace(/-/g, '').toLowerCase()).digest('hex')}`;
-        const r = await kv.rateLimit(key, limit, PERIOD_MS);
+        const address = clientAddress(ctx, trusted);
+        const badTokens = `rl:b:${address}`;
+        const r = m === null
+          ? await kv.rateLimit(`rl:a:${address}`, limit, PERIOD_MS)
+          : await kv.rateLimit(`rl:s:${createHash('sha256').update(m[1].replace(/-/g, '').toLowerCase()).digest('hex')}`, limit, PERIOD_MS, badTokens);
         ctx.set('X-RateLimit-Limit', String(limit));
         ctx.set('X-RateLimit-Remaining', String(r.remaining));
         ctx.set('X-RateLimit-Reset', String(Math.ceil(r.resetMs / 1000)));
         if (!r.allowed) throw new TooManyRequests('request-limit-exceeded', r.retryAfterMs / 1000);
-        await next();
+        try {
+          await next();
+        } catch (err) {
+          if (m !== null && err instanceof AppError && err.status === 401) {
+            await kv.rateLimit(badTokens, limit, PERIOD_MS).catch(() => undefined);
+          }
+          throw err;
+        }
       },
     },
     handlers: {},

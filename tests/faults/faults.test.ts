@@ -1,0 +1,364 @@
+/**
+ * npm run test:faults — the service under real faults, in the services mode.
+ *
+ * Starts a PRIVATE PostgreSQL cluster, Redis server and RabbitMQ node in temp
+ * dirs on free ports (so the shared ones on the standard ports keep running,
+ * untouched, for everyone else), runs two web workers and a consumer as real
+ * processes under a steady load, and stops and restarts each dependency for
+ * real, in turn. Every case prints what it checked and its counts. The
+ * private services are stopped and removed afterwards, even when a check fails.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { freePort, ServiceProcess } from '../helpers/process';
+
+const PG_BIN = `/usr/lib/postgresql/${fs.readdirSync('/usr/lib/postgresql')[0]}/bin`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function asPostgres(cmd: string, args: string[]): string {
+  return execFileSync('runuser', ['-u', 'postgres', '--', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+/** A temp dir owned by a service account, which the server drops to. */
+function ownedTempDir(prefix: string, user: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chownSync(d, Number(execFileSync('id', ['-u', user]).toString()), Number(execFileSync('id', ['-g', user]).toString()));
+  return d;
+}
+
+/** Resolves once something accepts TCP connections on the port. */
+async function listening(port: number, ms = 60_000): Promise<void> {
+  await until(ms, `port ${port}`, () => new Promise<boolean>((resolve) => {
+    const sock = net.connect(port, '127.0.0.1', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.on('error', () => resolve(false));
+  }));
+}
+
+/** A RabbitMQ node of its own (name, ports, data dir), started and stopped with the Debian package's scripts. */
+class PrivateRabbit {
+  readonly node = `faults${process.pid}@localhost`;
+  constructor(private readonly dir: string, readonly port: number, private readonly distPort: number) {
+    fs.writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = 127.0.0.1:${port}\n`);
+    fs.writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
+  }
+
+  async start(): Promise<void> {
+    execFileSync('rabbitmq-server', ['-detached'], {
+      stdio: 'ignore',
+      env: {
+        ...process.env, RABBITMQ_NODENAME: this.node, RABBITMQ_NODE_PORT: String(this.port), RABBITMQ_DIST_PORT: String(this.distPort),
+        RABBITMQ_MNESIA_BASE: `${this.dir}/mnesia`, RABBITMQ_LOG_BASE: `${this.dir}/log`, RABBITMQ_CONFIG_FILE: `${this.dir}/rabbitmq.conf`,
+        RABBITMQ_ENABLED_PLUGINS_FILE: `${this.dir}/enabled_plugins`, RABBITMQ_PID_FILE: `${this.dir}/pid`,
+      },
+    });
+    await listening(this.port);
+  }
+
+  stop(): void {
+    execFileSync('rabbitmqctl', ['-n', this.node, 'stop'], { stdio: 'ignore', timeout: 60_000 });
+  }
+}
+
+interface Tally {
+  sent: number;
+  acked: string[];
+  unavailable: number;
+  other: Map<number, number>;
+  hung: number;
+}
+
+/** A steady write load: `concurrency` clients posting messages until stopped. */
+function writeLoad(base: string, session: string, chatId: string, userId: string, concurrency = 6) {
+  const tally: Tally = { sent: 0, acked: [], unavailable: 0, other: new Map(), hung: 0 };
+  let running = true;
+  let n = 0;
+  const client = async () => {
+    while (running) {
+      const text = `load ${process.pid} ${n++}`;
+      tally.sent++;
+      try {
+        const res = await fetch(`${base}/v1/chats/${chatId}/messages?user_id=${userId}`, {
+          method: 'POST',
+          headers: { authorization: `session_id ${session}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ message: text }),
+          signal: AbortSignal.timeout(8000),
+        });
+        if (res.status === 201) tally.acked.push(((await res.json()) as { message_id: string }).message_id);
+        else if (res.status === 503) tally.unavailable++;
+        else tally.other.set(res.status, (tally.other.get(res.status) ?? 0) + 1);
+        if (res.status !== 201) await sleep(50);
+      } catch (err) {
+        if ((err as Error).name === 'TimeoutError') tally.hung++;
+        else tally.other.set(0, (tally.other.get(0) ?? 0) + 1);
+        await sleep(50);
+      }
+    }
+  };
+  const done = Promise.all(Array.from({ length: concurrency }, client));
+  return {
+    tally,
+    async stop() {
+      running = false;
+      await done;
+      return tally;
+    },
+  };
+}
+
+async function until(ms: number, what: string, fn: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      if (await fn()) return;
+    } catch {
+      // not yet
+    }
+    await sleep(200);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', function () {
+  this.timeout(240_000);
+  let dir: string;
+  let pgPort: number;
+  let redisPort: number;
+  let redis: ChildProcess | undefined;
+  let rabbitDir: string;
+  let rabbit: PrivateRabbit;
+  let web: ServiceProcess;
+  let consumer: ServiceProcess;
+  let env: Record<string, string>;
+  let base: string;
+  let session: string;
+  let chatId: string;
+  let userId: string;
+  let db: pg.Pool;
+
+  const pgCtl = (action: 'start' | 'stop') =>
+    asPostgres(`${PG_BIN}/pg_ctl`, action === 'start'
+      ? ['-D', `${dir}/pg`, '-l', `${dir}/pg.log`, '-w', '-o', `-p ${pgPort} -k ${dir} -c listen_addresses=127.0.0.1`, 'start']
+      : ['-D', `${dir}/pg`, '-m', 'fast', '-w', 'stop']);
+  const startRedis = () => {
+    redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  };
+  /** How many of these acknowledged message ids are in the database. */
+  const countStored = async (acked: string[]) => {
+    const ids = acked.map((h) => `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
+    return Number((await db.query('SELECT count(*) FROM messages WHERE id = ANY($1::uuid[])', [ids])).rows[0].count);
+  };
+  const api = async (method: string, p: string, body?: object, s?: string) => {
+    const res = await fetch(`${base}${p}`, {
+      method, body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { 'content-type': 'application/json', ...(s ? { authorization: `session_id ${s}` } : {}) },
+      signal: AbortSignal.timeout(8000),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+
+  before(async () => {
+    dir = ownedTempDir('messenger-faults-', 'postgres');
+    rabbitDir = ownedTempDir('messenger-faults-rabbitmq-', 'rabbitmq');
+    pgPort = await freePort();
+    redisPort = await freePort();
+    asPostgres(`${PG_BIN}/initdb`, ['-D', `${dir}/pg`, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+    pgCtl('start');
+    const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${pgPort}/postgres` });
+    await admin.connect();
+    await admin.query('CREATE DATABASE messenger');
+    await admin.end();
+    startRedis();
+    rabbit = new PrivateRabbit(rabbitDir, await freePort(), await freePort());
+    await rabbit.start();
+    const webPort = await freePort();
+    base = `http://127.0.0.1:${webPort}`;
+    env = {
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/messenger`, REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      RMQ_URL: `amqp://guest:guest@127.0.0.1:${rabbit.port}`, SEARCH_QUEUE: `faults.${process.pid}.search`, PORT: String(webPort), WORKERS_NUM: '2',
+      RPS_LIMIT: '10000', DB_TIMEOUT_MS: '1000', BCRYPT_COST: '4', LOG_LEVEL: 'info', SEARCH_IN_PROCESS_CONSUMER: '0',
+    };
+    execFileSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'migrate'], { env: { ...process.env, ...env }, cwd: path.resolve(__dirname, '../..') });
+    db = new pg.Pool({ connectionString: env.DATABASE_URL, max: 2 });
+    db.on('error', () => {});
+    web = new ServiceProcess('messenger/main.ts', env);
+    consumer = new ServiceProcess('messenger/consumer.ts', env);
+    await web.waitFor((l) => l.msg === 'messenger-api listening', 2);
+    await consumer.waitFor((l) => l.msg === 'messenger-run-task-consumer started');
+    await api('POST', '/v1/auth/register', { user_name: 'fault', password: 'pw' });
+    session = (await api('POST', '/v1/auth/login', { user_name: 'fault', password: 'pw' })).body.session_id as string;
+    chatId = (await api('POST', '/v1/chats', { chat_name: 'faults' }, session)).body.chat_id as string;
+    userId = (await api('POST', `/v1/chats/${chatId}/users`, { user_name: 'fault' }, session)).body.user_id as string;
+  });
+
+  after(async () => {
+    web?.kill();
+    consumer?.kill();
+    await db?.end().catch(() => {});
+    redis?.kill('SIGKILL');
+    try {
+      rabbit?.stop();
+    } catch {
+      // not running
+    }
+    fs.rmSync(rabbitDir, { recursive: true, force: true });
+    try {
+      pgCtl('stop');
+    } catch {
+      // already stopped
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('PostgreSQL stopped under write load: 503s (no 500, no hang), /ping 200, recovery by itself, no acknowledged write lost or doubled', async () => {
+    const load = writeLoad(base, session, chatId, userId);
+    await sleep(1500);
+    pgCtl('stop');
+    await sleep(1000);
+    assert.equal((await fetch(`${base}/ping`, { signal: AbortSignal.timeout(3000) })).status, 200);
+    assert.equal((await fetch(`${base}/ping_db`, { signal: AbortSignal.timeout(5000) })).status, 503);
+    await sleep(2000);
+    pgCtl('start');
+    await until(20_000, 'writes to succeed again', async () => {
+      const before = load.tally.acked.length;
+      await sleep(500);
+      return load.tally.acked.length > before;
+    });
+    await sleep(1000);
+    const t = await load.stop();
+    const found = await countStored(t.acked);
+    const seqs = (await db.query('SELECT count(*) AS n, count(DISTINCT seq) AS d, count(DISTINCT text) AS texts FROM messages WHERE chat_id = $1', [chatId])).rows[0];
+    console.log(`      postgres stop: sent ${t.sent}, acknowledged ${t.acked.length}, 503 ${t.unavailable}, other ${JSON.stringify([...t.other])}, hung ${t.hung}, found ${found}, lost ${t.acked.length - found}`);
+    assert.ok(t.unavailable > 0, 'the outage was not seen');
+    assert.equal(t.hung, 0);
+    assert.equal([...t.other.keys()].filter((s) => s >= 500).length, 0, 'a 5xx other than 503');
+    assert.equal(found, t.acked.length, 'an acknowledged message is missing');
+    assert.equal(Number(seqs.n), Number(seqs.d), 'a sequence number was used twice');
+    assert.equal(Number(seqs.n), Number(seqs.texts), 'a message was stored twice');
+  });
+
+  it('Redis restarted empty: logged-in users stay logged in (restored from PostgreSQL), nothing crashes', async () => {
+    redis?.kill('SIGKILL');
+    await sleep(1500);
+    const during = await api('POST', '/v1/chats', { chat_name: 'during' }, session).catch(() => ({ status: 0 }));
+    startRedis();
+    await until(20_000, 'sessions to work again', async () => (await api('POST', '/v1/chats', { chat_name: 'after' }, session)).status === 201);
+    // Caching resumes: the second read of a page is a hit again; throttling counts again.
+    const first = await fetch(`${base}/v1/chats/${chatId}/messages?limit=5`, { headers: { authorization: `session_id ${session}` } });
+    const second = await fetch(`${base}/v1/chats/${chatId}/messages?limit=5`, { headers: { authorization: `session_id ${session}` } });
+    console.log(`      redis restart: during the outage ${during.status}, after it 201 with the same session; page ${first.status} ${first.headers.get('x-cache')} then ${second.status} ${second.headers.get('x-cache')}; X-RateLimit-Remaining ${second.headers.get('x-ratelimit-remaining')}`);
+    assert.equal(during.status, 503);
+    assert.equal(first.status, 200);
+    assert.equal(second.headers.get('x-cache'), 'HIT');
+    assert.equal(second.headers.get('x-ratelimit-limit'), '10000');
+    assert.ok(Number(second.headers.get('x-ratelimit-remaining')) < 10000);
+    assert.equal(web.child.exitCode, null, 'the web process died');
+    assert.equal(consumer.child.exitCode, null, 'the consumer died');
+  });
+
+  it('RabbitMQ stopped and restarted under search load: 503 during, every accepted task finished after, web and consumer reconnect by themselves', async () => {
+    // Hold the consumer on its first task so that accepted tasks are still queued when the broker stops.
+    const hold = await db.connect();
+    let released = false;
+    const release = async () => {
+      if (!released) await hold.query('ROLLBACK').catch(() => {});
+      released = true;
+    };
+    try {
+      await hold.query('BEGIN');
+      await hold.query('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE');
+      const accepted: string[] = [];
+      for (let i = 0; i < 5; i++) accepted.push((await api('POST', '/v1/chats/search', { message: `load message ${i}` }, session)).body.task_id as string);
+      // A steady search load through the whole outage.
+      let running = true;
+      let sent = 0;
+      let unavailable = 0;
+      const other: number[] = [];
+      const searches = (async () => {
+        while (running) {
+          sent++;
+          const r = await api('POST', '/v1/chats/search', { message: `load message ${sent}` }, session).catch(() => ({ status: 0, body: {} as Record<string, unknown> }));
+          if (r.status === 201) accepted.push(r.body.task_id as string);
+          else if (r.status === 503) unavailable++;
+          else other.push(r.status);
+          await sleep(100);
+        }
+      })();
+      await sleep(500);
+      rabbit.stop();
+      await sleep(1500);
+      const during = await api('POST', '/v1/chats/search', { message: 'during the outage' }, session);
+      await rabbit.start();
+      await release();
+      await until(30_000, 'search to accept tasks again', async () => (await api('POST', '/v1/chats/search', { message: 'after the restart' }, session)).status === 201);
+      await sleep(1000);
+      running = false;
+      await searches;
+      let finished = 0;
+      for (const id of accepted) {
+        await until(60_000, `task ${id}`, async () => (await api('GET', `/v1/chats/search/status/${id}`, undefined, session)).body.status === 'SUCCESS');
+        finished++;
+      }
+      console.log(`      rabbitmq restart: search requests sent ${sent}, 503 ${unavailable}, other ${JSON.stringify(other)}; tasks accepted ${accepted.length}, finished ${finished}, lost ${accepted.length - finished}; a request during the outage: ${during.status}`);
+      assert.equal(during.status, 503);
+      assert.ok(unavailable > 0);
+      assert.deepEqual(other, []);
+      assert.equal(web.child.exitCode, null, 'the web process died');
+      assert.equal(consumer.child.exitCode, null, 'the consumer died');
+    } finally {
+      await release();
+      hold.release();
+    }
+  });
+
+  it('consumer SIGKILLed mid-task: a new consumer finishes the task, once', async () => {
+    const hold = await db.connect();
+    try {
+      await hold.query('BEGIN');
+      await hold.query('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE');
+      const id = (await api('POST', '/v1/chats/search', { message: 'killed mid task' }, session)).body.task_id as string;
+      await until(20_000, 'the task to start', async () => (await api('GET', `/v1/chats/search/status/${id}`, undefined, session)).body.status === 'IN_PROCESS');
+      consumer.kill();
+      await consumer.exited;
+      await hold.query('ROLLBACK');
+      consumer = new ServiceProcess('messenger/consumer.ts', env);
+      await until(30_000, 'the task to finish', async () => (await api('GET', `/v1/chats/search/status/${id}`, undefined, session)).body.status === 'SUCCESS');
+      const runs = consumer.lines.filter((l) => l.msg === 'search task done' && l.taskId === id).length;
+      console.log(`      consumer SIGKILL: task ${id} finished by the new consumer (${runs} completed run)`);
+      assert.equal(runs, 1);
+    } finally {
+      await hold.query('ROLLBACK').catch(() => {});
+      hold.release();
+    }
+  });
+
+  it('a web worker SIGKILLed under load is replaced; the other keeps serving', async () => {
+    const load = writeLoad(base, session, chatId, userId, 4);
+    await sleep(1000);
+    const workers = fs.readFileSync(`/proc/${web.child.pid}/task/${web.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    assert.equal(workers.length, 2);
+    const before = load.tally.acked.length;
+    process.kill(workers[0], 'SIGKILL');
+    await sleep(1500);
+    const during = load.tally.acked.length;
+    await web.waitFor((l) => l.msg === 'messenger-api listening', 3, 20_000);
+    await sleep(1000);
+    const t = await load.stop();
+    const after = fs.readFileSync(`/proc/${web.child.pid}/task/${web.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    const found = await countStored(t.acked);
+    const cut = t.other.get(0) ?? 0;
+    console.log(`      worker SIGKILL: acknowledged ${before} before, ${during - before} in the 1.5 s after, ${t.acked.length} in all, found ${found}, lost ${t.acked.length - found}; connections cut with the worker (never acknowledged) ${cut}; workers ${workers.join(',')} -> ${after.join(',')}`);
+    assert.equal(found, t.acked.length, 'an acknowledged message is missing');
+    assert.deepEqual([...t.other.keys()].filter((k) => k !== 0), [], 'an answer other than 201 or a cut connection');
+    assert.ok(during > before, 'the surviving worker did not keep serving');
+    assert.equal(after.length, 2);
+    assert.ok(!after.includes(workers[0]));
+  });
+});
