@@ -196,6 +196,21 @@ describe('login lockout', () => {
     );
     const statuses = results.map((r) => r.status).sort();
     assert.deepEqual(statuses, [400, 400, 400, ...Array<number>(9).fill(429)]);
+    // The three failures lock the name: the right password is refused now too.
+    await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', address()).expect(429, { message: 'too-many-login-attempts' });
+  });
+
+  it('lets up to LOGIN_MAX_FAILURES concurrent right passwords in; more at once are told to retry in a second, and count as no failure', async () => {
+    const { client } = app;
+    const u = await buildUser(harness().app.client);
+    const three = await Promise.all(Array.from({ length: 3 }, () => client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', address())));
+    assert.deepEqual(three.map((r) => r.status), [201, 201, 201]);
+    const eight = await Promise.all(Array.from({ length: 8 }, () => client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', address())));
+    const refused = eight.filter((r) => r.status === 429);
+    assert.ok(eight.filter((r) => r.status === 201).length >= 1);
+    assert.ok(refused.every((r) => r.headers['retry-after'] === '1'), 'a busy refusal asked to wait longer than a second');
+    // Nothing was counted as a failure: a login right after works.
+    await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', address()).expect(201);
   });
 
   it('a successful login does not count as a failure', async () => {

@@ -4,7 +4,7 @@ import { BadRequest, Unauthorized } from '../../errors';
 import type { App, AppFactory, ApiContext, Session } from '../types';
 import { field } from '../input';
 import { clientAddress } from '../client-address';
-import { LoginGuard } from './login-guard';
+import { LoginGuard, type LoginOutcome } from './login-guard';
 import { SessionStore } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
@@ -65,20 +65,18 @@ export const authApp: AppFactory = ({ config, db, kv }): App => {
       async login(ctx, req) {
         const { userName, password } = credentials(req.body);
         const address = clientAddress(ctx, trusted);
-        await guard.attempt(userName, address);
+        await guard.begin(userName, address);
+        let outcome: LoginOutcome = 'unknown';
         let user: Awaited<ReturnType<typeof findUserByName>>;
-        let ok: boolean;
         try {
           user = await findUserByName(db, userName);
-          ok = user !== undefined && (await bcrypt.compare(password, user.password_hash));
-        } catch (err) {
-          await guard.release(userName, address).catch(() => undefined);
-          throw err;
+          outcome = user !== undefined && (await bcrypt.compare(password, user.password_hash)) ? 'succeeded' : 'failed';
+        } finally {
+          await guard.end(userName, address, outcome);
         }
-        if (user === undefined || !ok) {
+        if (user === undefined || outcome !== 'succeeded') {
           throw new BadRequest(user === undefined ? 'user-not-found' : 'bad-password');
         }
-        await guard.succeeded(userName, address);
         const token = await sessions.create(user.id, user.user_name);
         ctx.status = 201;
         ctx.body = { session_id: token };

@@ -2,11 +2,21 @@ import { createHash } from 'node:crypto';
 import type { Kv } from '../../infra/kv';
 import { TooManyRequests } from '../../errors';
 
+/** How long a pending-attempt count outlives a process that died mid-login. */
+const PENDING_TTL_SECONDS = 60;
+
+export type LoginOutcome = 'succeeded' | 'failed' | 'unknown';
+
 /**
- * Failed-login lockout: failures are counted per user name and per client
- * address in a window that starts with the first failure. Past the limit,
- * every login for that name (or from that address) is refused with 429 until
- * the window ends, even with the right password.
+ * Failed-login lockout, per user name and per client address. Failures are
+ * counted in a window that starts with the first failure; past
+ * `maxFailures`, every login for that name (or from that address) is refused
+ * with 429 until the window ends, even with the right password.
+ *
+ * Passwords being compared count too: an attempt may start only while
+ * failures + attempts in progress stay within the limit, so a burst of
+ * concurrent guesses gets no more than `maxFailures` comparisons. One over
+ * that only because of attempts in progress is told to retry in a second.
  */
 export class LoginGuard {
   constructor(
@@ -15,36 +25,42 @@ export class LoginGuard {
     private readonly windowSeconds: number,
   ) {}
 
-  private keys(userName: string, address: string): string[] {
+  private keys(userName: string, address: string): { failures: string[]; pending: string[] } {
     const name = createHash('sha256').update(userName).digest('hex');
-    return [`login:u:${name}`, `login:a:${address}`];
+    return { failures: [`login:u:${name}`, `login:a:${address}`], pending: [`login:pu:${name}`, `login:pa:${address}`] };
   }
 
   /**
-   * Counts this attempt as a failure before the password is checked, in one
-   * atomic step per key, so concurrent guesses cannot slip past the limit
-   * while their hashes are being compared. Throws 429 too-many-login-attempts
-   * once the name or the address is over the limit.
+   * Registers an attempt before its password is compared; throws 429
+   * too-many-login-attempts when the name or the address is locked out, or
+   * when this attempt could push it over the limit. Pair with `end`.
    */
-  async attempt(userName: string, address: string): Promise<void> {
-    const keys = this.keys(userName, address);
-    const counts = await Promise.all(keys.map((k) => this.kv.incr(k, this.windowSeconds)));
-    for (let i = 0; i < keys.length; i++) {
-      if (counts[i] > this.maxFailures) {
-        const wait = await this.kv.ttl(keys[i]);
-        throw new TooManyRequests('too-many-login-attempts', Math.max(1, wait));
-      }
-    }
+  async begin(userName: string, address: string): Promise<void> {
+    const { failures, pending } = this.keys(userName, address);
+    // Pending first, failures after: see `end`, which counts a failure before it clears its pending mark.
+    const inProgress = await Promise.all(pending.map((k) => this.kv.incr(k, PENDING_TTL_SECONDS)));
+    const failed = (await this.kv.mget(failures)).map((v) => Number(v ?? 0));
+    const locked = failed.findIndex((n) => n >= this.maxFailures);
+    const busy = failed.some((n, i) => n + inProgress[i] > this.maxFailures);
+    if (locked < 0 && !busy) return;
+    await this.clearPending(pending);
+    const wait = locked >= 0 ? await this.kv.ttl(failures[locked]) : 1;
+    throw new TooManyRequests('too-many-login-attempts', Math.max(1, wait));
   }
 
-  /** The attempt could not be judged (the database failed): it is taken back for both keys. */
-  async release(userName: string, address: string): Promise<void> {
-    await Promise.all(this.keys(userName, address).map((k) => this.kv.incr(k, this.windowSeconds, -1)));
+  /**
+   * Ends an attempt: a failure is counted for the name and the address; a
+   * success clears the name's failures; an attempt the database could not
+   * judge counts for nothing.
+   */
+  async end(userName: string, address: string, outcome: LoginOutcome): Promise<void> {
+    const { failures, pending } = this.keys(userName, address);
+    if (outcome === 'failed') await Promise.all(failures.map((k) => this.kv.incr(k, this.windowSeconds)));
+    if (outcome === 'succeeded') await this.kv.del(failures[0]);
+    await this.clearPending(pending);
   }
 
-  /** The attempt was right after all: the name's count is cleared and the address's attempt taken back. */
-  async succeeded(userName: string, address: string): Promise<void> {
-    const [name, addr] = this.keys(userName, address);
-    await Promise.all([this.kv.del(name), this.kv.incr(addr, this.windowSeconds, -1)]);
+  private async clearPending(pending: string[]): Promise<void> {
+    await Promise.all(pending.map((k) => this.kv.incr(k, PENDING_TTL_SECONDS, -1)));
   }
 }
