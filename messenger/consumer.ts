@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, loadConfig, type Config } from './config';
+import { loadConfigOrExit, type Config } from './config';
 import { createDb } from './infra/db';
 import { RedisKv } from './infra/kv';
 import { createLogger } from './infra/logger';
@@ -22,16 +22,7 @@ function problems(config: Config): string[] {
  * tasks in hand, then closes RabbitMQ, Redis and PostgreSQL in that order.
  */
 async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const bad = problems(config);
   if (bad.length > 0) {
     process.stderr.write(`messenger-run-task-consumer cannot start:\n  - ${bad.join('\n  - ')}\n`);

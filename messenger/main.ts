@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster';
-import { ConfigError, loadConfig, type Config } from './config';
+import { loadConfigOrExit, type Config } from './config';
 import { createApp } from './app';
 import { buildInfra } from './infra';
 import { listen } from './infra/http';
@@ -78,16 +78,7 @@ function runPrimary(config: Config): void {
 }
 
 function main(): void {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   if (config.workersNum > 1 && cluster.isPrimary) {
     runPrimary(config);
     return;
