@@ -107,7 +107,7 @@ async function load(url: string, opts: { method?: 'GET' | 'POST'; headers?: Reco
 interface Row {
   scenario: string;
   app: Load;
-  baseline?: { name: string; rps: number };
+  baseline?: { name: string; rps: number; p50?: number; p99?: number };
   ratio?: number;
   note?: string;
 }
@@ -128,7 +128,7 @@ async function compare(scenario: string, app: () => Promise<Load>, baselineName?
   const row: Row = { scenario, app: appLoad };
   if (baseline !== undefined && baselineName !== undefined) {
     const base = pick(b);
-    row.baseline = { name: baselineName, rps: base.rps };
+    row.baseline = { name: baselineName, rps: base.rps, p50: base.p50, p99: base.p99 };
     row.ratio = appLoad.rps / base.rps;
   }
   return row;
@@ -363,9 +363,9 @@ async function report(rows: Row[], extra: Record<string, unknown>, notes: string
   md.push(`Run ${new Date().toISOString()} on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${fmt(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ` +
     `${WORKERS} web workers, ${CONNECTIONS} connections, ${SETTINGS.runs} runs of ${SETTINGS.duration} s per figure (median), ${fmt(seconds)} s in all. ` +
     'Services mode against the local PostgreSQL, Redis and RabbitMQ; LOG_LEVEL=warn; throttling off unless stated.', '');
-  md.push('| scenario | app req/s | p50 ms | p99 ms | baseline | baseline req/s | ratio |', '|---|---:|---:|---:|---|---:|---:|');
+  md.push('| scenario | app req/s | p50 ms | p99 ms | baseline | baseline req/s | baseline p99 ms | ratio |', '|---|---:|---:|---:|---|---:|---:|---:|');
   for (const r of rows) {
-    md.push(`| ${r.scenario} | ${fmt(r.app.rps)} | ${fmt(r.app.p50)} | ${fmt(r.app.p99)} | ${r.baseline?.name ?? '–'} | ${fmt(r.baseline?.rps)} | ${r.ratio === undefined ? '–' : `${fmt(r.ratio * 100)}%`} |`);
+    md.push(`| ${r.scenario} | ${fmt(r.app.rps)} | ${fmt(r.app.p50)} | ${fmt(r.app.p99)} | ${r.baseline?.name ?? '–'} | ${fmt(r.baseline?.rps)} | ${fmt(r.baseline?.p99)} | ${r.ratio === undefined ? '–' : `${fmt(r.ratio * 100)}%`} |`);
   }
   md.push('', `Search over ${fmt(search.messages)} messages in the caller's chats (${search.results} results kept): POST→SUCCESS p50 ${fmt(search.p50, 1)} ms, p99 ${fmt(search.p99, 1)} ms over ${search.tasks} tasks (one in three with typos).`, '');
   md.push('| messages in the chat | uncached page p50 ms | p99 ms | req/s |', '|---:|---:|---:|---:|');

@@ -23,14 +23,18 @@ function json(res: http.ServerResponse, status: number, body: string): void {
   res.end(body);
 }
 
-// The app's two page queries (messenger/db/chats.ts chatAccess, messenger/db/messages.ts listMessages).
-const ACCESS_SQL = `SELECT ($1::uuid IS NULL OR c.owner_id = $1::uuid OR EXISTS (
-    SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = $1::uuid)) AS allowed,
-  (SELECT seq::text FROM messages WHERE id = $2::uuid AND chat_id = c.id) AS cursor_seq
-  FROM chats c WHERE c.id = $3`;
-const PAGE_SQL = `SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at
-  FROM messages m JOIN chat_members cm ON cm.id = m.member_id
-  WHERE m.chat_id = $1 AND m.seq > $2::bigint ORDER BY m.seq LIMIT $3`;
+// The app's page query (messenger/db/messages.ts pageOfChat): access, cursor and page in one statement.
+const PAGE_SQL = `WITH c AS (
+    SELECT c.id, ($1::uuid IS NULL OR c.owner_id = $1::uuid OR EXISTS (
+        SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = $1::uuid)) AS allowed,
+      CASE WHEN $2::uuid IS NULL THEN 0::bigint ELSE (SELECT seq FROM messages WHERE id = $2::uuid AND chat_id = c.id) END AS cursor_seq
+    FROM chats c WHERE c.id = $3)
+  SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok, p.id, p.text, p.member_id, p.user_name, p.created_at
+    FROM c LEFT JOIN LATERAL (
+      SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq
+        FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+       WHERE c.allowed AND m.chat_id = c.id AND m.seq > c.cursor_seq ORDER BY m.seq LIMIT $4) p ON true
+   ORDER BY p.seq`;
 // The app's insert (messenger/db/messages.ts insertMessage).
 const INSERT_SQL = `WITH member AS (
     SELECT id FROM chat_members WHERE id = $1 AND chat_id = $2 AND ($3::uuid IS NULL OR account_id = $3::uuid)),
@@ -54,10 +58,9 @@ async function handlerFor(): Promise<http.RequestListener> {
   if (mode === 'page') {
     return (_req, res) => {
       (async () => {
-        const a = await pool.query(ACCESS_SQL, [account, null, chat]);
-        if (!a.rows[0]?.allowed) return json(res, 404, '{}');
-        const r = await pool.query(PAGE_SQL, [chat, '0', 100]);
-        const messages = r.rows.map((m: { id: string; member_id: string; user_name: string; text: string; created_at: Date }) => ({
+        const r = await pool.query(PAGE_SQL, [account, null, chat, 100]);
+        if (!r.rows[0]?.allowed) return json(res, 404, '{}');
+        const messages = r.rows.filter((m: { id: string | null }) => m.id !== null).map((m: { id: string; member_id: string; user_name: string; text: string; created_at: Date }) => ({
           message_id: hex(m.id), user_id: hex(m.member_id), user_name: m.user_name, text: m.text, created_at: m.created_at.toISOString(),
         }));
         json(res, 200, JSON.stringify({ messages, next: { iterator: messages.at(-1)?.message_id ?? '0'.repeat(32) } }));

@@ -43,15 +43,44 @@ export async function insertMessage(
   return { missing: chat === undefined ? 'chat' : 'member' };
 }
 
-/** Up to `limit` messages of the chat after sequence `afterSeq`, oldest first. */
-export async function listMessages(db: Queryable, chatId: string, afterSeq: string, limit: number): Promise<MessageRow[]> {
+/** A page of a chat, or why there is none. */
+export type PageResult = { rows: MessageRow[] } | { missing: 'chat' | 'cursor' };
+
+/**
+ * Up to `limit` messages of the chat after the cursor message (null: from the
+ * start), oldest first, in one round trip that also answers whether the chat
+ * exists, whether this account may read it (null account: auth is off, anyone
+ * may) and whether the cursor is a message of this chat. A chat the account
+ * may not read is reported missing, like one that does not exist.
+ */
+export async function pageOfChat(
+  db: Queryable,
+  chatId: string,
+  accountId: string | null,
+  cursorId: string | null,
+  limit: number,
+): Promise<PageResult> {
   const res = (await db.raw(
-    `SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at
-       FROM messages m JOIN chat_members cm ON cm.id = m.member_id
-      WHERE m.chat_id = ? AND m.seq > ?::bigint
-      ORDER BY m.seq
-      LIMIT ?`,
-    [chatId, afterSeq, limit],
-  )) as { rows: MessageRow[] };
-  return res.rows;
+    `WITH c AS (
+        SELECT c.id,
+               (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
+                  SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
+               CASE WHEN ?::uuid IS NULL THEN 0::bigint
+                    ELSE (SELECT seq FROM messages WHERE id = ?::uuid AND chat_id = c.id) END AS cursor_seq
+          FROM chats c WHERE c.id = ?)
+     SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok, p.id, p.text, p.member_id, p.user_name, p.created_at
+       FROM c LEFT JOIN LATERAL (
+         SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq
+           FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+          WHERE c.allowed AND m.chat_id = c.id AND m.seq > c.cursor_seq
+          ORDER BY m.seq
+          LIMIT ?) p ON true
+      ORDER BY p.seq`,
+    [accountId, accountId, accountId, cursorId, cursorId, chatId, limit],
+  )) as { rows: (MessageRow & { allowed: boolean; cursor_ok: boolean; id: string | null })[] };
+  const first = res.rows[0];
+  if (first === undefined || !first.allowed) return { missing: 'chat' };
+  if (!first.cursor_ok) return { missing: 'cursor' };
+  if (first.id === null) return { rows: [] };
+  return { rows: res.rows.map(({ id, text, member_id, user_name, created_at }) => ({ id: id as string, text, member_id, user_name, created_at })) };
 }

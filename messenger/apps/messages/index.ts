@@ -1,5 +1,4 @@
-import { chatAccess } from '../../db/chats';
-import { insertMessage, listMessages, type MessageRow } from '../../db/messages';
+import { insertMessage, pageOfChat, type MessageRow } from '../../db/messages';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { charLength, field, intParam, queryParam } from '../input';
@@ -44,10 +43,12 @@ export const messagesApp: AppFactory = ({ config, db }): App => ({
       const cursorId = from === undefined ? ZERO_ID : parseId(from);
       if (cursorId === null) throw new BadRequest('bad-cursor');
       const fromStart = toWireId(cursorId) === ZERO_ID;
-      const access = await chatAccess(db, chatId, ctx.state.session?.accountId ?? null, fromStart ? null : cursorId);
-      if (access === undefined || !access.allowed) throw new NotFound('chat-not-found');
-      if (!fromStart && access.cursorSeq === null) throw new BadRequest('bad-cursor');
-      const rows = await listMessages(db, chatId, access.cursorSeq ?? '0', limit);
+      const page = await pageOfChat(db, chatId, ctx.state.session?.accountId ?? null, fromStart ? null : cursorId, limit);
+      if ('missing' in page) {
+        if (page.missing === 'chat') throw new NotFound('chat-not-found');
+        throw new BadRequest('bad-cursor');
+      }
+      const rows = page.rows;
       const last = rows.at(-1);
       ctx.status = 200;
       ctx.body = {

@@ -1,7 +1,8 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { getAbsoluteFSPath } from 'swagger-ui-dist';
+// Only the path helper: the package's main module loads its whole browser bundle (~16 MB per worker).
+import getAbsoluteFSPath from 'swagger-ui-dist/absolute-path.js';
 import { NotFound, Unauthorized } from '../../errors';
 import { databaseCheck, kvCheck, rabbitCheck, runChecks, type Check } from '../../infra/health';
 import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsText, trackPool } from '../../infra/metrics';
