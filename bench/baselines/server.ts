@@ -24,6 +24,7 @@ function json(res: http.ServerResponse, status: number, body: string): void {
 }
 
 // The app's page query (messenger/db/messages.ts pageOfChat): access, cursor and page in one statement.
+// Both statements are named prepared statements, as in the app.
 const PAGE_SQL = `WITH c AS (
     SELECT c.id, ($1::uuid IS NULL OR c.owner_id = $1::uuid OR EXISTS (
         SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = $1::uuid)) AS allowed,
@@ -58,7 +59,7 @@ async function handlerFor(): Promise<http.RequestListener> {
   if (mode === 'page') {
     return (_req, res) => {
       (async () => {
-        const r = await pool.query(PAGE_SQL, [account, null, chat, 100]);
+        const r = await pool.query({ name: 'page-of-chat', text: PAGE_SQL, values: [account, null, chat, 100] });
         if (!r.rows[0]?.allowed) return json(res, 404, '{}');
         const messages = r.rows.filter((m: { id: string | null }) => m.id !== null).map((m: { id: string; member_id: string; user_name: string; text: string; created_at: Date }) => ({
           message_id: hex(m.id), user_id: hex(m.member_id), user_name: m.user_name, text: m.text, created_at: m.created_at.toISOString(),
@@ -74,7 +75,7 @@ async function handlerFor(): Promise<http.RequestListener> {
       req.on('data', (d: Buffer) => (body += d.toString()));
       req.on('end', () => {
         const text = (JSON.parse(body) as { message: string }).message;
-        pool.query(INSERT_SQL, [member, chat, account, text]).then(
+        pool.query({ name: 'insert-message', text: INSERT_SQL, values: [member, chat, account, text] }).then(
           (r) => json(res, 201, JSON.stringify({ message_id: hex(r.rows[0].id) })),
           () => json(res, 503, '{}'),
         );

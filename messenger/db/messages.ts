@@ -1,4 +1,4 @@
-import type { Queryable } from '../infra/db';
+import { prepared, type Queryable } from '../infra/db';
 
 export interface MessageRow {
   id: string;
@@ -36,7 +36,7 @@ export async function insertMessage(
      SELECT chat.id, ?, chat.last_seq, ? FROM chat
      RETURNING id`,
     [memberId, chatId, accountId, accountId, chatId, memberId, text],
-  )) as { rows: { id: string }[] };
+  ).options(prepared('insert-message'))) as { rows: { id: string }[] };
   const row = res.rows[0];
   if (row !== undefined) return { id: row.id };
   const chat = await db('chats').select('id').where({ id: chatId }).first();
@@ -77,7 +77,7 @@ export async function pageOfChat(
           LIMIT ?) p ON true
       ORDER BY p.seq`,
     [accountId, accountId, accountId, cursorId, cursorId, chatId, limit],
-  )) as { rows: (MessageRow & { allowed: boolean; cursor_ok: boolean; id: string | null })[] };
+  ).options(prepared('page-of-chat'))) as { rows: (MessageRow & { allowed: boolean; cursor_ok: boolean; id: string | null })[] };
   const first = res.rows[0];
   if (first === undefined || !first.allowed) return { missing: 'chat' };
   if (!first.cursor_ok) return { missing: 'cursor' };

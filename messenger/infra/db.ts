@@ -9,6 +9,15 @@ export type Db = Knex;
 /** A transaction or the pool: repositories take either (`trx ?? db`). */
 export type Queryable = Knex | Knex.Transaction;
 
+/**
+ * Query options making a hot statement a named prepared statement: each pool
+ * connection parses and plans it once instead of on every call (planning the
+ * page query cost more than running it). PGlite ignores the name.
+ */
+export function prepared(name: string): { name: string } {
+  return { name };
+}
+
 async function createPglite(dataDir: string): Promise<Knex> {
   // Loaded lazily so the services mode never pays for the WebAssembly build.
   const { PGlite } = await import('@electric-sql/pglite');
