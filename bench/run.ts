@@ -96,10 +96,20 @@ interface Load {
   non2xx: number;
 }
 
-async function load(url: string, opts: { method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; seconds: number }): Promise<Load> {
+async function load(url: string, opts: { method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; seconds: number; paths?: string[] }): Promise<Load> {
+  // With `paths`, each connection keeps to one of them (connection i takes path i mod n).
+  let connection = 0;
+  const paths = opts.paths;
   const r = await autocannon({
     url, connections: CONNECTIONS, duration: opts.seconds, method: opts.method ?? 'GET',
     headers: { 'content-type': 'application/json', ...(opts.headers ?? {}) }, body: opts.body,
+    requests: paths === undefined ? undefined : [{
+      setupRequest: (req, context) => {
+        const ctx = context as { path?: string };
+        ctx.path ??= paths[connection++ % paths.length];
+        return { ...req, path: ctx.path };
+      },
+    }],
   });
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors + r.timeouts };
 }
@@ -203,6 +213,9 @@ async function main(): Promise<void> {
   };
   const small = await newChat('page');
   const posts = await newChat('posts');
+  // One chat per connection, for writers that do not queue behind each other.
+  const spread = [];
+  for (let i = 0; i < CONNECTIONS; i++) spread.push(await newChat(`posts-${i}`));
   const growth = [];
   for (const n of SETTINGS.growth) growth.push({ n, ...(await newChat(`growth-${n}`)) });
   const account = (await db.query('SELECT id FROM users WHERE user_name = $1', ['bench'])).rows[0].id as string;
@@ -262,6 +275,10 @@ async function main(): Promise<void> {
   await warm(`http://127.0.0.1:${A}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody });
   rows.push(await compare('POST message', () => load(`http://127.0.0.1:${A}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody, seconds: d }),
     'node:http + same INSERT', () => load(`http://127.0.0.1:${BI}/`, { method: 'POST', body: postBody, seconds: d })));
+  const spreadApp = spread.map((c) => `/v1/chats/${c.chat}/messages?user_id=${c.member}`);
+  const spreadBase = spread.map((c) => `/?chat=${c.chat}&member=${c.member}`);
+  rows.push(await compare(`POST message, ${CONNECTIONS} chats`, () => load(`http://127.0.0.1:${A}/`, { method: 'POST', headers: auth, body: postBody, seconds: d, paths: spreadApp }),
+    'node:http + same INSERT', () => load(`http://127.0.0.1:${BI}/`, { method: 'POST', body: postBody, seconds: d, paths: spreadBase })));
   const loginBody = JSON.stringify({ user_name: 'bench', password: 'correct horse battery' });
   const loginRow = await compare('POST /v1/auth/login', () => load(`http://127.0.0.1:${A}/v1/auth/login`, { method: 'POST', body: loginBody, seconds: d }));
   const bcryptRates: number[] = [];

@@ -43,6 +43,7 @@ const INSERT_SQL = `WITH member AS (
   INSERT INTO messages (chat_id, member_id, seq, text) SELECT chat.id, $1, chat.last_seq, $4 FROM chat RETURNING id`;
 
 const hex = (uuid: string) => uuid.replace(/-/g, '');
+const hexToUuid = (h: string | null) => (h === null ? undefined : `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
 
 async function handlerFor(): Promise<http.RequestListener> {
   if (mode === 'ping') return (_req, res) => json(res, 200, '{}');
@@ -75,7 +76,10 @@ async function handlerFor(): Promise<http.RequestListener> {
       req.on('data', (d: Buffer) => (body += d.toString()));
       req.on('end', () => {
         const text = (JSON.parse(body) as { message: string }).message;
-        pool.query({ name: 'insert-message', text: INSERT_SQL, values: [member, chat, account, text] }).then(
+        // ?chat=&member= picks another chat (the bench's writers spread over chats).
+        const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
+        const values = [hexToUuid(q.get('member')) ?? member, hexToUuid(q.get('chat')) ?? chat, account, text];
+        pool.query({ name: 'insert-message', text: INSERT_SQL, values }).then(
           (r) => json(res, 201, JSON.stringify({ message_id: hex(r.rows[0].id) })),
           () => json(res, 503, '{}'),
         );
