@@ -194,9 +194,16 @@ describe('login lockout', () => {
     const results = await Promise.all(
       Array.from({ length: 12 }, () => client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).set('X-Forwarded-For', address())),
     );
-    const statuses = results.map((r) => r.status).sort();
-    assert.deepEqual(statuses, [400, 400, 400, ...Array<number>(9).fill(429)]);
-    // The three failures lock the name: the right password is refused now too.
+    const checked = results.filter((r) => r.status === 400).length;
+    // At most the limit got a password comparison (in-progress attempts are counted
+    // conservatively, so it may be fewer); every other one was refused.
+    assert.ok(checked >= 1 && checked <= 3, `${checked} wrong passwords were checked`);
+    assert.equal(results.filter((r) => r.status === 429).length, 12 - checked);
+    // Sequential wrong passwords fill up the rest of the allowance, and not one more.
+    for (let i = checked; i < 3; i++) {
+      await client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).set('X-Forwarded-For', address()).expect(400, { message: 'bad-password' });
+    }
+    // Three failures lock the name: the right password is refused now too.
     await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', address()).expect(429, { message: 'too-many-login-attempts' });
   });
 
