@@ -1,7 +1,7 @@
 # make help lists every target. Settings are environment variables (README, "Settings").
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install run-dev run-prod stop-prod logs-prod run-local migrate test test-services lint typecheck check bench docker-build compose-config ci
+.PHONY: help install run-dev run-prod stop-prod logs-prod run-local migrate test test-services test-browser test-faults lint typecheck check bench docker-build compose-config ci
 
 IMAGE ?= messenger-api:latest
 # Docker Compose v2 plugin when present, else the standalone docker-compose.
@@ -42,13 +42,19 @@ test: node_modules ## the test suite in the embedded mode
 test-services: node_modules ## the test suite against local PostgreSQL, Redis and RabbitMQ
 	npm run -s test:services
 
+test-browser: node_modules ## /docs in headless Chromium (needs Debian's chromium package)
+	npm run -s test:browser
+
+test-faults: node_modules ## the fault suite: private PostgreSQL/Redis/RabbitMQ stopped and restarted under load
+	npm run -s test:faults
+
 lint: node_modules ## eslint
 	npm run -s lint
 
 typecheck: node_modules ## tsc in strict mode over sources and tests
 	npm run -s typecheck
 
-check: typecheck lint test test-services ## typecheck, lint and both suites
+check: typecheck lint test test-browser test-services test-faults ## typecheck, lint and every suite
 
 bench: node_modules ## the benchmark (npm run bench)
 	npm run bench

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { harness } from './helpers/harness';
+import { harness } from '../helpers/harness';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = [
