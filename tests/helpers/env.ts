@@ -59,6 +59,23 @@ export async function deleteTestQueues(): Promise<void> {
   await deleteQueues(`test.${RUN_ID}.search`);
 }
 
+/** Deletes this run's Redis keys (services mode): everything under its prefix. */
+export async function deleteTestKeys(): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(REDIS_URL, { lazyConnect: true });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `test:${RUN_ID}:*`, 'COUNT', 1000);
+      if (keys.length > 0) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
 /** Creates this run's database (services mode); fails loudly when PostgreSQL is unreachable. */
 export async function createTestDatabase(): Promise<void> {
   const admin = knexFactory({ client: 'pg', connection: PG_ADMIN_URL, pool: { min: 0, max: 1 } });

@@ -10,7 +10,7 @@ import { createLogger } from '../../messenger/infra/logger';
 import type { OpenAPIV3 } from 'openapi-types';
 import { createQueue } from '../../messenger/infra/queue';
 import type { Api, Operation } from '../../messenger/infra/openapi';
-import { MODE, createTestDatabase, deleteTestQueues, dropTestDatabase, testEnv } from './env';
+import { MODE, createTestDatabase, deleteTestKeys, deleteTestQueues, dropTestDatabase, testEnv } from './env';
 
 // Statuses any operation may answer beyond its own list (see swagger.yml's description).
 const GENERIC_STATUSES = new Set([405, 413, 429, 500, 503]);
@@ -154,7 +154,7 @@ export async function startHarness(): Promise<void> {
   shared = { infra, app };
 }
 
-/** Root hook: closes the shared app and infrastructure, drops the run's database. */
+/** Root hook: closes the shared app and infrastructure, drops the run's database, queues and Redis keys. */
 export async function stopHarness(): Promise<void> {
   if (shared === undefined) return;
   await shared.app.close();
@@ -163,5 +163,6 @@ export async function stopHarness(): Promise<void> {
   if (MODE === 'services') {
     await dropTestDatabase();
     await deleteTestQueues();
+    await deleteTestKeys();
   }
 }
