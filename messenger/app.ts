@@ -4,7 +4,7 @@ import type { AppName } from './config';
 import { AppError, BadRequest, NotFound, toWireError } from './errors';
 import { observeRequest } from './infra/metrics';
 import { jsonBody } from './infra/body';
-import { bodyOperations, createApi, numbersToStrings, OperationRouter, RequestValidator, stringFields, type Api } from './infra/openapi';
+import { createApi, numbersToStrings, OperationRouter, RequestValidator, stringFields, type Api } from './infra/openapi';
 import { APP_FACTORIES } from './apps';
 import { coreApp } from './apps/core';
 import { opsApp } from './apps/ops';
@@ -139,7 +139,7 @@ export async function createApp(infra: Infra): Promise<WebApp> {
     await next();
   });
 
-  koa.use(jsonBody(infra.config.bodyLimitBytes, bodyOperations(api)));
+  koa.use(jsonBody(infra.config.bodyLimitBytes, validator.withBody));
 
   koa.use(async function dispatch(ctx) {
     const operationId = ctx.state.operationId as string;

@@ -77,7 +77,7 @@ export async function pageOfChat(
           LIMIT ?) p ON true
       ORDER BY p.seq`,
     [accountId, accountId, accountId, cursorId, cursorId, chatId, limit],
-  ).options(prepared('page-of-chat'))) as { rows: (MessageRow & { allowed: boolean; cursor_ok: boolean; id: string | null })[] };
+  ).options(prepared('page-of-chat'))) as { rows: (Omit<MessageRow, 'id'> & { allowed: boolean; cursor_ok: boolean; id: string | null })[] };
   const first = res.rows[0];
   if (first === undefined || !first.allowed) return { missing: 'chat' };
   if (!first.cursor_ok) return { missing: 'cursor' };

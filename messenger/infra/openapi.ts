@@ -140,13 +140,14 @@ export interface RequestParts {
 /** Validates requests with openapi-backend's validators, compiled once per operation from swagger.yml. */
 export class RequestValidator {
   private readonly validators = new Map<string, ValidateFunction<unknown>[]>();
-  private readonly withBody = new Set<string>();
+  /** The operations that take a request body (the only ones whose body is read). */
+  readonly withBody: Set<string>;
 
   constructor(api: Api) {
+    this.withBody = bodyOperations(api);
     for (const op of api.getOperations()) {
       if (op.operationId === undefined) continue;
       this.validators.set(op.operationId, api.validator.getRequestValidatorsForOperation(op.operationId));
-      if (op.requestBody !== undefined) this.withBody.add(op.operationId);
     }
   }
 
@@ -187,7 +188,7 @@ export function stringFields(api: Api): Map<string, string[]> {
 }
 
 /** The operations that take a request body; any other operation's body is left unread. */
-export function bodyOperations(api: Api): Set<string> {
+function bodyOperations(api: Api): Set<string> {
   return new Set(api.getOperations().filter((op) => op.requestBody !== undefined && op.operationId).map((op) => op.operationId as string));
 }
 
