@@ -3,9 +3,16 @@
  * here; a bad value stops start-up with a list of every problem at once.
  */
 
-export const ALL_APPS = ['auth', 'chats', 'messages', 'search', 'throttling', 'caching'] as const;
+import fs from 'node:fs';
+import { appDirectories } from './apps/registry';
+
+/**
+ * Every app APPS can name: the folders of `messenger/apps/` (one folder per
+ * app; `core` and `ops` are always on). The default turns them all on.
+ */
+export const ALL_APPS: readonly string[] = appDirectories();
 const DEFAULT_APPS: readonly string[] = ALL_APPS;
-export type AppName = (typeof ALL_APPS)[number];
+export type AppName = string;
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -36,6 +43,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is public. */
   metricsToken: string | undefined;
+  /** Port of `/health` and `/metrics` in a process without the web role (the workers). */
+  metricsPort: number;
   search: {
     queue: string;
     timeoutMs: number;
@@ -212,6 +221,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as LogLevel,
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     metricsToken,
+    metricsPort: r.int('METRICS_PORT', 9464, 0, 65535),
     search: {
       queue: r.str('SEARCH_QUEUE', 'messenger.search'),
       timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),
@@ -240,9 +250,20 @@ export function loadConfig(env: Env = process.env): Config {
   return config;
 }
 
-/** For an entrypoint: the configuration, or every problem on stderr and exit code 2. */
+/**
+ * Reads `./.env` (or the file named by ENV_FILE) into the environment when
+ * present; variables already set in the environment win.
+ */
+export function loadEnvFile(env: Env = process.env): void {
+  const file = env.ENV_FILE ?? '.env';
+  if (!fs.existsSync(file)) return;
+  process.loadEnvFile(file);
+}
+
+/** For an entrypoint: the configuration (after `.env`), or every problem on stderr and exit code 2. */
 export function loadConfigOrExit(env: Env = process.env): Config {
   try {
+    if (env === process.env) loadEnvFile(env);
     return loadConfig(env);
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, loadConfig, loadEnvFile } from './config';
 import { createDb, migrateLatest, migrateRollback } from './infra/db';
 
 const USAGE = 'usage: messenger-db migrate|rollback';
@@ -11,6 +11,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
+  loadEnvFile();
   const config = loadConfig();
   const db = await createDb(config);
   try {

@@ -3,6 +3,7 @@
  * a wire status and code. Handlers throw AppErrors; infrastructure failures
  * (PostgreSQL, Redis, RabbitMQ, body parsing) are recognised in `toWireError`.
  */
+import { BackendUnavailable } from './infra/errors';
 
 export type ErrorCode =
   | 'bad-parameters'
@@ -107,7 +108,7 @@ function field(err: object, name: string): unknown {
 /** True when `err` says a backing service could not be reached or dropped us. */
 export function isUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
-  if (err instanceof ServiceUnavailable) return true;
+  if (err instanceof ServiceUnavailable || err instanceof BackendUnavailable) return true;
   if (err.name === 'KnexTimeoutError' || err.name === 'MaxRetriesPerRequestError') return true;
   const code = field(err, 'code');
   if (typeof code === 'string') {

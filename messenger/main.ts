@@ -1,33 +1,9 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster';
 import { loadConfigOrExit, type Config } from './config';
-import { createApp } from './app';
-import { buildInfra } from './infra';
-import { listen } from './infra/http';
 import { createLogger } from './infra/logger';
-import { prepareClusterWorker, serveClusterMetrics } from './infra/metrics';
-
-/** Starts one web server process: infra, apps, HTTP; SIGTERM drains and closes in order. */
-async function runWorker(config: Config): Promise<void> {
-  prepareClusterWorker();
-  const infra = await buildInfra(config);
-  // Signals are handled from the start, so a SIGTERM during start-up still closes what is open.
-  infra.shutdown.onSignals(config.shutdownTimeoutMs);
-  const web = await createApp(infra);
-  await web.start();
-  infra.shutdown.add('apps', () => web.stop());
-  const http = await listen(web.koa.callback(), config.port, config.host);
-  infra.shutdown.add('http', (drainBy) => http.drain(drainBy));
-  infra.log.info(
-    {
-      address: http.server.address(),
-      apps: web.apps.map((a) => a.name),
-      database: config.databaseUrl === undefined ? `pglite:${config.dataDir}` : 'postgresql',
-      kv: infra.kv.kind,
-    },
-    'messenger-api listening',
-  );
-}
+import { serveClusterMetrics } from './infra/metrics';
+import { runServices } from './services';
 
 /** Delay before replacing a dead worker: short at first, longer while workers keep dying young. */
 function restartDelay(recentDeaths: number): number {
@@ -83,7 +59,7 @@ function main(): void {
     runPrimary(config);
     return;
   }
-  runWorker(config).catch((err: unknown) => {
+  runServices(['web'], config, 'messenger-api').catch((err: unknown) => {
     process.stderr.write(`messenger-api failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   });

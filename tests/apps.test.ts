@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { ConfigError, loadConfig } from '../messenger/config';
-import { AppSetupError, buildApps } from '../messenger/app';
+import { AppSetupError, buildApps } from '../messenger/http/app';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, postMessage } from './helpers/factories';
 

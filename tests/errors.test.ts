@@ -3,7 +3,7 @@ import http from 'node:http';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import supertest from 'supertest';
-import { createApp } from '../messenger/app';
+import { createApp } from '../messenger/http/app';
 import { loadConfig } from '../messenger/config';
 import { AppError, toWireError } from '../messenger/errors';
 import type { Kv } from '../messenger/infra/kv';

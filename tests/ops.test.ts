@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import addFormats from 'ajv-formats';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
-import { swaggerPath } from '../messenger/infra/openapi';
+import { swaggerPath } from '../messenger/http/openapi';
 import { MODE, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
 import { TcpProxy } from './helpers/tcp-proxy';

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { ApiContext } from './types';
+import type { ApiContext } from '../types';
 
 function normalize(addr: string | undefined): string {
   if (addr === undefined || addr === '') return 'unknown';

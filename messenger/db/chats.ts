@@ -5,8 +5,3 @@ export async function insertChat(db: Queryable, chatName: string, ownerId: strin
   const rows = (await db('chats').insert({ chat_name: chatName, owner_id: ownerId }).returning('id')) as { id: string }[];
   return rows[0].id;
 }
-
-/** True when the chat exists. */
-export async function chatExists(db: Queryable, chatId: string): Promise<boolean> {
-  return (await db('chats').select('id').where({ id: chatId }).first()) !== undefined;
-}

@@ -8,7 +8,15 @@ export interface MessageRow {
   created_at: Date;
 }
 
-export type InsertResult = { id: string } | { missing: 'chat' | 'member' };
+/** A stored message: its id, place in the chat and what the poster is called there. */
+export interface StoredMessage {
+  id: string;
+  seq: number;
+  user_name: string;
+  created_at: Date;
+}
+
+export type InsertResult = StoredMessage | { missing: 'chat' | 'member' };
 
 /**
  * Stores a message as `memberId` in one statement. The chat row's counter is
@@ -26,19 +34,21 @@ export async function insertMessage(
 ): Promise<InsertResult> {
   const res = (await db.raw(
     `WITH member AS (
-        SELECT id FROM chat_members
+        SELECT id, user_name FROM chat_members
          WHERE id = ? AND chat_id = ? AND (?::uuid IS NULL OR account_id = ?::uuid)),
       chat AS (
         UPDATE chats SET last_seq = last_seq + 1
          WHERE id = ? AND EXISTS (SELECT 1 FROM member)
-         RETURNING id, last_seq)
-     INSERT INTO messages (chat_id, member_id, seq, text)
-     SELECT chat.id, ?, chat.last_seq, ? FROM chat
-     RETURNING id`,
+         RETURNING id, last_seq),
+      ins AS (
+        INSERT INTO messages (chat_id, member_id, seq, text)
+        SELECT chat.id, ?, chat.last_seq, ? FROM chat
+        RETURNING id, seq, created_at)
+     SELECT ins.id, ins.seq::int AS seq, ins.created_at, member.user_name FROM ins, member`,
     [memberId, chatId, accountId, accountId, chatId, memberId, text],
-  ).options(prepared('insert-message'))) as { rows: { id: string }[] };
+  ).options(prepared('insert-message'))) as { rows: StoredMessage[] };
   const row = res.rows[0];
-  if (row !== undefined) return { id: row.id };
+  if (row !== undefined) return row;
   const chat = await db('chats').select('id').where({ id: chatId }).first();
   return { missing: chat === undefined ? 'chat' : 'member' };
 }

@@ -1,4 +1,5 @@
 import { connect } from 'amqplib';
+import type { Config } from '../config';
 import type { Db } from './db';
 import { pingDb } from './db';
 import type { Kv } from './kv';
@@ -84,4 +85,12 @@ export function rabbitCheck(url: string, timeoutMs: number, cacheMs = 1000): Che
       return last.result;
     },
   };
+}
+
+/** The checks of every backing service this process uses in its mode. */
+export function backingChecks(config: Config, db: Db, kv: Kv, usesBroker: boolean): Check[] {
+  const checks: Check[] = [databaseCheck(db)];
+  if (kv.kind === 'redis') checks.push(kvCheck(kv));
+  if (config.rmqUrl !== undefined && usesBroker) checks.push(rabbitCheck(config.rmqUrl, config.dbTimeoutMs));
+  return checks;
 }

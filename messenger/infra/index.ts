@@ -1,19 +1,27 @@
 import type { Config } from '../config';
-import type { Infra } from '../apps/types';
+import { EventBus } from '../events';
+import type { Deps } from '../types';
+import { createBroker } from './broker';
 import { createDb, migrateLatest } from './db';
 import { createKv, RedisKv } from './kv';
 import { createLogger, type Logger } from './logger';
-import { createQueue } from './queue';
+import { MemoryPubSub, RedisPubSub, type PubSub } from './pubsub';
 import { Shutdown } from './shutdown';
 
-export interface BuiltInfra extends Infra {
+export interface BuiltInfra extends Deps {
   shutdown: Shutdown;
 }
 
+/** What needs a broker: only the search app queues anything today. */
+function needsBroker(config: Config): boolean {
+  return config.apps.includes('search');
+}
+
 /**
- * Opens the database and key-value store for the configured mode and
- * registers their close. The embedded mode migrates at start (there is no
- * separate migration step for a new user); the services mode expects
+ * Opens every backing service for the configured mode, each registering its
+ * own close: the database, the key-value store, the event pub/sub, and the
+ * broker when an app needs one. The embedded mode migrates at start (there
+ * is no separate migration step for a new user); the services mode expects
  * `messenger-db migrate` to have run.
  */
 export async function buildInfra(config: Config, log: Logger = createLogger(config.logLevel)): Promise<BuiltInfra> {
@@ -29,8 +37,14 @@ export async function buildInfra(config: Config, log: Logger = createLogger(conf
   if (kv instanceof RedisKv && !(await kv.waitReady(5000))) {
     log.warn('redis not reachable yet; requests needing it answer 503 until it is');
   }
-  // Only the search app queues anything; without it no broker connection is made.
-  const queue = config.apps.includes('search') ? await createQueue(config, log) : undefined;
-  if (queue !== undefined) shutdown.add('queue', () => queue.close());
-  return { config, log, db, kv, queue, shutdown };
+  const pubsub: PubSub =
+    config.redisUrl === undefined ? new MemoryPubSub() : new RedisPubSub(config.redisUrl, config.redisPrefix, log);
+  const events = new EventBus(pubsub, log);
+  shutdown.add('events', async () => {
+    await events.close();
+    await pubsub.close();
+  });
+  const broker = needsBroker(config) ? await createBroker(config, log) : undefined;
+  if (broker !== undefined) shutdown.add('broker', () => broker.close());
+  return { config, log, db, kv, events, broker, shutdown };
 }

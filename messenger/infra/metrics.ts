@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from './db';
 
@@ -29,10 +30,11 @@ export const searchTaskDuration = new Histogram({
   registers: [registry],
 });
 
-/** Messages waiting in the search queue, as last seen by whoever can look cheaply. */
-export const searchQueueDepth = new Gauge({
-  name: 'messenger_search_queue_depth',
-  help: 'Messages waiting in the search queue when last checked',
+/** Domain events broadcast to the other instances, by event and outcome (`sent`, `lost`). */
+export const eventsPublished = new Counter({
+  name: 'messenger_events_published_total',
+  help: 'Domain events broadcast through the pub/sub port, by event and outcome',
+  labelNames: ['event', 'outcome'] as const,
   registers: [registry],
 });
 
@@ -248,4 +250,19 @@ export const METRICS_CONTENT_TYPE = registry.contentType;
 /** Call in every web worker at start so the primary can collect this worker's metrics. */
 export function prepareClusterWorker(): void {
   if (cluster.isWorker) joinCluster();
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/**
+ * Who may read `/metrics`: anyone without METRICS_TOKEN, else only
+ * `Authorization: Bearer <token>`, compared as digests so the comparison
+ * takes the same time whatever the length sent.
+ */
+export function metricsGate(token: string | undefined): (authorization: string) => boolean {
+  if (token === undefined) return () => true;
+  const expected = digest(`Bearer ${token}`);
+  return (authorization) => timingSafeEqual(digest(authorization), expected);
 }

@@ -28,6 +28,8 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     // and give each client its own forwarded address.
     LOGIN_MAX_FAILURES: '1000',
     DATA_DIR: 'memory://',
+    // Worker processes serve /health and /metrics; several run at once in some tests.
+    METRICS_PORT: '0',
   };
   if (MODE === 'services') {
     base.DATABASE_URL = databaseUrl();

@@ -1,7 +1,7 @@
 import bcrypt from 'bcryptjs';
 import { findUserByName, insertUser } from '../../db/users';
 import { BadRequest, Unauthorized } from '../../errors';
-import type { App, AppFactory, ApiContext, Session } from '../types';
+import type { App, AppFactory, ApiContext, Session, AppModule } from '../../types';
 import { field } from '../input';
 import { clientAddress } from '../client-address';
 import { LoginGuard, type LoginOutcome } from './login-guard';
@@ -34,14 +34,13 @@ function isUniqueViolation(err: unknown): boolean {
 }
 
 /** Accounts and sessions: register, login, logout, and the session check on every non-public path. */
-export const authApp: AppFactory = ({ config, db, kv }): App => {
+const authApp: AppFactory = ({ config, db, kv }): App => {
   const sessions = new SessionStore(db, kv, config.sessionTtlSeconds);
   const guard = new LoginGuard(kv, config.throttling.loginMaxFailures, config.throttling.loginWindowSeconds);
   const trusted = new Set(config.throttling.trustedProxies);
   return {
     name: 'auth',
     requires: [],
-    publicPaths: ['/v1/auth/register', '/v1/auth/login'],
     middleware: {
       authenticate: async function authenticate(ctx, next) {
         ctx.state.session = await sessions.resolve(ctx.get('authorization') || undefined);
@@ -90,3 +89,6 @@ export const authApp: AppFactory = ({ config, db, kv }): App => {
     },
   };
 };
+
+/** The auth app. */
+export const app: AppModule = { name: 'auth', create: authApp };

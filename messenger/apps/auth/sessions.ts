@@ -4,7 +4,7 @@ import type { Kv } from '../../infra/kv';
 import { findSession, insertSession, revokeSession } from '../../db/sessions';
 import { Unauthorized } from '../../errors';
 import { parseId } from '../../ids';
-import type { Session } from '../types';
+import type { Session } from '../../types';
 
 const HEADER = /^session_id\s+(\S+)\s*$/i;
 

@@ -3,10 +3,10 @@ import { joinChat } from '../../db/members';
 import { NotFound } from '../../errors';
 import { parseId, toWireId } from '../../ids';
 import { field } from '../input';
-import type { App, AppFactory } from '../types';
+import type { App, AppFactory, AppModule } from '../../types';
 
 /** Chats and membership: create a chat, join it under a name. */
-export const chatsApp: AppFactory = ({ db }): App => ({
+const chatsApp: AppFactory = ({ db }): App => ({
   name: 'chats',
   requires: [],
   middleware: {},
@@ -29,3 +29,6 @@ export const chatsApp: AppFactory = ({ db }): App => ({
     },
   },
 });
+
+/** The chats app. */
+export const app: AppModule = { name: 'chats', create: chatsApp };

@@ -1,12 +1,11 @@
 import { pingDb } from '../../infra/db';
 import { ServiceUnavailable } from '../../errors';
-import type { App, AppFactory } from '../types';
+import type { App, AppFactory, AppModule } from '../../types';
 
 /** Liveness and database health; always on, never needs a session. */
-export const coreApp: AppFactory = ({ db, log }): App => ({
+const coreApp: AppFactory = ({ db, log }): App => ({
   name: 'core',
   requires: [],
-  publicPaths: ['/ping', '/ping_db'],
   middleware: {},
   handlers: {
     async ping(ctx) {
@@ -26,3 +25,6 @@ export const coreApp: AppFactory = ({ db, log }): App => ({
     },
   },
 });
+
+/** The core app. */
+export const app: AppModule = { name: 'core', create: coreApp };

@@ -2,7 +2,7 @@ import { insertMessage, pageOfChat, type MessageRow } from '../../db/messages';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { charLength, field, intParam, queryParam } from '../input';
-import type { App, AppFactory } from '../types';
+import type { App, AppFactory, AppModule } from '../../types';
 
 /** The wire form of one message. */
 function present(row: MessageRow) {
@@ -16,7 +16,7 @@ function present(row: MessageRow) {
 }
 
 /** Messages: post as one of your chat identities, page through a chat oldest first. */
-export const messagesApp: AppFactory = ({ config, db }): App => ({
+const messagesApp: AppFactory = ({ config, db, events }): App => ({
   name: 'messages',
   requires: ['chats'],
   middleware: {},
@@ -29,8 +29,20 @@ export const messagesApp: AppFactory = ({ config, db }): App => ({
       if (length === 0 || length > config.messageMaxLength) throw new BadRequest();
       const memberId = parseId(queryParam(req.query.user_id));
       if (memberId === null) throw new NotFound('user-not-found');
-      const res = await insertMessage(db, chatId, memberId, ctx.state.session?.accountId ?? null, text);
+      const accountId = ctx.state.session?.accountId ?? null;
+      const res = await insertMessage(db, chatId, memberId, accountId, text);
       if ('missing' in res) throw new NotFound(res.missing === 'chat' ? 'chat-not-found' : 'user-not-found');
+      // After commit, before the 201: reactors (the cache) see it before the client can read again.
+      await events.publish('message.stored', {
+        chatId: toWireId(chatId),
+        messageId: toWireId(res.id),
+        userId: toWireId(memberId),
+        userName: res.user_name,
+        accountId,
+        text,
+        createdAt: res.created_at.toISOString(),
+        seq: Number(res.seq),
+      });
       ctx.status = 201;
       ctx.body = { message_id: toWireId(res.id) };
     },
@@ -58,3 +70,6 @@ export const messagesApp: AppFactory = ({ config, db }): App => ({
     },
   },
 });
+
+/** The messages app. */
+export const app: AppModule = { name: 'messages', create: messagesApp };

@@ -1,13 +1,12 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 // Only the path helper: the package's main module loads its whole browser bundle (~16 MB per worker).
 import getAbsoluteFSPath from 'swagger-ui-dist/absolute-path.js';
 import { NotFound, Unauthorized } from '../../errors';
-import { databaseCheck, kvCheck, rabbitCheck, runChecks, type Check } from '../../infra/health';
-import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsText, trackPool } from '../../infra/metrics';
-import { swaggerPath } from '../../infra/openapi';
-import type { App, AppFactory } from '../types';
+import { backingChecks, runChecks } from '../../infra/health';
+import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsGate, metricsText, trackPool } from '../../infra/metrics';
+import { swaggerPath } from '../../http/openapi';
+import type { App, AppFactory, AppModule } from '../../types';
 
 /** swagger-ui files served under /docs/, with their content types; nothing else from that folder is reachable. */
 const ASSETS: Record<string, string> = {
@@ -48,25 +47,16 @@ const PAGE = `<!DOCTYPE html>
 </html>
 `;
 
-const DOC_PATHS = ['/docs', ...[...Object.keys(ASSETS), 'swagger-initializer.js'].map((f) => `/docs/${f}`)];
-
-function digest(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
 
 /**
  * Operator endpoints, always on and public: `/health` (every backing service
  * with its latency), `/metrics` (Prometheus; a bearer token when
  * METRICS_TOKEN is set), `/docs` (swagger-ui from node_modules) and `/swagger.yml`.
  */
-export const opsApp: AppFactory = ({ config, db, kv }): App => {
+const opsApp: AppFactory = ({ config, db, kv, broker }): App => {
   enableProcessMetrics();
-  const checks: Check[] = [databaseCheck(db)];
-  if (kv.kind === 'redis') checks.push(kvCheck(kv));
-  // RabbitMQ is in use only for search tasks, and only in the services mode.
-  if (config.rmqUrl !== undefined && config.apps.includes('search')) checks.push(rabbitCheck(config.rmqUrl, config.dbTimeoutMs));
-  // Compared as digests so the comparison takes the same time whatever the length sent.
-  const tokenDigest = config.metricsToken === undefined ? undefined : digest(`Bearer ${config.metricsToken}`);
+  const checks = backingChecks(config, db, kv, broker !== undefined);
+  const mayReadMetrics = metricsGate(config.metricsToken);
   const files = new Map<string, Buffer>();
   let untrackPool: (() => void) | undefined;
 
@@ -82,7 +72,6 @@ export const opsApp: AppFactory = ({ config, db, kv }): App => {
   return {
     name: 'ops',
     requires: [],
-    publicPaths: ['/health', '/metrics', '/swagger.yml', ...DOC_PATHS],
     middleware: {},
     async start() {
       untrackPool = trackPool(db);
@@ -100,7 +89,7 @@ export const opsApp: AppFactory = ({ config, db, kv }): App => {
       },
 
       async metrics(ctx) {
-        if (tokenDigest !== undefined && !timingSafeEqual(digest(ctx.get('authorization')), tokenDigest)) {
+        if (!mayReadMetrics(ctx.get('authorization'))) {
           throw new Unauthorized('auth-failed');
         }
         const text = await metricsText();
@@ -138,3 +127,6 @@ export const opsApp: AppFactory = ({ config, db, kv }): App => {
     },
   };
 };
+
+/** The ops app. */
+export const app: AppModule = { name: 'ops', create: opsApp };

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
-import type { TaskQueue } from '../../infra/queue';
+import type { Broker } from '../../infra/broker';
 import { sessionOf } from '../auth';
 import { charLength, field, intParam, queryParam } from '../input';
-import type { App, AppFactory, ApiContext } from '../types';
+import type { App, AppFactory, ApiContext, AppModule, Deps } from '../../types';
 import { TaskStore, type Task } from './tasks';
 import { SearchWorker } from './worker';
 
@@ -15,13 +15,11 @@ const MIN_PHRASE = 4;
  * Search: the web side records a task (WAITING) and queues it; a consumer
  * (a separate process, or this one in the embedded mode) runs it.
  */
-export const searchApp: AppFactory = ({ config, db, kv, log, queue }): App => {
+const searchApp: AppFactory = (deps): App => {
+  const { config, kv } = deps;
   const tasks = new TaskStore(kv, config.search.taskTtlSeconds);
-  const worker = new SearchWorker(db, tasks, config.search, log.child({ component: 'search' }));
-  const q = (): TaskQueue => {
-    if (queue === undefined) throw new Error('search app started without a task queue');
-    return queue;
-  };
+  const broker = brokerOf(deps);
+  const consumer = searchConsumer(deps);
 
   /** The caller's task, or 404 task-not-found (unknown, expired, malformed or not theirs). */
   async function ownTask(ctx: ApiContext, rawId: string | undefined): Promise<Task> {
@@ -42,7 +40,7 @@ export const searchApp: AppFactory = ({ config, db, kv, log, queue }): App => {
         const id = randomBytes(16).toString('hex');
         await tasks.create(id, sessionOf(ctx).accountId, phrase);
         try {
-          await q().publish({ task_id: id });
+          await broker.publish(config.search.queue, { task_id: id });
         } catch (err) {
           // Not queued means it will never run: leave no WAITING task behind.
           await tasks.remove(id).catch(() => {});
@@ -81,14 +79,41 @@ export const searchApp: AppFactory = ({ config, db, kv, log, queue }): App => {
       },
     },
 
+    // In the embedded mode (or when told to) the web process runs the search worker role itself.
     async start() {
-      if (config.search.inProcessConsumer) await q().consume(worker.handle, config.search.prefetch);
+      await broker.declare(config.search.queue);
+      if (config.search.inProcessConsumer) await consumer.start();
     },
 
     async stop() {
-      if (config.search.inProcessConsumer) await q().stopConsuming();
+      if (config.search.inProcessConsumer) await consumer.stop();
     },
   };
 };
 
+function brokerOf(deps: Deps): Broker {
+  if (deps.broker === undefined) throw new Error('the search app needs a broker');
+  return deps.broker;
+}
+
+/**
+ * The search worker: consumes the search queue and runs each task. Started by
+ * the `search-worker` service role (messenger-run-task-consumer), or inside
+ * the web process by the search app in the embedded mode: the same code.
+ */
+export function searchConsumer(deps: Deps): { start(): Promise<void>; stop(): Promise<void> } {
+  const { config, db, kv, log } = deps;
+  const worker = new SearchWorker(db, new TaskStore(kv, config.search.taskTtlSeconds), config.search, log.child({ component: 'search' }));
+  return {
+    async start() {
+      await brokerOf(deps).declare(config.search.queue);
+      await brokerOf(deps).consume(config.search.queue, worker.handle, config.search.prefetch);
+    },
+    stop: () => brokerOf(deps).stopConsuming(),
+  };
+}
+
 export { SearchWorker, TaskStore };
+
+/** The search app. */
+export const app: AppModule = { name: 'search', create: searchApp };

@@ -3,7 +3,7 @@ import { searchExact, searchFuzzy, type FoundMessage } from '../../db/search';
 import type { Db } from '../../infra/db';
 import type { Logger } from '../../infra/logger';
 import { searchTaskDuration, searchTasks } from '../../infra/metrics';
-import { PoisonMessage, type TaskHandler } from '../../infra/queue';
+import { PoisonMessage, type MessageHandler } from '../../infra/broker';
 import { toWireId } from '../../ids';
 import type { TaskResult, TaskStore } from './tasks';
 
@@ -45,7 +45,7 @@ export class SearchWorker {
   ) {}
 
   /** The queue handler: resolves once the outcome is stored (then the message is acknowledged). */
-  readonly handle: TaskHandler = async (body) => {
+  readonly handle: MessageHandler = async (body) => {
     const id = parseTaskMessage(body);
     const task = await this.tasks.get(id);
     // Expired, or already finished by an earlier delivery: nothing to do.

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { AppError, TooManyRequests } from '../../errors';
 import { clientAddress } from '../client-address';
-import type { App, AppFactory } from '../types';
+import type { App, AppFactory, AppModule } from '../../types';
 
 const SESSION_HEADER = /^session_id\s+([0-9a-fA-F-]{32,36})\s*$/i;
 const PERIOD_MS = 1000;
@@ -14,7 +14,7 @@ const EXEMPT = new Set(['/ping', '/health', '/metrics']);
  * enforces one limit. `/ping`, `/health` and `/metrics` are exempt: probes
  * and scrapes must answer even when Redis, which holds the counts, is down.
  */
-export const throttlingApp: AppFactory = ({ config, kv }): App => {
+const throttlingApp: AppFactory = ({ config, kv }): App => {
   const limit = config.throttling.rpsLimit;
   const trusted = new Set(config.throttling.trustedProxies);
   return {
@@ -51,3 +51,6 @@ export const throttlingApp: AppFactory = ({ config, kv }): App => {
     handlers: {},
   };
 };
+
+/** The throttling app. */
+export const app: AppModule = { name: 'throttling', create: throttlingApp };

@@ -16,6 +16,47 @@ export function swaggerPath(): string {
   throw new Error('swagger.yml not found next to package.json');
 }
 
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * The paths that need no session, from the operations whose `security` in
+ * swagger.yml is empty (`security: []`), so the document, not a hand-kept
+ * list, decides. A path parameter with an `enum` only opens those values
+ * (`/docs/{file}` is public for the page's own files, nothing else). Any
+ * method on a public path skips the session check (a wrong one is 405).
+ */
+export function publicPathMatcher(api: Api): (path: string) => boolean {
+  const patterns: RegExp[] = [];
+  for (const op of api.getOperations()) {
+    if (!Array.isArray(op.security) || op.security.length !== 0) continue;
+    const params = (op.parameters ?? []) as OpenAPIV3.ParameterObject[];
+    const source = op.path
+      .split(/(\{[^}]+\})/)
+      .map((part) => {
+        const name = /^\{([^}]+)\}$/.exec(part)?.[1];
+        if (name === undefined) return escapeRegex(part);
+        const schema = params.find((p) => p.in === 'path' && p.name === name)?.schema as OpenAPIV3.SchemaObject | undefined;
+        const values = schema?.enum?.filter((v): v is string => typeof v === 'string');
+        return values === undefined ? '[^/]+' : `(?:${values.map(escapeRegex).join('|')})`;
+      })
+      .join('');
+    patterns.push(new RegExp(`^${source}$`));
+  }
+  return (path) => patterns.some((re) => re.test(path));
+}
+
+/** Operations whose answers may be cached, with the path parameter naming their chat (`x-cache-chat`). */
+export function cacheableOperations(api: Api): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const op of api.getOperations()) {
+    const param = (op as unknown as Record<string, unknown>)['x-cache-chat'];
+    if (op.operationId !== undefined && typeof param === 'string') out.set(op.operationId, param);
+  }
+  return out;
+}
+
 /** Loads, checks and compiles swagger.yml: its validators decide what a valid request is. */
 export async function createApi(): Promise<Api> {
   const api = new OpenAPIBackend({
@@ -39,94 +80,6 @@ export async function createApi(): Promise<Api> {
   });
   await api.init();
   return api;
-}
-
-/** A matched operation and its decoded path parameters. */
-export interface RouteMatch {
-  operationId: string;
-  params: Record<string, string>;
-}
-
-interface Route {
-  regex: RegExp;
-  names: string[];
-  byMethod: Map<string, string>;
-}
-
-/** Where a request goes: an operation, or why none (unknown path, wrong method). */
-export type RouteResult = RouteMatch | 'not-found' | 'method-not-allowed';
-
-function decode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
-}
-
-/**
- * Routes requests to swagger.yml operations with tables built once at start-up.
- * (openapi-backend's own matcher rebuilds its operation list on every request,
- * which cost more than the whole of a `/ping` answer.)
- */
-export class OperationRouter {
-  private readonly exact = new Map<string, Map<string, string>>();
-  private readonly templated: Route[] = [];
-
-  constructor(api: Api) {
-    for (const op of api.getOperations()) {
-      if (op.operationId === undefined) continue;
-      const method = op.method.toUpperCase();
-      if (!op.path.includes('{')) {
-        const m = this.exact.get(op.path) ?? new Map<string, string>();
-        m.set(method, op.operationId);
-        this.exact.set(op.path, m);
-        continue;
-      }
-      const names: string[] = [];
-      const source = op.path
-        .split(/(\{[^}]+\})/)
-        .map((part) => {
-          const name = /^\{([^}]+)\}$/.exec(part);
-          if (name === null) return part.replace(/[.*+?^$()|[\]\\]/g, '\\$&');
-          names.push(name[1]);
-          return '([^/]+)';
-        })
-        .join('');
-      const regex = new RegExp(`^${source}$`);
-      let route = this.templated.find((r) => r.regex.source === regex.source);
-      if (route === undefined) {
-        route = { regex, names, byMethod: new Map() };
-        this.templated.push(route);
-      }
-      route.byMethod.set(method, op.operationId);
-    }
-    // A literal segment wins over a parameter: /v1/chats/search/... before /v1/chats/{chat_id}/...
-    this.templated.sort((a, b) => b.regex.source.split('([^/]+)').join('').length - a.regex.source.split('([^/]+)').join('').length);
-  }
-
-  /** The operation for `method path`, or why there is none. */
-  match(method: string, urlPath: string): RouteResult {
-    const exact = this.exact.get(urlPath);
-    if (exact !== undefined) {
-      const opId = exact.get(method) ?? (method === 'HEAD' ? exact.get('GET') : undefined);
-      return opId === undefined ? 'method-not-allowed' : { operationId: opId, params: {} };
-    }
-    let pathKnown = false;
-    for (const route of this.templated) {
-      const m = route.regex.exec(urlPath);
-      if (m === null) continue;
-      const opId = route.byMethod.get(method);
-      if (opId === undefined) {
-        pathKnown = true;
-        continue;
-      }
-      const params: Record<string, string> = {};
-      route.names.forEach((name, i) => (params[name] = decode(m[i + 1])));
-      return { operationId: opId, params };
-    }
-    return pathKnown ? 'method-not-allowed' : 'not-found';
-  }
 }
 
 /** The request parts swagger.yml validates. */

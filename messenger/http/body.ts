@@ -1,5 +1,5 @@
 import getRawBody from 'raw-body';
-import type { ApiMiddleware } from '../apps/types';
+import type { ApiMiddleware } from '../types';
 import { AppError, BadRequest } from '../errors';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });

@@ -1,4 +1,8 @@
 import http from 'node:http';
+import type { Duplex } from 'node:stream';
+
+/** Takes an HTTP upgrade request (WebSocket) off the server. */
+export type UpgradeListener = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /** An HTTP server that can drain: finish what is in flight, then close. */
 export interface DrainableServer {
@@ -11,8 +15,12 @@ export interface DrainableServer {
   drain(drainBy: number): Promise<void>;
 }
 
-/** Listens on host:port with `handler`; on drain, answers with `Connection: close` and drops idle keep-alives. */
-export async function listen(handler: http.RequestListener, port: number, host: string): Promise<DrainableServer> {
+/**
+ * Listens on host:port with `handler` (and `onUpgrade` for upgrade requests,
+ * which are otherwise refused); on drain, answers with `Connection: close`
+ * and drops idle keep-alives.
+ */
+export async function listen(handler: http.RequestListener, port: number, host: string, onUpgrade?: UpgradeListener): Promise<DrainableServer> {
   let draining = false;
   const server = http.createServer((req, res) => {
     // A request that arrives on a kept-alive connection during the drain is
@@ -22,6 +30,7 @@ export async function listen(handler: http.RequestListener, port: number, host: 
   });
   // Longer than a load balancer's idle timeout (nginx keepalive_timeout, ALB 60 s),
   // so the proxy, not us, closes idle connections and never reuses a dead one.
+  if (onUpgrade !== undefined) server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,205 @@
+/**
+ * Domain events: what happened, published after commit, for other apps to
+ * react to. Apps never call each other; the caching app invalidates on
+ * `message.stored`, the realtime app fans events out to sockets.
+ *
+ * Two ways to listen:
+ * - `react(name, fn)`: once per event, in the process that published it,
+ *   awaited before `publish` resolves (so a cache is invalidated before the
+ *   201 that caused it is sent). A failing reactor is logged, never thrown:
+ *   the change is committed already.
+ * - `subscribe(name, fn)`: on every instance, through the pub/sub port
+ *   (memory in the embedded mode, one Redis channel in the services mode,
+ *   each process subscribing once). Best effort: the database stays the
+ *   truth, and a client that missed something catches up from it.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from './infra/logger';
+import type { PubSub } from './infra/pubsub';
+import { eventsPublished } from './infra/metrics';
+
+/** A message has its place in the chat order (committed). */
+export interface MessageStored {
+  chatId: string;
+  messageId: string;
+  /** The poster's identity in the chat. */
+  userId: string;
+  userName: string;
+  /** The poster's account (null with auth off). */
+  accountId: string | null;
+  text: string;
+  createdAt: string;
+  /** Position in the chat, 1-based, gap-free in commit order. */
+  seq: number;
+}
+
+/** Someone joined a chat (or a direct chat was made). */
+export interface MemberJoined {
+  chatId: string;
+  userId: string;
+  userName: string;
+  accountId: string | null;
+}
+
+/** An account's read marker in a chat moved forward. */
+export interface ReadMoved {
+  accountId: string;
+  chatId: string;
+  messageId: string;
+  unread: number;
+}
+
+/** Sessions that stopped working (logout, expiry, refresh, password change, theft). */
+export interface SessionEnded {
+  accountId: string;
+  /** SHA-256 (hex) of each ended session's token. */
+  tokenHashes: string[];
+  reason: string;
+}
+
+export interface EventMap {
+  'message.stored': MessageStored;
+  'member.joined': MemberJoined;
+  'read.moved': ReadMoved;
+  'session.ended': SessionEnded;
+}
+export type EventName = keyof EventMap;
+
+type FieldKind = 'string' | 'number' | 'string|null' | 'string[]';
+const SHAPES: { [K in EventName]: Record<keyof EventMap[K], FieldKind> } = {
+  'message.stored': {
+    chatId: 'string', messageId: 'string', userId: 'string', userName: 'string',
+    accountId: 'string|null', text: 'string', createdAt: 'string', seq: 'number',
+  },
+  'member.joined': { chatId: 'string', userId: 'string', userName: 'string', accountId: 'string|null' },
+  'read.moved': { accountId: 'string', chatId: 'string', messageId: 'string', unread: 'number' },
+  'session.ended': { accountId: 'string', tokenHashes: 'string[]', reason: 'string' },
+};
+
+/** Every event name, for documentation and tests. */
+export const EVENT_NAMES = Object.keys(SHAPES) as EventName[];
+
+function fits(value: unknown, kind: FieldKind): boolean {
+  switch (kind) {
+    case 'string': return typeof value === 'string';
+    case 'number': return typeof value === 'number' && Number.isFinite(value);
+    case 'string|null': return value === null || typeof value === 'string';
+    case 'string[]': return Array.isArray(value) && value.every((v) => typeof v === 'string');
+  }
+}
+
+/** An event as it travels between processes. */
+interface Envelope {
+  name: EventName;
+  data: unknown;
+}
+
+/** Parses an event from the wire; undefined for anything that is not exactly one of ours. */
+export function parseEvent(raw: string): { name: EventName; data: EventMap[EventName] } | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null) return undefined;
+  const { name, data } = v as Partial<Envelope>;
+  if (typeof name !== 'string' || !(name in SHAPES) || typeof data !== 'object' || data === null) return undefined;
+  const shape = SHAPES[name as EventName] as Record<string, FieldKind>;
+  const fields = data as Record<string, unknown>;
+  for (const [key, kind] of Object.entries(shape)) if (!fits(fields[key], kind)) return undefined;
+  const clean: Record<string, unknown> = {};
+  for (const key of Object.keys(shape)) clean[key] = fields[key];
+  return { name: name as EventName, data: clean as unknown as EventMap[EventName] };
+}
+
+type Listener<K extends EventName> = (event: EventMap[K]) => void | Promise<void>;
+
+/** The one port apps publish domain events through and listen on. */
+export class EventBus {
+  private readonly reactors = new Map<EventName, Set<Listener<EventName>>>();
+  private readonly subscribers = new Map<EventName, Set<Listener<EventName>>>();
+  private started: Promise<void> | undefined;
+  /** Identifies this process on the shared channel (diagnostics only). */
+  readonly origin = randomUUID();
+
+  constructor(
+    private readonly pubsub: PubSub,
+    private readonly log: Logger,
+  ) {}
+
+  /** Which transport carries events between instances. */
+  get kind(): PubSub['kind'] {
+    return this.pubsub.kind;
+  }
+
+  /** Subscribes this process to the shared channel, once. */
+  start(): Promise<void> {
+    this.started ??= this.pubsub.subscribe((raw) => this.deliver(raw));
+    return this.started;
+  }
+
+  /**
+   * Publishes an event of a committed change: local reactors run first and
+   * are awaited, then every instance's subscribers get it. Never throws: a
+   * pub/sub outage loses live delivery only (logged and counted).
+   */
+  async publish<K extends EventName>(name: K, data: EventMap[K]): Promise<void> {
+    for (const fn of this.reactors.get(name) ?? []) {
+      try {
+        await fn(data);
+      } catch (err) {
+        this.log.error({ err, event: name }, 'event reactor failed');
+      }
+    }
+    try {
+      await this.pubsub.publish(JSON.stringify({ name, data, origin: this.origin }));
+      eventsPublished.inc({ event: name, outcome: 'sent' });
+    } catch (err) {
+      eventsPublished.inc({ event: name, outcome: 'lost' });
+      this.log.warn({ err: err instanceof Error ? err.message : err, event: name }, 'event not broadcast; clients catch up with resume');
+    }
+  }
+
+  /** Runs `fn` once per `name` event, in the publishing process, before publish resolves. Returns the undo. */
+  react<K extends EventName>(name: K, fn: Listener<K>): () => void {
+    return add(this.reactors, name, fn as Listener<EventName>);
+  }
+
+  /** Runs `fn` for every `name` event published by any instance. Returns the undo. */
+  subscribe<K extends EventName>(name: K, fn: Listener<K>): () => void {
+    return add(this.subscribers, name, fn as Listener<EventName>);
+  }
+
+  private deliver(raw: string): void {
+    const event = parseEvent(raw);
+    if (event === undefined) {
+      this.log.warn('ignored a malformed event from the pub/sub channel');
+      return;
+    }
+    for (const fn of this.subscribers.get(event.name) ?? []) {
+      try {
+        const p = fn(event.data);
+        if (p instanceof Promise) p.catch((err: unknown) => this.log.error({ err, event: event.name }, 'event subscriber failed'));
+      } catch (err) {
+        this.log.error({ err, event: event.name }, 'event subscriber failed');
+      }
+    }
+  }
+
+  /** Stops listening (the pub/sub connection itself is closed by its owner). */
+  async close(): Promise<void> {
+    this.reactors.clear();
+    this.subscribers.clear();
+  }
+}
+
+function add(map: Map<EventName, Set<Listener<EventName>>>, name: EventName, fn: Listener<EventName>): () => void {
+  let set = map.get(name);
+  if (set === undefined) {
+    set = new Set();
+    map.set(name, set);
+  }
+  set.add(fn);
+  return () => set.delete(fn);
+}

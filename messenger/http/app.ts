@@ -1,0 +1,168 @@
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import Koa from 'koa';
+import { AppError, BadRequest, NotFound } from '../errors';
+import { parseId, toWireId } from '../ids';
+import { loadAppModules } from '../apps/registry';
+import { isStorableText } from '../apps/input';
+import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State } from '../types';
+import type { EventMap, EventName } from '../events';
+import { jsonBody } from './body';
+import { errorHandler, requestContext } from './context';
+import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
+import { OperationRouter } from './router';
+
+/** A built web application: the Koa app, its enabled apps and their lifecycle. */
+export interface WebApp {
+  koa: Koa<State>;
+  api: Api;
+  router: OperationRouter;
+  apps: App[];
+  /** Hands an HTTP upgrade (WebSocket) to the app that serves it; anything else gets a 404. */
+  upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Raised at start-up when the enabled apps cannot work together. */
+export class AppSetupError extends Error {}
+
+/** Builds every enabled app, failing with a named problem when one needs an app that is off. */
+export function buildApps(deps: Deps): App[] {
+  const modules = loadAppModules();
+  const enabled = new Set<string>(deps.config.apps);
+  const problems: string[] = [];
+  const apps: App[] = [];
+  for (const name of deps.config.apps) {
+    const mod = modules.get(name);
+    if (mod === undefined) {
+      problems.push(`app "${name}" is not available in this build`);
+      continue;
+    }
+    const app = mod.create(deps, enabled);
+    for (const need of app.requires) {
+      if (!enabled.has(need)) problems.push(`app "${name}" requires app "${need}", which is not in APPS`);
+    }
+    apps.push(app);
+  }
+  if (problems.length > 0) throw new AppSetupError(`cannot start: ${problems.join('; ')}`);
+  const always = ['core', 'ops'].map((name) => (modules.get(name) as NonNullable<ReturnType<typeof modules.get>>).create(deps, enabled));
+  return [...always, ...apps];
+}
+
+/** Registers every app's reactions to domain events; returns the undo. */
+function mountReactors(deps: Deps, apps: App[]): () => void {
+  const undo: (() => void)[] = [];
+  for (const app of apps) {
+    for (const [name, fn] of Object.entries(app.reactors ?? {})) {
+      undo.push(deps.events.react(name as EventName, fn as (e: EventMap[EventName]) => Promise<void>));
+    }
+  }
+  return () => undo.forEach((u) => u());
+}
+
+const UPGRADE_NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: 25\r\n\r\n{"message":"not-found"}\r\n';
+
+/**
+ * Builds the Koa app. One pipeline for every request: error mapping →
+ * request context → routing → app middleware by stage (throttle,
+ * authenticate, cache) → 404/405 → body → validation against swagger.yml →
+ * the operation's handler with typed input.
+ */
+export async function createApp(deps: Deps): Promise<WebApp> {
+  const apps = buildApps(deps);
+  const api = await createApi();
+  const router = new OperationRouter(api);
+  const validator = new RequestValidator(api);
+  const stringsByOp = stringFields(api);
+  const isPublic = publicPathMatcher(api);
+  const cacheable = cacheableOperations(api);
+
+  const handlers = new Map<OperationId, Handler<OperationId>>();
+  for (const app of apps) {
+    for (const [op, h] of Object.entries(app.handlers)) handlers.set(op as OperationId, h as Handler<OperationId>);
+  }
+
+  const koa = new Koa<State>();
+  koa.silent = true;
+  koa.use(errorHandler());
+  koa.use(requestContext(deps.log));
+  // Routing only records where the request goes: a session is checked first,
+  // so an unknown path without one is 401, not 404.
+  koa.use(async function route(ctx, next) {
+    const match = router.match(ctx.method, ctx.path);
+    if (typeof match === 'string') ctx.state.routeError = match;
+    else {
+      ctx.state.operationId = match.operationId;
+      ctx.state.params = match.params;
+      const chatParam = cacheable.get(match.operationId);
+      const chat = chatParam === undefined ? null : parseId(match.params[chatParam]);
+      if (chat !== null) ctx.state.cacheChat = toWireId(chat);
+    }
+    await next();
+  });
+
+  for (const stage of STAGES) {
+    for (const app of apps) {
+      const mw = app.middleware[stage];
+      if (mw === undefined) continue;
+      // Paths of operations swagger.yml marks `security: []` skip the session check; everything else, existing or not, needs one.
+      koa.use(stage === 'authenticate' ? (ctx, next) => (isPublic(ctx.path) ? next() : mw(ctx, next)) : mw);
+    }
+  }
+
+  // 404 and 405 are decided before the body is read: a wrong path or method
+  // is that, whatever its body holds.
+  koa.use(async function resolve(ctx, next) {
+    if (ctx.state.routeError === 'method-not-allowed') {
+      ctx.set('Allow', router.allowed(ctx.path).join(', '));
+      throw new AppError(405, 'method-not-allowed');
+    }
+    const operationId = ctx.state.operationId;
+    // Unknown path, or an operation whose app is switched off.
+    if (operationId === undefined || !handlers.has(operationId)) throw new NotFound('not-found');
+    await next();
+  });
+
+  koa.use(jsonBody(deps.config.bodyLimitBytes, validator.withBody));
+
+  koa.use(async function dispatch(ctx) {
+    const operationId = ctx.state.operationId as OperationId;
+    const handler = handlers.get(operationId) as Handler<OperationId>;
+    const fields = stringsByOp.get(operationId);
+    const body = numbersToStrings(ctx.state.body, fields);
+    if (fields !== undefined && body !== null && typeof body === 'object') {
+      const obj = body as Record<string, unknown>;
+      // Text is stored exactly as sent or refused; never silently altered.
+      for (const f of fields) if (typeof obj[f] === 'string' && !isStorableText(obj[f])) throw new BadRequest();
+    }
+    const params = ctx.state.params ?? {};
+    const query = ctx.query as Record<string, string | string[] | undefined>;
+    if (!validator.valid(operationId, { params, query, headers: ctx.headers, body })) {
+      throw new BadRequest();
+    }
+    // The validator has checked every part against swagger.yml: the input has the generated types' shape.
+    await handler(ctx, { params, query, body } as unknown as OperationInput<OperationId>);
+  });
+
+  let unmount: (() => void) | undefined;
+  return {
+    koa,
+    api,
+    router,
+    apps,
+    upgrade(req, socket, head) {
+      for (const app of apps) if (app.upgrade?.(req, socket, head) === true) return;
+      socket.end(UPGRADE_NOT_FOUND);
+    },
+    async start() {
+      unmount = mountReactors(deps, apps);
+      await deps.events.start();
+      for (const app of apps) await app.start?.();
+    },
+    async stop() {
+      for (const app of [...apps].reverse()) await app.stop?.();
+      unmount?.();
+    },
+  };
+}

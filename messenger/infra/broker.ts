@@ -1,0 +1,436 @@
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import type { Config } from '../config';
+import { BackendUnavailable } from './errors';
+import type { Logger } from './logger';
+
+/** Thrown by a handler for a message that can never succeed: it is dead-lettered at once. */
+export class PoisonMessage extends Error {}
+
+/**
+ * Runs one message. Resolving acknowledges it; throwing PoisonMessage
+ * dead-letters it; any other error puts it back for another try after a pause
+ * (the handler itself bounds the number of attempts).
+ */
+export type MessageHandler = (body: Buffer) => Promise<void>;
+
+/**
+ * Runs a batch of messages. It resolves with the indexes of the messages that
+ * can never succeed (dead-lettered); the rest are acknowledged together.
+ * Throwing puts the whole batch back for another try after a pause.
+ */
+export type BatchHandler = (bodies: Buffer[]) => Promise<{ poison: number[] }>;
+
+/** How a batch consumer gathers: at most `size` messages, or whatever came within `flushMs` of the first. */
+export interface BatchOptions {
+  size: number;
+  flushMs: number;
+}
+
+/**
+ * Named durable queues, each with a dead-letter queue `<name>.dead` beside it:
+ * RabbitMQ in the services mode, in-process queues in the embedded mode.
+ */
+export interface Broker {
+  readonly kind: 'rabbitmq' | 'memory';
+  /** Declares `queue` (and its dead-letter queue) now and after every reconnect, so messages can wait in it before any consumer exists. */
+  declare(queue: string): Promise<void>;
+  /** Resolves once the broker has durably accepted the message; rejects with BackendUnavailable otherwise. */
+  publish(queue: string, body: object): Promise<void>;
+  /** Hands `queue`'s messages to `handler`, at most `prefetch` at a time, across reconnects. */
+  consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void>;
+  /** Hands `queue`'s messages to `handler` in batches, one batch at a time, across reconnects. */
+  consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void>;
+  /** Stops taking new messages and waits for the ones in hand to finish. */
+  stopConsuming(): Promise<void>;
+  /** Consumers currently attached to `queue` (any process), or undefined when that cannot be told. */
+  consumerCount(queue: string): Promise<number | undefined>;
+  /** True while the broker connection is up (always for the in-process broker). */
+  isConnected(): boolean;
+  close(): Promise<void>;
+}
+
+const RETRY_PAUSE_MS = 500;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+function reason(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+type Consumer =
+  | { queue: string; kind: 'single'; handler: MessageHandler; prefetch: number }
+  | { queue: string; kind: 'batch'; handler: BatchHandler; opts: BatchOptions };
+
+/**
+ * RabbitMQ: durable queues with dead-letter queues, persistent messages,
+ * publisher confirms, manual acknowledgement after the handler resolves. The
+ * connection is re-made with capped exponential backoff; while it is down,
+ * publishing fails at once (the caller answers 503).
+ */
+export class RabbitBroker implements Broker {
+  readonly kind = 'rabbitmq' as const;
+  private conn: ChannelModel | undefined;
+  private pub: ConfirmChannel | undefined;
+  private readonly declared = new Set<string>();
+  private readonly known = new Set<string>();
+  private readonly consumers: Consumer[] = [];
+  private subs: { channel: Channel; tag: string }[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private closing = false;
+  private connecting: Promise<void> | undefined;
+
+  constructor(
+    private readonly url: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts connecting in the background; resolves when connected or after `waitMs`, whichever is first. */
+  async start(waitMs: number): Promise<void> {
+    const connected = this.ensureConnecting();
+    await Promise.race([connected, sleep(waitMs)]);
+    if (this.conn === undefined) this.log.warn('rabbitmq not reachable yet; operations needing it answer 503 until it is');
+  }
+
+  private ensureConnecting(): Promise<void> {
+    this.connecting ??= this.connectLoop().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connectLoop(): Promise<void> {
+    for (let attempt = 0; !this.closing; attempt++) {
+      try {
+        await this.connect();
+        if (attempt > 0) this.log.info('rabbitmq connection restored');
+        return;
+      } catch (err) {
+        const delay = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
+        if (attempt === 0) this.log.warn({ err: reason(err) }, 'rabbitmq connect failed; retrying');
+        await sleep(delay);
+      }
+    }
+  }
+
+  private async connect(): Promise<void> {
+    const conn = await amqp.connect(this.url);
+    conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'rabbitmq connection error'));
+    conn.on('close', () => {
+      this.conn = undefined;
+      this.pub = undefined;
+      this.subs = [];
+      this.declared.clear();
+      if (!this.closing) {
+        this.log.warn('rabbitmq connection closed; reconnecting');
+        void this.ensureConnecting();
+      }
+    });
+    try {
+      const pub = await conn.createConfirmChannel();
+      pub.on('error', () => {});
+      for (const q of this.known) await this.declareOn(pub, q);
+      this.conn = conn;
+      this.pub = pub;
+      for (const c of this.consumers) await this.subscribe(conn, c);
+    } catch (err) {
+      this.conn = undefined;
+      this.pub = undefined;
+      await conn.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  async declare(queue: string): Promise<void> {
+    this.known.add(queue);
+    if (this.pub !== undefined) await this.declareOn(this.pub, queue);
+  }
+
+  /** Declares `queue` and its dead-letter queue once per connection. */
+  private async declareOn(channel: Channel, queue: string): Promise<void> {
+    if (this.declared.has(queue)) return;
+    await channel.assertQueue(`${queue}.dead`, { durable: true });
+    await channel.assertQueue(queue, {
+      durable: true,
+      arguments: { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${queue}.dead` },
+    });
+    this.declared.add(queue);
+  }
+
+  private async subscribe(conn: ChannelModel, consumer: Consumer): Promise<void> {
+    const channel = await conn.createChannel();
+    channel.on('error', () => {});
+    await this.declareOn(channel, consumer.queue);
+    const prefetch = consumer.kind === 'single' ? consumer.prefetch : consumer.opts.size;
+    await channel.prefetch(prefetch);
+    const onMessage = consumer.kind === 'single' ? this.single(channel, consumer.handler) : this.batcher(channel, consumer.handler, consumer.opts);
+    const { consumerTag } = await channel.consume(consumer.queue, (msg) => {
+      if (msg !== null) onMessage(msg); // null: cancelled by the broker; the close handler reconnects
+    });
+    this.subs.push({ channel, tag: consumerTag });
+  }
+
+  private track(p: Promise<void>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private single(channel: Channel, handler: MessageHandler): (msg: ConsumeMessage) => void {
+    return (msg) =>
+      this.track(
+        (async () => {
+          try {
+            await handler(msg.content);
+            channel.ack(msg);
+          } catch (err) {
+            await this.settleFailure(channel, [msg], err);
+          }
+        })(),
+      );
+  }
+
+  /** Gathers deliveries into batches (size or time, whichever first) and runs them one after another. */
+  private batcher(channel: Channel, handler: BatchHandler, opts: BatchOptions): (msg: ConsumeMessage) => void {
+    let pending: ConsumeMessage[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let chain: Promise<void> = Promise.resolve();
+    const flush = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      const batch = pending;
+      pending = [];
+      if (batch.length === 0) return;
+      chain = chain.then(() => this.runBatch(channel, handler, batch));
+      this.track(chain);
+    };
+    return (msg) => {
+      pending.push(msg);
+      if (pending.length >= opts.size) flush();
+      else timer ??= setTimeout(flush, opts.flushMs);
+    };
+  }
+
+  private async runBatch(channel: Channel, handler: BatchHandler, batch: ConsumeMessage[]): Promise<void> {
+    try {
+      const { poison } = await handler(batch.map((m) => m.content));
+      const bad = new Set(poison);
+      if (bad.size === 0) {
+        // One frame acknowledges the whole batch: every earlier delivery on this channel is settled already.
+        channel.ack(batch[batch.length - 1], true);
+        return;
+      }
+      batch.forEach((m, i) => (bad.has(i) ? channel.nack(m, false, false) : channel.ack(m)));
+      this.log.error({ count: bad.size }, 'poison messages dead-lettered');
+    } catch (err) {
+      await this.settleFailure(channel, batch, err);
+    }
+  }
+
+  private async settleFailure(channel: Channel, msgs: ConsumeMessage[], err: unknown): Promise<void> {
+    try {
+      if (err instanceof PoisonMessage) {
+        this.log.error({ err: err.message }, 'poison message dead-lettered');
+        for (const m of msgs) channel.nack(m, false, false);
+      } else {
+        this.log.warn({ err: reason(err), count: msgs.length }, 'handler failed; will be retried');
+        await sleep(RETRY_PAUSE_MS);
+        for (const m of msgs) channel.nack(m, false, true);
+      }
+    } catch {
+      // The channel closed under us: the broker redelivers the messages anyway.
+    }
+  }
+
+  async publish(queue: string, body: object): Promise<void> {
+    const pub = this.pub;
+    if (pub === undefined) {
+      void this.ensureConnecting();
+      throw new BackendUnavailable('rabbitmq', 'not connected');
+    }
+    const content = Buffer.from(JSON.stringify(body));
+    try {
+      await this.declareOn(pub, queue);
+      await new Promise<void>((resolve, reject) => {
+        pub.sendToQueue(queue, content, { persistent: true, contentType: 'application/json' }, (err) =>
+          err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+        );
+      });
+    } catch (err) {
+      this.log.warn({ err: reason(err), queue }, 'publish not confirmed');
+      throw new BackendUnavailable('rabbitmq', 'publish not confirmed');
+    }
+  }
+
+  private async addConsumer(consumer: Consumer): Promise<void> {
+    this.consumers.push(consumer);
+    if (this.conn !== undefined) await this.subscribe(this.conn, consumer);
+    else void this.ensureConnecting();
+  }
+
+  consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
+    return this.addConsumer({ queue, kind: 'single', handler, prefetch });
+  }
+
+  consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void> {
+    return this.addConsumer({ queue, kind: 'batch', handler, opts });
+  }
+
+  async stopConsuming(): Promise<void> {
+    this.consumers.length = 0;
+    const subs = this.subs;
+    this.subs = [];
+    await Promise.all(subs.map((s) => s.channel.cancel(s.tag).catch(() => {})));
+    await Promise.allSettled([...this.inFlight]);
+    await Promise.all(subs.map((s) => s.channel.close().catch(() => {})));
+  }
+
+  async consumerCount(queue: string): Promise<number | undefined> {
+    const pub = this.pub;
+    if (pub === undefined) return undefined;
+    try {
+      await this.declareOn(pub, queue);
+      return (await pub.checkQueue(queue)).consumerCount;
+    } catch {
+      return undefined;
+    }
+  }
+
+  isConnected(): boolean {
+    return this.conn !== undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.stopConsuming();
+    this.closing = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    this.pub = undefined;
+    if (conn !== undefined) await conn.close().catch(() => {});
+  }
+}
+
+interface MemoryQueue {
+  pending: Buffer[];
+  consumer?: Consumer;
+  running: number;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * The embedded mode's broker: messages wait in memory and consumers run in
+ * the same process. Same contract, minus durability across restarts.
+ */
+export class MemoryBroker implements Broker {
+  readonly kind = 'memory' as const;
+  private readonly queues = new Map<string, MemoryQueue>();
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly log: Logger) {}
+
+  private queue(name: string): MemoryQueue {
+    let q = this.queues.get(name);
+    if (q === undefined) {
+      q = { pending: [], running: 0 };
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  async declare(queue: string): Promise<void> {
+    this.queue(queue);
+  }
+
+  async publish(queue: string, body: object): Promise<void> {
+    this.queue(queue).pending.push(Buffer.from(JSON.stringify(body)));
+    this.pump(queue);
+  }
+
+  async consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
+    this.queue(queue).consumer = { queue, kind: 'single', handler, prefetch };
+    this.pump(queue);
+  }
+
+  async consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void> {
+    this.queue(queue).consumer = { queue, kind: 'batch', handler, opts };
+    this.pump(queue);
+  }
+
+  private pump(name: string): void {
+    const q = this.queue(name);
+    const c = q.consumer;
+    if (c === undefined) return;
+    if (c.kind === 'single') {
+      while (q.running < c.prefetch && q.pending.length > 0) this.run(q, name, [q.pending.shift() as Buffer]);
+      return;
+    }
+    if (q.running > 0 || q.pending.length === 0) return;
+    if (q.pending.length >= c.opts.size) {
+      clearTimeout(q.timer);
+      q.timer = undefined;
+      this.run(q, name, q.pending.splice(0, c.opts.size));
+    } else {
+      q.timer ??= setTimeout(() => {
+        q.timer = undefined;
+        if (q.running === 0 && q.pending.length > 0) this.run(q, name, q.pending.splice(0, c.opts.size));
+      }, c.opts.flushMs);
+    }
+  }
+
+  private run(q: MemoryQueue, name: string, bodies: Buffer[]): void {
+    const c = q.consumer as Consumer;
+    q.running++;
+    const p = (async () => {
+      try {
+        if (c.kind === 'single') await c.handler(bodies[0]);
+        else {
+          const { poison } = await c.handler(bodies);
+          if (poison.length > 0) this.log.error({ count: poison.length }, 'poison messages dropped');
+        }
+      } catch (err) {
+        if (err instanceof PoisonMessage) {
+          this.log.error({ err: err.message }, 'poison message dropped');
+          return;
+        }
+        this.log.warn({ err: reason(err) }, 'handler failed; will be retried');
+        await sleep(RETRY_PAUSE_MS);
+        q.pending.unshift(...bodies);
+      }
+    })().finally(() => {
+      q.running--;
+      this.inFlight.delete(p);
+      this.pump(name);
+    });
+    this.inFlight.add(p);
+  }
+
+  async stopConsuming(): Promise<void> {
+    for (const q of this.queues.values()) {
+      q.consumer = undefined;
+      clearTimeout(q.timer);
+      q.timer = undefined;
+    }
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  async consumerCount(queue: string): Promise<number | undefined> {
+    return this.queues.get(queue)?.consumer === undefined ? 0 : 1;
+  }
+
+  isConnected(): boolean {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.stopConsuming();
+    this.queues.clear();
+  }
+}
+
+/** RabbitMQ when RMQ_URL is set, else the in-process broker. */
+export async function createBroker(config: Config, log: Logger): Promise<Broker> {
+  if (config.rmqUrl === undefined) return new MemoryBroker(log);
+  const broker = new RabbitBroker(config.rmqUrl, log);
+  await broker.start(5000);
+  return broker;
+}

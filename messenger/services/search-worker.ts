@@ -1,0 +1,21 @@
+import { searchConsumer } from '../apps/search';
+import type { Service } from './index';
+
+/** The search worker role: runs search tasks from the queue (messenger-run-task-consumer). */
+export const searchWorkerService: Service = {
+  name: 'search-worker',
+  problems(config) {
+    const out: string[] = [];
+    if (config.rmqUrl === undefined) out.push('RMQ_URL is not set (in the embedded mode, search runs inside messenger-api)');
+    if (config.databaseUrl === undefined) out.push('DATABASE_URL is not set (a separate consumer needs the shared PostgreSQL)');
+    if (config.redisUrl === undefined) out.push('REDIS_URL is not set (task state and results live in the shared Redis)');
+    return out;
+  },
+  usesBroker: () => true,
+  async start(infra) {
+    const consumer = searchConsumer(infra);
+    await consumer.start();
+    infra.shutdown.add('search-consumer', () => consumer.stop());
+    infra.log.info({ queue: infra.config.search.queue, prefetch: infra.config.search.prefetch }, 'search worker consuming');
+  },
+};

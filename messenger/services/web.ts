@@ -1,0 +1,30 @@
+import { createApp } from '../http/app';
+import { listen } from '../http/server';
+import { prepareClusterWorker } from '../infra/metrics';
+import type { Service } from './index';
+
+/** The web role: the Koa app (and whatever apps serve on upgrades) on PORT. */
+export const webService: Service = {
+  name: 'web',
+  problems: () => [],
+  usesBroker: (config) => config.apps.includes('search'),
+  async start(infra) {
+    const { config } = infra;
+    prepareClusterWorker();
+    const web = await createApp(infra);
+    await web.start();
+    infra.shutdown.add('apps', () => web.stop());
+    const http = await listen(web.koa.callback(), config.port, config.host, (req, socket, head) => web.upgrade(req, socket, head));
+    infra.shutdown.add('http', (drainBy) => http.drain(drainBy));
+    infra.log.info(
+      {
+        address: http.server.address(),
+        apps: web.apps.map((a) => a.name),
+        database: config.databaseUrl === undefined ? `pglite:${config.dataDir}` : 'postgresql',
+        kv: infra.kv.kind,
+        events: infra.events.kind,
+      },
+      'messenger-api listening',
+    );
+  },
+};

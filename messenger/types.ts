@@ -1,0 +1,129 @@
+/**
+ * Types shared by infrastructure, the HTTP edge, apps and services: the
+ * request state, the caller's session, the dependencies every app receives,
+ * the app shape, and handler input typed from swagger.yml (generated into
+ * `generated/openapi.ts` by `npm run gen:types`).
+ */
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type Koa from 'koa';
+import type { Config } from './config';
+import type { EventBus, EventName, EventMap } from './events';
+import type { Db } from './infra/db';
+import type { Kv } from './infra/kv';
+import type { Logger } from './infra/logger';
+import type { Broker } from './infra/broker';
+import type { operations } from './generated/openapi';
+
+/** The caller's session, set by the auth app. */
+export interface Session {
+  accountId: string;
+  userName: string;
+  /** SHA-256 of the session token, hex: the key under which it is stored. */
+  tokenHash: string;
+}
+
+/** Everything a request carries between middleware (`ctx.state`). */
+export interface State {
+  requestId: string;
+  log: Logger;
+  /** Set by the auth app; absent when auth is off. */
+  session?: Session;
+  /** The matched operation (set by routing, before any app middleware). */
+  operationId?: OperationId;
+  /** Its decoded path parameters. */
+  params?: Record<string, string>;
+  /** The parsed JSON request body (undefined when there was none). */
+  body?: unknown;
+  /**
+   * Set by routing for operations swagger.yml marks `x-cache-chat`: the chat
+   * (wire id) whose stored messages make this response stale.
+   */
+  cacheChat?: string;
+  /** Why no operation matched, when none did. */
+  routeError?: 'not-found' | 'method-not-allowed';
+}
+
+export type ApiContext = Koa.ParameterizedContext<State>;
+export type ApiMiddleware = Koa.Middleware<State>;
+
+/** Every operationId of swagger.yml. */
+export type OperationId = keyof operations;
+
+type Parameters<Op extends OperationId> = operations[Op]['parameters'];
+type PathOf<Op extends OperationId> = Parameters<Op> extends { path: infer P } ? { [K in keyof P]: string } : Record<string, never>;
+type QueryOf<Op extends OperationId> = Parameters<Op> extends { query?: infer Q }
+  ? [Q] extends [never] ? Record<string, never> : { [K in keyof Q]?: string | string[] }
+  : Record<string, never>;
+type BodyOf<Op extends OperationId> = operations[Op] extends { requestBody: { content: { 'application/json': infer B } } }
+  ? B
+  : undefined;
+
+/**
+ * What a handler of `Op` receives once the request passed swagger.yml's
+ * validation: path parameters, the raw query strings it declares, and the
+ * body in the shape the document gives it.
+ */
+export interface OperationInput<Op extends OperationId> {
+  params: PathOf<Op>;
+  query: QueryOf<Op>;
+  body: BodyOf<Op>;
+}
+
+/** An operation handler: validated input in, `ctx.status`/`ctx.body` out. */
+export type Handler<Op extends OperationId> = (ctx: ApiContext, req: OperationInput<Op>) => Promise<void>;
+
+/** An app's handlers, by operationId. */
+export type Handlers = { [Op in OperationId]?: Handler<Op> };
+
+/**
+ * Middleware stages, run in this order before the operation handler:
+ * throttling sees every request, auth runs before routing (401 for any
+ * non-public path), caching runs once the caller is known.
+ */
+export const STAGES = ['throttle', 'authenticate', 'cache'] as const;
+export type Stage = (typeof STAGES)[number];
+
+/** Reactions to domain events, by event name; each runs once per event, in the process that published it. */
+export type Reactors = { [K in EventName]?: (event: EventMap[K]) => Promise<void> };
+
+/**
+ * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;
+ * returns false to leave it to the next app (the last answers 404).
+ */
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean;
+
+/** The infrastructure every app and service may use. */
+export interface Deps {
+  config: Config;
+  log: Logger;
+  db: Db;
+  kv: Kv;
+  /** Domain events: in memory (embedded mode) or Redis pub/sub (services mode). */
+  events: EventBus;
+  /** Named queues; present when an enabled app queues anything. */
+  broker?: Broker;
+}
+
+/** One app: owns its operations, middleware, event reactions and start/stop hooks, and names what it needs. */
+export interface App {
+  name: string;
+  requires: string[];
+  middleware: Partial<Record<Stage, ApiMiddleware>>;
+  handlers: Handlers;
+  /** Domain events it reacts to (registered at start, removed at stop). */
+  reactors?: Reactors;
+  /** HTTP upgrades (WebSocket) it serves. */
+  upgrade?: UpgradeHandler;
+  start?: () => Promise<void>;
+  stop?: () => Promise<void>;
+}
+
+/** Builds an app from the shared dependencies and the set of enabled app names. */
+export type AppFactory = (deps: Deps, enabled: ReadonlySet<string>) => App;
+
+/** An app module: its name (as written in APPS) and its factory. */
+export interface AppModule {
+  name: string;
+  create: AppFactory;
+}
