@@ -100,6 +100,94 @@ describe('POST /v1/chats/search', () => {
     assert.deepEqual(found.map((m) => m.message_id), [id]);
   });
 
+  it('a two-word search does not return messages that contain only one of the two words', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    // A fresh account sees only its own chats, so plain words are unambiguous here.
+    const exact = await postMessage(client, chatId, userId, 'the release notes are out', u.session);
+    await postMessage(client, chatId, userId, 'release the kraken', u.session);
+    await postMessage(client, chatId, userId, 'notes for lunch at noon', u.session);
+    const apart = await postMessage(client, chatId, userId, 'notes from the relase meeting', u.session);
+    await postMessage(client, chatId, userId, 'nothing relevant here', u.session);
+    const found = await searchAll(client, u.session, 'release notes');
+    // Both words present (one with a typo, in another order) is a near match; newest first.
+    assert.deepEqual(found.map((m) => m.message_id), [apart, exact]);
+  });
+
+  it('keeps exact phrase matches before near matches when there are more than 100 of both', async function () {
+    this.timeout(60_000);
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    // One changed character: a near match, not an exact one.
+    const typo = word.slice(0, -1) + (word.endsWith('a') ? 'b' : 'a');
+    // 60 exact matches, older than 60 near matches; fast with SQL.
+    await db.raw(
+      `INSERT INTO messages (chat_id, member_id, seq, text, created_at)
+       SELECT ?, ?, g, CASE WHEN g <= 60 THEN ? || ' exact ' || g ELSE ? || ' near ' || (g - 60) END,
+              now() - make_interval(secs => 1000 - g)
+         FROM generate_series(1, 120) AS g`,
+      [chatId, userId, word, typo],
+    );
+    await db.raw('UPDATE chats SET last_seq = 120 WHERE id = ?', [chatId]);
+    const found = await searchAll(client, u.session, word, 30);
+    assert.equal(found.length, 100);
+    const expected = [
+      ...Array.from({ length: 40 }, (_, i) => `${typo} near ${60 - i}`),
+      ...Array.from({ length: 60 }, (_, i) => `${word} exact ${60 - i}`),
+    ];
+    assert.deepEqual(found.map((m) => m.text), expected);
+  });
+
+  it('a word within the typo tolerance matches; one sharing only a few trigrams does not', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const hello = await postMessage(client, chatId, userId, 'hello world', u.session);
+    await postMessage(client, chatId, userId, 'the helicopter landed', u.session);
+    // 'hallo' against 'hello': one typo in five letters (strict word similarity 0.33).
+    assert.deepEqual((await searchAll(client, u.session, 'hallo')).map((m) => m.message_id), [hello]);
+    // 'hello' against 'helicopter': three of fourteen trigrams in common (0.21), not a typo.
+    assert.deepEqual((await searchAll(client, u.session, 'hello')).map((m) => m.message_id), [hello]);
+  });
+
+  it('finds a phrase of emoji or symbols', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const waves = await postMessage(client, chatId, userId, 'hi 👋🏽👋🏽 there', u.session);
+    await postMessage(client, chatId, userId, 'hi 👋👋 there', u.session);
+    await postMessage(client, chatId, userId, 'party 🎉', u.session);
+    const arrows = await postMessage(client, chatId, userId, 'the spaceship <=> operator', u.session);
+    await postMessage(client, chatId, userId, 'the fat arrow => operator', u.session);
+    assert.deepEqual((await searchAll(client, u.session, '👋🏽👋🏽')).map((m) => m.message_id), [waves]);
+    assert.deepEqual((await searchAll(client, u.session, '<=> operator')).map((m) => m.message_id), [arrows]);
+  });
+
+  it('each result names its author: user_id and user_name in the chat', async () => {
+    const { client } = harness().app;
+    const me = await buildUser(client);
+    const friend = await buildUser(client);
+    const word = token();
+    const chatId = await buildChat(client, me.session);
+    const myId = await joinChat(client, chatId, me.session, 'Me Myself');
+    const friendId = await joinChat(client, chatId, friend.session, 'Good Friend');
+    const mine = await postMessage(client, chatId, myId, `${word} mine`, me.session);
+    const theirs = await postMessage(client, chatId, friendId, `${word} theirs`, friend.session);
+    const found = await searchAll(client, me.session, word);
+    assert.deepEqual(
+      found.map((m) => [m.message_id, m.user_id, m.user_name]),
+      [
+        [theirs, friendId, 'Good Friend'],
+        [mine, myId, 'Me Myself'],
+      ],
+    );
+    for (const m of found) assert.match(m.user_id, /^[0-9a-f]{32}$/);
+  });
+
   it('keeps at most 100 results, newest first, and pages through them without gaps or repeats', async function () {
     this.timeout(60_000);
     const { client } = harness().app;
