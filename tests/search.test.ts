@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { EXACT_SEARCH_SQL } from '../messenger/db/search';
+import { EXACT_SEARCH_SQL, nearSearchSql, searchExact, searchFuzzy, withDeadline } from '../messenger/db/search';
 import { TaskStore } from '../messenger/apps/search/tasks';
+import { SearchWorker, type SearchQueries } from '../messenger/apps/search/worker';
+import { loadConfig } from '../messenger/config';
+import { createLogger } from '../messenger/infra/logger';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp } from './helpers/harness';
 import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
@@ -296,6 +299,85 @@ describe('search tasks', () => {
   });
 });
 
+/** A worker over the shared database and store, with `settings` and some queries replaced. */
+function testWorker(settings: Record<string, string>, queries: Partial<SearchQueries> = {}) {
+  const { db, kv } = harness().infra;
+  const store = new TaskStore(kv, 300);
+  const config = loadConfig(testEnv(settings)).search;
+  const worker = new SearchWorker(db, store, config, createLogger('silent'), { exact: searchExact, near: searchFuzzy, ...queries });
+  return { store, worker, config };
+}
+
+const taskMessage = (id: string): Buffer => Buffer.from(JSON.stringify({ task_id: id }));
+
+describe('the search worker', () => {
+  it('a task that keeps failing ends FAILED after exactly SEARCH_MAX_ATTEMPTS runs', async () => {
+    let runs = 0;
+    const { store, worker, config } = testWorker({ SEARCH_MAX_ATTEMPTS: '3' }, {
+      exact: async () => {
+        runs++;
+        throw new Error('the database said no');
+      },
+    });
+    assert.equal(config.maxAttempts, 3);
+    const u = await buildUser(harness().app.client);
+    const id = randomBytes(16).toString('hex');
+    await store.create(id, await accountId(u.userName), 'always failing');
+    // Each failed run puts the message back; the queue delivers it again.
+    let failures = 0;
+    for (let delivery = 0; delivery < 10; delivery++) {
+      try {
+        await worker.handle(taskMessage(id));
+        break;
+      } catch {
+        failures++;
+      }
+    }
+    assert.equal(failures, 3, 'every run but the last delivery fails');
+    assert.equal(runs, 3, 'the query ran once per attempt');
+    const record = await store.get(id);
+    assert.equal(record?.status, 'FAILED');
+    assert.equal(record?.attempts, 3);
+  });
+
+  it('a task past its deadline during the near-match phase ends SUCCESS with the exact matches it found', async function () {
+    this.timeout(20_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    const typo = word.slice(0, -1) + (word.endsWith('a') ? 'b' : 'a');
+    const older = await postMessage(client, chatId, userId, `${word} first`, u.session);
+    const newer = await postMessage(client, chatId, userId, `${word} second`, u.session);
+    await postMessage(client, chatId, userId, `${typo} a near match`, u.session);
+    const SLOW_MS = 3000;
+    let nearStarted = 0;
+    const { store, worker } = testWorker({ SEARCH_TIMEOUT_MS: '500' }, {
+      near: async (db, ...args) => {
+        nearStarted++;
+        const timeoutMs = args[4];
+        if (MODE === 'services') {
+          // A statement slower than the deadline: PostgreSQL cancels it (statement_timeout).
+          await withDeadline(db, timeoutMs, (trx) => trx.raw(`SELECT pg_sleep(${SLOW_MS / 1000})`));
+        } else {
+          // PGlite has no statement_timeout: only the worker's own timer can stop the wait.
+          await new Promise((r) => setTimeout(r, SLOW_MS));
+        }
+        return searchFuzzy(db, ...args);
+      },
+    });
+    const id = randomBytes(16).toString('hex');
+    await store.create(id, await accountId(u.userName), word);
+    const started = Date.now();
+    await worker.handle(taskMessage(id));
+    const took = Date.now() - started;
+    assert.equal(nearStarted, 1, 'the near-match phase ran');
+    assert.ok(took < SLOW_MS - 1000, `the task kept its deadline (took ${took} ms)`);
+    assert.equal((await store.get(id))?.status, 'SUCCESS');
+    assert.deepEqual((await store.results(id))?.map((r) => r.message_id), [newer, older]);
+  });
+});
+
 describe('the search query', () => {
   it('uses the full-text GIN index, not a sequential scan, over a filled table', async function () {
     this.timeout(60_000);
@@ -319,6 +401,12 @@ describe('the search query', () => {
     const plan = res.rows.map((r) => Object.values(r)[0]).join('\n');
     assert.match(plan, /messages_text_fts_idx/, plan);
     assert.doesNotMatch(plan, /Seq Scan on messages/, plan);
+    // The near-match query (every word within the typo tolerance) uses the trigram index.
+    const near = nearSearchSql(`${rare} note`);
+    const nearRes = (await db.raw(`EXPLAIN ${near.sql}`, [owner, ...near.terms, [], 100])) as { rows: Record<string, string>[] };
+    const nearPlan = nearRes.rows.map((r) => Object.values(r)[0]).join('\n');
+    assert.match(nearPlan, /messages_text_trgm_idx/, nearPlan);
+    assert.doesNotMatch(nearPlan, /Seq Scan on messages/, nearPlan);
     const found = await searchAll(client, u.session, rare);
     assert.equal(found.length, 4);
   });
