@@ -131,6 +131,8 @@ if (MODE === 'services') {
       ch.sendToQueue(queue, Buffer.from('this is not json'), { persistent: true });
       assert.equal(await waitForTask(web.client, user.session, poisonId, 30_000), 'FAILED');
       await web.client.get(`/v1/chats/search/${poisonId}/messages?limit=1`, user.session).expect(400, { message: 'task-failed' });
+      // Two runs that failed, then the third delivery marks it FAILED without running it.
+      assert.equal((await taskRecord(poisonId))?.attempts, 2);
       await eventually(10_000, async () => ((await ch.checkQueue(`${queue}.dead`)).messageCount === 1 ? true : undefined));
       assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'nothing left looping in the queue');
     });

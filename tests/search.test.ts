@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { EXACT_SEARCH_SQL } from '../messenger/db/search';
+import { EXACT_SEARCH_SQL, nearSearchSql, searchExact, searchFuzzy, withDeadline } from '../messenger/db/search';
 import { TaskStore } from '../messenger/apps/search/tasks';
+import { SearchWorker, type SearchQueries } from '../messenger/apps/search/worker';
+import { loadConfig } from '../messenger/config';
+import { createLogger } from '../messenger/infra/logger';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp } from './helpers/harness';
 import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
@@ -98,6 +101,94 @@ describe('POST /v1/chats/search', () => {
     await postMessage(client, chatId, userId, 'lunch at noon', u.session);
     const found = await searchAll(client, u.session, 'quartrly databses');
     assert.deepEqual(found.map((m) => m.message_id), [id]);
+  });
+
+  it('a two-word search does not return messages that contain only one of the two words', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    // A fresh account sees only its own chats, so plain words are unambiguous here.
+    const exact = await postMessage(client, chatId, userId, 'the release notes are out', u.session);
+    await postMessage(client, chatId, userId, 'release the kraken', u.session);
+    await postMessage(client, chatId, userId, 'notes for lunch at noon', u.session);
+    const apart = await postMessage(client, chatId, userId, 'notes from the relase meeting', u.session);
+    await postMessage(client, chatId, userId, 'nothing relevant here', u.session);
+    const found = await searchAll(client, u.session, 'release notes');
+    // Both words present (one with a typo, in another order) is a near match; newest first.
+    assert.deepEqual(found.map((m) => m.message_id), [apart, exact]);
+  });
+
+  it('keeps exact phrase matches before near matches when there are more than 100 of both', async function () {
+    this.timeout(60_000);
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    // One changed character: a near match, not an exact one.
+    const typo = word.slice(0, -1) + (word.endsWith('a') ? 'b' : 'a');
+    // 60 exact matches, older than 60 near matches; fast with SQL.
+    await db.raw(
+      `INSERT INTO messages (chat_id, member_id, seq, text, created_at)
+       SELECT ?, ?, g, CASE WHEN g <= 60 THEN ? || ' exact ' || g ELSE ? || ' near ' || (g - 60) END,
+              now() - make_interval(secs => 1000 - g)
+         FROM generate_series(1, 120) AS g`,
+      [chatId, userId, word, typo],
+    );
+    await db.raw('UPDATE chats SET last_seq = 120 WHERE id = ?', [chatId]);
+    const found = await searchAll(client, u.session, word, 30);
+    assert.equal(found.length, 100);
+    const expected = [
+      ...Array.from({ length: 40 }, (_, i) => `${typo} near ${60 - i}`),
+      ...Array.from({ length: 60 }, (_, i) => `${word} exact ${60 - i}`),
+    ];
+    assert.deepEqual(found.map((m) => m.text), expected);
+  });
+
+  it('a word within the typo tolerance matches; one sharing only a few trigrams does not', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const hello = await postMessage(client, chatId, userId, 'hello world', u.session);
+    await postMessage(client, chatId, userId, 'the helicopter landed', u.session);
+    // 'hallo' against 'hello': one typo in five letters (strict word similarity 0.33).
+    assert.deepEqual((await searchAll(client, u.session, 'hallo')).map((m) => m.message_id), [hello]);
+    // 'hello' against 'helicopter': three of fourteen trigrams in common (0.21), not a typo.
+    assert.deepEqual((await searchAll(client, u.session, 'hello')).map((m) => m.message_id), [hello]);
+  });
+
+  it('finds a phrase of emoji or symbols', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const waves = await postMessage(client, chatId, userId, 'hi 👋🏽👋🏽 there', u.session);
+    await postMessage(client, chatId, userId, 'hi 👋👋 there', u.session);
+    await postMessage(client, chatId, userId, 'party 🎉', u.session);
+    const arrows = await postMessage(client, chatId, userId, 'the spaceship <=> operator', u.session);
+    await postMessage(client, chatId, userId, 'the fat arrow => operator', u.session);
+    assert.deepEqual((await searchAll(client, u.session, '👋🏽👋🏽')).map((m) => m.message_id), [waves]);
+    assert.deepEqual((await searchAll(client, u.session, '<=> operator')).map((m) => m.message_id), [arrows]);
+  });
+
+  it('each result names its author: user_id and user_name in the chat', async () => {
+    const { client } = harness().app;
+    const me = await buildUser(client);
+    const friend = await buildUser(client);
+    const word = token();
+    const chatId = await buildChat(client, me.session);
+    const myId = await joinChat(client, chatId, me.session, 'Me Myself');
+    const friendId = await joinChat(client, chatId, friend.session, 'Good Friend');
+    const mine = await postMessage(client, chatId, myId, `${word} mine`, me.session);
+    const theirs = await postMessage(client, chatId, friendId, `${word} theirs`, friend.session);
+    const found = await searchAll(client, me.session, word);
+    assert.deepEqual(
+      found.map((m) => [m.message_id, m.user_id, m.user_name]),
+      [
+        [theirs, friendId, 'Good Friend'],
+        [mine, myId, 'Me Myself'],
+      ],
+    );
+    for (const m of found) assert.match(m.user_id, /^[0-9a-f]{32}$/);
   });
 
   it('keeps at most 100 results, newest first, and pages through them without gaps or repeats', async function () {
@@ -208,6 +299,85 @@ describe('search tasks', () => {
   });
 });
 
+/** A worker over the shared database and store, with `settings` and some queries replaced. */
+function testWorker(settings: Record<string, string>, queries: Partial<SearchQueries> = {}) {
+  const { db, kv } = harness().infra;
+  const store = new TaskStore(kv, 300);
+  const config = loadConfig(testEnv(settings)).search;
+  const worker = new SearchWorker(db, store, config, createLogger('silent'), { exact: searchExact, near: searchFuzzy, ...queries });
+  return { store, worker, config };
+}
+
+const taskMessage = (id: string): Buffer => Buffer.from(JSON.stringify({ task_id: id }));
+
+describe('the search worker', () => {
+  it('a task that keeps failing ends FAILED after exactly SEARCH_MAX_ATTEMPTS runs', async () => {
+    let runs = 0;
+    const { store, worker, config } = testWorker({ SEARCH_MAX_ATTEMPTS: '3' }, {
+      exact: async () => {
+        runs++;
+        throw new Error('the database said no');
+      },
+    });
+    assert.equal(config.maxAttempts, 3);
+    const u = await buildUser(harness().app.client);
+    const id = randomBytes(16).toString('hex');
+    await store.create(id, await accountId(u.userName), 'always failing');
+    // Each failed run puts the message back; the queue delivers it again.
+    let failures = 0;
+    for (let delivery = 0; delivery < 10; delivery++) {
+      try {
+        await worker.handle(taskMessage(id));
+        break;
+      } catch {
+        failures++;
+      }
+    }
+    assert.equal(failures, 3, 'every run but the last delivery fails');
+    assert.equal(runs, 3, 'the query ran once per attempt');
+    const record = await store.get(id);
+    assert.equal(record?.status, 'FAILED');
+    assert.equal(record?.attempts, 3);
+  });
+
+  it('a task past its deadline during the near-match phase ends SUCCESS with the exact matches it found', async function () {
+    this.timeout(20_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    const typo = word.slice(0, -1) + (word.endsWith('a') ? 'b' : 'a');
+    const older = await postMessage(client, chatId, userId, `${word} first`, u.session);
+    const newer = await postMessage(client, chatId, userId, `${word} second`, u.session);
+    await postMessage(client, chatId, userId, `${typo} a near match`, u.session);
+    const SLOW_MS = 3000;
+    let nearStarted = 0;
+    const { store, worker } = testWorker({ SEARCH_TIMEOUT_MS: '500' }, {
+      near: async (db, ...args) => {
+        nearStarted++;
+        const timeoutMs = args[4];
+        if (MODE === 'services') {
+          // A statement slower than the deadline: PostgreSQL cancels it (statement_timeout).
+          await withDeadline(db, timeoutMs, (trx) => trx.raw(`SELECT pg_sleep(${SLOW_MS / 1000})`));
+        } else {
+          // PGlite has no statement_timeout: only the worker's own timer can stop the wait.
+          await new Promise((r) => setTimeout(r, SLOW_MS));
+        }
+        return searchFuzzy(db, ...args);
+      },
+    });
+    const id = randomBytes(16).toString('hex');
+    await store.create(id, await accountId(u.userName), word);
+    const started = Date.now();
+    await worker.handle(taskMessage(id));
+    const took = Date.now() - started;
+    assert.equal(nearStarted, 1, 'the near-match phase ran');
+    assert.ok(took < SLOW_MS - 1000, `the task kept its deadline (took ${took} ms)`);
+    assert.equal((await store.get(id))?.status, 'SUCCESS');
+    assert.deepEqual((await store.results(id))?.map((r) => r.message_id), [newer, older]);
+  });
+});
+
 describe('the search query', () => {
   it('uses the full-text GIN index, not a sequential scan, over a filled table', async function () {
     this.timeout(60_000);
@@ -231,6 +401,12 @@ describe('the search query', () => {
     const plan = res.rows.map((r) => Object.values(r)[0]).join('\n');
     assert.match(plan, /messages_text_fts_idx/, plan);
     assert.doesNotMatch(plan, /Seq Scan on messages/, plan);
+    // The near-match query (every word within the typo tolerance) uses the trigram index.
+    const near = nearSearchSql(`${rare} note`);
+    const nearRes = (await db.raw(`EXPLAIN ${near.sql}`, [owner, ...near.terms, [], 100])) as { rows: Record<string, string>[] };
+    const nearPlan = nearRes.rows.map((r) => Object.values(r)[0]).join('\n');
+    assert.match(nearPlan, /messages_text_trgm_idx/, nearPlan);
+    assert.doesNotMatch(nearPlan, /Seq Scan on messages/, nearPlan);
     const found = await searchAll(client, u.session, rare);
     assert.equal(found.length, 4);
   });

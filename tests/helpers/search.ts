@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { Client } from './harness';
 
 export interface SearchPage {
-  messages: { message_id: string; chat_id: string; text: string; created_at: string }[];
+  messages: { message_id: string; chat_id: string; user_id: string; user_name: string; text: string; created_at: string }[];
   next: { iterator: string };
 }
 

@@ -17,6 +17,9 @@ export interface Task {
 export interface TaskResult {
   message_id: string;
   chat_id: string;
+  /** The author: member id in the chat and the name there. */
+  user_id: string;
+  user_name: string;
   text: string;
   created_at: string;
 }

@@ -15,8 +15,46 @@ function isTimeout(err: unknown): boolean {
 }
 
 function present(m: FoundMessage): TaskResult {
-  return { message_id: toWireId(m.id), chat_id: toWireId(m.chat_id), text: m.text, created_at: m.created_at.toISOString() };
+  return {
+    message_id: toWireId(m.id),
+    chat_id: toWireId(m.chat_id),
+    user_id: toWireId(m.member_id),
+    user_name: m.user_name,
+    text: m.text,
+    created_at: m.created_at.toISOString(),
+  };
 }
+
+/** The two queries a task runs; tests replace them to make one slow or failing. */
+export interface SearchQueries {
+  exact: typeof searchExact;
+  near: typeof searchFuzzy;
+}
+
+const QUERIES: SearchQueries = { exact: searchExact, near: searchFuzzy };
+
+function timeoutError(): Error {
+  return Object.assign(new Error('search deadline passed'), { code: '57014' });
+}
+
+/**
+ * Settles like `query`, or rejects as a timeout once `ms` have passed. The
+ * database cancels a statement past its statement_timeout itself; this is the
+ * backstop for one that cannot (the embedded PGlite has no statement_timeout),
+ * so the task keeps its deadline. A late outcome of the query is dropped.
+ */
+function withinMs<T>(query: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timeoutError()), ms);
+  });
+  query.catch(() => {});
+  return Promise.race([query, late]).finally(() => clearTimeout(timer));
+}
+
+// Grace over the deadline for the backstop timer, so the database's own
+// statement_timeout normally fires first.
+const BACKSTOP_GRACE_MS = 200;
 
 /** Reads a queue message: `{"task_id": "<32 hex>"}`, anything else is poison. */
 export function parseTaskMessage(body: Buffer): string {
@@ -42,6 +80,7 @@ export class SearchWorker {
     private readonly tasks: TaskStore,
     private readonly config: Config['search'],
     private readonly log: Logger,
+    private readonly queries: SearchQueries = QUERIES,
   ) {}
 
   /** The queue handler: resolves once the outcome is stored (then the message is acknowledged). */
@@ -75,7 +114,8 @@ export class SearchWorker {
   private async search(owner: string, phrase: string, deadline: number): Promise<{ results: TaskResult[]; timedOut: boolean }> {
     let exact: FoundMessage[];
     try {
-      exact = await searchExact(this.db, owner, phrase, MAX_RESULTS, deadline - Date.now());
+      const left = deadline - Date.now();
+      exact = await withinMs(this.queries.exact(this.db, owner, phrase, MAX_RESULTS, left), left + BACKSTOP_GRACE_MS);
     } catch (err) {
       if (!isTimeout(err)) throw err;
       return { results: [], timedOut: true };
@@ -85,8 +125,9 @@ export class SearchWorker {
     const left = deadline - Date.now();
     if (exact.length < MAX_RESULTS) {
       try {
-        if (left <= 0) throw Object.assign(new Error('deadline passed'), { code: '57014' });
-        fuzzy = await searchFuzzy(this.db, owner, phrase, exact.map((m) => m.id), MAX_RESULTS - exact.length, left);
+        if (left <= 0) throw timeoutError();
+        const near = this.queries.near(this.db, owner, phrase, exact.map((m) => m.id), MAX_RESULTS - exact.length, left);
+        fuzzy = await withinMs(near, left + BACKSTOP_GRACE_MS);
       } catch (err) {
         if (!isTimeout(err)) throw err;
         timedOut = true;
