@@ -317,8 +317,13 @@ export interface paths {
          *
          *     Matching is case-insensitive and language-agnostic (Russian and English
          *     alike), phrase-aware (the words in order), and tolerant of a typo or two.
-         *     Exact phrase matches are taken first, then near matches, at most 100 in
-         *     all; the results are ordered newest first. Only chats where your account
+         *     Exact phrase matches are taken first, then near matches: a near match
+         *     contains every word of the phrase, each exactly or with a typo or two, in
+         *     any order (a message lacking one of the words is never a result). Emoji
+         *     and other symbols in the phrase must occur in the message as typed, so a
+         *     phrase of emoji alone finds the messages that contain it. At most 100
+         *     results in all, ordered newest first; each names its author (`user_id`,
+         *     `user_name` in that chat). Only chats where your account
          *     has joined (has a `user_id`) are searched. A search that runs past its
          *     deadline (`SEARCH_TIMEOUT_MS`, default 5 s) stops and keeps what it found.
          *     A finished task and its results expire `SEARCH_TASK_TTL_SECONDS` (default
@@ -401,6 +406,10 @@ export interface components {
         SearchResult: {
             message_id: components["schemas"]["Id"];
             chat_id: components["schemas"]["Id"];
+            /** @description The author's `user_id` in that chat. */
+            user_id: components["schemas"]["Id"];
+            /** @description The author's name in that chat. */
+            user_name: string;
             text: string;
             /** Format: date-time */
             created_at: string;
