@@ -406,7 +406,6 @@ export interface components {
         SearchResult: {
             message_id: components["schemas"]["Id"];
             chat_id: components["schemas"]["Id"];
-            /** @description The author's `user_id` in that chat. */
             user_id: components["schemas"]["Id"];
             /** @description The author's name in that chat. */
             user_name: string;

@@ -14,11 +14,26 @@ export async function startSearch(client: Client, session: string, phrase: strin
   return id;
 }
 
+/**
+ * A GET that waits out the shared per-session rate limit (RPS_LIMIT): tests
+ * that post a hundred messages and then poll would otherwise meet a 429.
+ */
+async function getPaced(client: Client, path: string, session: string): Promise<{ body: unknown }> {
+  for (;;) {
+    const res = await client.get(path, session);
+    if (res.status !== 429) {
+      assert.equal(res.status, 200, `GET ${path}: ${res.status} ${res.text}`);
+      return res;
+    }
+    await new Promise((r) => setTimeout(r, 1000 * Number(res.headers['retry-after'] ?? 1)));
+  }
+}
+
 /** Polls the task's status until it is final (or `ms` pass) and returns it. */
 export async function waitForTask(client: Client, session: string, taskId: string, ms = 15_000): Promise<string> {
   const until = Date.now() + ms;
   for (;;) {
-    const res = await client.get(`/v1/chats/search/status/${taskId}`, session).expect(200);
+    const res = await getPaced(client, `/v1/chats/search/status/${taskId}`, session);
     const status = (res.body as { status: string }).status;
     if (status === 'SUCCESS' || status === 'FAILED' || Date.now() > until) return status;
     await new Promise((r) => setTimeout(r, 50));
@@ -33,7 +48,7 @@ export async function searchAll(client: Client, session: string, phrase: string,
   let from: string | undefined;
   for (;;) {
     const q = from === undefined ? `limit=${pageSize}` : `limit=${pageSize}&from=${from}`;
-    const page = (await client.get(`/v1/chats/search/${taskId}/messages?${q}`, session).expect(200)).body as SearchPage;
+    const page = (await getPaced(client, `/v1/chats/search/${taskId}/messages?${q}`, session)).body as SearchPage;
     if (page.messages.length === 0) return all;
     all.push(...page.messages);
     from = page.next.iterator;
