@@ -1,5 +1,5 @@
 # Shared by .ci/run: counted steps, time bounds, mocha counts and test floors.
-# Sourced, not run. The caller sets nothing; it reads PASSED, FAILED, STATUS.
+# Sourced, not run; the caller reads PASSED, FAILED, STATUS and RAN.
 # shellcheck shell=bash
 
 PASSED=0
@@ -35,7 +35,11 @@ check() {
   if bounded "$limit" "$@"; then PASSED=$((PASSED + 1)); else fail; fi
 }
 
-floor() { node -e 'const f = require("./" + process.argv[1]); const v = f[process.argv[2]]; if (!Number.isInteger(v)) process.exit(1); console.log(v)' "$FLOOR_FILE" "$1"; }
+# The floor of suite $1 from $FLOOR_FILE; fails when it has none.
+floor() {
+  node -e 'const v = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))[process.argv[2]];
+    if (!Number.isInteger(v)) process.exit(1); console.log(v)' "$FLOOR_FILE" "$1"
+}
 
 # Tests each suite ran (passed + failed), by name, for the floors.
 declare -A RAN=()
