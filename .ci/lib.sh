@@ -59,14 +59,15 @@ count_mocha() {
   fi
 }
 
-# Fails the suite (one more failure) when it ran fewer than $2 tests.
+# Fails the suite (one more failure) when it ran fewer than $2 tests; $3 says
+# where the minimum comes from.
 check_floor() {
-  local name=$1 min=$2 ran=${RAN[$1]:-0}
+  local name=$1 min=$2 why=${3:-floor in $FLOOR_FILE} ran=${RAN[$1]:-0}
   if [ "$ran" -lt "$min" ]; then
-    echo "$name ran $ran tests, fewer than its floor of $min ($FLOOR_FILE): counting one more failure"
+    echo "$name ran $ran tests, fewer than $min ($why): counting one more failure"
     fail
   else
-    echo "$name ran $ran tests (floor $min)"
+    echo "$name ran $ran tests (at least $min: $why)"
   fi
 }
 
