@@ -1,7 +1,7 @@
-# make help lists every target. Settings are environment variables (README, "Settings").
+# make help lists every target. Settings are environment variables (docs/settings.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install run-dev run-prod stop-prod logs-prod run-local migrate test test-services test-browser test-faults lint typecheck check bench docker-build compose-config ci
+.PHONY: help install build run-dev run-prod stop-prod logs-prod run-local migrate test test-services test-browser test-faults lint typecheck check bench docker-build compose-config ci
 
 IMAGE ?= messenger-api:latest
 # Docker Compose v2 plugin when present, else the standalone docker-compose.
@@ -16,6 +16,9 @@ node_modules: package.json package-lock.json
 	@touch node_modules
 
 install: node_modules ## install dependencies from the lockfile (npm ci)
+
+build: node_modules ## compile TypeScript into dist/ (npm run build; npm start does it too)
+	npm run -s build
 
 run-dev: node_modules ## embedded mode (PGlite in ./data, no services), reloads on change
 	npm run dev
@@ -54,7 +57,7 @@ lint: node_modules ## eslint
 typecheck: node_modules ## tsc in strict mode over sources and tests
 	npm run -s typecheck
 
-check: typecheck lint test test-browser test-services test-faults ## typecheck, lint and every suite
+check: typecheck lint build test test-browser test-services test-faults ## typecheck, lint, build, test, test-browser, test-services, test-faults
 
 bench: node_modules ## the benchmark (npm run bench)
 	npm run bench
