@@ -8,6 +8,7 @@ import { createApi, numbersToStrings, OperationRouter, RequestValidator, stringF
 import { APP_FACTORIES } from './apps';
 import { coreApp } from './apps/core';
 import { opsApp } from './apps/ops';
+import { webClient, webClientRoot } from './http/web-client';
 import { isStorableText } from './apps/input';
 import { STAGES, type ApiMiddleware, type App, type Handler, type Infra, type State } from './apps/types';
 
@@ -107,6 +108,8 @@ export async function createApp(infra: Infra): Promise<WebApp> {
   koa.silent = true;
   koa.use(errorHandler());
   koa.use(requestContext(infra));
+  // The web client's files (`/`, `/assets/*`): public, before routing and the session check.
+  koa.use(webClient({ root: webClientRoot() }));
   // Routing only records where the request goes: a session is checked first,
   // so an unknown path without one is 401, not 404.
   koa.use(async function route(ctx, next) {
