@@ -102,8 +102,9 @@ export function toast(text: string): void {
 /** Chats, newest activity first. */
 export const sortedChats = computed(() => Object.values(store.chats).sort((a, b) => (a.activity < b.activity ? 1 : a.activity > b.activity ? -1 : 0)));
 
+/** The server lacks this operation (yet): an unknown path, or a known path without this method. */
 function isNotFound(err: unknown): boolean {
-  return err instanceof ApiError && err.status === 404 && err.code === 'not-found';
+  return err instanceof ApiError && ((err.status === 404 && err.code === 'not-found') || (err.status === 405 && err.code === 'method-not-allowed'));
 }
 
 // Without GET /v1/chats the client remembers the chats it created or joined in this tab.
@@ -174,7 +175,7 @@ export async function loadChats(): Promise<void> {
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
     // The online dot of a direct chat is its other member's presence.
-    for (const c of res.chats.filter((x) => x.direct).slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id);
+    for (const c of res.chats.filter((x) => x.direct).slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
   } catch (err) {
     if (isNotFound(err)) {
       store.has.chatList = false;
@@ -366,7 +367,7 @@ export async function openChat(chatId: string): Promise<void> {
       if (++count >= unread) break;
     }
   }
-  void loadMembers(chatId);
+  void loadMembers(chatId).catch(() => undefined);
 }
 
 /** Closes the chat view (the history stays for a quick return). */
