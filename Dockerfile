@@ -14,6 +14,7 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY messenger ./messenger
 COPY migrations ./migrations
+COPY web ./web
 RUN npm run build
 
 # --- deps: production dependencies only, no compiler, no test tools

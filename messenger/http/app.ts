@@ -11,6 +11,7 @@ import { jsonBody } from './body';
 import { errorHandler, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
 import { OperationRouter } from './router';
+import { webClient, webClientRoot } from './web-client';
 
 /** A built web application: the Koa app, its enabled apps and their lifecycle. */
 export interface WebApp {
@@ -87,6 +88,8 @@ export async function createApp(deps: Deps): Promise<WebApp> {
   koa.silent = true;
   koa.use(errorHandler());
   koa.use(requestContext(deps.log));
+  // The web client's files (`/`, `/assets/*`): public, before routing and the session check.
+  koa.use(webClient({ root: webClientRoot() }));
   // Routing only records where the request goes: a session is checked first,
   // so an unknown path without one is 401, not 404.
   koa.use(async function route(ctx, next) {

@@ -1,0 +1,211 @@
+// HTTP access to the API: the session in memory, the refresh token in
+// sessionStorage (see docs/web-client.md, "Threat model"), errors as codes.
+import { reactive } from 'vue';
+
+/** An API error: the wire code (`{"message": code}`) and the HTTP status (0 when the network failed). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+  ) {
+    super(code);
+  }
+}
+
+const WORDS: Record<string, string> = {
+  'bad-parameters': 'Please check what you typed.',
+  'user-already-exists': 'That name is taken. Try another one, or log in.',
+  'user-not-found': 'No account with that name.',
+  'bad-password': 'Wrong password.',
+  'auth-failed': 'Please log in.',
+  'invalid-session-id': 'You were signed out. Please log in again.',
+  'session-id-expired': 'Your session expired. Please log in again.',
+  'invalid-refresh-token': 'You were signed out. Please log in again.',
+  'chat-not-found': 'No such chat, or you may not see it.',
+  'bad-cursor': 'That message is not in this chat.',
+  'task-not-found': 'The search has expired. Please search again.',
+  'task-not-complete': 'The search is still running.',
+  'task-failed': 'The search failed. Please try again.',
+  'not-found': 'This server does not offer that yet.',
+  'method-not-allowed': 'This server does not offer that.',
+  'payload-too-large': 'That is too long.',
+  'request-limit-exceeded': 'Too many requests. Wait a moment.',
+  'too-many-login-attempts': 'Too many failed attempts. Wait a while before trying again.',
+  'service-unavailable': 'The server is busy or restarting. Try again shortly.',
+  'internal-error': 'Something went wrong on the server.',
+  network: 'No connection to the server.',
+};
+
+/** Words for an error, for people rather than programs. */
+export function errorWords(err: unknown): string {
+  if (err instanceof ApiError) return WORDS[err.code] ?? `Error: ${err.code}`;
+  return 'Something went wrong.';
+}
+
+const REFRESH_KEY = 'messenger.refresh';
+const NAME_KEY = 'messenger.user';
+
+interface Tokens {
+  session_id: string;
+  refresh_token?: string;
+  expires_in?: number;
+}
+
+/** The signed-in account, as the UI sees it. `session` never leaves memory. */
+export const auth = reactive({
+  userName: '' as string,
+  signedIn: false,
+  // Why the user was signed out, shown on the login screen.
+  reason: '' as string,
+});
+
+let session: string | undefined;
+let refreshTimer: ReturnType<typeof setTimeout> | undefined;
+let refreshing: Promise<boolean> | undefined;
+const signOutListeners: Array<() => void> = [];
+
+/** Runs `fn` whenever the session ends (logout, expiry that refresh could not repair). */
+export function onSignOut(fn: () => void): void {
+  signOutListeners.push(fn);
+}
+
+function storage(): Storage | undefined {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return undefined;
+  }
+}
+
+function adopt(tokens: Tokens, userName: string): void {
+  session = tokens.session_id;
+  auth.userName = userName;
+  auth.signedIn = true;
+  auth.reason = '';
+  storage()?.setItem(NAME_KEY, userName);
+  clearTimeout(refreshTimer);
+  if (tokens.refresh_token !== undefined) {
+    storage()?.setItem(REFRESH_KEY, tokens.refresh_token);
+    // Renew well before the session ends (at 80% of its life, at least 5 s ahead).
+    const life = tokens.expires_in ?? 3600;
+    const inMs = Math.max(1000, Math.min(life * 800, (life - 5) * 1000));
+    refreshTimer = setTimeout(() => void refresh(), inMs);
+  } else {
+    storage()?.removeItem(REFRESH_KEY);
+  }
+}
+
+/** Forgets the session here (the server side is ended by the caller when it can). */
+export function signOut(reason = ''): void {
+  const was = auth.signedIn;
+  session = undefined;
+  clearTimeout(refreshTimer);
+  storage()?.removeItem(REFRESH_KEY);
+  auth.signedIn = false;
+  auth.reason = reason;
+  if (was) for (const fn of signOutListeners) fn();
+}
+
+/** Exchanges the refresh token for a new pair; one exchange at a time, whoever asks. */
+export function refresh(): Promise<boolean> {
+  refreshing ??= (async () => {
+    const token = storage()?.getItem(REFRESH_KEY);
+    if (!token) return false;
+    try {
+      const res = await raw('POST', '/v1/auth/refresh', { refresh_token: token });
+      adopt(res as Tokens, storage()?.getItem(NAME_KEY) ?? auth.userName);
+      return true;
+    } catch (err) {
+      // A network failure keeps the token for the next try; a refused token is gone.
+      if (err instanceof ApiError && err.status !== 0 && err.status < 500) storage()?.removeItem(REFRESH_KEY);
+      return false;
+    }
+  })().finally(() => {
+    refreshing = undefined;
+  });
+  return refreshing;
+}
+
+/** After a reload: a refresh token in this tab's storage brings the session back. */
+export async function restore(): Promise<boolean> {
+  if (!storage()?.getItem(REFRESH_KEY)) return false;
+  return refresh();
+}
+
+async function raw(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<unknown> {
+  const h: Record<string, string> = { ...headers };
+  if (body !== undefined) h['Content-Type'] = 'application/json';
+  if (session !== undefined && !path.startsWith('/v1/auth/refresh')) h.Authorization = `session_id ${session}`;
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'omit' });
+  } catch {
+    throw new ApiError(0, 'network');
+  }
+  // Bodies are JSON; anything else (a proxy's HTML page) counts as none.
+  const data: unknown = await res.json().catch(() => undefined);
+  if (!res.ok) {
+    const code = typeof data === 'object' && data !== null && typeof (data as { message?: unknown }).message === 'string'
+      ? (data as { message: string }).message
+      : `http-${res.status}`;
+    throw new ApiError(res.status, code);
+  }
+  return data;
+}
+
+const SESSION_ENDED = new Set(['invalid-session-id', 'session-id-expired', 'auth-failed']);
+
+/** Calls the API with the session; on a 401 refreshes once and retries, else signs out. */
+export async function api<T>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+  try {
+    return (await raw(method, path, body, headers)) as T;
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 401 || !SESSION_ENDED.has(err.code)) throw err;
+    if (await refresh()) return (await raw(method, path, body, headers)) as T;
+    signOut(errorWords(err));
+    throw err;
+  }
+}
+
+/** The session for the real-time connection's ticket request; undefined when signed out. */
+export function hasSession(): boolean {
+  return session !== undefined;
+}
+
+/** Creates an account, then logs in to it. */
+export async function register(userName: string, password: string): Promise<void> {
+  await raw('POST', '/v1/auth/register', { user_name: userName, password });
+  await login(userName, password);
+}
+
+/** Logs in and keeps the session (and the refresh token, when the server gives one). */
+export async function login(userName: string, password: string): Promise<void> {
+  const tokens = (await raw('POST', '/v1/auth/login', { user_name: userName, password })) as Tokens;
+  adopt(tokens, userName);
+}
+
+/** Ends this session on the server, then here. */
+export async function logout(all = false): Promise<void> {
+  try {
+    await raw('POST', all ? '/v1/auth/logout_all' : '/v1/auth/logout');
+  } finally {
+    signOut(all ? 'You logged out everywhere.' : '');
+  }
+}
+
+/** Changes the password; other sessions of the account end. */
+export async function changePassword(password: string, newPassword: string): Promise<void> {
+  await api('POST', '/v1/auth/password', { password, new_password: newPassword });
+}
+
+/** The account name remembered in this tab (not secret: shown on every message). */
+export function rememberedName(): string {
+  return storage()?.getItem(NAME_KEY) ?? '';
+}
+
+/** 32 lowercase hex characters from the CSPRNG (works outside secure contexts too, unlike randomUUID). */
+export function newId(): string {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}

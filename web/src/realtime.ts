@@ -1,0 +1,115 @@
+// The real-time connection: GET /v1/events over WebSocket with a one-use
+// ticket, reconnecting with backoff; while it is down the store polls.
+import { reactive } from 'vue';
+import { api, ApiError, refresh, signOut } from './api';
+
+/** `live`: frames arrive over the socket; `polling`: the socket is down or the server has none. */
+export const connection = reactive({ state: 'off' as 'off' | 'connecting' | 'live' | 'polling' });
+
+/** A frame from the server; fields are checked by whoever reads them. */
+export type Frame = Record<string, unknown> & { type?: unknown };
+
+interface Handlers {
+  frame(f: Frame): void;
+  /** The socket is open: send `resume`, then anything not yet acknowledged. */
+  opened(): void;
+}
+
+let handlers: Handlers | undefined;
+let socket: WebSocket | undefined;
+let attempt = 0;
+let timer: ReturnType<typeof setTimeout> | undefined;
+let running = false;
+
+function backoff(): number {
+  const base = Math.min(30_000, 500 * 2 ** attempt);
+  attempt += 1;
+  return base / 2 + Math.random() * (base / 2);
+}
+
+function schedule(ms: number): void {
+  clearTimeout(timer);
+  if (running) timer = setTimeout(() => void connect(), ms);
+}
+
+async function connect(): Promise<void> {
+  if (!running || socket !== undefined) return;
+  connection.state = 'connecting';
+  let ticket: string;
+  try {
+    ticket = (await api<{ ticket: string }>('POST', '/v1/events/ticket')).ticket;
+  } catch (err) {
+    connection.state = 'polling';
+    // No real-time endpoint on this server (yet): poll, and look again now and then.
+    if (err instanceof ApiError && err.code === 'not-found') schedule(60_000);
+    else if (running) schedule(backoff());
+    return;
+  }
+  if (!running) return;
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${proto}//${location.host}/v1/events?ticket=${encodeURIComponent(ticket)}`);
+  socket = ws;
+  ws.onopen = () => {
+    attempt = 0;
+    connection.state = 'live';
+    handlers?.opened();
+  };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data !== 'string') return;
+    let frame: unknown;
+    try {
+      frame = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    if (typeof frame === 'object' && frame !== null) handlers?.frame(frame as Frame);
+  };
+  ws.onclose = (ev) => {
+    if (socket === ws) socket = undefined;
+    if (!running) return;
+    connection.state = 'polling';
+    if (ev.code === 4401) {
+      // The session ended (logout elsewhere, password change, expiry): a refresh may bring a new one.
+      void refresh().then((ok) => {
+        if (ok) schedule(0);
+        else signOut('You were signed out.');
+      });
+      return;
+    }
+    schedule(backoff());
+  };
+}
+
+/** Starts the connection (idempotent). */
+export function startRealtime(h: Handlers): void {
+  handlers = h;
+  if (running) return;
+  running = true;
+  attempt = 0;
+  void connect();
+}
+
+/** Closes the connection and stops reconnecting. */
+export function stopRealtime(): void {
+  running = false;
+  clearTimeout(timer);
+  const ws = socket;
+  socket = undefined;
+  ws?.close(1000);
+  connection.state = 'off';
+}
+
+/** Sends a frame when the socket is open; false otherwise (the caller falls back to HTTP). */
+export function sendFrame(frame: object): boolean {
+  if (socket === undefined || socket.readyState !== WebSocket.OPEN) return false;
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+// Back online: try at once instead of waiting out the backoff.
+window.addEventListener('online', () => {
+  if (running && socket === undefined) {
+    attempt = 0;
+    schedule(0);
+  }
+});

@@ -1,0 +1,640 @@
+// The client's state: chats, the history of each opened chat (a bounded
+// window of messages), members and presence, and the outbox of messages not
+// yet acknowledged by the server.
+import { computed, reactive, shallowReactive } from 'vue';
+import { api, ApiError, auth, errorWords, newId, onSignOut } from './api';
+import { connection, sendFrame, startRealtime, stopRealtime, type Frame } from './realtime';
+
+/** One message as the API and the `message` frame give it. */
+export interface Msg {
+  message_id: string;
+  user_id: string;
+  user_name: string;
+  text: string;
+  created_at: string;
+}
+
+/** A chat list item (GET /v1/chats), plus what the client learns live. */
+export interface Chat {
+  chat_id: string;
+  chat_name: string;
+  user_id: string | null;
+  direct: boolean;
+  last_message: Msg | null;
+  unread: number;
+  /** Newest activity (last message, else when we learnt of the chat), for sorting. */
+  activity: string;
+}
+
+export interface Member {
+  user_id: string;
+  user_name: string;
+  online: boolean | null;
+}
+
+/** A message on its way: shown at once as pending, retried with the same client_id until acknowledged. */
+export interface Outgoing {
+  client_id: string;
+  chat_id: string;
+  user_id: string;
+  text: string;
+  state: 'pending' | 'failed';
+  error: string;
+  message_id?: string;
+}
+
+/** Messages are paged in blocks; the window keeps at most WINDOW of them in the DOM. */
+export const BLOCK = 100;
+export const WINDOW = 300;
+const ZERO = '00000000000000000000000000000000';
+
+/** What the chat view renders for one chat. */
+export interface View {
+  /** Index (position in the chat) of messages[0]. */
+  start: number;
+  messages: Msg[];
+  total: number;
+  loading: boolean;
+  dividerId: string;
+}
+
+interface History {
+  /** message_id → index, for every message seen (ids only, so 10,000 messages cost little). */
+  index: Map<string, number>;
+  /** checkpoints[k]: the cursor just before message k*BLOCK, so any block can be fetched again with `from`. */
+  checkpoints: string[];
+  /** Cursor after the last known message: where polling and `resume` continue. */
+  tail: string;
+  scanning: Promise<void> | undefined;
+  scanned: boolean;
+  /** Live frames that came while a scan was running; applied after it. */
+  buffered: Msg[];
+  readIndex: number;
+  readTimer: ReturnType<typeof setTimeout> | undefined;
+  view: View;
+}
+
+export const store = reactive({
+  chats: {} as Record<string, Chat>,
+  members: {} as Record<string, Member[]>,
+  outbox: [] as Outgoing[],
+  openChat: '' as string,
+  toasts: [] as Array<{ id: number; text: string }>,
+  /** Which parallel endpoints this server has; false after a 404 not-found. */
+  has: { chatList: true, members: true, read: true, direct: true, users: true },
+});
+
+const histories = new Map<string, History>();
+let toastSeq = 0;
+let pollTimer: ReturnType<typeof setInterval> | undefined;
+let listTimer: ReturnType<typeof setInterval> | undefined;
+
+/** A short message at the bottom of the screen (read out by screen readers). */
+export function toast(text: string): void {
+  const id = ++toastSeq;
+  store.toasts.push({ id, text });
+  setTimeout(() => {
+    const i = store.toasts.findIndex((t) => t.id === id);
+    if (i >= 0) store.toasts.splice(i, 1);
+  }, 5000);
+}
+
+/** Chats, newest activity first. */
+export const sortedChats = computed(() => Object.values(store.chats).sort((a, b) => (a.activity < b.activity ? 1 : a.activity > b.activity ? -1 : 0)));
+
+/** The server lacks this operation (yet): an unknown path, or a known path without this method. */
+function isNotFound(err: unknown): boolean {
+  return err instanceof ApiError && ((err.status === 404 && err.code === 'not-found') || (err.status === 405 && err.code === 'method-not-allowed'));
+}
+
+// Without GET /v1/chats the client remembers the chats it created or joined in this tab.
+function localKey(): string {
+  return `messenger.chats.${auth.userName}`;
+}
+
+function saveLocal(): void {
+  if (store.has.chatList) return;
+  const list = Object.values(store.chats).map((c) => ({ chat_id: c.chat_id, chat_name: c.chat_name, user_id: c.user_id, direct: c.direct }));
+  sessionStorage.setItem(localKey(), JSON.stringify(list));
+}
+
+function loadLocal(): void {
+  let list: unknown;
+  try {
+    list = JSON.parse(sessionStorage.getItem(localKey()) ?? '[]');
+  } catch {
+    list = [];
+  }
+  if (!Array.isArray(list)) return;
+  for (const c of list as Array<Partial<Chat>>) {
+    if (typeof c.chat_id === 'string' && !(c.chat_id in store.chats)) {
+      upsertChat({ chat_id: c.chat_id, chat_name: String(c.chat_name ?? ''), user_id: c.user_id ?? null, direct: Boolean(c.direct) });
+    }
+  }
+}
+
+/** Adds or updates a chat list item. */
+export function upsertChat(c: Partial<Chat> & { chat_id: string }): Chat {
+  const old = store.chats[c.chat_id];
+  const defaults: Chat = {
+    chat_id: c.chat_id,
+    chat_name: '',
+    user_id: null,
+    direct: false,
+    last_message: null,
+    unread: 0,
+    activity: new Date().toISOString(),
+  };
+  const merged: Chat = Object.assign(defaults, old, Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined)));
+  if (c.last_message) merged.activity = c.last_message.created_at;
+  store.chats[c.chat_id] = merged;
+  saveLocal();
+  return store.chats[c.chat_id];
+}
+
+/** A chat's name for people: its name, else the start of its id. */
+export function chatTitle(c: Chat | undefined, id = ''): string {
+  if (c?.chat_name) return c.chat_name;
+  return `Chat ${(c?.chat_id ?? id).slice(0, 8)}`;
+}
+
+/** Loads the chat list (GET /v1/chats); without that endpoint, the chats remembered in this tab. */
+export async function loadChats(): Promise<void> {
+  if (!store.has.chatList) return;
+  try {
+    const res = await api<{ chats: Array<Omit<Chat, 'activity'> & { created_at?: string }> }>('GET', '/v1/chats?limit=1000');
+    const seen = new Set<string>();
+    for (const c of res.chats) {
+      seen.add(c.chat_id);
+      const old = store.chats[c.chat_id];
+      upsertChat({
+        ...c,
+        activity: c.last_message?.created_at ?? old?.activity ?? c.created_at ?? '1970-01-01T00:00:00Z',
+        unread: c.chat_id === store.openChat && document.visibilityState === 'visible' ? Math.min(c.unread, old?.unread ?? c.unread) : c.unread,
+      });
+    }
+    for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
+    // The online dot of a direct chat is its other member's presence.
+    for (const c of res.chats.filter((x) => x.direct).slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
+  } catch (err) {
+    if (isNotFound(err)) {
+      store.has.chatList = false;
+      loadLocal();
+    } else throw err;
+  }
+}
+
+function history(chatId: string): History {
+  let h = histories.get(chatId);
+  if (h === undefined) {
+    h = {
+      index: new Map(),
+      checkpoints: [],
+      tail: ZERO,
+      scanning: undefined,
+      scanned: false,
+      buffered: [],
+      readIndex: -1,
+      readTimer: undefined,
+      view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '' }),
+    };
+    histories.set(chatId, h);
+  }
+  return h;
+}
+
+/** The view of a chat (created empty on first use). */
+export function view(chatId: string): View {
+  return history(chatId).view;
+}
+
+function following(h: History): boolean {
+  return h.view.start + h.view.messages.length === h.view.total;
+}
+
+/** Appends messages in chat order; skips any already seen; keeps the window bounded while it follows the end. */
+function ingest(chatId: string, msgs: Msg[], live: boolean): void {
+  const h = history(chatId);
+  if (msgs.length === 0) return;
+  const follow = following(h);
+  const added: Msg[] = [];
+  for (const m of msgs) {
+    if (h.index.has(m.message_id)) continue;
+    const i = h.view.total;
+    if (i % BLOCK === 0) h.checkpoints[i / BLOCK] = h.tail;
+    h.index.set(m.message_id, i);
+    h.tail = m.message_id;
+    h.view.total = i + 1;
+    added.push(m);
+    const sent = store.outbox.findIndex((o) => o.message_id === m.message_id);
+    if (sent >= 0) store.outbox.splice(sent, 1);
+  }
+  if (added.length === 0) return;
+  if (follow) {
+    let next = h.view.messages.concat(added);
+    if (next.length > WINDOW) {
+      h.view.start += next.length - WINDOW;
+      next = next.slice(next.length - WINDOW);
+    }
+    h.view.messages = next;
+  }
+  const last = added[added.length - 1];
+  const chat = store.chats[chatId];
+  if (chat !== undefined) {
+    chat.last_message = last;
+    chat.activity = last.created_at;
+    if (live) {
+      const mine = added.filter((m) => m.user_id === chat.user_id).length;
+      const visible = store.openChat === chatId && document.visibilityState === 'visible';
+      if (!visible) chat.unread += added.length - mine;
+    }
+  }
+  // Members we have not heard of yet (without the members endpoint, authors are all we know).
+  const list = store.members[chatId];
+  if (list !== undefined) {
+    for (const m of added) if (!list.some((x) => x.user_id === m.user_id)) list.push({ user_id: m.user_id, user_name: m.user_name, online: null });
+  }
+}
+
+/** Reads the chat from its last known cursor to the end (the first time: from the start, keeping only the last window). */
+export function scan(chatId: string): Promise<void> {
+  const h = history(chatId);
+  h.scanning ??= (async () => {
+    try {
+      for (;;) {
+        const res = await api<{ messages: Msg[]; next: { iterator: string } }>(
+          'GET',
+          `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`,
+        );
+        ingest(chatId, res.messages, h.scanned);
+        if (res.messages.length < 1000) break;
+      }
+      h.scanned = true;
+    } finally {
+      const buffered = h.buffered;
+      h.buffered = [];
+      h.scanning = undefined;
+      ingest(chatId, buffered, true);
+    }
+  })();
+  return h.scanning;
+}
+
+async function page(chatId: string, from: string, limit: number): Promise<Msg[]> {
+  const res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=${limit}&from=${from}`);
+  return res.messages;
+}
+
+/** Scrolling back: fetches the block before the window again from its checkpoint. Returns how many were added. */
+export async function loadOlder(chatId: string): Promise<number> {
+  const h = history(chatId);
+  const v = h.view;
+  if (v.start === 0 || v.loading) return 0;
+  v.loading = true;
+  try {
+    const block = Math.floor((v.start - 1) / BLOCK);
+    const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK);
+    const older = msgs.slice(0, v.start - block * BLOCK);
+    let next = older.concat(v.messages);
+    if (next.length > WINDOW) next = next.slice(0, WINDOW);
+    v.start = block * BLOCK;
+    v.messages = next;
+    return older.length;
+  } finally {
+    v.loading = false;
+  }
+}
+
+/** Scrolling forward again after having scrolled back. */
+export async function loadNewer(chatId: string): Promise<void> {
+  const h = history(chatId);
+  const v = h.view;
+  if (following(h) || v.loading || v.messages.length === 0) return;
+  v.loading = true;
+  try {
+    const msgs = await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK);
+    let next = v.messages.concat(msgs.slice(0, v.total - v.start - v.messages.length));
+    if (next.length > WINDOW) {
+      v.start += next.length - WINDOW;
+      next = next.slice(next.length - WINDOW);
+    }
+    v.messages = next;
+  } finally {
+    v.loading = false;
+  }
+}
+
+/** Shows the window around message `messageId` (a search result); false when it is not in the chat. */
+export async function jumpTo(chatId: string, messageId: string): Promise<boolean> {
+  await scan(chatId);
+  const h = history(chatId);
+  const i = h.index.get(messageId);
+  if (i === undefined) return false;
+  const block = Math.max(0, Math.floor(i / BLOCK) - 1);
+  const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK * 3);
+  h.view.start = block * BLOCK;
+  h.view.messages = msgs.slice(0, Math.min(WINDOW, h.view.total - block * BLOCK));
+  return true;
+}
+
+/** Back to the newest messages. */
+export async function jumpToLatest(chatId: string): Promise<void> {
+  const h = history(chatId);
+  if (following(h)) return;
+  const block = Math.floor(Math.max(0, h.view.total - BLOCK * 2) / BLOCK);
+  const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, 1000);
+  h.view.start = block * BLOCK;
+  h.view.messages = msgs.slice(0, h.view.total - block * BLOCK);
+  await scan(chatId);
+}
+
+/** Opens a chat: its history up to now, members, and where the "new messages" divider goes. */
+export async function openChat(chatId: string): Promise<void> {
+  store.openChat = chatId;
+  const h = history(chatId);
+  const unread = store.chats[chatId]?.unread ?? 0;
+  await scan(chatId);
+  if (store.openChat !== chatId) return;
+  // The divider sits above the oldest unread message written by others.
+  const me = store.chats[chatId]?.user_id;
+  let count = 0;
+  h.view.dividerId = '';
+  if (unread > 0) {
+    for (let i = h.view.messages.length - 1; i >= 0; i--) {
+      const m = h.view.messages[i];
+      if (m.user_id === me) continue;
+      h.view.dividerId = m.message_id;
+      if (++count >= unread) break;
+    }
+  }
+  void loadMembers(chatId).catch(() => undefined);
+}
+
+/** Closes the chat view (the history stays for a quick return). */
+export function closeChat(): void {
+  store.openChat = '';
+}
+
+/** Members with presence (GET /v1/chats/{id}/users); without it, the authors seen so far. */
+export async function loadMembers(chatId: string): Promise<void> {
+  if (store.has.members) {
+    try {
+      const res = await api<{ users: Member[] }>('GET', `/v1/chats/${chatId}/users`);
+      store.members[chatId] = res.users;
+      return;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      store.has.members = false;
+    }
+  }
+  const seen = new Map<string, Member>();
+  for (const m of history(chatId).view.messages) seen.set(m.user_id, { user_id: m.user_id, user_name: m.user_name, online: null });
+  const me = store.chats[chatId]?.user_id;
+  if (me && !seen.has(me)) seen.set(me, { user_id: me, user_name: auth.userName, online: true });
+  store.members[chatId] = [...seen.values()];
+}
+
+/** Whether the other side of a direct chat (or anyone else in a group) is online. */
+export function chatOnline(chatId: string): boolean {
+  const me = store.chats[chatId]?.user_id;
+  return (store.members[chatId] ?? []).some((m) => m.user_id !== me && m.online === true);
+}
+
+/** A message came into view: moves the read marker forward (batched). */
+export function seen(chatId: string, messageId: string): void {
+  const h = history(chatId);
+  const i = h.index.get(messageId);
+  if (i === undefined || i <= h.readIndex || document.visibilityState !== 'visible') return;
+  h.readIndex = i;
+  clearTimeout(h.readTimer);
+  h.readTimer = setTimeout(() => void postRead(chatId, messageId), 300);
+}
+
+async function postRead(chatId: string, messageId: string): Promise<void> {
+  const chat = store.chats[chatId];
+  const h = history(chatId);
+  if (!store.has.read) {
+    if (chat && h.readIndex >= h.view.total - 1) chat.unread = 0;
+    return;
+  }
+  try {
+    const res = await api<{ unread: number }>('POST', `/v1/chats/${chatId}/read`, { message_id: messageId });
+    if (chat) chat.unread = res.unread;
+  } catch (err) {
+    if (isNotFound(err)) {
+      store.has.read = false;
+      if (chat && h.readIndex >= h.view.total - 1) chat.unread = 0;
+    }
+  }
+}
+
+// ---- sending ----------------------------------------------------------------
+
+const retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+
+/** Sends a message: shown at once as pending, then delivered (socket, else HTTP) until acknowledged. */
+export function send(chatId: string, text: string): void {
+  const chat = store.chats[chatId];
+  if (!chat?.user_id) return;
+  store.outbox.push({ client_id: newId(), chat_id: chatId, user_id: chat.user_id, text, state: 'pending', error: '' });
+  deliver(store.outbox[store.outbox.length - 1], 0);
+}
+
+/** Tries a failed message again (same client_id: never stored twice). */
+export function retry(o: Outgoing): void {
+  o.state = 'pending';
+  o.error = '';
+  deliver(o, 0);
+}
+
+/** Gives up on a failed message. */
+export function discard(o: Outgoing): void {
+  const i = store.outbox.indexOf(o);
+  if (i >= 0) store.outbox.splice(i, 1);
+}
+
+function later(o: Outgoing, attempt: number): void {
+  clearTimeout(retryTimers.get(o.client_id));
+  const ms = Math.min(15_000, 1000 * 2 ** attempt);
+  retryTimers.set(o.client_id, setTimeout(() => deliver(o, attempt + 1), ms));
+}
+
+function deliver(o: Outgoing, attempt: number): void {
+  if (!store.outbox.includes(o) || o.state !== 'pending' || o.message_id !== undefined) return;
+  const frame = { type: 'send', client_id: o.client_id, chat_id: o.chat_id, user_id: o.user_id, message: o.text };
+  if (sendFrame(frame)) {
+    later(o, attempt); // resent with the same client_id until the ack
+    return;
+  }
+  void (async () => {
+    try {
+      const res = await api<{ message_id: string }>(
+        'POST',
+        `/v1/chats/${o.chat_id}/messages?user_id=${o.user_id}`,
+        { message: o.text },
+        { 'Idempotency-Key': o.client_id },
+      );
+      acked(o.client_id, res.message_id);
+    } catch (err) {
+      const transient = err instanceof ApiError && (err.status === 0 || err.status >= 500 || err.status === 429);
+      if (transient) later(o, attempt);
+      else failed(o.client_id, errorWords(err));
+    }
+  })();
+}
+
+function acked(clientId: string, messageId: string): void {
+  clearTimeout(retryTimers.get(clientId));
+  retryTimers.delete(clientId);
+  const o = store.outbox.find((x) => x.client_id === clientId);
+  if (o === undefined) return;
+  o.message_id = messageId;
+  // Already here (the frame came before the ack): the bubble goes; else it waits for the frame or the next poll.
+  if (history(o.chat_id).index.has(messageId)) discard(o);
+  else if (connection.state !== 'live') void scan(o.chat_id).catch(() => undefined);
+}
+
+function failed(clientId: string, words: string): void {
+  clearTimeout(retryTimers.get(clientId));
+  const o = store.outbox.find((x) => x.client_id === clientId);
+  if (o === undefined) return;
+  o.state = 'failed';
+  o.error = words;
+}
+
+// ---- real-time frames ---------------------------------------------------------
+
+function str(v: unknown): string {
+  return typeof v === 'string' ? v : '';
+}
+
+function onFrame(f: Frame): void {
+  const chatId = str(f.chat_id);
+  switch (f.type) {
+    case 'message': {
+      const m: Msg = { message_id: str(f.message_id), user_id: str(f.user_id), user_name: str(f.user_name), text: str(f.text), created_at: str(f.created_at) };
+      if (!(chatId in store.chats)) void loadChats().catch(() => undefined); // a chat we did not know of yet
+      const h = history(chatId);
+      if (h.scanning) h.buffered.push(m);
+      else if (h.scanned) ingest(chatId, [m], true);
+      else {
+        // Not opened yet: only the list item changes; opening it reads the history.
+        const chat = store.chats[chatId];
+        if (chat) {
+          chat.last_message = m;
+          chat.activity = m.created_at;
+          if (m.user_id !== chat.user_id) chat.unread += 1;
+        }
+        const o = store.outbox.find((x) => x.message_id === m.message_id);
+        if (o) discard(o);
+      }
+      break;
+    }
+    case 'member': {
+      const list = store.members[chatId];
+      const member = { user_id: str(f.user_id), user_name: str(f.user_name), online: true };
+      if (list && !list.some((x) => x.user_id === member.user_id)) list.push(member);
+      if (!(chatId in store.chats)) void loadChats().catch(() => undefined);
+      break;
+    }
+    case 'read': {
+      const chat = store.chats[chatId];
+      if (chat && typeof f.unread === 'number') chat.unread = f.unread;
+      break;
+    }
+    case 'presence': {
+      if (typeof f.online !== 'boolean') break;
+      const uid = str(f.user_id);
+      const name = str(f.user_name);
+      for (const [cid, list] of Object.entries(store.members)) {
+        if (chatId && cid !== chatId) continue;
+        for (const m of list) if ((uid && m.user_id === uid) || (!uid && name && m.user_name === name)) m.online = f.online;
+      }
+      break;
+    }
+    case 'reset': {
+      // The server will not replay: page from where we are.
+      if (history(chatId).scanned) void scan(chatId).catch(() => undefined);
+      break;
+    }
+    case 'ack':
+      acked(str(f.client_id), str(f.message_id));
+      break;
+    case 'error':
+      if (f.client_id !== undefined) failed(str(f.client_id), errorWords(new ApiError(400, str(f.message))));
+      break;
+    default:
+      break;
+  }
+}
+
+function onOpened(): void {
+  const chats: Record<string, string> = {};
+  for (const [id, h] of histories) if (h.scanned) chats[id] = h.tail;
+  sendFrame({ type: 'resume', chats });
+  void loadChats().catch(() => undefined);
+  for (const o of store.outbox) if (o.state === 'pending' && o.message_id === undefined) deliver(o, 0);
+}
+
+/** After sign-in: chat list, real-time connection, and polling while the connection is down. */
+export async function startSession(): Promise<void> {
+  startRealtime({ frame: onFrame, opened: onOpened });
+  await loadChats().catch((err: unknown) => toast(errorWords(err)));
+  clearInterval(pollTimer);
+  clearInterval(listTimer);
+  // Degraded mode: without a live socket, the open chat is polled with `next` every 2 s.
+  pollTimer = setInterval(() => {
+    if (connection.state === 'live' || !store.openChat) return;
+    if (history(store.openChat).scanned) void scan(store.openChat).catch(() => undefined);
+  }, 2000);
+  listTimer = setInterval(() => {
+    if (connection.state !== 'live' && store.has.chatList) void loadChats().catch(() => undefined);
+  }, 10_000);
+}
+
+onSignOut(() => {
+  stopRealtime();
+  clearInterval(pollTimer);
+  clearInterval(listTimer);
+  for (const t of retryTimers.values()) clearTimeout(t);
+  retryTimers.clear();
+  histories.clear();
+  store.chats = {};
+  store.members = {};
+  store.outbox = [];
+  store.openChat = '';
+  store.has = { chatList: true, members: true, read: true, direct: true, users: true };
+});
+
+// ---- chats ----------------------------------------------------------------------
+
+/** Creates a chat and joins it under the account name. */
+export async function createChat(name: string): Promise<string> {
+  const { chat_id } = await api<{ chat_id: string }>('POST', '/v1/chats', { chat_name: name });
+  upsertChat({ chat_id, chat_name: name });
+  await joinChat(chat_id, auth.userName);
+  return chat_id;
+}
+
+/** Joins a chat by id under `displayName`. */
+export async function joinChat(chatId: string, displayName: string): Promise<void> {
+  const { user_id } = await api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: displayName });
+  upsertChat({ chat_id: chatId, user_id });
+  await loadChats().catch(() => undefined);
+}
+
+/** Opens (or finds) the one-to-one chat with another account. */
+export async function startDirect(userName: string): Promise<string> {
+  const { chat_id, user_id } = await api<{ chat_id: string; user_id: string }>('POST', '/v1/direct', { user_name: userName });
+  upsertChat({ chat_id, user_id, direct: true, chat_name: store.chats[chat_id]?.chat_name || userName });
+  await loadChats().catch(() => undefined);
+  return chat_id;
+}
+
+/** The chat id in a pasted link or id (`…/#/join/<id>`, 32 hex or the dashed form); '' when there is none. */
+export function parseChatId(input: string): string {
+  const m = /([0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12})/i.exec(input);
+  return m ? m[1].replace(/-/g, '').toLowerCase() : '';
+}
+
+export { isNotFound };
