@@ -1,0 +1,98 @@
+import type { Redis } from 'ioredis';
+import type { Kv } from './kv';
+import { RedisKv } from './kv';
+
+/**
+ * Who is online: an account is online while it has an open real-time
+ * connection on any instance. Each instance marks its connected accounts
+ * with a heartbeat; a mark expires after `ttlSeconds` unless renewed, so an
+ * instance that dies leaves nobody online for longer than that (SPEC: 60 s).
+ */
+export interface Presence {
+  /** Marks (or re-marks) these accounts as connected to this instance. */
+  heartbeat(instance: string, accountIds: string[]): Promise<void>;
+  /** This instance no longer has a connection for the account. */
+  leave(instance: string, accountId: string): Promise<void>;
+  /** Which of these accounts are online on any instance. */
+  online(accountIds: string[]): Promise<Set<string>>;
+}
+
+/** Default lifetime of a presence mark; instances renew marks more often than this. */
+export const PRESENCE_TTL_SECONDS = 45;
+
+/**
+ * Redis: one sorted set per account, `presence:<account>`, whose members are
+ * instance ids scored with the time their mark expires. Online = a score in
+ * the future (ZCOUNT), one pipelined command per account asked about; the key
+ * itself expires too, so nothing is left behind by dead instances.
+ */
+class RedisPresence implements Presence {
+  constructor(
+    private readonly redis: Redis,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  async heartbeat(instance: string, accountIds: string[]): Promise<void> {
+    if (accountIds.length === 0) return;
+    const until = Date.now() + this.ttlSeconds * 1000;
+    const pipe = this.redis.pipeline();
+    for (const a of accountIds) {
+      pipe.zadd(`presence:${a}`, until, instance);
+      pipe.expire(`presence:${a}`, this.ttlSeconds);
+    }
+    await pipe.exec();
+  }
+
+  async leave(instance: string, accountId: string): Promise<void> {
+    await this.redis.zrem(`presence:${accountId}`, instance);
+  }
+
+  async online(accountIds: string[]): Promise<Set<string>> {
+    const ids = [...new Set(accountIds)];
+    if (ids.length === 0) return new Set();
+    const now = Date.now();
+    const pipe = this.redis.pipeline();
+    for (const a of ids) pipe.zcount(`presence:${a}`, now, '+inf');
+    const res = (await pipe.exec()) ?? [];
+    return new Set(ids.filter((_, i) => Number(res[i]?.[1] ?? 0) > 0));
+  }
+}
+
+/** The embedded mode: one process, marks with an expiry time in a Map. */
+class MemoryPresence implements Presence {
+  private readonly marks = new Map<string, Map<string, number>>();
+
+  constructor(private readonly ttlSeconds: number) {}
+
+  async heartbeat(instance: string, accountIds: string[]): Promise<void> {
+    const until = Date.now() + this.ttlSeconds * 1000;
+    for (const a of accountIds) {
+      let m = this.marks.get(a);
+      if (m === undefined) {
+        m = new Map();
+        this.marks.set(a, m);
+      }
+      m.set(instance, until);
+    }
+  }
+
+  async leave(instance: string, accountId: string): Promise<void> {
+    const m = this.marks.get(accountId);
+    m?.delete(instance);
+    if (m !== undefined && m.size === 0) this.marks.delete(accountId);
+  }
+
+  async online(accountIds: string[]): Promise<Set<string>> {
+    const now = Date.now();
+    const out = new Set<string>();
+    for (const a of accountIds) {
+      for (const until of this.marks.get(a)?.values() ?? []) if (until > now) out.add(a);
+    }
+    return out;
+  }
+}
+
+/** Presence over the deployment's key-value store: Redis keys with a TTL, or memory. */
+export function createPresence(kv: Kv, ttlSeconds = PRESENCE_TTL_SECONDS): Presence {
+  return kv instanceof RedisKv ? new RedisPresence(kv.redis, ttlSeconds) : new MemoryPresence(ttlSeconds);
+}
