@@ -13,6 +13,7 @@ import type { Db } from './infra/db';
 import type { Kv } from './infra/kv';
 import type { Logger } from './infra/logger';
 import type { Broker } from './infra/broker';
+import type { Presence } from './infra/presence';
 import type { operations } from './generated/openapi';
 
 /** The caller's session, set by the auth app. */
@@ -101,6 +102,8 @@ export interface Deps {
   kv: Kv;
   /** Domain events: in memory (embedded mode) or Redis pub/sub (services mode). */
   events: EventBus;
+  /** Who has an open real-time connection (Redis marks with a TTL, or memory). */
+  presence: Presence;
   /** Named queues; present when an enabled app queues anything. */
   broker?: Broker;
 }

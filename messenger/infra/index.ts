@@ -6,6 +6,7 @@ import { createDb, migrateLatest } from './db';
 import { createKv, RedisKv } from './kv';
 import { createLogger, type Logger } from './logger';
 import { MemoryPubSub, RedisPubSub, type PubSub } from './pubsub';
+import { createPresence } from './presence';
 import { Shutdown } from './shutdown';
 
 export interface BuiltInfra extends Deps {
@@ -46,5 +47,5 @@ export async function buildInfra(config: Config, log: Logger = createLogger(conf
   });
   const broker = needsBroker(config) ? await createBroker(config, log) : undefined;
   if (broker !== undefined) shutdown.add('broker', () => broker.close());
-  return { config, log, db, kv, events, broker, shutdown };
+  return { config, log, db, kv, events, presence: createPresence(kv), broker, shutdown };
 }
