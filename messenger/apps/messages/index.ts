@@ -1,7 +1,8 @@
-import { insertMessage, pageOfChat, type MessageRow } from '../../db/messages';
+import { pageOfChat, type MessageRow } from '../../db/messages';
+import { postMessage } from './post';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
-import { charLength, field, intParam, queryParam } from '../input';
+import { field, intParam, queryParam } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
 
 /** The wire form of one message. */
@@ -16,35 +17,20 @@ function present(row: MessageRow) {
 }
 
 /** Messages: post as one of your chat identities, page through a chat oldest first. */
-const messagesApp: AppFactory = ({ config, db, events }): App => ({
+const messagesApp: AppFactory = (deps): App => ({
   name: 'messages',
   requires: ['chats'],
   middleware: {},
   handlers: {
     async postMessage(ctx, req) {
-      const chatId = parseId(req.params.chat_id);
-      if (chatId === null) throw new NotFound('chat-not-found');
-      const text = field(req.body, 'message');
-      const length = charLength(text);
-      if (length === 0 || length > config.messageMaxLength) throw new BadRequest();
-      const memberId = parseId(queryParam(req.query.user_id));
-      if (memberId === null) throw new NotFound('user-not-found');
-      const accountId = ctx.state.session?.accountId ?? null;
-      const res = await insertMessage(db, chatId, memberId, accountId, text);
-      if ('missing' in res) throw new NotFound(res.missing === 'chat' ? 'chat-not-found' : 'user-not-found');
-      // After commit, before the 201: reactors (the cache) see it before the client can read again.
-      await events.publish('message.stored', {
-        chatId: toWireId(chatId),
-        messageId: toWireId(res.id),
-        userId: toWireId(memberId),
-        userName: res.user_name,
-        accountId,
-        text,
-        createdAt: res.created_at.toISOString(),
-        seq: Number(res.seq),
+      const { messageId } = await postMessage(deps, {
+        chatId: req.params.chat_id,
+        userId: queryParam(req.query.user_id),
+        accountId: ctx.state.session?.accountId ?? null,
+        text: field(req.body, 'message'),
       });
       ctx.status = 201;
-      ctx.body = { message_id: toWireId(res.id) };
+      ctx.body = { message_id: messageId };
     },
 
     async listMessages(ctx, req) {
@@ -55,7 +41,7 @@ const messagesApp: AppFactory = ({ config, db, events }): App => ({
       const cursorId = from === undefined ? ZERO_ID : parseId(from);
       if (cursorId === null) throw new BadRequest('bad-cursor');
       const fromStart = toWireId(cursorId) === ZERO_ID;
-      const page = await pageOfChat(db, chatId, ctx.state.session?.accountId ?? null, fromStart ? null : cursorId, limit);
+      const page = await pageOfChat(deps.db, chatId, ctx.state.session?.accountId ?? null, fromStart ? null : cursorId, limit);
       if ('missing' in page) {
         if (page.missing === 'chat') throw new NotFound('chat-not-found');
         throw new BadRequest('bad-cursor');
