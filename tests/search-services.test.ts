@@ -7,7 +7,7 @@ import { TaskStore, type Task } from '../messenger/apps/search/tasks';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
 import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
-import { ServiceProcess } from './helpers/process';
+import { ServiceProcess, freePort } from './helpers/process';
 import { startSearch, waitForTask } from './helpers/search';
 import { TcpProxy } from './helpers/tcp-proxy';
 
@@ -62,6 +62,21 @@ if (MODE === 'services') {
       await web.close();
       await conn.close();
       await deleteQueues(queue);
+    });
+
+    it('the consumer process serves /health and /metrics on METRICS_PORT, its task counts included', async () => {
+      const port = await freePort();
+      await consumer({ METRICS_PORT: String(port), LOG_LEVEL: 'info' });
+      const taskId = await startSearch(web.client, user.session, 'consumer found');
+      assert.equal(await waitForTask(web.client, user.session, taskId), 'SUCCESS');
+      const health = await fetch(`http://127.0.0.1:${port}/health`);
+      assert.equal(health.status, 200);
+      const body = (await health.json()) as { checks: Record<string, { status: string }> };
+      assert.deepEqual(Object.keys(body.checks).sort(), ['postgresql', 'rabbitmq', 'redis']);
+      for (const c of Object.values(body.checks)) assert.equal(c.status, 'ok');
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(metrics, /^messenger_search_tasks_total\{outcome="success"\} 1$/m);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/nope`)).status, 404);
     });
 
     it('a task waits in the durable queue until a consumer process runs it to SUCCESS', async () => {

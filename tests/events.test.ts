@@ -1,0 +1,190 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { EventBus, parseEvent, type MessageStored } from '../messenger/events';
+import { createLogger } from '../messenger/infra/logger';
+import { MemoryPubSub, RedisPubSub, type PubSub } from '../messenger/infra/pubsub';
+import { appDirectories, loadAppModules } from '../messenger/apps/registry';
+import { MODE, RUN_ID } from './helpers/env';
+import { harness } from './helpers/harness';
+import { buildChat, buildUser, joinChat, postMessage } from './helpers/factories';
+
+const log = createLogger('silent');
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** A pub/sub adapter of the mode under test: Redis in the services mode, memory otherwise. */
+function adapter(shared?: MemoryPubSub): PubSub {
+  return MODE === 'services' ? new RedisPubSub(REDIS_URL, `test:${RUN_ID}:ev:`, log) : (shared ?? new MemoryPubSub());
+}
+
+function stored(text: string): MessageStored {
+  return {
+    chatId: 'a'.repeat(32), messageId: 'b'.repeat(32), userId: 'c'.repeat(32), userName: 'Ann',
+    accountId: null, text, createdAt: new Date(0).toISOString(), seq: 1,
+  };
+}
+
+/** Resolves with the first `n` values pushed, or fails after `ms`. */
+function collect<T>(n: number, ms = 5000): { push: (v: T) => void; done: Promise<T[]> } {
+  const got: T[] = [];
+  let resolve: (v: T[]) => void = () => {};
+  const done = new Promise<T[]>((res, rej) => {
+    resolve = res;
+    setTimeout(() => rej(new Error(`got ${got.length} of ${n} events within ${ms} ms`)), ms).unref();
+  });
+  return { push: (v) => { got.push(v); if (got.length === n) resolve(got); }, done };
+}
+
+describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} adapter)`, () => {
+  const opened: PubSub[] = [];
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((p) => p.close()));
+  });
+
+  /** Two buses as two instances would have them (one channel between them). */
+  async function twoInstances(): Promise<[EventBus, EventBus]> {
+    const shared = new MemoryPubSub();
+    const a = adapter(shared);
+    const b = MODE === 'services' ? adapter() : a;
+    opened.push(a, ...(b === a ? [] : [b]));
+    const buses: [EventBus, EventBus] = [new EventBus(a, log), new EventBus(b, log)];
+    await Promise.all(buses.map((bus) => bus.start()));
+    // Redis SUBSCRIBE is asynchronous: wait until a probe comes back to both.
+    const probe = collect<MessageStored>(2);
+    const undo = buses.map((bus) => bus.subscribe('message.stored', (e) => { if (e.text === 'probe') probe.push(e); }));
+    const tick = setInterval(() => void buses[0].publish('message.stored', stored('probe')), 100);
+    try {
+      await probe.done;
+    } finally {
+      clearInterval(tick);
+      undo.forEach((u) => u());
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    return buses;
+  }
+
+  it('a subscriber on every instance gets each event once, with its payload intact', async () => {
+    const [a, b] = await twoInstances();
+    const onA = collect<MessageStored>(2);
+    const onB = collect<MessageStored>(2);
+    a.subscribe('message.stored', onA.push);
+    b.subscribe('message.stored', onB.push);
+    await a.publish('message.stored', stored('one'));
+    await b.publish('message.stored', stored('two'));
+    const [gotA, gotB] = await Promise.all([onA.done, onB.done]);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(gotA.length, 2, 'no duplicates on instance A');
+    assert.equal(gotB.length, 2, 'no duplicates on instance B');
+    assert.deepEqual(gotA.map((e) => e.text).sort(), ['one', 'two']);
+    assert.deepEqual(gotB.map((e) => e.text).sort(), ['one', 'two']);
+    assert.deepEqual(gotA.find((e) => e.text === 'one'), stored('one'));
+  });
+
+  it('reactors run once, in the publishing process, before publish resolves', async () => {
+    const [a, b] = await twoInstances();
+    const ran: string[] = [];
+    a.react('message.stored', async (e) => {
+      await new Promise((r) => setTimeout(r, 20));
+      ran.push(`a:${e.text}`);
+    });
+    b.react('message.stored', async (e) => { ran.push(`b:${e.text}`); });
+    await a.publish('message.stored', stored('x'));
+    assert.deepEqual(ran, ['a:x']);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(ran, ['a:x'], 'no other instance reacts to it');
+  });
+
+  it('a failing reactor or subscriber is logged, never thrown at the publisher', async () => {
+    const [a] = await twoInstances();
+    a.react('member.joined', async () => { throw new Error('boom'); });
+    const seen = collect<string>(1);
+    a.subscribe('member.joined', () => { throw new Error('boom too'); });
+    a.subscribe('member.joined', (e) => seen.push(e.userName));
+    await a.publish('member.joined', { chatId: 'a'.repeat(32), userId: 'b'.repeat(32), userName: 'Bo', accountId: null });
+    assert.deepEqual(await seen.done, ['Bo']);
+  });
+
+  it('an unsubscribed listener gets nothing more', async () => {
+    const [a] = await twoInstances();
+    const got: string[] = [];
+    const undo = a.subscribe('read.moved', (e) => { got.push(e.messageId); });
+    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '1'.repeat(32), unread: 0 });
+    await new Promise((r) => setTimeout(r, 150));
+    undo();
+    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '2'.repeat(32), unread: 0 });
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(got, ['1'.repeat(32)]);
+  });
+
+  it('a stored message through the API publishes message.stored with its place in the chat', async () => {
+    const { client } = harness().app;
+    const events = harness().infra.events;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session, 'Ann');
+    const got = collect<MessageStored>(2);
+    const undo = events.subscribe('message.stored', (e) => { if (e.chatId === chatId) got.push(e); });
+    try {
+      const first = await postMessage(client, chatId, userId, 'hello', u.session);
+      const second = await postMessage(client, chatId, userId, 'again', u.session);
+      const [e1, e2] = await got.done;
+      assert.deepEqual(
+        { ...e1, createdAt: undefined },
+        { chatId, messageId: first, userId, userName: 'Ann', accountId: e1.accountId, text: 'hello', createdAt: undefined, seq: 1 },
+      );
+      assert.match(String(e1.accountId), /^[0-9a-f-]{32,36}$/);
+      assert.equal(e2.messageId, second);
+      assert.equal(e2.seq, 2);
+      assert.ok(Date.parse(e2.createdAt) >= Date.parse(e1.createdAt));
+    } finally {
+      undo();
+    }
+  });
+});
+
+describe('event parsing', () => {
+  it('accepts exactly the known events with every field of the right type, dropping extra fields', () => {
+    const ok = parseEvent(JSON.stringify({ name: 'session.ended', data: { accountId: 'x', tokenHashes: ['h'], reason: 'logout', extra: 1 } }));
+    assert.deepEqual(ok, { name: 'session.ended', data: { accountId: 'x', tokenHashes: ['h'], reason: 'logout' } });
+    for (const bad of [
+      'not json',
+      'null',
+      JSON.stringify({ name: 'nope', data: {} }),
+      JSON.stringify({ name: 'session.ended', data: { accountId: 'x', tokenHashes: 'h', reason: 'logout' } }),
+      JSON.stringify({ name: 'message.stored', data: { ...stored('t'), seq: '1' } }),
+      JSON.stringify({ name: 'read.moved' }),
+    ]) {
+      assert.equal(parseEvent(bad), undefined, bad);
+    }
+  });
+});
+
+describe('apps are folders', () => {
+  it('a folder with one index file exporting `app` is an app that can react to a stored message', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'apps-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'shout'));
+      fs.writeFileSync(
+        path.join(dir, 'shout', 'index.js'),
+        `exports.app = { name: 'shout', create: (deps) => ({ name: 'shout', requires: [], middleware: {}, handlers: {},
+           reactors: { 'message.stored': async (e) => { deps.heard.push(e.text.toUpperCase()); } } }) };`,
+      );
+      assert.deepEqual(appDirectories(dir), ['shout']);
+      const mod = loadAppModules(dir).get('shout');
+      assert.ok(mod !== undefined);
+      const heard: string[] = [];
+      const app = mod.create({ heard } as never, new Set(['shout']));
+      const bus = new EventBus(new MemoryPubSub(), log);
+      for (const [name, fn] of Object.entries(app.reactors ?? {})) bus.react(name as 'message.stored', fn as never);
+      await bus.publish('message.stored', stored('hi'));
+      assert.deepEqual(heard, ['HI']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('this build ships the apps APPS can name', () => {
+    assert.deepEqual(appDirectories().slice(0, 6), ['auth', 'chats', 'messages', 'search', 'throttling', 'caching']);
+  });
+});
