@@ -38,6 +38,8 @@ export interface Config {
   bcryptCost: number;
   messageMaxLength: number;
   bodyLimitBytes: number;
+  /** Longest time to receive a whole request (headers and body) before answering 408. */
+  requestTimeoutMs: number;
   logLevel: LogLevel;
   /** Grace period for in-flight work on SIGTERM before the process quits anyway. */
   shutdownTimeoutMs: number;
@@ -218,6 +220,7 @@ export function loadConfig(env: Env = process.env): Config {
     bcryptCost: r.int('BCRYPT_COST', 10, 4, 15),
     messageMaxLength: r.int('MESSAGE_MAX_LENGTH', 16384, 1, 1_000_000),
     bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),
+    requestTimeoutMs: r.int('REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
     logLevel: logLevel as LogLevel,
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     metricsToken,

@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'request-limit-exceeded'
   | 'too-many-login-attempts'
   | 'service-unavailable'
+  | 'request-timeout'
+  | 'headers-too-large'
   | 'internal-error';
 
 /** An error with a stable wire code; `status` is the HTTP status it maps to. */
@@ -33,6 +35,8 @@ export class AppError extends Error {
     public readonly code: ErrorCode,
     /** Seconds the client should wait before retrying (sent as Retry-After). */
     public readonly retryAfter?: number,
+    /** What was wrong, for the client (`detail`): a field and its rule, never internals. */
+    public readonly detail?: string,
   ) {
     super(code);
     this.name = new.target.name;
@@ -41,8 +45,8 @@ export class AppError extends Error {
 
 /** 400: the request is wrong in a way the client can fix. */
 export class BadRequest extends AppError {
-  constructor(code: ErrorCode = 'bad-parameters') {
-    super(400, code);
+  constructor(code: ErrorCode = 'bad-parameters', detail?: string) {
+    super(400, code, undefined, detail);
   }
 }
 
@@ -78,6 +82,8 @@ export interface WireError {
   status: number;
   code: ErrorCode;
   retryAfter?: number;
+  /** What was wrong, when the code alone does not say (a field and its rule). */
+  detail?: string;
   /** True when the failure is ours, not the client's, and must be logged in full. */
   unexpected: boolean;
 }
@@ -126,7 +132,7 @@ export function isUnavailable(err: unknown): boolean {
 /** Maps anything thrown while serving a request to its wire status and code. */
 export function toWireError(err: unknown): WireError {
   if (err instanceof AppError) {
-    return { status: err.status, code: err.code, retryAfter: err.retryAfter, unexpected: false };
+    return { status: err.status, code: err.code, retryAfter: err.retryAfter, detail: err.detail, unexpected: false };
   }
   if (err instanceof Error) {
     const status = field(err, 'status') ?? field(err, 'statusCode');
@@ -144,4 +150,9 @@ export function toWireError(err: unknown): WireError {
     if (isUnavailable(err)) return { status: 503, code: 'service-unavailable', unexpected: false };
   }
   return { status: 500, code: 'internal-error', unexpected: true };
+}
+
+/** The JSON body of an error answer: the code, and what was wrong when known. */
+export function errorBody(wire: Pick<WireError, 'code' | 'detail'>): { message: ErrorCode; detail?: string } {
+  return wire.detail === undefined ? { message: wire.code } : { message: wire.code, detail: wire.detail };
 }

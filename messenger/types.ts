@@ -27,6 +27,8 @@ export interface Session {
 /** Everything a request carries between middleware (`ctx.state`). */
 export interface State {
   requestId: string;
+  /** When the request reached the app (epoch ms): the receive deadline counts from here. */
+  startedAt: number;
   log: Logger;
   /** Set by the auth app; absent when auth is off. */
   session?: Session;

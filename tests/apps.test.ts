@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { ConfigError, loadConfig } from '../messenger/config';
 import { AppSetupError, buildApps } from '../messenger/http/app';
 import { harness, startApp, type Running } from './helpers/harness';
-import { buildChat, buildUser, getPage, joinChat, postMessage } from './helpers/factories';
+import { buildChat, buildUser, getPage, joinChat, postMessage, badParameters } from './helpers/factories';
 
 describe('apps and settings', () => {
   describe('with AUTH_DISABLED=1', () => {
@@ -137,7 +137,7 @@ describe('request errors', () => {
     const { client } = harness().app;
     const u = await buildUser(client);
     for (const body of ['"just a string"', '42', 'null', '[]']) {
-      await client.post('/v1/chats', body, u.session).expect(400, { message: 'bad-parameters' });
+      await client.post('/v1/chats', body, u.session).expect(400).expect(badParameters);
     }
   });
 });

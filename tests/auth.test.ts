@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { loadConfig } from '../messenger/config';
 import { harness, startApp } from './helpers/harness';
-import { buildUser, uniq } from './helpers/factories';
+import { buildUser, uniq, badParameters } from './helpers/factories';
 
 function sessionKey(token: string): string {
   return `session:${createHash('sha256').update(Buffer.from(token, 'hex')).digest('hex')}`;
@@ -43,14 +43,14 @@ describe('POST /v1/auth/register', () => {
     it(`returns 400 bad-parameters for ${what} and creates nobody`, async () => {
       const { client } = harness().app;
       const before = await harness().infra.db('users').count<{ count: string }[]>('* as count');
-      await client.post('/v1/auth/register', body as object).expect(400, { message: 'bad-parameters' });
+      await client.post('/v1/auth/register', body as object).expect(400).expect(badParameters);
       const after = await harness().infra.db('users').count<{ count: string }[]>('* as count');
       assert.equal(Number(after[0].count), Number(before[0].count));
     });
   }
 
   it('returns 400 bad-parameters for malformed JSON', async () => {
-    await harness().app.client.post('/v1/auth/register', '{"user_name": "x",').expect(400, { message: 'bad-parameters' });
+    await harness().app.client.post('/v1/auth/register', '{"user_name": "x",').expect(400).expect(badParameters);
   });
 
   it('accepts a password of exactly 72 bytes and a 255-character name', async () => {
@@ -90,7 +90,7 @@ describe('POST /v1/auth/login', () => {
   });
 
   it('returns 400 bad-parameters for a missing user_name', async () => {
-    await harness().app.client.post('/v1/auth/login', { password: 'x' }).expect(400, { message: 'bad-parameters' });
+    await harness().app.client.post('/v1/auth/login', { password: 'x' }).expect(400).expect(badParameters);
   });
 
   it('records the session in PostgreSQL by hash only, with its expiry', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { harness } from './helpers/harness';
-import { buildChat, buildUser, joinChat, uniq } from './helpers/factories';
+import { buildChat, buildUser, joinChat, uniq, badParameters } from './helpers/factories';
 
 describe('POST /v1/chats', () => {
   it('returns 201 with a 32-hex chat_id and stores the chat with its creator', async () => {
@@ -50,7 +50,7 @@ describe('POST /v1/chats', () => {
     it(`returns 400 bad-parameters for ${what} and creates no chat`, async () => {
       const { client } = harness().app;
       const u = await buildUser(client);
-      await client.post('/v1/chats', body as object, u.session).expect(400, { message: 'bad-parameters' });
+      await client.post('/v1/chats', body as object, u.session).expect(400).expect(badParameters);
       const [{ count }] = await harness().infra.db('chats as c').join('users as u', 'u.id', 'c.owner_id').where('u.user_name', u.userName).count<{ count: string }[]>('* as count');
       assert.equal(Number(count), 0);
     });
@@ -59,7 +59,7 @@ describe('POST /v1/chats', () => {
   it('returns 400 bad-parameters for malformed JSON', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
-    await client.post('/v1/chats', '{"chat_name": ', u.session).expect(400, { message: 'bad-parameters' });
+    await client.post('/v1/chats', '{"chat_name": ', u.session).expect(400).expect(badParameters);
   });
 });
 
@@ -124,9 +124,9 @@ describe('POST /v1/chats/{chat_id}/users', () => {
     const { client } = harness().app;
     const u = await buildUser(client);
     const chatId = await buildChat(client, u.session);
-    await client.post(`/v1/chats/${chatId}/users`, { user_name: '' }, u.session).expect(400, { message: 'bad-parameters' });
-    await client.post(`/v1/chats/${chatId}/users`, { user_name: 'x'.repeat(256) }, u.session).expect(400, { message: 'bad-parameters' });
-    await client.post(`/v1/chats/${chatId}/users`, {}, u.session).expect(400, { message: 'bad-parameters' });
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: '' }, u.session).expect(400).expect(badParameters);
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: 'x'.repeat(256) }, u.session).expect(400).expect(badParameters);
+    await client.post(`/v1/chats/${chatId}/users`, {}, u.session).expect(400).expect(badParameters);
     const rows = await harness().infra.db('chat_members').where('chat_id', chatId);
     assert.equal(rows.length, 0);
   });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { harness } from './helpers/harness';
-import { buildChat, buildUser, getPage, joinChat, postMessage, type Page } from './helpers/factories';
+import { buildChat, buildUser, getPage, joinChat, postMessage, type Page, badParameters } from './helpers/factories';
 
 const ZERO = '0'.repeat(32);
 
@@ -39,7 +39,7 @@ describe('POST /v1/chats/{chat_id}/messages', () => {
 
   it('returns 400 bad-parameters for a message over MESSAGE_MAX_LENGTH and stores nothing', async () => {
     const { client, u, chatId, userId } = await chatWithMember();
-    await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: 'x'.repeat(16385) }, u.session).expect(400, { message: 'bad-parameters' });
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: 'x'.repeat(16385) }, u.session).expect(400).expect(badParameters);
     assert.equal(await messageCount(chatId), 0);
   });
 
@@ -53,7 +53,7 @@ describe('POST /v1/chats/{chat_id}/messages', () => {
   for (const [what, body] of bad) {
     it(`returns 400 bad-parameters for ${what} and stores nothing`, async () => {
       const { client, u, chatId, userId } = await chatWithMember();
-      await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, body as object, u.session).expect(400, { message: 'bad-parameters' });
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, body as object, u.session).expect(400).expect(badParameters);
       assert.equal(await messageCount(chatId), 0);
     });
   }
@@ -67,7 +67,7 @@ describe('POST /v1/chats/{chat_id}/messages', () => {
 
   it('returns 400 bad-parameters without user_id', async () => {
     const { client, u, chatId } = await chatWithMember();
-    await client.post(`/v1/chats/${chatId}/messages`, { message: 'x' }, u.session).expect(400, { message: 'bad-parameters' });
+    await client.post(`/v1/chats/${chatId}/messages`, { message: 'x' }, u.session).expect(400).expect(badParameters);
   });
 
   it('returns 404 user-not-found for a user_id of another account, and stores nothing', async () => {
@@ -180,7 +180,7 @@ describe('GET /v1/chats/{chat_id}/messages', () => {
     it(`answers 400 bad-parameters for limit=${String(limit)}`, async () => {
       const { client, u, chatId } = await chatWithMember();
       const q = limit === undefined ? '' : `?limit=${limit}`;
-      await client.get(`/v1/chats/${chatId}/messages${q}`, u.session).expect(400, { message: 'bad-parameters' });
+      await client.get(`/v1/chats/${chatId}/messages${q}`, u.session).expect(400).expect(badParameters);
     });
   }
 

@@ -7,7 +7,7 @@ import { loadConfig } from '../messenger/config';
 import { createLogger } from '../messenger/infra/logger';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp } from './helpers/harness';
-import { buildChat, buildUser, joinChat, postMessage, type TestUser } from './helpers/factories';
+import { buildChat, buildUser, joinChat, postMessage, type TestUser, badParameters } from './helpers/factories';
 import { searchAll, startSearch, waitForTask, type SearchPage } from './helpers/search';
 
 /** A word no other test writes. */
@@ -43,14 +43,14 @@ describe('POST /v1/chats/search', () => {
     it(`returns 400 bad-parameters for the phrase ${JSON.stringify(phrase)} (3 or fewer characters)`, async () => {
       const { client } = harness().app;
       const u = await buildUser(client);
-      await client.post('/v1/chats/search', { message: phrase }, u.session).expect(400, { message: 'bad-parameters' });
+      await client.post('/v1/chats/search', { message: phrase }, u.session).expect(400).expect(badParameters);
     });
   }
 
   it('returns 400 bad-parameters without a phrase, and 401 without a session', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
-    await client.post('/v1/chats/search', {}, u.session).expect(400, { message: 'bad-parameters' });
+    await client.post('/v1/chats/search', {}, u.session).expect(400).expect(badParameters);
     await client.post('/v1/chats/search', { message: 'hello' }).expect(401, { message: 'auth-failed' });
   });
 
@@ -262,7 +262,7 @@ describe('search tasks', () => {
     const taskId = await startSearch(client, u.session, word);
     await waitForTask(client, u.session, taskId);
     for (const limit of ['0', '1001', 'x']) {
-      await client.get(`/v1/chats/search/${taskId}/messages?limit=${limit}`, u.session).expect(400, { message: 'bad-parameters' });
+      await client.get(`/v1/chats/search/${taskId}/messages?limit=${limit}`, u.session).expect(400).expect(badParameters);
     }
     for (const from of [other, 'bad']) {
       await client.get(`/v1/chats/search/${taskId}/messages?limit=5&from=${from}`, u.session).expect(400, { message: 'bad-cursor' });

@@ -427,8 +427,15 @@ export interface components {
             iterator: components["schemas"]["Id"];
         };
         Error: {
+            /**
+             * @description What was wrong, when the code alone does not say: the field and its
+             *     rule (`limit: an integer from 1 to 1000`, `chat_name: required`).
+             *     Only on `400 bad-parameters` for a request that does not match this
+             *     document; never internals. Clients should branch on `message` only.
+             */
+            detail?: string;
             /** @enum {string} */
-            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "internal-error";
+            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
         };
     };
     responses: {

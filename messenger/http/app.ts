@@ -127,7 +127,7 @@ export async function createApp(deps: Deps): Promise<WebApp> {
     await next();
   });
 
-  koa.use(jsonBody(deps.config.bodyLimitBytes, validator.withBody));
+  koa.use(jsonBody(deps.config.bodyLimitBytes, validator.withBody, deps.config.requestTimeoutMs));
 
   koa.use(async function dispatch(ctx) {
     const operationId = ctx.state.operationId as OperationId;
@@ -140,10 +140,11 @@ export async function createApp(deps: Deps): Promise<WebApp> {
       for (const f of fields) if (typeof obj[f] === 'string' && !isStorableText(obj[f])) throw new BadRequest();
     }
     const params = ctx.state.params ?? {};
-    const query = ctx.query as Record<string, string | string[] | undefined>;
-    if (!validator.valid(operationId, { params, query, headers: ctx.headers, body })) {
-      throw new BadRequest();
-    }
+    const query = validator.declaredQuery(operationId, ctx.query as Record<string, string | string[] | undefined>);
+    const violation = validator.check(operationId, { params, query, headers: ctx.headers, body });
+    // A path that names nothing is not found (SPEC: a malformed id in a path is "not found").
+    if (violation?.in === 'path') throw new NotFound('not-found');
+    if (violation !== undefined) throw new BadRequest('bad-parameters', violation.detail);
     // The validator has checked every part against swagger.yml: the input has the generated types' shape.
     await handler(ctx, { params, query, body } as unknown as OperationInput<OperationId>);
   });

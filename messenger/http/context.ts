@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { toWireError } from '../errors';
+import { errorBody, toWireError } from '../errors';
 import { observeRequest } from '../infra/metrics';
 import type { Logger } from '../infra/logger';
 import type { ApiMiddleware } from '../types';
@@ -14,7 +14,7 @@ export function errorHandler(): ApiMiddleware {
       if (wire.unexpected) ctx.state.log.error({ err }, 'unexpected error');
       else if (wire.status === 503) ctx.state.log.warn({ err: err instanceof Error ? err.message : err }, 'backend unavailable');
       ctx.status = wire.status;
-      ctx.body = { message: wire.code };
+      ctx.body = errorBody(wire);
       if (wire.retryAfter !== undefined) ctx.set('Retry-After', String(wire.retryAfter));
     }
   };
@@ -29,6 +29,7 @@ export function requestContext(log: Logger): ApiMiddleware {
     const incoming = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
     ctx.state.requestId = requestId;
+    ctx.state.startedAt = Date.now();
     ctx.state.log = log.child({ requestId });
     ctx.set('X-Request-Id', requestId);
     ctx.set('X-Content-Type-Options', 'nosniff');

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import addFormats from 'ajv-formats';
 import OpenAPIBackend, { type Operation } from 'openapi-backend';
-import type { ValidateFunction } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import type { OpenAPIV3 } from 'openapi-types';
 
 export type Api = OpenAPIBackend;
@@ -72,7 +72,7 @@ export async function createApi(): Promise<Api> {
     ignoreTrailingSlashes: false,
     // openapi-backend makes an Ajv instance per validator; checking each schema against
     // the JSON Schema meta-schema would compile that meta-schema in every one of them.
-    ajvOpts: { allErrors: false, validateSchema: false },
+    ajvOpts: { allErrors: false, validateSchema: false, verbose: true },
     customizeAjv: (ajv) => {
       addFormats(ajv, ['date-time']);
       return ajv;
@@ -93,6 +93,7 @@ export interface RequestParts {
 /** Validates requests with openapi-backend's validators, compiled once per operation from swagger.yml. */
 export class RequestValidator {
   private readonly validators = new Map<string, ValidateFunction<unknown>[]>();
+  private readonly queryNames = new Map<string, Set<string>>();
   /** The operations that take a request body (the only ones whose body is read). */
   readonly withBody: Set<string>;
 
@@ -101,13 +102,25 @@ export class RequestValidator {
     for (const op of api.getOperations()) {
       if (op.operationId === undefined) continue;
       this.validators.set(op.operationId, api.validator.getRequestValidatorsForOperation(op.operationId));
+      const params = (op.parameters ?? []) as OpenAPIV3.ParameterObject[];
+      this.queryNames.set(op.operationId, new Set(params.filter((p) => p.in === 'query').map((p) => p.name)));
     }
   }
 
-  /** True when the request matches the operation's parameters and body schema. */
-  valid(operationId: string, req: RequestParts): boolean {
+  /**
+   * The query parameters the operation declares; others (cache busters such
+   * as `_=1700000000`) are ignored, as unknown body fields are.
+   */
+  declaredQuery(operationId: string, query: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined> {
+    const names = this.queryNames.get(operationId);
+    const out: Record<string, string | string[] | undefined> = {};
+    for (const [k, v] of Object.entries(query)) if (names?.has(k) === true) out[k] = v;
+    return out;
+  }
+
+  /** Why the request does not match the operation's parameters and body schema, or undefined when it does. */
+  check(operationId: string, req: RequestParts): Violation | undefined {
     const validators = this.validators.get(operationId) ?? [];
-    if (validators.length === 0) return true;
     const input: Record<string, unknown> = {
       path: { ...req.params },
       // Copied: ajv's type coercion writes into what it validates.
@@ -116,9 +129,62 @@ export class RequestValidator {
       cookie: {},
     };
     if (this.withBody.has(operationId)) input.requestBody = req.body;
-    for (const validate of validators) if (!validate(input)) return false;
-    return true;
+    for (const validate of validators) {
+      if (!validate(input)) return violation(validate.errors?.[0]);
+    }
+    return undefined;
   }
+}
+
+/** What failed validation: where (path parameters, query, body) and a sentence for `detail`. */
+export interface Violation {
+  in: 'path' | 'query' | 'header' | 'body';
+  detail: string;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** The rule a schema states, in words (`an integer from 1 to 1000`). */
+export function describeSchema(schema: OpenAPIV3.SchemaObject | undefined): string {
+  if (schema === undefined) return 'not allowed here';
+  if (Array.isArray(schema.enum)) return `one of ${schema.enum.join(', ')}`;
+  switch (schema.type) {
+    case 'integer': {
+      const { minimum: min, maximum: max } = schema;
+      if (min !== undefined && max !== undefined) return `an integer from ${min} to ${max}`;
+      if (min !== undefined) return `an integer of at least ${min}`;
+      return 'an integer';
+    }
+    case 'string': {
+      const parts = ['a string'];
+      const { minLength: min, maxLength: max } = schema;
+      if (min !== undefined && max !== undefined) parts.push(`of ${min} to ${plural(max, 'character')}`);
+      else if (max !== undefined) parts.push(`of at most ${plural(max, 'character')}`);
+      else if (min !== undefined) parts.push(`of at least ${plural(min, 'character')}`);
+      if (schema.pattern === '\\S') parts.push('that is not only spaces');
+      return parts.join(' ');
+    }
+    case 'object':
+      return 'a JSON object';
+    case 'array':
+      return 'an array';
+    default:
+      return schema.type === undefined ? 'a valid value' : `a ${schema.type}`;
+  }
+}
+
+function violation(err: ErrorObject | undefined): Violation {
+  if (err === undefined) return { in: 'body', detail: 'the request does not match the operation' };
+  const parts = err.instancePath.split('/').filter(Boolean);
+  const where = parts[0] === 'requestBody' ? 'body' : ((parts[0] ?? 'body') as Violation['in']);
+  if (err.keyword === 'required') {
+    const missing = String((err.params as { missingProperty?: unknown }).missingProperty);
+    return { in: where, detail: `${missing}: required` };
+  }
+  const name = parts.length > 1 ? parts.slice(1).join('.') : where;
+  return { in: where, detail: `${name}: ${describeSchema(err.parentSchema as OpenAPIV3.SchemaObject | undefined)}` };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 
@@ -15,12 +16,41 @@ export interface DrainableServer {
   drain(drainBy: number): Promise<void>;
 }
 
+const PARSER_ERRORS: Record<string, [number, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'headers-too-large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'request-timeout'],
+};
+
+/**
+ * Answers what Node's HTTP parser refuses (huge headers, malformed framing,
+ * a request not received in time) in the usual shape: a JSON error body,
+ * `Content-Type`, `X-Request-Id` and `nosniff`, then closes the connection.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable || (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, code] = PARSER_ERRORS[err.code ?? ''] ?? [400, 'Bad Request', 'bad-parameters'];
+  const body = JSON.stringify({ message: code });
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `X-Request-Id: ${randomUUID()}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
 /**
  * Listens on host:port with `handler` (and `onUpgrade` for upgrade requests,
  * which are otherwise refused); on drain, answers with `Connection: close`
  * and drops idle keep-alives.
  */
-export async function listen(handler: http.RequestListener, port: number, host: string, onUpgrade?: UpgradeListener): Promise<DrainableServer> {
+export async function listen(
+  handler: http.RequestListener,
+  port: number,
+  host: string,
+  onUpgrade?: UpgradeListener,
+  requestTimeoutMs = 30_000,
+): Promise<DrainableServer> {
   let draining = false;
   const server = http.createServer((req, res) => {
     // A request that arrives on a kept-alive connection during the drain is
@@ -31,8 +61,14 @@ export async function listen(handler: http.RequestListener, port: number, host: 
   // Longer than a load balancer's idle timeout (nginx keepalive_timeout, ALB 60 s),
   // so the proxy, not us, closes idle connections and never reuses a dead one.
   if (onUpgrade !== undefined) server.on('upgrade', onUpgrade);
+  server.on('clientError', answerClientError);
   server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
+  // The whole request (headers and body) must arrive within REQUEST_TIMEOUT_MS:
+  // a body that trickles in cannot hold a connection for minutes. The body
+  // reader answers 408 itself a little earlier; this is the backstop for the
+  // header phase, answered by answerClientError.
+  server.requestTimeout = requestTimeoutMs + 1000;
+  server.headersTimeout = requestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -14,7 +14,13 @@ export const webService: Service = {
     const web = await createApp(infra);
     await web.start();
     infra.shutdown.add('apps', () => web.stop());
-    const http = await listen(web.koa.callback(), config.port, config.host, (req, socket, head) => web.upgrade(req, socket, head));
+    const http = await listen(
+      web.koa.callback(),
+      config.port,
+      config.host,
+      (req, socket, head) => web.upgrade(req, socket, head),
+      config.requestTimeoutMs,
+    );
     infra.shutdown.add('http', (drainBy) => http.drain(drainBy));
     infra.log.info(
       {

@@ -53,3 +53,14 @@ export async function getPage(client: Client, chatId: string, session: string | 
   const res = await client.get(`/v1/chats/${chatId}/messages?${q}`, session).expect(200);
   return res.body as Page;
 }
+
+/**
+ * Asserts a `400 bad-parameters` body: the code, and a `detail` (when given)
+ * naming a field and its rule, like `limit: an integer from 1 to 1000`.
+ */
+export function badParameters(res: { body: unknown }): void {
+  const body = res.body as { message?: unknown; detail?: unknown };
+  assert.equal(body.message, 'bad-parameters');
+  if (body.detail !== undefined) assert.match(String(body.detail), /^[\w.]+: \S/, `detail names a field and a rule: ${String(body.detail)}`);
+  assert.deepEqual(Object.keys(body).filter((k) => k !== 'message' && k !== 'detail'), []);
+}

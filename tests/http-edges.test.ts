@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { listen, type DrainableServer } from '../messenger/http/server';
+import { harness, startApp, type Running } from './helpers/harness';
+import { buildChat, buildUser, joinChat, postMessage } from './helpers/factories';
+
+/** Sends raw bytes on a new connection and resolves with everything the server answered before closing. */
+function raw(port: number, chunks: (string | Buffer)[], gapMs = 0, waitMs = 5000): Promise<{ text: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (text += d));
+    socket.on('error', () => {});
+    socket.on('close', () => resolve({ text, ms: Date.now() - started }));
+    const t = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within ${waitMs} ms; got ${JSON.stringify(text.slice(0, 200))}`));
+    }, waitMs);
+    socket.on('close', () => clearTimeout(t));
+    void (async () => {
+      for (const c of chunks) {
+        if (socket.destroyed) return;
+        socket.write(c);
+        if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
+      }
+    })();
+  });
+}
+
+function parse(text: string): { status: number; headers: Record<string, string>; body: string } {
+  const [head, ...rest] = text.split('\r\n\r\n');
+  const [statusLine, ...lines] = head.split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const l of lines) {
+    const i = l.indexOf(':');
+    headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
+}
+
+describe('HTTP edges', () => {
+  let app: Running;
+  let server: DrainableServer;
+  let port: number;
+
+  before(async () => {
+    app = await startApp(harness().infra, { REQUEST_TIMEOUT_MS: '600' });
+    // The production listener (parser errors and timeouts are answered by it, not by Koa).
+    server = await listen(app.web.koa.callback(), 0, '127.0.0.1', undefined, 600);
+    port = (server.server.address() as AddressInfo).port;
+  });
+
+  after(async () => {
+    await server.drain(Date.now());
+    await app.close();
+  });
+
+  it('answers 408 request-timeout in the usual shape to a body that trickles in, within REQUEST_TIMEOUT_MS', async () => {
+    const head = 'POST /v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n';
+    const { text, ms } = await raw(port, [head, '{', '"', 'u', 's', 'e', 'r'], 200, 5000);
+    const res = parse(text);
+    assert.equal(res.status, 408);
+    assert.deepEqual(JSON.parse(res.body), { message: 'request-timeout' });
+    assert.match(res.headers['content-type'], /^application\/json/);
+    assert.equal(res.headers['x-content-type-options'], 'nosniff');
+    assert.match(res.headers['x-request-id'], /^[\w-]{8,}$/);
+    assert.ok(ms < 2000, `closed after ${ms} ms`);
+  });
+
+  it('answers 408 to a promised body that never comes', async () => {
+    const head = 'POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n';
+    const res = parse((await raw(port, [head], 0, 5000)).text);
+    assert.equal(res.status, 408);
+    assert.deepEqual(JSON.parse(res.body), { message: 'request-timeout' });
+  });
+
+  it('answers 431 headers-too-large in the usual shape to huge headers and to a 64 KiB URL', async () => {
+    for (const request of [
+      `GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      `GET /${'a'.repeat(64 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+    ]) {
+      const res = parse((await raw(port, [request])).text);
+      assert.equal(res.status, 431);
+      assert.deepEqual(JSON.parse(res.body), { message: 'headers-too-large' });
+      assert.equal(res.headers['x-content-type-options'], 'nosniff');
+      assert.match(res.headers['x-request-id'], /^[\w-]{8,}$/);
+    }
+  });
+
+  it('answers 400 bad-parameters in the usual shape to malformed framing', async () => {
+    const res = parse((await raw(port, ['GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n'])).text);
+    assert.equal(res.status, 400);
+    assert.deepEqual(JSON.parse(res.body), { message: 'bad-parameters' });
+    assert.match(res.headers['content-type'], /^application\/json/);
+  });
+
+  it('a 405 names the allowed methods in Allow', async () => {
+    const res = await harness().app.client.request('DELETE', '/ping').expect(405, { message: 'method-not-allowed' });
+    assert.deepEqual(res.headers.allow.split(', ').sort(), ['GET', 'HEAD']);
+    const u = await buildUser(harness().app.client);
+    const chat = await buildChat(harness().app.client, u.session);
+    const put = await harness().app.client.request('PUT', `/v1/chats/${chat}/messages`, u.session).expect(405);
+    assert.deepEqual(put.headers.allow.split(', ').sort(), ['GET', 'HEAD', 'POST']);
+  });
+
+  it('HEAD works on every GET operation, with the GET status and no body', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const paths = ['/ping', '/ping_db', '/health', '/metrics', '/swagger.yml', '/docs', '/docs/index.css', `/v1/chats/${chat}/messages?limit=5`];
+    for (const p of paths) {
+      const get = await client.get(p, u.session);
+      const head = await client.request('HEAD', p, u.session);
+      assert.equal(head.status, get.status, `HEAD ${p}`);
+      assert.equal(head.text ?? '', '', `HEAD ${p} has no body`);
+    }
+  });
+
+  it('GET /docs/<unknown file> is 404 not-found with a session and 401 without', async () => {
+    const u = await buildUser(harness().app.client);
+    await harness().app.client.get('/docs/package.json', u.session).expect(404, { message: 'not-found' });
+    await harness().app.client.get('/docs/package.json').expect(401, { message: 'auth-failed' });
+  });
+
+  it('ignores unknown query parameters such as cache busters', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const me = await joinChat(client, chat, u.session);
+    const id = await postMessage(client, chat, me, 'hi', u.session);
+    const res = await client.get(`/v1/chats/${chat}/messages?limit=10&_=1700000000`, u.session).expect(200);
+    assert.deepEqual((res.body as { messages: { message_id: string }[] }).messages.map((m) => m.message_id), [id]);
+  });
+
+  it('error bodies say which field broke which rule in detail, and nothing else', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    await client.get(`/v1/chats/${chat}/messages?limit=0`, u.session)
+      .expect(400, { message: 'bad-parameters', detail: 'limit: an integer from 1 to 1000' });
+    await client.get(`/v1/chats/${chat}/messages`, u.session).expect(400, { message: 'bad-parameters', detail: 'limit: required' });
+    await client.post('/v1/chats', {}, u.session).expect(400, { message: 'bad-parameters', detail: 'chat_name: required' });
+    await client.post('/v1/chats', { chat_name: 'x'.repeat(256) }, u.session)
+      .expect(400, { message: 'bad-parameters', detail: 'chat_name: a string of 1 to 255 characters' });
+    await client.post('/v1/chats', '[1]', u.session).expect(400, { message: 'bad-parameters', detail: 'body: a JSON object' });
+  });
+});
