@@ -38,6 +38,8 @@ export interface State {
   params?: Record<string, string>;
   /** The parsed JSON request body (undefined when there was none). */
   body?: unknown;
+  /** The body's top-level number tokens as written (for numbers sent where text is expected). */
+  rawNumbers?: Map<string, string>;
   /**
    * Set by routing for operations swagger.yml marks `x-cache-chat`: the chat
    * (wire id) whose stored messages make this response stale.

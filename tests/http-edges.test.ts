@@ -144,7 +144,10 @@ describe('HTTP edges', () => {
     await client.get(`/v1/chats/${chat}/messages`, u.session).expect(400, { message: 'bad-parameters', detail: 'limit: required' });
     await client.post('/v1/chats', {}, u.session).expect(400, { message: 'bad-parameters', detail: 'chat_name: required' });
     await client.post('/v1/chats', { chat_name: 'x'.repeat(256) }, u.session)
-      .expect(400, { message: 'bad-parameters', detail: 'chat_name: a string of 1 to 255 characters' });
+      .expect(400, {
+        message: 'bad-parameters',
+        detail: 'chat_name: a name of 1 to 255 characters, without leading or trailing spaces, control or invisible characters',
+      });
     await client.post('/v1/chats', '[1]', u.session).expect(400, { message: 'bad-parameters', detail: 'body: a JSON object' });
   });
 });

@@ -387,6 +387,18 @@ export interface components {
     schemas: {
         /** @example 0f8fad5bd9cb469fa16570867728950e */
         Id: string;
+        /**
+         * @description A name people see (account, display or chat name): 1 to 255
+         *     characters, no leading or trailing whitespace, no control characters
+         *     (newline, BEL), no invisible format characters (zero-width space,
+         *     right-to-left override). Stored and shown as typed.
+         */
+        Name: string;
+        NewAccount: {
+            user_name: components["schemas"]["Name"];
+            /** @description 1 to 72 bytes in UTF-8. */
+            password: string;
+        };
         Credentials: {
             user_name: string;
             /** @description 1 to 72 bytes in UTF-8. */
@@ -696,7 +708,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["Credentials"];
+                "application/json": components["schemas"]["NewAccount"];
             };
         };
         responses: {
@@ -783,8 +795,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @description A JSON number is accepted and converted to its decimal text. */
-                    chat_name: string;
+                    chat_name: components["schemas"]["Name"];
                 };
             };
         };
@@ -818,7 +829,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    user_name: string;
+                    user_name: components["schemas"]["Name"];
                 };
             };
         };

@@ -133,7 +133,7 @@ export async function createApp(deps: Deps): Promise<WebApp> {
     const operationId = ctx.state.operationId as OperationId;
     const handler = handlers.get(operationId) as Handler<OperationId>;
     const fields = stringsByOp.get(operationId);
-    const body = numbersToStrings(ctx.state.body, fields);
+    const body = numbersToStrings(ctx.state.body, fields, ctx.state.rawNumbers);
     if (fields !== undefined && body !== null && typeof body === 'object') {
       const obj = body as Record<string, unknown>;
       // Text is stored exactly as sent or refused; never silently altered.

@@ -47,9 +47,75 @@ export function jsonBody(limit: number, operations: Set<string>, timeoutMs: numb
     }
     try {
       ctx.state.body = JSON.parse(text) as unknown;
+      ctx.state.rawNumbers = topLevelNumbers(text);
     } catch {
       throw new BadRequest();
     }
     await next();
   };
+}
+
+const WS = /[ \t\n\r]*/y;
+const STRING = /"(?:[^"\\]|\\.)*"/y;
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+function at(re: RegExp, text: string, i: number): string | undefined {
+  re.lastIndex = i;
+  return re.exec(text)?.[0];
+}
+
+/** Index just past the JSON value starting at `i` (the text is known to be valid JSON). */
+function skipValue(text: string, i: number): number {
+  const c = text[i];
+  if (c === '"') return i + (at(STRING, text, i) ?? '"').length;
+  if (c !== '{' && c !== '[') {
+    let j = i;
+    while (j < text.length && !',}] \t\n\r'.includes(text[j])) j++;
+    return j;
+  }
+  let depth = 0;
+  for (let j = i; j < text.length; j++) {
+    const d = text[j];
+    if (d === '"') j += (at(STRING, text, j) ?? '"').length - 1;
+    else if (d === '{' || d === '[') depth++;
+    else if (d === '}' || d === ']') {
+      depth--;
+      if (depth === 0) return j + 1;
+    }
+  }
+  return text.length;
+}
+
+/**
+ * The number tokens of a top-level JSON object, by key, exactly as written
+ * (`12345678901234567890`, `1e21`), so a number sent where a string is
+ * expected becomes the text the client wrote, not a rounded double. Empty
+ * for anything that is not an object. Called on text JSON.parse accepted.
+ */
+export function topLevelNumbers(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  let i = (at(WS, text, 0) ?? '').length;
+  if (text[i] !== '{') return out;
+  i++;
+  for (;;) {
+    i += (at(WS, text, i) ?? '').length;
+    const key = at(STRING, text, i);
+    if (key === undefined) return out;
+    i += key.length;
+    i += (at(WS, text, i) ?? '').length + 1; // the colon
+    i += (at(WS, text, i) ?? '').length;
+    const num = at(NUMBER, text, i);
+    const name = JSON.parse(key) as string;
+    if (num !== undefined) {
+      out.set(name, num);
+      i += num.length;
+    } else {
+      // A later duplicate key wins in JSON.parse; so it does here.
+      out.delete(name);
+      i = skipValue(text, i);
+    }
+    i += (at(WS, text, i) ?? '').length;
+    if (text[i] !== ',') return out;
+    i++;
+  }
 }

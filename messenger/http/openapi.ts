@@ -149,6 +149,9 @@ function plural(n: number, word: string): string {
 /** The rule a schema states, in words (`an integer from 1 to 1000`). */
 export function describeSchema(schema: OpenAPIV3.SchemaObject | undefined): string {
   if (schema === undefined) return 'not allowed here';
+  // A rule swagger.yml states in words (x-rule) beats one pieced together from keywords.
+  const rule = (schema as Record<string, unknown>)['x-rule'];
+  if (typeof rule === 'string') return rule;
   if (Array.isArray(schema.enum)) return `one of ${schema.enum.join(', ')}`;
   switch (schema.type) {
     case 'integer': {
@@ -211,13 +214,17 @@ function bodyOperations(api: Api): Set<string> {
   return new Set(api.getOperations().filter((op) => op.requestBody !== undefined && op.operationId).map((op) => op.operationId as string));
 }
 
-/** Converts finite numbers to their decimal text in the named fields of a plain object body. */
-export function numbersToStrings(body: unknown, fields: string[] | undefined): unknown {
+/**
+ * Turns numbers into text in the named fields of a plain object body, as
+ * written in the request (`raw`, from the body reader), never as a rounded
+ * double: `12345678901234567890` stays that, `1e21` stays `1e21`.
+ */
+export function numbersToStrings(body: unknown, fields: string[] | undefined, raw: Map<string, string> | undefined): unknown {
   if (fields === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) return body;
   const obj = body as Record<string, unknown>;
   for (const f of fields) {
     const v = obj[f];
-    if (typeof v === 'number' && Number.isFinite(v)) obj[f] = String(v);
+    if (typeof v === 'number' && Number.isFinite(v)) obj[f] = raw?.get(f) ?? String(v);
   }
   return obj;
 }

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { harness } from './helpers/harness';
+import { badParameters, buildChat, buildUser, getPage, joinChat, uniq } from './helpers/factories';
+
+async function countRows(table: string): Promise<number> {
+  const row = (await harness().infra.db(table).count<{ n: string }[]>({ n: '*' }))[0];
+  return Number(row.n);
+}
+
+describe('input: numbers where text is expected', () => {
+  it('keeps a JSON number exactly as written, digits and exponent alike, so the name works again', async () => {
+    const { client } = harness().app;
+    for (const written of ['12345678901234567890', '1e21', '-0.50', '7']) {
+      const name = `${written}`;
+      // A fresh prefix per run would change the number; the account name must be exactly the number.
+      const taken = await client.post('/v1/auth/register', `{"user_name": ${written}, "password": "pw-${written}"}`);
+      if (taken.status === 400) assert.deepEqual(taken.body, { message: 'user-already-exists' });
+      else assert.equal(taken.status, 201);
+      const login = await client.post('/v1/auth/login', { user_name: name, password: `pw-${written}` }).expect(201);
+      assert.match((login.body as { session_id: string }).session_id, /^[0-9a-f]{32}$/);
+    }
+    const u = await buildUser(client);
+    const chat = (await client.post('/v1/chats', '{"chat_name": 98765432109876543210}', u.session).expect(201)).body as { chat_id: string };
+    const row = await harness().infra.db('chats').where({ id: chat.chat_id }).first<{ chat_name: string }>();
+    assert.equal(row?.chat_name, '98765432109876543210');
+  });
+});
+
+describe('input: blank and deceptive names and messages', () => {
+  it('refuses whitespace-only chat names, display names and messages, storing nothing', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const me = await joinChat(client, chat, u.session);
+    const chats = await countRows('chats');
+    const members = await countRows('chat_members');
+    for (const blank of [' ', '   ', '\t\n', '\u3000']) {
+      await client.post('/v1/chats', { chat_name: blank }, u.session).expect(400).expect(badParameters);
+      await client.post(`/v1/chats/${chat}/users`, { user_name: blank }, u.session).expect(400).expect(badParameters);
+      await client.post(`/v1/chats/${chat}/messages?user_id=${me}`, { message: blank }, u.session).expect(400).expect(badParameters);
+    }
+    assert.equal(await countRows('chats'), chats);
+    assert.equal(await countRows('chat_members'), members);
+    assert.deepEqual((await getPage(client, chat, u.session, 10)).messages, []);
+  });
+
+  it('refuses names with control or invisible characters or outer spaces; keeps inner spaces and other scripts', async () => {
+    const { client } = harness().app;
+    const base = uniq('n');
+    for (const bad of [` ${base}`, `${base} `, `${base}\u200b`, `${base}\nx`, `${base}\u0007`, `\u202e${base}`, `${base}\u00ad`]) {
+      const res = await client.post('/v1/auth/register', { user_name: bad, password: 'pw' }).expect(400).expect(badParameters);
+      assert.match((res.body as { detail: string }).detail, /^user_name: a name of 1 to 255 characters/);
+    }
+    for (const good of [`${base} smith`, `Ёлка ${base}`, `${base}😀`]) {
+      await client.post('/v1/auth/register', { user_name: good, password: 'pw' }).expect(201);
+    }
+    const u = await buildUser(client);
+    await client.post('/v1/chats', { chat_name: `team\u202e${base}` }, u.session).expect(400).expect(badParameters);
+    const chat = await buildChat(client, u.session);
+    await client.post(`/v1/chats/${chat}/users`, { user_name: `${base}\u200d` }, u.session).expect(400).expect(badParameters);
+  });
+});
