@@ -64,6 +64,16 @@ if (MODE === 'services') {
       await deleteQueues(queue);
     });
 
+    it('/health of a web process reports a search queue with no consumer (advisory: still 200), then ok once one attaches', async () => {
+      const before = await web.client.get('/health').expect(200);
+      const checks = (before.body as { checks: Record<string, { status: string; error?: string }> }).checks;
+      assert.equal(checks.search_consumers.status, 'down');
+      assert.match(String(checks.search_consumers.error), /no consumer on .*messenger-run-task-consumer/);
+      await consumer();
+      const after = await web.client.get('/health').expect(200);
+      assert.equal((after.body as { checks: Record<string, { status: string }> }).checks.search_consumers.status, 'ok');
+    });
+
     it('the consumer process serves /health and /metrics on METRICS_PORT, its task counts included', async () => {
       const port = await freePort();
       await consumer({ METRICS_PORT: String(port), LOG_LEVEL: 'info' });

@@ -425,7 +425,13 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
-        /** @description One entry per backing service in use (`postgresql`, `redis`, `rabbitmq`). */
+        /**
+         * @description One entry per backing service in use (`postgresql`, `redis`,
+         *     `rabbitmq`). In the services mode with a separate search worker,
+         *     `search_consumers` is `down` while no consumer is attached to the
+         *     search queue (search tasks would stay `WAITING`); it is advisory: it
+         *     does not turn the answer into a 503.
+         */
         HealthChecks: {
             [key: string]: {
                 /** @enum {string} */

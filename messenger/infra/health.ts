@@ -16,6 +16,8 @@ export interface CheckResult {
 export interface Check {
   name: string;
   run: () => Promise<void>;
+  /** Reported, but a failure does not make the process unhealthy (it still serves everything else). */
+  advisory?: boolean;
 }
 
 function timeout(ms: number): Promise<never> {
@@ -34,7 +36,15 @@ function reason(err: unknown): string {
 }
 
 /** Runs the checks in parallel, each bounded by `timeoutMs`, and reports each with its latency. */
-export async function runChecks(checks: Check[], timeoutMs: number): Promise<Record<string, CheckResult>> {
+/** Runs the checks and says whether any that matters (not advisory) is down. */
+export async function runChecksWithVerdict(checks: Check[], timeoutMs: number): Promise<{ results: Record<string, CheckResult>; down: boolean }> {
+  const results = await runAll(checks, timeoutMs);
+  const down = checks.some((c) => !c.advisory && results[c.name]?.status === 'down');
+  return { results, down };
+}
+
+/** Runs the checks in parallel, each bounded by `timeoutMs`, and reports each with its latency. */
+async function runAll(checks: Check[], timeoutMs: number): Promise<Record<string, CheckResult>> {
   const results = await Promise.all(
     checks.map(async (c): Promise<[string, CheckResult]> => {
       const started = process.hrtime.bigint();
@@ -93,4 +103,21 @@ export function backingChecks(config: Config, db: Db, kv: Kv, usesBroker: boolea
   if (kv.kind === 'redis') checks.push(kvCheck(kv));
   if (config.rmqUrl !== undefined && usesBroker) checks.push(rabbitCheck(config.rmqUrl, config.dbTimeoutMs));
   return checks;
+}
+
+/**
+ * Whether anything consumes `queue` (RabbitMQ counts the consumers). Advisory:
+ * a web process without a search worker still serves every other operation,
+ * but its search tasks stay WAITING, and /health says so.
+ */
+export function consumerCheck(name: string, queue: string, count: (queue: string) => Promise<number | undefined>): Check {
+  return {
+    name,
+    advisory: true,
+    async run() {
+      const n = await count(queue);
+      if (n === undefined) throw new Error('the broker cannot tell');
+      if (n === 0) throw new Error(`no consumer on ${queue}: start messenger-run-task-consumer`);
+    },
+  };
 }

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { backingChecks, runChecks } from '../infra/health';
+import { backingChecks, runChecksWithVerdict } from '../infra/health';
 import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsGate, metricsText } from '../infra/metrics';
 import type { BuiltInfra } from '../infra';
 import { listen, type DrainableServer } from '../http/server';
@@ -25,8 +25,7 @@ export async function serveRoleEndpoints(infra: BuiltInfra, usesBroker: boolean)
     void (async () => {
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'application/json', '{"message":"method-not-allowed"}');
       if (path === '/health') {
-        const results = await runChecks(checks, config.dbTimeoutMs);
-        const down = Object.values(results).some((r) => r.status === 'down');
+        const { results, down } = await runChecksWithVerdict(checks, config.dbTimeoutMs);
         const body = down ? { message: 'service-unavailable', checks: results } : { checks: results };
         return send(res, down ? 503 : 200, 'application/json', JSON.stringify(body));
       }

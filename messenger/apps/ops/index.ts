@@ -3,7 +3,7 @@ import path from 'node:path';
 // Only the path helper: the package's main module loads its whole browser bundle (~16 MB per worker).
 import getAbsoluteFSPath from 'swagger-ui-dist/absolute-path.js';
 import { NotFound, Unauthorized } from '../../errors';
-import { backingChecks, runChecks } from '../../infra/health';
+import { backingChecks, consumerCheck, runChecksWithVerdict } from '../../infra/health';
 import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsGate, metricsText, trackPool } from '../../infra/metrics';
 import { swaggerPath } from '../../http/openapi';
 import type { App, AppFactory, AppModule } from '../../types';
@@ -56,6 +56,10 @@ const PAGE = `<!DOCTYPE html>
 const opsApp: AppFactory = ({ config, db, kv, broker }): App => {
   enableProcessMetrics();
   const checks = backingChecks(config, db, kv, broker !== undefined);
+  // A separate search worker is expected in the services mode: say when none is attached.
+  if (broker?.kind === 'rabbitmq' && config.apps.includes('search') && !config.search.inProcessConsumer) {
+    checks.push(consumerCheck('search_consumers', config.search.queue, (q) => broker.consumerCount(q)));
+  }
   const mayReadMetrics = metricsGate(config.metricsToken);
   const files = new Map<string, Buffer>();
   let untrackPool: (() => void) | undefined;
@@ -81,8 +85,7 @@ const opsApp: AppFactory = ({ config, db, kv, broker }): App => {
     },
     handlers: {
       async health(ctx) {
-        const results = await runChecks(checks, config.dbTimeoutMs);
-        const down = Object.values(results).some((r) => r.status === 'down');
+        const { results, down } = await runChecksWithVerdict(checks, config.dbTimeoutMs);
         if (down) ctx.state.log.warn({ checks: results }, 'health: a backing service is down');
         ctx.status = down ? 503 : 200;
         ctx.body = down ? { message: 'service-unavailable', checks: results } : { checks: results };
