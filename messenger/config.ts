@@ -38,6 +38,8 @@ export interface Config {
   bcryptCost: number;
   messageMaxLength: number;
   bodyLimitBytes: number;
+  /** Other origins whose browser pages may call the API and open WebSockets (exact `scheme://host[:port]`). */
+  corsOrigins: string[];
   /** Longest time to receive a whole request (headers and body) before answering 408. */
   requestTimeoutMs: number;
   logLevel: LogLevel;
@@ -183,6 +185,23 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   return apps;
 }
 
+/** CORS_ORIGINS: a comma-separated list of origins such as `https://chat.example.com`. */
+function parseOrigins(r: Reader): string[] {
+  const out: string[] = [];
+  for (const raw of r.str('CORS_ORIGINS', '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    let origin: string | undefined;
+    try {
+      origin = new URL(raw).origin;
+    } catch {
+      origin = undefined;
+    }
+    if (origin === undefined || origin === 'null' || origin !== raw.replace(/\/$/, '')) {
+      r.problems.push(`CORS_ORIGINS must list origins such as https://chat.example.com (scheme, host, optional port), got "${raw}"`);
+    } else out.push(origin);
+  }
+  return out;
+}
+
 /** Reads and validates the whole configuration; throws ConfigError listing every problem. */
 export function loadConfig(env: Env = process.env): Config {
   const r = new Reader(env);
@@ -221,6 +240,7 @@ export function loadConfig(env: Env = process.env): Config {
     messageMaxLength: r.int('MESSAGE_MAX_LENGTH', 16384, 1, 1_000_000),
     bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),
     requestTimeoutMs: r.int('REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
+    corsOrigins: parseOrigins(r),
     logLevel: logLevel as LogLevel,
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     metricsToken,

@@ -453,7 +453,7 @@ export interface components {
              */
             detail?: string;
             /** @enum {string} */
-            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
+            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "request-timeout" | "headers-too-large" | "origin-not-allowed" | "internal-error";
         };
     };
     responses: {

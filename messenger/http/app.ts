@@ -10,6 +10,7 @@ import type { EventMap, EventName } from '../events';
 import { jsonBody } from './body';
 import { errorHandler, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
+import { cors } from './cors';
 import { OperationRouter } from './router';
 import { webClient, webClientRoot } from './web-client';
 
@@ -90,6 +91,7 @@ export async function createApp(deps: Deps): Promise<WebApp> {
   koa.use(requestContext(deps.log));
   // The web client's files (`/`, `/assets/*`): public, before routing and the session check.
   koa.use(webClient({ root: webClientRoot() }));
+  koa.use(cors(deps.config.corsOrigins));
   // Routing only records where the request goes: a session is checked first,
   // so an unknown path without one is 401, not 404.
   koa.use(async function route(ctx, next) {
