@@ -16,10 +16,13 @@ export async function insertRefreshToken(db: Queryable, tokenHash: Buffer, chain
 
 /** The refresh token with this hash, if any. */
 export async function findRefreshToken(db: Queryable, tokenHash: Buffer): Promise<RefreshTokenRow | undefined> {
-  return db('refresh_tokens')
+  const row = (await db('refresh_tokens')
     .select('chain_id', 'session_hash', 'exchanged_at', 'successor_hash', 'retired_at')
     .where('token_hash', tokenHash)
-    .first();
+    .first()) as (Omit<RefreshTokenRow, 'session_hash' | 'successor_hash'> & { session_hash: Uint8Array; successor_hash: Uint8Array | null }) | undefined;
+  if (row === undefined) return undefined;
+  // PGlite answers bytea as a Uint8Array, pg as a Buffer: callers always get a Buffer.
+  return { ...row, session_hash: Buffer.from(row.session_hash), successor_hash: row.successor_hash === null ? null : Buffer.from(row.successor_hash) };
 }
 
 /** Records that the token was presented and answered with `successorHash` (the first exchange keeps its time). */

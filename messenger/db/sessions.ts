@@ -1,5 +1,8 @@
 import type { Queryable } from '../infra/db';
 
+// PGlite answers bytea as a Uint8Array, pg as a Buffer: callers always get a Buffer.
+const asBuffer = (v: Uint8Array) => (Buffer.isBuffer(v) ? v : Buffer.from(v));
+
 export interface SessionRow {
   user_id: string;
   user_name: string;
@@ -53,14 +56,14 @@ export async function revokeChainSessions(db: Queryable, chainId: string): Promi
     .where('chain_id', chainId)
     .whereNull('revoked_at')
     .update({ revoked_at: db.fn.now() })
-    .returning('token_hash')) as { token_hash: Buffer }[];
-  return rows.map((r) => r.token_hash);
+    .returning('token_hash')) as { token_hash: Uint8Array }[];
+  return rows.map((r) => asBuffer(r.token_hash));
 }
 
 /** Revokes every live session of an account except `keep`; returns the token hashes it ended. */
 export async function revokeUserSessions(db: Queryable, userId: string, keep?: Buffer): Promise<Buffer[]> {
   let q = db('sessions').where('user_id', userId).whereNull('revoked_at');
   if (keep !== undefined) q = q.whereNot('token_hash', keep);
-  const rows = (await q.update({ revoked_at: db.fn.now() }).returning('token_hash')) as { token_hash: Buffer }[];
-  return rows.map((r) => r.token_hash);
+  const rows = (await q.update({ revoked_at: db.fn.now() }).returning('token_hash')) as { token_hash: Uint8Array }[];
+  return rows.map((r) => asBuffer(r.token_hash));
 }
