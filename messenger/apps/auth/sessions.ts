@@ -58,7 +58,6 @@ function refreshHash(token: string): Buffer {
 }
 
 const sessionKey = (hash: Buffer) => `session:${hash.toString('hex')}`;
-const usedKey = (hash: Buffer) => `session-used:${hash.toString('hex')}`;
 
 /** A pair written in a transaction, cached once it committed. */
 interface NewPair {
@@ -111,11 +110,11 @@ export class SessionStore {
     const id = m === null ? null : parseId(m[1]);
     if (id === null) throw new Unauthorized('auth-failed');
     const hash = sessionHash(id.replace(/-/g, ''));
-    // One round trip: the session and whether its first use is already recorded.
-    const [raw, used] = await this.kv.mget([sessionKey(hash), usedKey(hash)]);
+    const key = sessionKey(hash);
+    const raw = await this.kv.get(key);
     const cached = raw === null ? undefined : parseCached(raw);
     if (cached !== undefined && cached.e > Date.now()) {
-      if (cached.w === 1 && used === null) await this.recordFirstUse(hash, cached.e);
+      if (cached.w === 1) await this.recordFirstUse(hash, cached);
       return { accountId: cached.a, userName: cached.n, tokenHash: hash.toString('hex') };
     }
     // Not in Redis: expired, logged out, unknown, or Redis lost it. Only the
@@ -125,27 +124,29 @@ export class SessionStore {
     const expiresAt = row.expires_at.getTime();
     const left = expiresAt - Date.now();
     if (left <= 0) throw new Unauthorized('session-id-expired');
-    if (row.first_used_at === null && used === null) await this.recordFirstUse(hash, expiresAt);
     const restored: Cached = { a: row.user_id, n: row.user_name, e: expiresAt };
-    await this.kv.set(sessionKey(hash), JSON.stringify(restored), left / 1000);
+    if (row.first_used_at === null) await this.recordFirstUse(hash, restored);
+    else await this.kv.set(key, JSON.stringify(restored), left / 1000);
     return { accountId: row.user_id, userName: row.user_name, tokenHash: hash.toString('hex') };
   }
 
   /**
-   * Records a session's first authenticated request: one conditional UPDATE,
-   * then a Redis flag so later requests skip it. The UPDATE waits for a
-   * refresh holding the row (and that refresh sees it), so "used" and
-   * "retired by a retry" cannot both win.
+   * Records a session's first authenticated request, once: one conditional
+   * UPDATE, then the Redis entry is rewritten without the mark, so later
+   * requests are Redis reads only. The UPDATE waits for a refresh holding
+   * the row (and that refresh sees it), so "used" and "retired by a retry"
+   * cannot both win. Read back after the rewrite: a session revoked in
+   * between is dropped again rather than brought back to life.
    */
-  private async recordFirstUse(hash: Buffer, expiresAt: number): Promise<void> {
-    if (!(await markFirstUse(this.db, hash))) {
-      const row = await findSession(this.db, hash);
-      if (row === undefined || row.revoked_at !== null) {
-        await this.kv.del(sessionKey(hash));
-        throw new Unauthorized('invalid-session-id');
-      }
+  private async recordFirstUse(hash: Buffer, cached: Cached): Promise<void> {
+    await markFirstUse(this.db, hash);
+    const { w: _mark, ...used } = cached;
+    await this.kv.set(sessionKey(hash), JSON.stringify(used), Math.max(1, (cached.e - Date.now()) / 1000));
+    const row = await findSession(this.db, hash);
+    if (row === undefined || row.revoked_at !== null) {
+      await this.kv.del(sessionKey(hash));
+      throw new Unauthorized('invalid-session-id');
     }
-    await this.kv.set(usedKey(hash), '1', Math.max(1, (expiresAt - Date.now()) / 1000));
   }
 
   /**
@@ -256,7 +257,7 @@ export class SessionStore {
   /** After commit: drops the ended sessions from Redis and tells every instance. */
   private async ended(accountId: string, hashes: Buffer[], reason: string): Promise<void> {
     if (hashes.length === 0) return;
-    await Promise.all(hashes.flatMap((h) => [this.kv.del(sessionKey(h)), this.kv.del(usedKey(h))]));
+    await Promise.all(hashes.map((h) => this.kv.del(sessionKey(h))));
     await this.events.publish('session.ended', { accountId, tokenHashes: hashes.map((h) => h.toString('hex')), reason });
   }
 }
