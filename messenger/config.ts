@@ -4,6 +4,7 @@
  */
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { appDirectories } from './apps/registry';
 
 /**
@@ -35,7 +36,11 @@ export interface Config {
   rmqUrl: string | undefined;
   apps: AppName[];
   sessionTtlSeconds: number;
+  /** Absolute lifetime of a login chain (its refresh tokens and sessions), from the login. */
+  refreshTtlSeconds: number;
   bcryptCost: number;
+  /** Worker threads that hash and compare passwords, off the event loop. */
+  bcryptThreads: number;
   messageMaxLength: number;
   bodyLimitBytes: number;
   /** Other origins whose browser pages may call the API and open WebSockets (exact `scheme://host[:port]`). */
@@ -61,6 +66,8 @@ export interface Config {
   throttling: {
     rpsLimit: number;
     loginMaxFailures: number;
+    /** Failed logins from one client address (any names) before it is locked out; at least loginMaxFailures. */
+    loginMaxFailuresPerAddress: number;
     loginWindowSeconds: number;
     /** Addresses of proxies whose X-Forwarded-For is believed. */
     trustedProxies: string[];
@@ -221,6 +228,14 @@ export function loadConfig(env: Env = process.env): Config {
   if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) {
     r.problems.push('METRICS_TOKEN must be 16 to 256 printable characters without spaces');
   }
+  const loginMaxFailures = r.int('LOGIN_MAX_FAILURES', 10, 1, 10000);
+  // Unset, the address limit never falls below the name limit (a deployment that raised only the latter keeps working).
+  const loginMaxFailuresPerAddress = r.int('LOGIN_MAX_FAILURES_PER_ADDRESS', Math.max(100, loginMaxFailures), 1, 1_000_000);
+  if (loginMaxFailuresPerAddress < loginMaxFailures) {
+    r.problems.push(
+      `LOGIN_MAX_FAILURES_PER_ADDRESS (${loginMaxFailuresPerAddress}) must be at least LOGIN_MAX_FAILURES (${loginMaxFailures}): one person must not lock out everyone behind an address`,
+    );
+  }
   const trusted = r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean);
 
   const config: Config = {
@@ -236,7 +251,9 @@ export function loadConfig(env: Env = process.env): Config {
     rmqUrl,
     apps,
     sessionTtlSeconds: r.int('SESSION_TTL_SECONDS', 3600, 1, 365 * 24 * 3600),
+    refreshTtlSeconds: r.int('REFRESH_TTL_SECONDS', 30 * 24 * 3600, 1, 365 * 24 * 3600),
     bcryptCost: r.int('BCRYPT_COST', 10, 4, 15),
+    bcryptThreads: r.int('BCRYPT_THREADS', Math.max(1, os.availableParallelism()), 1, 64),
     messageMaxLength: r.int('MESSAGE_MAX_LENGTH', 16384, 1, 1_000_000),
     bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),
     requestTimeoutMs: r.int('REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
@@ -255,7 +272,8 @@ export function loadConfig(env: Env = process.env): Config {
     },
     throttling: {
       rpsLimit: r.int('RPS_LIMIT', 100, 1, 1_000_000),
-      loginMaxFailures: r.int('LOGIN_MAX_FAILURES', 10, 1, 10000),
+      loginMaxFailures,
+      loginMaxFailuresPerAddress,
       loginWindowSeconds: r.int('LOGIN_WINDOW_SECONDS', 900, 1, 24 * 3600),
       trustedProxies: trusted,
     },

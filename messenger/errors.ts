@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'auth-failed'
   | 'invalid-session-id'
   | 'session-id-expired'
+  | 'invalid-refresh-token'
   | 'chat-not-found'
   | 'task-not-found'
   | 'task-not-complete'
@@ -53,7 +54,7 @@ export class BadRequest extends AppError {
 
 /** 401: no usable session. */
 export class Unauthorized extends AppError {
-  constructor(code: 'auth-failed' | 'invalid-session-id' | 'session-id-expired') {
+  constructor(code: 'auth-failed' | 'invalid-session-id' | 'session-id-expired' | 'invalid-refresh-token') {
     super(401, code);
   }
 }

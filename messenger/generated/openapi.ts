@@ -179,11 +179,48 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Log in; returns a new session id.
-         * @description Each login creates a new session that lives `SESSION_TTL_SECONDS` (default
-         *     one hour). Several sessions of one account may be live at once.
+         * Log in; returns a new session id and refresh token.
+         * @description Each login starts a new login chain: a session that lives
+         *     `SESSION_TTL_SECONDS` (default one hour; `expires_in` says how long) and
+         *     a refresh token for `POST /v1/auth/refresh`. The chain lives at most
+         *     `REFRESH_TTL_SECONDS` (default 30 days) from the login. Several chains of
+         *     one account may be live at once. The password is compared off the event
+         *     loop, and an unknown name costs as much time as a wrong password.
          */
         post: operations["login"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Exchange a refresh token for a new session and refresh token.
+         * @description Rotation: the answer is a new pair and the old session ends. Each
+         *     refresh token works once, with one exception: presenting the previous
+         *     one again while the pair it was exchanged for is wholly unused (its
+         *     session never authenticated a request, its refresh token never
+         *     presented) is taken as the retry of a lost answer, or the second of two
+         *     concurrent refreshes (two tabs): a fresh pair is answered and the unused
+         *     pair stops working (its refresh token then answers
+         *     `401 invalid-refresh-token` and ends nothing). Presenting an exchanged
+         *     token after its pair was used is reuse (a stolen token): every session
+         *     of that login chain ends at once, on every instance, and the answer is
+         *     `401 invalid-refresh-token`, as for an unknown, revoked or expired
+         *     token. Concurrent refreshes of one chain are served one after the other
+         *     (a row lock on the chain). A chain lives at most `REFRESH_TTL_SECONDS`
+         *     from its login; no session of it outlives that.
+         */
+        post: operations["refresh"];
         delete?: never;
         options?: never;
         head?: never;
@@ -200,10 +237,74 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * End this session at once, on every instance.
-         * @description Takes no body; a body, if one is sent, is ignored unread (so is any body sent to a GET).
+         * End this session and its login chain at once, on every instance.
+         * @description The session stops working at once on every instance, and so does the
+         *     refresh token of its login chain (real-time connections of the session
+         *     close with 4401). Takes no body; a body, if one is sent, is ignored
+         *     unread (so is any body sent to a GET).
          */
         post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/logout_all": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * End every session of this account, on every instance.
+         * @description Every session and login chain of the account ends at once (this one included); refresh tokens stop working. Takes no body.
+         */
+        post: operations["logoutAll"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change the password; every other session of the account ends.
+         * @description `password` is the current one; `new_password` follows the register
+         *     rules (1 to 72 bytes in UTF-8). This session and its login chain are
+         *     kept; every other session and chain of the account ends at once, on
+         *     every instance. A wrong `password` counts as a failed login for the
+         *     account's name (same lockout as login).
+         */
+        post: operations["changePassword"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The account of this session. */
+        get: operations["me"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -399,6 +500,13 @@ export interface components {
             /** @description 1 to 72 bytes in UTF-8. */
             password: string;
         };
+        SessionPair: {
+            session_id: components["schemas"]["Id"];
+            /** @description Opaque; 256 random bits (43 characters of base64url). Keep it secret; it works once. */
+            refresh_token: string;
+            /** @description Seconds the session lives. */
+            expires_in: number;
+        };
         Credentials: {
             user_name: string;
             /** @description 1 to 72 bytes in UTF-8. */
@@ -453,7 +561,7 @@ export interface components {
              */
             detail?: string;
             /** @enum {string} */
-            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "request-timeout" | "headers-too-large" | "origin-not-allowed" | "internal-error";
+            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "request-timeout" | "headers-too-large" | "origin-not-allowed" | "internal-error";
         };
     };
     responses: {
@@ -750,9 +858,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        session_id: components["schemas"]["Id"];
-                    };
+                    "application/json": components["schemas"]["SessionPair"];
                 };
             };
             /** @description `bad-parameters`, `user-not-found` or `bad-password`. */
@@ -764,10 +870,47 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `too-many-login-attempts`: too many failed logins for this user name or from this address (`LOGIN_MAX_FAILURES` per `LOGIN_WINDOW_SECONDS`); refused even with the right password until the window ends. Attempts still being checked count too: one that would take failures plus attempts in progress past the limit is refused with `Retry-After: 1`. */
+            /** @description `too-many-login-attempts`: too many failed logins for this user name (`LOGIN_MAX_FAILURES` per `LOGIN_WINDOW_SECONDS`) or from this address (the higher `LOGIN_MAX_FAILURES_PER_ADDRESS`, any names); refused even with the right password until the window ends. Attempts still being checked count too, per user name: one that would take the name's failures plus its attempts in progress past the limit is refused with `Retry-After: 1`. */
             429: {
                 headers: {
                     "Retry-After": components["headers"]["RetryAfter"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    refresh: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    refresh_token: string;
+                };
+            };
+        };
+        responses: {
+            /** @description A new pair; the old session has ended. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionPair"];
+                };
+            };
+            400: components["responses"]["BadParameters"];
+            /** @description `invalid-refresh-token`: unknown, already used (the chain has ended if this was reuse), revoked or expired. */
+            401: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -787,6 +930,87 @@ export interface operations {
         requestBody?: never;
         responses: {
             200: components["responses"]["Empty"];
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    logoutAll: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["Empty"];
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    changePassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    password: string;
+                    /** @description 1 to 72 bytes in UTF-8. */
+                    new_password: string;
+                };
+            };
+        };
+        responses: {
+            200: components["responses"]["Empty"];
+            /** @description `bad-parameters` or `bad-password` (the current password is wrong; nothing changed). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description `too-many-login-attempts`: the account name is locked out (see login). */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    me: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        user_name: string;
+                        /** Format: date-time */
+                        created_at: string;
+                    };
+                };
+            };
             401: components["responses"]["Unauthorized"];
             503: components["responses"]["ServiceUnavailable"];
         };

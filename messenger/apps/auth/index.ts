@@ -1,13 +1,21 @@
-import bcrypt from 'bcryptjs';
-import { findUserByName, insertUser } from '../../db/users';
+import { findUserById, findUserByName, insertUser, updatePasswordHash } from '../../db/users';
 import { BadRequest, Unauthorized } from '../../errors';
 import type { App, AppFactory, ApiContext, Session, AppModule } from '../../types';
 import { field } from '../input';
 import { clientAddress } from '../client-address';
 import { LoginGuard, type LoginOutcome } from './login-guard';
-import { SessionStore } from './sessions';
+import { PasswordHasher } from './passwords';
+import { SessionStore, type Issued } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
+
+/** A password field: 1 to 72 bytes (bcrypt reads at most 72; a longer one would be silently cut). */
+function password(body: unknown, name: string): string {
+  const value = field(body, name);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes < 1 || bytes > MAX_PASSWORD_BYTES) throw new BadRequest();
+  return value;
+}
 
 interface Credentials {
   userName: string;
@@ -15,11 +23,7 @@ interface Credentials {
 }
 
 function credentials(body: unknown): Credentials {
-  const userName = field(body, 'user_name');
-  const password = field(body, 'password');
-  // bcrypt reads at most 72 bytes; a longer password would be silently cut.
-  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new BadRequest();
-  return { userName, password };
+  return { userName: field(body, 'user_name'), password: password(body, 'password') };
 }
 
 /** The session of this request; the auth middleware guarantees it on non-public paths. */
@@ -33,11 +37,33 @@ function isUniqueViolation(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '23505';
 }
 
-/** Accounts and sessions: register, login, logout, and the session check on every non-public path. */
-const authApp: AppFactory = ({ config, db, kv }): App => {
-  const sessions = new SessionStore(db, kv, config.sessionTtlSeconds);
-  const guard = new LoginGuard(kv, config.throttling.loginMaxFailures, config.throttling.loginWindowSeconds);
+function pairBody(p: Issued): { session_id: string; refresh_token: string; expires_in: number } {
+  return { session_id: p.sessionId, refresh_token: p.refreshToken, expires_in: p.expiresIn };
+}
+
+/** Accounts and sessions: register, login, refresh, logout (one or all), password change, and the session check on every non-public path. */
+const authApp: AppFactory = ({ config, db, kv, events }): App => {
+  const sessions = new SessionStore(db, kv, events, config.sessionTtlSeconds, config.refreshTtlSeconds);
+  const { loginMaxFailures, loginMaxFailuresPerAddress, loginWindowSeconds } = config.throttling;
+  const guard = new LoginGuard(kv, loginMaxFailures, loginMaxFailuresPerAddress, loginWindowSeconds);
+  const hasher = new PasswordHasher(config.bcryptCost, config.bcryptThreads);
   const trusted = new Set(config.throttling.trustedProxies);
+
+  /** Compares a password under the lockout rules; `hash` undefined means no such account (same cost). */
+  async function checkPassword(ctx: ApiContext, userName: string, given: string, hash: () => Promise<string | undefined>): Promise<{ known: boolean; ok: boolean }> {
+    const address = clientAddress(ctx, trusted);
+    await guard.begin(userName, address);
+    let outcome: LoginOutcome = 'unknown';
+    try {
+      const stored = await hash();
+      const ok = await hasher.verify(given, stored);
+      outcome = ok ? 'succeeded' : 'failed';
+      return { known: stored !== undefined, ok };
+    } finally {
+      await guard.end(userName, address, outcome);
+    }
+  }
+
   return {
     name: 'auth',
     requires: [],
@@ -50,7 +76,7 @@ const authApp: AppFactory = ({ config, db, kv }): App => {
     handlers: {
       async register(ctx, req) {
         const { userName, password } = credentials(req.body);
-        const hash = await bcrypt.hash(password, config.bcryptCost);
+        const hash = await hasher.hash(password);
         try {
           await insertUser(db, userName, hash);
         } catch (err) {
@@ -63,30 +89,54 @@ const authApp: AppFactory = ({ config, db, kv }): App => {
 
       async login(ctx, req) {
         const { userName, password } = credentials(req.body);
-        const address = clientAddress(ctx, trusted);
-        await guard.begin(userName, address);
-        let outcome: LoginOutcome = 'unknown';
         let user: Awaited<ReturnType<typeof findUserByName>>;
-        try {
+        const { known, ok } = await checkPassword(ctx, userName, password, async () => {
           user = await findUserByName(db, userName);
-          outcome = user !== undefined && (await bcrypt.compare(password, user.password_hash)) ? 'succeeded' : 'failed';
-        } finally {
-          await guard.end(userName, address, outcome);
-        }
-        if (user === undefined || outcome !== 'succeeded') {
-          throw new BadRequest(user === undefined ? 'user-not-found' : 'bad-password');
-        }
-        const token = await sessions.create(user.id, user.user_name);
+          return user?.password_hash;
+        });
+        if (!known || !ok || user === undefined) throw new BadRequest(known ? 'bad-password' : 'user-not-found');
         ctx.status = 201;
-        ctx.body = { session_id: token };
+        ctx.body = pairBody(await sessions.login(user.id, user.user_name));
+      },
+
+      async refresh(ctx, req) {
+        const token = field(req.body, 'refresh_token');
+        ctx.status = 201;
+        ctx.body = pairBody(await sessions.refresh(token));
       },
 
       async logout(ctx) {
-        await sessions.revoke(sessionOf(ctx));
+        await sessions.logout(sessionOf(ctx));
         ctx.status = 200;
         ctx.body = {};
       },
+
+      async logoutAll(ctx) {
+        await sessions.endAll(sessionOf(ctx).accountId, 'logout-all');
+        ctx.status = 200;
+        ctx.body = {};
+      },
+
+      async changePassword(ctx, req) {
+        const session = sessionOf(ctx);
+        const current = password(req.body, 'password');
+        const next = password(req.body, 'new_password');
+        const { ok } = await checkPassword(ctx, session.userName, current, async () => (await findUserById(db, session.accountId))?.password_hash);
+        if (!ok) throw new BadRequest('bad-password');
+        const hash = await hasher.hash(next);
+        await sessions.endAll(session.accountId, 'password-changed', session, (trx) => updatePasswordHash(trx, session.accountId, hash));
+        ctx.status = 200;
+        ctx.body = {};
+      },
+
+      async me(ctx) {
+        const user = await findUserById(db, sessionOf(ctx).accountId);
+        if (user === undefined) throw new Unauthorized('invalid-session-id');
+        ctx.status = 200;
+        ctx.body = { user_name: user.user_name, created_at: user.created_at.toISOString() };
+      },
     },
+    stop: () => hasher.close(),
   };
 };
 

@@ -8,26 +8,31 @@ const PENDING_TTL_SECONDS = 60;
 export type LoginOutcome = 'succeeded' | 'failed' | 'unknown';
 
 /**
- * Failed-login lockout, per user name and per client address. Failures are
- * counted in a window that starts with the first failure; past
- * `maxFailures`, every login for that name (or from that address) is refused
- * with 429 until the window ends, even with the right password.
+ * Failed-login lockout, per user name and per client address, with separate
+ * limits: `maxFailures` for a name, the higher `maxPerAddress` for an address
+ * (many people may share one: an office, a proxy). Failures are counted in a
+ * window that starts with the first failure; past a limit, every login for
+ * that name (or from that address) is refused with 429 until the window ends,
+ * even with the right password.
  *
- * Passwords being compared count too: an attempt may start only while
- * failures + attempts in progress stay within the limit, so a burst of
- * concurrent guesses gets no more than `maxFailures` comparisons. One over
- * that only because of attempts in progress is told to retry in a second.
+ * Passwords being compared count too, per name only: an attempt may start
+ * only while the name's failures + attempts in progress stay within its
+ * limit, so a burst of concurrent guesses at one account gets no more than
+ * `maxFailures` comparisons, while many different people logging in at once
+ * from one address are not held back by each other. One over the limit only
+ * because of attempts in progress is told to retry in a second.
  */
 export class LoginGuard {
   constructor(
     private readonly kv: Kv,
     private readonly maxFailures: number,
+    private readonly maxPerAddress: number,
     private readonly windowSeconds: number,
   ) {}
 
-  private keys(userName: string, address: string): { failures: string[]; pending: string[] } {
+  private keys(userName: string, address: string): { failures: [string, string]; pending: string } {
     const name = createHash('sha256').update(userName).digest('hex');
-    return { failures: [`login:u:${name}`, `login:a:${address}`], pending: [`login:pu:${name}`, `login:pa:${address}`] };
+    return { failures: [`login:u:${name}`, `login:a:${address}`], pending: `login:pu:${name}` };
   }
 
   /**
@@ -38,13 +43,13 @@ export class LoginGuard {
   async begin(userName: string, address: string): Promise<void> {
     const { failures, pending } = this.keys(userName, address);
     // Pending first, failures after: see `end`, which counts a failure before it clears its pending mark.
-    const inProgress = await Promise.all(pending.map((k) => this.kv.incr(k, PENDING_TTL_SECONDS)));
-    const failed = (await this.kv.mget(failures)).map((v) => Number(v ?? 0));
-    const locked = failed.findIndex((n) => n >= this.maxFailures);
-    const busy = failed.some((n, i) => n + inProgress[i] > this.maxFailures);
-    if (locked < 0 && !busy) return;
+    const inProgress = await this.kv.incr(pending, PENDING_TTL_SECONDS);
+    const [byName, byAddress] = (await this.kv.mget(failures)).map((v) => Number(v ?? 0));
+    const locked = byName >= this.maxFailures ? failures[0] : byAddress >= this.maxPerAddress ? failures[1] : undefined;
+    const busy = byName + inProgress > this.maxFailures;
+    if (locked === undefined && !busy) return;
     await this.clearPending(pending);
-    const wait = locked >= 0 ? await this.kv.ttl(failures[locked]) : 1;
+    const wait = locked !== undefined ? await this.kv.ttl(locked) : 1;
     throw new TooManyRequests('too-many-login-attempts', Math.max(1, wait));
   }
 
@@ -60,7 +65,7 @@ export class LoginGuard {
     await this.clearPending(pending);
   }
 
-  private async clearPending(pending: string[]): Promise<void> {
-    await Promise.all(pending.map((k) => this.kv.incr(k, PENDING_TTL_SECONDS, -1)));
+  private async clearPending(pending: string): Promise<void> {
+    await this.kv.incr(pending, PENDING_TTL_SECONDS, -1);
   }
 }
