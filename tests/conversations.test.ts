@@ -537,7 +537,7 @@ describe('conversation queries use indexes', () => {
     const list = await listChats(client, u.session, 1000);
     assert.equal(list.length, 40, 'owned (20) and joined (40) chats overlap in 20');
     assert.ok(list.every((c) => c.last_message?.text === 'filler 5' && c.unread === 5));
-    const res = (await db.raw(`EXPLAIN ${CHATS_OF_ACCOUNT_SQL}`, [me, me, me, me, me, 1000])) as { rows: Record<string, string>[] };
+    const res = (await db.raw(`EXPLAIN ${CHATS_OF_ACCOUNT_SQL}`, [me, me, 1000, me, me, me])) as { rows: Record<string, string>[] };
     const plan = planOf(res.rows);
     assert.match(plan, /chats_owner_idx/, plan);
     assert.match(plan, /chat_members_account_(idx|uq)/, plan);
