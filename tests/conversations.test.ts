@@ -299,6 +299,18 @@ describe('POST /v1/direct', () => {
     assert.equal(rows.length, 2);
   });
 
+  it('the database itself refuses a second direct chat for the same pair, in either order', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const a = await buildUser(client);
+    const b = await buildUser(client);
+    await direct(client, a.session, b.userName);
+    const [ida, idb] = [await accountOf(a), await accountOf(b)];
+    const [lo, hi] = ida < idb ? [ida, idb] : [idb, ida];
+    await assert.rejects(db('chats').insert({ chat_name: 'dup', owner_id: ida, direct_a: lo, direct_b: hi }), (err: { code?: string }) => err.code === '23505');
+    await assert.rejects(db('chats').insert({ chat_name: 'dup', owner_id: ida, direct_a: hi, direct_b: lo }), (err: { code?: string }) => err.code === '23514');
+  });
+
   it('is closed to a third account: reading, joining, listing members and marking read answer 404', async () => {
     const { client, b, directChat, bDirect } = await twoAccounts();
     const m = await postMessage(client, directChat, bDirect, 'private', b.session);
