@@ -185,9 +185,9 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   if (authDisabled) {
     apps = apps.filter((a) => a !== 'auth');
     // The original's switch with the default list: drop what cannot work
-    // without accounts (search is per account). An explicit APPS naming
-    // search with auth off is still refused at start-up.
-    if (raw === undefined) apps = apps.filter((a) => a !== 'search');
+    // without accounts (search and conversations are per account). An
+    // explicit APPS naming one of them with auth off is still refused at start-up.
+    if (raw === undefined) apps = apps.filter((a) => a !== 'search' && a !== 'conversations');
   }
   return apps;
 }

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_core';
 import * as m002 from './002_search';
+import * as m003 from './003_conversations';
 import * as m004 from './004_sessions';
 
 interface Migration {
@@ -13,6 +14,7 @@ interface Migration {
 const migrations: Record<string, Migration> = {
   '001_core': m001,
   '002_search': m002,
+  '003_conversations': m003,
   '004_sessions': m004,
 };
 

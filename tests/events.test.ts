@@ -185,6 +185,6 @@ describe('apps are folders', () => {
   });
 
   it('this build ships the apps APPS can name', () => {
-    assert.deepEqual(appDirectories().slice(0, 6), ['auth', 'chats', 'messages', 'search', 'throttling', 'caching']);
+    assert.deepEqual(appDirectories().slice(0, 7), ['auth', 'chats', 'messages', 'conversations', 'search', 'throttling', 'caching']);
   });
 });

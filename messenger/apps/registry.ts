@@ -6,7 +6,7 @@ import type { AppModule } from '../types';
 const ALWAYS_ON = new Set(['core', 'ops']);
 
 /** Preferred order of the apps this build ships with; any other app folder follows, by name. */
-const ORDER = ['auth', 'chats', 'messages', 'search', 'throttling', 'caching'];
+const ORDER = ['auth', 'chats', 'messages', 'conversations', 'search', 'throttling', 'caching'];
 
 function hasIndex(dir: string): boolean {
   return ['index.ts', 'index.js'].some((f) => fs.existsSync(path.join(dir, f)));

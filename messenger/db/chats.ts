@@ -1,7 +1,125 @@
-import type { Queryable } from '../infra/db';
+import { prepared, type Queryable } from '../infra/db';
 
 /** Creates a chat owned by `ownerId` (null when auth is off). */
 export async function insertChat(db: Queryable, chatName: string, ownerId: string | null): Promise<string> {
   const rows = (await db('chats').insert({ chat_name: chatName, owner_id: ownerId }).returning('id')) as { id: string }[];
   return rows[0].id;
+}
+
+/** A direct chat as `openDirectChat` answers it. */
+export interface DirectChat {
+  chatId: string;
+  /** The caller's member id in it. */
+  memberId: string;
+  /** True when this call made the chat; `members` then holds both memberships. */
+  created: boolean;
+  members: { id: string; user_name: string; account_id: string }[];
+}
+
+/**
+ * The one direct chat of two accounts, made if there is none. Insert-or-fetch:
+ * the chat and both memberships are one statement whose insert the unique
+ * index on the ordered pair lets only one caller win; a loser (or a repeat
+ * call) finds the winner's chat with a second statement, whose fresh snapshot
+ * sees it. The caller is the creator and joins first; both join under their
+ * account names. The stored chat_name is both names (the list shows each
+ * side the other's name).
+ */
+export async function openDirectChat(db: Queryable, callerId: string, otherId: string): Promise<DirectChat> {
+  const created = (await db.raw(
+    `WITH pair AS (SELECT least(?::uuid, ?::uuid) AS a, greatest(?::uuid, ?::uuid) AS b),
+          names AS (SELECT u.id, u.user_name FROM users u, pair WHERE u.id IN (pair.a, pair.b)),
+          chat AS (
+            INSERT INTO chats (chat_name, owner_id, direct_a, direct_b)
+            SELECT left((SELECT user_name FROM names WHERE id = pair.a) || ', ' || (SELECT user_name FROM names WHERE id = pair.b), 255),
+                   ?::uuid, pair.a, pair.b
+              FROM pair
+            ON CONFLICT (direct_a, direct_b) WHERE direct_a IS NOT NULL DO NOTHING
+            RETURNING id),
+          mem AS (
+            INSERT INTO chat_members (chat_id, user_name, account_id)
+            SELECT chat.id, names.user_name, names.id FROM chat, names
+             ORDER BY names.id = ?::uuid DESC
+            RETURNING id, chat_id, user_name, account_id, join_order)
+     SELECT id, chat_id, user_name, account_id FROM mem ORDER BY join_order`,
+    [callerId, otherId, callerId, otherId, callerId, callerId],
+  )) as { rows: { id: string; chat_id: string; user_name: string; account_id: string }[] };
+  const rows = created.rows;
+  if (rows.length > 0) {
+    const mine = rows.find((r) => r.account_id === callerId) as (typeof rows)[number];
+    return { chatId: mine.chat_id, memberId: mine.id, created: true, members: rows.map(({ id, user_name, account_id }) => ({ id, user_name, account_id })) };
+  }
+  const found = (await db.raw(
+    `SELECT c.id AS chat_id, m.id AS member_id
+       FROM chats c JOIN chat_members m ON m.chat_id = c.id AND m.account_id = ?::uuid
+      WHERE c.direct_a = least(?::uuid, ?::uuid) AND c.direct_b = greatest(?::uuid, ?::uuid)`,
+    [callerId, callerId, otherId, callerId, otherId],
+  )) as { rows: { chat_id: string; member_id: string }[] };
+  const row = found.rows[0];
+  if (row === undefined) throw new Error('direct chat neither created nor found');
+  return { chatId: row.chat_id, memberId: row.member_id, created: false, members: [] };
+}
+
+/**
+ * The chat-list statement (exported for the EXPLAIN test). Two steps: rank
+ * the account's chats by activity (one index probe per chat for its last
+ * message's time) and keep the page; only then join names, identity, marker
+ * and the last message for the rows of that page. Parameters: the account
+ * twice, the limit, then the account three times.
+ */
+export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
+        SELECT id FROM chats WHERE owner_id = ?::uuid
+        UNION
+        SELECT chat_id FROM chat_members WHERE account_id = ?::uuid),
+      page AS (
+        SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq,
+               coalesce((SELECT m.created_at FROM messages m WHERE m.chat_id = c.id AND m.seq = c.last_seq), c.created_at) AS activity
+          FROM mine JOIN chats c ON c.id = mine.id
+         ORDER BY activity DESC, c.id DESC
+         LIMIT ?)
+     SELECT c.id,
+            CASE WHEN c.direct_a IS NULL THEN c.chat_name ELSE coalesce(o.user_name, c.chat_name) END AS chat_name,
+            c.direct_a IS NOT NULL AS direct,
+            me.id AS user_id,
+            lm.id AS message_id, lm.member_id AS message_user_id, lmm.user_name AS message_user_name,
+            lm.text AS message_text, lm.created_at AS message_created_at,
+            greatest(c.last_seq - coalesce(r.seq, 0), 0) AS unread
+       FROM page c
+       LEFT JOIN chat_members me ON me.chat_id = c.id AND me.account_id = ?::uuid
+       LEFT JOIN users o ON c.direct_a IS NOT NULL AND o.id = CASE WHEN c.direct_a = ?::uuid THEN c.direct_b ELSE c.direct_a END
+       LEFT JOIN read_markers r ON r.account_id = ?::uuid AND r.chat_id = c.id
+       LEFT JOIN messages lm ON lm.chat_id = c.id AND lm.seq = c.last_seq
+       LEFT JOIN chat_members lmm ON lmm.id = lm.member_id
+      ORDER BY c.activity DESC, c.id DESC`;
+
+/** One chat of an account's chat list. */
+export interface ChatListRow {
+  id: string;
+  chat_name: string;
+  direct: boolean;
+  /** The account's member id in the chat; null when it created the chat but has not joined. */
+  user_id: string | null;
+  message_id: string | null;
+  message_user_id: string | null;
+  message_user_name: string | null;
+  message_text: string | null;
+  message_created_at: Date | null;
+  unread: number;
+}
+
+/**
+ * The chats an account created or joined, most recent activity first (its
+ * last message, else its creation), with the account's identity in each, the
+ * last message and the unread count, in one statement (no query per chat).
+ * Each chat costs a few index probes: membership by account, the last
+ * message by (chat_id, seq = last_seq), the read marker by its key; unread is
+ * `last_seq - marker`, never a count over messages. A direct chat is named
+ * after the other account.
+ */
+export async function chatsOfAccount(db: Queryable, accountId: string, limit: number): Promise<ChatListRow[]> {
+  const res = (await db.raw(
+    CHATS_OF_ACCOUNT_SQL,
+    [accountId, accountId, limit, accountId, accountId, accountId],
+  ).options(prepared('chats-of-account'))) as { rows: (Omit<ChatListRow, 'unread'> & { unread: number | string })[] };
+  return res.rows.map((r) => ({ ...r, unread: Number(r.unread) }));
 }

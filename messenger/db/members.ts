@@ -1,16 +1,26 @@
 import type { Queryable } from '../infra/db';
 
+/** A membership as joining answers it. */
+export interface Joined {
+  id: string;
+  /** The name the member is shown under (the first one given, on a repeat join). */
+  userName: string;
+  /** True when this call made the membership, false when it existed. */
+  created: boolean;
+}
+
 /**
- * Joins `userName` to the chat and returns the member id; joining again
- * returns the same id (per account with auth on, per name with auth off).
- * Undefined when the chat does not exist.
+ * Joins `userName` to the chat and returns the member; joining again returns
+ * the same id (per account with auth on, per name with auth off).
+ * Undefined when the chat does not exist, or is a direct chat the account is
+ * not one of the two of (nobody else can join those).
  */
 export async function joinChat(
   db: Queryable,
   chatId: string,
   userName: string,
   accountId: string | null,
-): Promise<string | undefined> {
+): Promise<Joined | undefined> {
   // A concurrent join of the same identity can commit between our snapshot and
   // our insert, leaving neither branch a row; the second try sees it.
   return (await joinOnce(db, chatId, userName, accountId)) ?? joinOnce(db, chatId, userName, accountId);
@@ -21,7 +31,7 @@ async function joinOnce(
   chatId: string,
   userName: string,
   accountId: string | null,
-): Promise<string | undefined> {
+): Promise<Joined | undefined> {
   // Insert-or-fetch in one statement: ON CONFLICT DO NOTHING returns no row
   // for an existing member, so the second branch finds it. Safe under races
   // because the unique index decides who wins.
@@ -31,16 +41,49 @@ async function joinOnce(
       : '(chat_id, account_id) WHERE account_id IS NOT NULL';
   const existing = accountId === null ? 'user_name = ? AND account_id IS NULL' : 'account_id = ?';
   const res = (await db.raw(
-    `WITH chat AS (SELECT id FROM chats WHERE id = ?),
+    `WITH chat AS (
+            SELECT id FROM chats
+             WHERE id = ? AND (direct_a IS NULL OR ?::uuid IN (direct_a, direct_b))),
           ins AS (
             INSERT INTO chat_members (chat_id, user_name, account_id)
             SELECT chat.id, ?, ?::uuid FROM chat
             ON CONFLICT ${conflict} DO NOTHING
-            RETURNING id)
-     SELECT id FROM ins
+            RETURNING id, user_name)
+     SELECT id, user_name, true AS created FROM ins
      UNION ALL
-     SELECT m.id FROM chat_members m, chat WHERE m.chat_id = chat.id AND ${existing}`,
-    [chatId, userName, accountId, accountId ?? userName],
-  )) as { rows: { id: string }[] };
-  return res.rows[0]?.id;
+     SELECT m.id, m.user_name, false FROM chat_members m, chat WHERE m.chat_id = chat.id AND ${existing}`,
+    [chatId, accountId, userName, accountId, accountId ?? userName],
+  )) as { rows: { id: string; user_name: string; created: boolean }[] };
+  const row = res.rows[0];
+  return row === undefined ? undefined : { id: row.id, userName: row.user_name, created: row.created };
+}
+
+/** One member of a chat, for the members list. */
+export interface MemberRow {
+  id: string;
+  user_name: string;
+  account_id: string | null;
+}
+
+/**
+ * The members of a chat in join order, or undefined when the chat does not
+ * exist or this account may not read it (creator or member may; with auth off,
+ * `accountId` null, anyone may read a group chat and nobody a direct one).
+ * One round trip: the access check and the list are one statement.
+ */
+export async function membersOf(db: Queryable, chatId: string, accountId: string | null): Promise<MemberRow[] | undefined> {
+  const res = (await db.raw(
+    `WITH c AS (
+        SELECT c.id FROM chats c
+         WHERE c.id = ?
+           AND (CASE WHEN ?::uuid IS NULL THEN c.direct_a IS NULL
+                     ELSE c.owner_id = ?::uuid OR EXISTS (
+                       SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid) END))
+     SELECT c.id AS chat_id, m.id, m.user_name, m.account_id
+       FROM c LEFT JOIN chat_members m ON m.chat_id = c.id
+      ORDER BY m.join_order`,
+    [chatId, accountId, accountId, accountId],
+  )) as { rows: (MemberRow & { chat_id: string; id: string | null })[] };
+  if (res.rows.length === 0) return undefined;
+  return res.rows.filter((r) => r.id !== null).map(({ id, user_name, account_id }) => ({ id: id as string, user_name, account_id }));
 }

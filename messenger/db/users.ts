@@ -31,3 +31,26 @@ export async function findUserById(
 export async function updatePasswordHash(db: Queryable, id: string, passwordHash: string): Promise<void> {
   await db('users').where({ id }).update({ password_hash: passwordHash });
 }
+
+/**
+ * The people-search statement (exported for the EXPLAIN test): account names
+ * whose lowercase form starts with the lowercased pattern, in the order of
+ * users_name_prefix_idx (lower(user_name) under the "C" collation), so the
+ * LIKE is an index range and LIMIT stops the scan early. Parameters: the
+ * prefix with `!`, `%` and `_` escaped by `!`, then the limit.
+ */
+export const NAMES_BY_PREFIX_SQL = `SELECT user_name FROM users
+  WHERE lower(user_name) COLLATE "C" LIKE lower(?) || '%' ESCAPE '!'
+  ORDER BY lower(user_name) COLLATE "C", user_name
+  LIMIT ?`;
+
+/** Escapes LIKE's wildcards (and the escape character itself) so the prefix matches literally. */
+export function likePrefix(prefix: string): string {
+  return prefix.replace(/[!%_]/g, '!$&');
+}
+
+/** Up to `limit` account names starting with `prefix`, case-insensitively, in name order. */
+export async function namesByPrefix(db: Queryable, prefix: string, limit: number): Promise<string[]> {
+  const res = (await db.raw(NAMES_BY_PREFIX_SQL, [likePrefix(prefix), limit])) as { rows: { user_name: string }[] };
+  return res.rows.map((r) => r.user_name);
+}

@@ -318,7 +318,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Your chats, most recent activity first, with the last message and unread count.
+         * @description Every chat you created or joined, ordered by its last message's time, or
+         *     by its creation for a chat without messages (newest first). `user_id`
+         *     is your identity in the chat (null when you created it but have not
+         *     joined). `unread` counts the messages after your read marker; posting a
+         *     message moves your marker to it, so your own messages never count. A
+         *     direct chat has `direct: true` and is named after the other account.
+         *     Part of the `conversations` app, which needs accounts (the `auth` app).
+         */
+        get: operations["listChats"];
         put?: never;
         /**
          * Create a chat.
@@ -343,7 +353,17 @@ export interface paths {
             };
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The members of a chat in join order, with whether each is online.
+         * @description `online` is true while the member's account has an open real-time
+         *     connection on any instance (it turns false within 60 s after the last
+         *     one closed or its instance died); always false for a member without an
+         *     account (authentication off). Who may read the chat may list its
+         *     members: its creator and its members; anyone else gets
+         *     `404 chat-not-found`. With authentication off, anyone may list a group
+         *     chat and nobody a direct chat.
+         */
+        get: operations["listChatUsers"];
         put?: never;
         /**
          * Join a chat under a display name; returns your user_id in it.
@@ -351,9 +371,86 @@ export interface paths {
          *     `user_name`. An account has one identity per chat: joining again returns
          *     the same `user_id` and keeps the first name. Display names need not be
          *     unique within a chat. With authentication off, the name is the identity:
-         *     joining with the same name returns the same `user_id`.
+         *     joining with the same name returns the same `user_id`. A direct chat
+         *     (`POST /v1/direct`) cannot be joined by anyone but its two accounts
+         *     (`404 chat-not-found`).
          */
         post: operations["joinChat"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/chats/{chat_id}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description 32 hex characters (dashed form accepted). A malformed id answers `404 chat-not-found`. */
+                chat_id: components["parameters"]["ChatId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move your read marker in a chat forward to a message; answers your unread count.
+         * @description One marker per account and chat, stored in PostgreSQL. It only moves
+         *     forward: a message older than the marker leaves it where it is (the
+         *     answer is still `200` with the current count), also under concurrent
+         *     calls. `unread` is the number of messages after the marker. When the
+         *     marker moves, a `read.moved` event goes to your real-time connections.
+         *     Nothing is stored on any error.
+         */
+        post: operations["markRead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/direct": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Open the one-to-one chat with another account (made on first use).
+         * @description Exactly one direct chat exists per pair of accounts, also when both
+         *     create it at the same moment. Both accounts are members under their
+         *     account names; asking again, from either side, answers the same
+         *     `chat_id` and the caller's `user_id` (still `201`). Nobody else can
+         *     join or read it (`404 chat-not-found`). `user_name` is matched exactly.
+         */
+        post: operations["createDirectChat"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Find account names by prefix (case-insensitive).
+         * @description Names starting with `prefix`, compared case-insensitively, in
+         *     case-insensitive name order, at most `limit` of them; `%` and `_` match
+         *     themselves. A prefix needs at least 3 characters, so the list of every
+         *     account is never handed out.
+         */
+        get: operations["searchUsers"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -522,6 +619,30 @@ export interface components {
              * @example 2026-11-23T10:15:30.123Z
              */
             created_at: string;
+        };
+        ChatListItem: {
+            chat_id: components["schemas"]["Id"];
+            /** @description For a direct chat, the other account's name. */
+            chat_name: string;
+            /** @description Your identity in the chat; null when you created it but have not joined. */
+            user_id: string | null;
+            direct: boolean;
+            /** @description The chat's last message (a `Message`), or null when it has none. */
+            last_message: {
+                message_id: components["schemas"]["Id"];
+                user_id: components["schemas"]["Id"];
+                user_name: string;
+                text: string;
+                /** Format: date-time */
+                created_at: string;
+            } | null;
+            /** @description Messages after your read marker (never your own). */
+            unread: number;
+        };
+        ChatMember: {
+            user_id: components["schemas"]["Id"];
+            user_name: string;
+            online: boolean;
         };
         SearchResult: {
             message_id: components["schemas"]["Id"];
@@ -1015,6 +1136,34 @@ export interface operations {
             503: components["responses"]["ServiceUnavailable"];
         };
     };
+    listChats: {
+        parameters: {
+            query?: {
+                /** @description At most this many chats (default 100). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Your chats. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        chats: components["schemas"]["ChatListItem"][];
+                    };
+                };
+            };
+            400: components["responses"]["BadParameters"];
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
     createChat: {
         parameters: {
             query?: never;
@@ -1043,6 +1192,42 @@ export interface operations {
             };
             400: components["responses"]["BadParameters"];
             401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listChatUsers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description 32 hex characters (dashed form accepted). A malformed id answers `404 chat-not-found`. */
+                chat_id: components["parameters"]["ChatId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The members. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        users: components["schemas"]["ChatMember"][];
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description `chat-not-found`: no such chat, a malformed id, or a chat you may not read. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             503: components["responses"]["ServiceUnavailable"];
         };
     };
@@ -1077,7 +1262,7 @@ export interface operations {
             };
             400: components["responses"]["BadParameters"];
             401: components["responses"]["Unauthorized"];
-            /** @description `chat-not-found`: no such chat, or a malformed id. */
+            /** @description `chat-not-found`: no such chat, a malformed id, or a direct chat of two other accounts. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1086,6 +1271,139 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    markRead: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description 32 hex characters (dashed form accepted). A malformed id answers `404 chat-not-found`. */
+                chat_id: components["parameters"]["ChatId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description A `message_id` of this chat. */
+                    message_id: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The marker is at this message or further. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        unread: number;
+                    };
+                };
+            };
+            /** @description `bad-parameters` (missing or non-string `message_id`) or `bad-cursor` (`message_id` is not a message of this chat). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description `chat-not-found`: no such chat, a malformed id, or a chat you may not read. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    createDirectChat: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The other account's name. */
+                    user_name: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The direct chat and your identity in it. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        chat_id: components["schemas"]["Id"];
+                        user_id: components["schemas"]["Id"];
+                    };
+                };
+            };
+            /** @description `bad-parameters`: a missing or malformed `user_name`, or your own name. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description `user-not-found`: no account has this name. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    searchUsers: {
+        parameters: {
+            query: {
+                prefix: string;
+                /** @description At most this many names (default 20). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Matching names. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        users: {
+                            user_name: string;
+                        }[];
+                    };
+                };
+            };
+            400: components["responses"]["BadParameters"];
+            401: components["responses"]["Unauthorized"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };

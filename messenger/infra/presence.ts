@@ -7,6 +7,8 @@ import { RedisKv } from './kv';
  * connection on any instance. Each instance marks its connected accounts
  * with a heartbeat; a mark expires after `ttlSeconds` unless renewed, so an
  * instance that dies leaves nobody online for longer than that (SPEC: 60 s).
+ * Account ids are in the wire form (32 lowercase hex, `toWireId`), as in
+ * domain events; the members list asks in that form.
  */
 export interface Presence {
   /** Marks (or re-marks) these accounts as connected to this instance. */

@@ -1,12 +1,12 @@
 import { insertChat } from '../../db/chats';
-import { joinChat } from '../../db/members';
+import { joinChat, membersOf } from '../../db/members';
 import { NotFound } from '../../errors';
 import { parseId, toWireId } from '../../ids';
 import { field } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
 
-/** Chats and membership: create a chat, join it under a name. */
-const chatsApp: AppFactory = ({ db }): App => ({
+/** Chats and membership: create a chat, join it under a name, list its members. */
+const chatsApp: AppFactory = ({ db, events, presence }): App => ({
   name: 'chats',
   requires: [],
   middleware: {},
@@ -22,10 +22,37 @@ const chatsApp: AppFactory = ({ db }): App => ({
       const chatId = parseId(req.params.chat_id);
       if (chatId === null) throw new NotFound('chat-not-found');
       const userName = field(req.body, 'user_name');
-      const memberId = await joinChat(db, chatId, userName, ctx.state.session?.accountId ?? null);
-      if (memberId === undefined) throw new NotFound('chat-not-found');
+      const accountId = ctx.state.session?.accountId ?? null;
+      const member = await joinChat(db, chatId, userName, accountId);
+      if (member === undefined) throw new NotFound('chat-not-found');
+      // Only a new membership is news; a repeat join changes nothing.
+      if (member.created) {
+        await events.publish('member.joined', {
+          chatId: toWireId(chatId),
+          userId: toWireId(member.id),
+          userName: member.userName,
+          accountId: accountId === null ? null : toWireId(accountId),
+        });
+      }
       ctx.status = 201;
-      ctx.body = { user_id: toWireId(memberId) };
+      ctx.body = { user_id: toWireId(member.id) };
+    },
+
+    async listChatUsers(ctx, req) {
+      const chatId = parseId(req.params.chat_id);
+      if (chatId === null) throw new NotFound('chat-not-found');
+      const members = await membersOf(db, chatId, ctx.state.session?.accountId ?? null);
+      if (members === undefined) throw new NotFound('chat-not-found');
+      const accounts = members.flatMap((m) => (m.account_id === null ? [] : [m.account_id]));
+      const online = await presence.online(accounts.map(toWireId));
+      ctx.status = 200;
+      ctx.body = {
+        users: members.map((m) => ({
+          user_id: toWireId(m.id),
+          user_name: m.user_name,
+          online: m.account_id !== null && online.has(toWireId(m.account_id)),
+        })),
+      };
     },
   },
 });

@@ -1,0 +1,128 @@
+import { chatsOfAccount, openDirectChat, type ChatListRow } from '../../db/chats';
+import { advanceMarker, markRead } from '../../db/read_markers';
+import { findUserByName, namesByPrefix } from '../../db/users';
+import { BadRequest, NotFound } from '../../errors';
+import { parseId, toWireId } from '../../ids';
+import { sessionOf } from '../auth';
+import { field, intParam, queryParam } from '../input';
+import type { App, AppFactory, AppModule } from '../../types';
+
+/** The wire form of one chat of the list. */
+function presentChat(row: ChatListRow) {
+  return {
+    chat_id: toWireId(row.id),
+    chat_name: row.chat_name,
+    user_id: row.user_id === null ? null : toWireId(row.user_id),
+    direct: row.direct,
+    last_message:
+      row.message_id === null
+        ? null
+        : {
+            message_id: toWireId(row.message_id),
+            user_id: toWireId(row.message_user_id as string),
+            user_name: row.message_user_name as string,
+            text: row.message_text as string,
+            created_at: (row.message_created_at as Date).toISOString(),
+          },
+    unread: row.unread,
+  };
+}
+
+/** An optional integer query parameter within [min, max], `fallback` when absent. */
+function optionalInt(value: unknown, min: number, max: number, fallback: number): number {
+  return value === undefined ? fallback : intParam(value, min, max);
+}
+
+/**
+ * Conversations, the account-centred view: the chat list with last message
+ * and unread counts, read markers, direct chats and people search. Everything
+ * here belongs to an account, so the app requires `auth` (with
+ * AUTH_DISABLED=1 and the default APPS it is left out, like search).
+ */
+const conversationsApp: AppFactory = (deps): App => {
+  const { db, events } = deps;
+  return {
+    name: 'conversations',
+    requires: ['auth', 'chats'],
+    middleware: {},
+    reactors: {
+      // Posting moves the poster's marker to its message, so nobody's own
+      // messages count as unread. Runs in the publishing process before its
+      // 201; the marker only ever moves forward, whatever order posts finish in.
+      async 'message.stored'(event) {
+        const accountId = parseId(event.accountId);
+        const chatId = parseId(event.chatId);
+        if (accountId === null || chatId === null) return;
+        const moved = await advanceMarker(db, accountId, chatId, event.seq);
+        if (moved === undefined) return;
+        await events.publish('read.moved', {
+          accountId: toWireId(accountId),
+          chatId: toWireId(chatId),
+          messageId: event.messageId,
+          unread: moved.unread,
+        });
+      },
+    },
+    handlers: {
+      async listChats(ctx, req) {
+        const { accountId } = sessionOf(ctx);
+        const limit = optionalInt(req.query.limit, 1, 1000, 100);
+        const rows = await chatsOfAccount(db, accountId, limit);
+        ctx.status = 200;
+        ctx.body = { chats: rows.map(presentChat) };
+      },
+
+      async markRead(ctx, req) {
+        const { accountId } = sessionOf(ctx);
+        const chatId = parseId(req.params.chat_id);
+        if (chatId === null) throw new NotFound('chat-not-found');
+        const messageId = parseId(field(req.body, 'message_id'));
+        const res = await markRead(db, accountId, chatId, messageId);
+        if ('missing' in res) {
+          if (res.missing === 'chat') throw new NotFound('chat-not-found');
+          throw new BadRequest('bad-cursor');
+        }
+        if (res.moved) {
+          await events.publish('read.moved', {
+            accountId: toWireId(accountId),
+            chatId: toWireId(chatId),
+            messageId: toWireId(messageId as string),
+            unread: res.unread,
+          });
+        }
+        ctx.status = 200;
+        ctx.body = { unread: res.unread };
+      },
+
+      async createDirectChat(ctx, req) {
+        const session = sessionOf(ctx);
+        const other = await findUserByName(db, field(req.body, 'user_name'));
+        if (other === undefined) throw new NotFound('user-not-found');
+        if (other.id === session.accountId) throw new BadRequest();
+        const chat = await openDirectChat(db, session.accountId, other.id);
+        for (const m of chat.members) {
+          await events.publish('member.joined', {
+            chatId: toWireId(chat.chatId),
+            userId: toWireId(m.id),
+            userName: m.user_name,
+            accountId: toWireId(m.account_id),
+          });
+        }
+        ctx.status = 201;
+        ctx.body = { chat_id: toWireId(chat.chatId), user_id: toWireId(chat.memberId) };
+      },
+
+      async searchUsers(ctx, req) {
+        const prefix = queryParam(req.query.prefix);
+        if (prefix === undefined || [...prefix].length < 3) throw new BadRequest();
+        const limit = optionalInt(req.query.limit, 1, 50, 20);
+        const names = await namesByPrefix(db, prefix, limit);
+        ctx.status = 200;
+        ctx.body = { users: names.map((user_name) => ({ user_name })) };
+      },
+    },
+  };
+};
+
+/** The conversations app. */
+export const app: AppModule = { name: 'conversations', create: conversationsApp };

@@ -1,0 +1,90 @@
+import type { Queryable } from '../infra/db';
+
+/**
+ * Read markers: one row per (account, chat) holding the per-chat `seq` of the
+ * last message the account has read. Every write is an upsert whose update
+ * only applies when it moves the marker forward (`WHERE read_markers.seq <
+ * EXCLUDED.seq`): PostgreSQL re-evaluates that condition on the latest row
+ * version under the row lock, so concurrent calls never move it backwards.
+ */
+
+/** Where a marker stands after a read, and whether this call moved it. */
+export interface MarkerState {
+  moved: boolean;
+  /** The marker's seq now. */
+  seq: number;
+  /** Messages after the marker: the chat's last seq minus the marker's. */
+  unread: number;
+}
+
+export type MarkReadResult = MarkerState | { missing: 'chat' | 'message' };
+
+/**
+ * Moves the account's marker in the chat to `messageId` (null: a malformed
+ * id) unless it is already there or further. The chat must exist and the
+ * account must be its creator or a member (else `missing: 'chat'`); the
+ * message must be one of that chat's (else `missing: 'message'`). Nothing is
+ * written in either case.
+ */
+export async function markRead(db: Queryable, accountId: string, chatId: string, messageId: string | null): Promise<MarkReadResult> {
+  const res = (await db.raw(
+    `WITH c AS (
+        SELECT c.id, c.last_seq FROM chats c
+         WHERE c.id = ?
+           AND (c.owner_id = ?::uuid OR EXISTS (
+                  SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid))),
+      msg AS (SELECT m.seq FROM messages m, c WHERE m.id = ?::uuid AND m.chat_id = c.id),
+      up AS (
+        INSERT INTO read_markers (account_id, chat_id, seq)
+        SELECT ?::uuid, c.id, msg.seq FROM c, msg
+        ON CONFLICT (account_id, chat_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+         WHERE read_markers.seq < EXCLUDED.seq
+        RETURNING seq)
+     SELECT c.last_seq, msg.seq AS message_seq, (SELECT seq FROM up) AS moved_to
+       FROM c LEFT JOIN msg ON true`,
+    [chatId, accountId, accountId, messageId, accountId],
+  )) as { rows: { last_seq: string | number; message_seq: string | number | null; moved_to: string | number | null }[] };
+  const row = res.rows[0];
+  if (row === undefined) return { missing: 'chat' };
+  if (row.message_seq === null) return { missing: 'message' };
+  if (row.moved_to !== null) {
+    const seq = Number(row.moved_to);
+    return { moved: true, seq, unread: Math.max(Number(row.last_seq) - seq, 0) };
+  }
+  // Not moved: the marker was already there or further (maybe moved by a
+  // concurrent call this statement's snapshot predates); read where it is now.
+  return { moved: false, ...(await markerOf(db, accountId, chatId)) };
+}
+
+async function markerOf(db: Queryable, accountId: string, chatId: string): Promise<{ seq: number; unread: number }> {
+  const res = (await db.raw(
+    `SELECT coalesce(r.seq, 0) AS seq, c.last_seq
+       FROM chats c LEFT JOIN read_markers r ON r.account_id = ?::uuid AND r.chat_id = c.id
+      WHERE c.id = ?`,
+    [accountId, chatId],
+  )) as { rows: { seq: string | number; last_seq: string | number }[] };
+  const row = res.rows[0];
+  const seq = Number(row?.seq ?? 0);
+  return { seq, unread: Math.max(Number(row?.last_seq ?? 0) - seq, 0) };
+}
+
+/**
+ * Moves the poster's marker to the message it just posted (seq `seq`), so its
+ * own messages never count as unread. Answers the new state when it moved,
+ * undefined when the marker was already there or further.
+ */
+export async function advanceMarker(db: Queryable, accountId: string, chatId: string, seq: number): Promise<MarkerState | undefined> {
+  const res = (await db.raw(
+    `WITH up AS (
+        INSERT INTO read_markers (account_id, chat_id, seq) VALUES (?::uuid, ?::uuid, ?)
+        ON CONFLICT (account_id, chat_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+         WHERE read_markers.seq < EXCLUDED.seq
+        RETURNING seq)
+     SELECT up.seq, c.last_seq FROM up, chats c WHERE c.id = ?::uuid`,
+    [accountId, chatId, seq, chatId],
+  )) as { rows: { seq: string | number; last_seq: string | number }[] };
+  const row = res.rows[0];
+  if (row === undefined) return undefined;
+  const at = Number(row.seq);
+  return { moved: true, seq: at, unread: Math.max(Number(row.last_seq) - at, 0) };
+}
