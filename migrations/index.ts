@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_core';
 import * as m002 from './002_search';
+import * as m005 from './005_write_path';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -12,6 +13,7 @@ interface Migration {
 const migrations: Record<string, Migration> = {
   '001_core': m001,
   '002_search': m002,
+  '005_write_path': m005,
 };
 
 /** Knex migration source over the static list above. */
