@@ -102,17 +102,20 @@ export class GroupCommitter {
     });
   }
 
-  /** One statement for the batch, then the reason for each post it left out. */
-  private async commit(items: BatchItem[]): Promise<(Outcome | Again)[]> {
-    let rows: StoredInBatch[] = [];
+  /** The batch statement, run again after a deadlock or serialization failure. */
+  private async storeRetrying(items: BatchItem[]): Promise<StoredInBatch[]> {
     for (let attempt = 1; ; attempt++) {
       try {
-        rows = await storeBatch(this.db, items);
-        break;
+        return await storeBatch(this.db, items);
       } catch (err) {
         if (!RETRYABLE.has(codeOf(err)) || attempt >= 5) throw err;
       }
     }
+  }
+
+  /** One statement for the batch, then the reason for each post it left out. */
+  private async commit(items: BatchItem[]): Promise<(Outcome | Again)[]> {
+    const rows = await this.storeRetrying(items);
     const byIndex = new Map(rows.map((r) => [r.index, r]));
     return Promise.all(
       items.map(async (item, i): Promise<Outcome | Again> => {
