@@ -76,7 +76,8 @@ export interface StoredInBatch extends StoredMessage {
  */
 export const IDEMPOTENCY_TTL_HOURS = 24;
 
-// One statement, so one transaction and one WAL flush for the whole batch:
+// One statement, so one transaction and one WAL flush for the whole batch
+// (exported for the benchmark's bare baseline, which runs the very same SQL):
 // - member: the items whose user_id is a member of their chat (owned by the
 //   account when one is given) and whose id is not stored yet (a redelivered
 //   write-behind message);
@@ -90,7 +91,7 @@ export const IDEMPOTENCY_TTL_HOURS = 24;
 //   message's time: max with the chat's last);
 // - ins: one multi-row insert, each item numbered after the counter's old value
 //   in batch order.
-const STORE_BATCH = `
+export const STORE_BATCH = `
 WITH input AS (
   SELECT * FROM json_to_recordset(?::json)
     AS t(o int, id uuid, chat_id uuid, member_id uuid, account_id uuid, text text, owner_id uuid, key text)
