@@ -49,10 +49,11 @@ const hex = (uuid: string) => uuid.replace(/-/g, '');
 const hexToUuid = (h: string | null) => (h === null ? undefined : `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
 
 /** Reads a request body, then calls `fn` with it. */
-function withBody(req: http.IncomingMessage, fn: (body: string) => void): void {
+function withBody(req: http.IncomingMessage, res: http.ServerResponse, fn: (body: string) => void): void {
   let body = '';
   req.on('data', (d: Buffer) => (body += d.toString()));
-  req.on('end', () => fn(body));
+  // A GET (the bench asking whether the server is up) has no body: 200.
+  req.on('end', () => (req.method === 'POST' ? fn(body) : json(res, 200, '{}')));
 }
 
 async function handlerFor(): Promise<http.RequestListener> {
@@ -64,7 +65,7 @@ async function handlerFor(): Promise<http.RequestListener> {
     const queue = env('BENCH_QUEUE');
     await ch.assertQueue(queue, { durable: true });
     return (req, res) => {
-      withBody(req, (body) => {
+      withBody(req, res, (body) => {
         const text = (JSON.parse(body) as { message: string }).message;
         const id = randomUUID();
         ch.sendToQueue(queue, Buffer.from(JSON.stringify({ id, text })), { persistent: true }, (err) =>
@@ -134,7 +135,7 @@ async function handlerFor(): Promise<http.RequestListener> {
       });
     };
     return (req, res) => {
-      withBody(req, (body) => {
+      withBody(req, res, (body) => {
         const text = (JSON.parse(body) as { message: string }).message;
         const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
         const id = randomUUID();

@@ -22,6 +22,12 @@ interface Pending {
 
 /** Most posts one statement takes; more wait for the next. */
 const MAX_BATCH = 1000;
+/**
+ * Batches one process commits at once. Two let a batch for other chats run
+ * while one waits for a row lock or its WAL flush, and keep both cores busy;
+ * posts still gather while both are in flight.
+ */
+const MAX_IN_FLIGHT = 2;
 /** Deadlock / serialization failure: the batch is simply run again. */
 const RETRYABLE = new Set(['40P01', '40001']);
 
@@ -31,8 +37,9 @@ function codeOf(err: unknown): string {
 }
 
 /**
- * Group commit for the `db_direct` mode. While one batch is being committed,
- * the posts that arrive wait; when it is done they all go in the next batch,
+ * Group commit for the `db_direct` mode. While batches are being committed
+ * (at most MAX_IN_FLIGHT), the posts that arrive wait; when one is done they
+ * all go in the next batch,
  * one statement (`storeBatch`): one chat-row update per chat, one multi-row
  * insert, one commit and WAL flush for all of them. Under no load a batch is
  * a single post and nothing waits. Each post is answered with its own
@@ -42,7 +49,7 @@ function codeOf(err: unknown): string {
  */
 export class GroupCommitter {
   private queue: Pending[] = [];
-  private running = false;
+  private running = 0;
 
   constructor(
     private readonly db: Db,
@@ -58,8 +65,8 @@ export class GroupCommitter {
   }
 
   private kick(): void {
-    if (this.running || this.queue.length === 0) return;
-    this.running = true;
+    if (this.running >= MAX_IN_FLIGHT || this.queue.length === 0) return;
+    this.running++;
     // A key sent twice in one batch: the second waits for the next batch, where it finds the first's answer.
     const seen = new Set<string>();
     const batch: Pending[] = [];
@@ -74,7 +81,7 @@ export class GroupCommitter {
     }
     this.queue = later;
     void this.run(batch).finally(() => {
-      this.running = false;
+      this.running--;
       this.kick();
     });
   }
