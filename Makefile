@@ -33,7 +33,7 @@ stop-prod: ## stop the Docker stack (data volumes are kept)
 logs-prod: ## follow the Docker stack's logs
 	$(COMPOSE) -f docker-compose.yml logs -f --tail=100
 
-run-local: node_modules ## services mode here, no Docker: migrate db "messenger", WORKERS_NUM web workers + consumer; Ctrl-C stops both
+run-local: node_modules ## services mode here, no Docker: migrate db "messenger", WORKERS_NUM web workers + consumer (+ synchronizer with MESSAGE_STORAGE_TYPE=rabbitmq); Ctrl-C stops all
 	deploy/run-local.sh
 
 migrate: node_modules ## apply migrations to DATABASE_URL (or the embedded ./data when unset)

@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --quick]
+ * npm run bench -- --write [--quick]   only the write-path scenarios (bench/results/write-path.*)
  *
  * Measures the API in the services mode (local PostgreSQL, Redis, RabbitMQ)
  * beside bare node:http baselines doing the same work, in the same run, so the
@@ -19,6 +20,7 @@ import { renderChart } from './chart';
 
 const ROOT = path.resolve(__dirname, '..');
 const QUICK = process.argv.includes('--quick');
+const WRITE_ONLY = process.argv.includes('--write');
 const ID = randomBytes(4).toString('hex');
 const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -31,6 +33,9 @@ const DATABASE_URL = (() => {
 })();
 const PREFIX = `bench:${ID}:`;
 const QUEUE = `bench.${ID}.search`;
+const SYNC_QUEUE = `bench.${ID}.sync`;
+const BASE_QUEUE = `bench.${ID}.baseline`;
+const SYNC_FLUSH_MS = 50;
 const WORKERS = 2;
 const CONNECTIONS = 32;
 const BCRYPT_COST = 10;
@@ -349,11 +354,182 @@ async function main(): Promise<void> {
     cachingOnPost: { on: postWithCache?.app.rps, off: postNoCache.app.rps },
   };
 
+  const write = await writeScenarios(db, session, posts, spread, account);
+  rows.push(...write.rows);
+  extra.writeLag = write.lag;
+  writeReport(write.rows, write.lag, Number((await db.query('SELECT count(*) FROM messages')).rows[0].count), (Date.now() - started) / 1000);
+
   for (const b of baselines) await stop(b);
   await stop(consumer);
   await report(rows, extra, notes, (Date.now() - started) / 1000);
   await db.end();
   redis.disconnect();
+}
+
+
+interface Chat {
+  chat: string;
+  member: string;
+}
+
+/**
+ * The write path (docs/storage-modes.md): POST into one chat and over 32
+ * chats at 32 connections, in db_direct (group commit) against node:http +
+ * the same batched INSERT, and in rabbitmq mode against node:http + a
+ * confirmed publish, with the time from 201 to stored measured by a probe
+ * posting beside the load and polling PostgreSQL for its message.
+ */
+async function writeScenarios(db: pg.Pool, session: string, one: Chat, spread: Chat[], account: string): Promise<{ rows: Row[]; lag: { samples: number; p50: number; p99: number; max: number } }> {
+  const [D, R, BB, BQ] = [18721, 18722, 18723, 18724];
+  const auth = { authorization: `session_id ${session}` };
+  const d = SETTINGS.duration;
+  const postBody = JSON.stringify({ message: 'a benchmark message of ordinary length, about forty-eight characters' });
+  const rows: Row[] = [];
+  const baseEnv = { BENCH_DATABASE_URL: DATABASE_URL, BENCH_CHAT: one.chat, BENCH_MEMBER: one.member, BENCH_ACCOUNT: account, BENCH_POOL: '10', BENCH_RMQ_URL: RMQ_URL, BENCH_QUEUE: BASE_QUEUE };
+  const batchBase = start(['--import', 'tsx', 'bench/baselines/server.ts', 'batch-insert', String(BB), String(WORKERS)], baseEnv);
+  const publishBase = start(['--import', 'tsx', 'bench/baselines/server.ts', 'publish', String(BQ), String(WORKERS)], baseEnv);
+  await waitHttp(BB, '/');
+  await waitHttp(BQ, '/');
+  const postUrl = (port: number, c: Chat) => `http://127.0.0.1:${port}/v1/chats/${c.chat}/messages?user_id=${c.member}`;
+  const spreadApp = spread.map((c) => `/v1/chats/${c.chat}/messages?user_id=${c.member}`);
+  const spreadBase = spread.map((c) => `/?chat=${c.chat}&member=${c.member}`);
+  const scenarios = async (mode: string, port: number, basePort: number, baseName: string, during?: () => () => Promise<void>) => {
+    const app = () => load(postUrl(port, one), { method: 'POST', headers: auth, body: postBody, seconds: d });
+    await load(postUrl(port, one), { method: 'POST', headers: auth, body: postBody, seconds: SETTINGS.warmup });
+    await load(`http://127.0.0.1:${basePort}/`, { method: 'POST', body: postBody, seconds: SETTINGS.warmup });
+    const probed = async () => {
+      const stop = during?.();
+      const r = await app();
+      await stop?.();
+      return r;
+    };
+    rows.push(await compare(`POST message, one chat, ${mode}`, probed, baseName, () => load(`http://127.0.0.1:${basePort}/`, { method: 'POST', body: postBody, seconds: d })));
+    rows.push(await compare(`POST message, ${CONNECTIONS} chats, ${mode}`, () => load(`http://127.0.0.1:${port}/`, { method: 'POST', headers: auth, body: postBody, seconds: d, paths: spreadApp }),
+      baseName, () => load(`http://127.0.0.1:${basePort}/`, { method: 'POST', body: postBody, seconds: d, paths: spreadBase })));
+  };
+
+  log('write path: db_direct (group commit)');
+  const direct = await startApp(D, { MESSAGE_STORAGE_TYPE: 'db_direct' });
+  await scenarios('db_direct', D, BB, 'node:http + same batched INSERT');
+  await stop(direct);
+
+  log('write path: rabbitmq (write-behind) with a synchronizer process');
+  const syncEnv = { MESSAGE_STORAGE_TYPE: 'rabbitmq', SYNC_QUEUE: SYNC_QUEUE, SYNC_FLUSH_MS: String(SYNC_FLUSH_MS), SYNC_IN_PROCESS: '0' };
+  const synchronizer = start(['dist/messenger/synchronizer.js'], appEnv(0, { ...syncEnv, WORKERS_NUM: '1', METRICS_PORT: '0' }));
+  const queued = await startApp(R, syncEnv);
+  const lags: number[] = [];
+  // One more client beside the 32: posts a message every 20 ms and polls PostgreSQL for it.
+  const probe = () => {
+    let running = true;
+    const loop = (async () => {
+      while (running) {
+        const r = await fetch(postUrl(R, one), { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: postBody });
+        const at = performance.now();
+        if (r.status !== 201) continue;
+        const id = ((await r.json()) as { message_id: string }).message_id;
+        for (;;) {
+          if ((await db.query('SELECT 1 FROM messages WHERE id = $1', [id])).rowCount === 1) break;
+          if (performance.now() - at > 10_000) break;
+          await sleep(2);
+        }
+        lags.push(performance.now() - at);
+        await sleep(20);
+      }
+    })();
+    return async () => {
+      running = false;
+      await loop;
+    };
+  };
+  await scenarios('rabbitmq', R, BQ, 'node:http + confirmed publish', probe);
+  await stop(queued);
+  // Let the synchronizer drain what is queued before it stops.
+  for (let i = 0; i < 300; i++) {
+    const left = await (async () => {
+      const conn = await amqp.connect(RMQ_URL);
+      try {
+        return (await (await conn.createChannel()).checkQueue(SYNC_QUEUE)).messageCount;
+      } finally {
+        await conn.close();
+      }
+    })();
+    if (left === 0) break;
+    await sleep(100);
+  }
+  await stop(synchronizer);
+  await stop(batchBase);
+  await stop(publishBase);
+  return { rows, lag: { samples: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99), max: Math.max(...lags) } };
+}
+
+/** npm run bench -- --write: the write-path scenarios alone, into bench/results/write-path.{md,json}. */
+async function mainWrite(): Promise<void> {
+  const started = Date.now();
+  log(`bench --write ${QUICK ? '(quick) ' : ''}id ${ID}: building`);
+  execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${DB_NAME}`);
+  await admin.end();
+  execFileSync(process.execPath, ['dist/messenger/db-cli.js', 'migrate'], { cwd: ROOT, env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
+  const db = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+  db.on('error', () => {});
+  const A = 18701;
+  const setup = await startApp(A);
+  await api(A, 'POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
+  const session = (await api(A, 'POST', '/v1/auth/login', { user_name: 'bench', password: 'correct horse battery' })).session_id as string;
+  const newChat = async (name: string): Promise<Chat> => {
+    const chat = (await api(A, 'POST', '/v1/chats', { chat_name: name }, session)).chat_id as string;
+    const member = (await api(A, 'POST', `/v1/chats/${chat}/users`, { user_name: 'bench' }, session)).user_id as string;
+    return { chat, member };
+  };
+  const one = await newChat('posts');
+  const spread: Chat[] = [];
+  for (let i = 0; i < CONNECTIONS; i++) spread.push(await newChat(`posts-${i}`));
+  const account = (await db.query('SELECT id FROM users WHERE user_name = $1', ['bench'])).rows[0].id as string;
+  await stop(setup);
+  const { rows, lag } = await writeScenarios(db, session, one, spread, account);
+  const stored = Number((await db.query('SELECT count(*) FROM messages')).rows[0].count);
+  await db.end();
+  writeReport(rows, lag, stored, (Date.now() - started) / 1000);
+}
+
+function writeReport(rows: Row[], lag: { samples: number; p50: number; p99: number; max: number }, stored: number, seconds: number): void {
+  const fmt = (n: number | undefined, digits = 0) => (n === undefined ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const targets: { target: string; value: string; met: boolean }[] = [];
+  const one = (mode: string) => rows.find((r) => r.scenario === `POST message, one chat, ${mode}`);
+  const dd = one('db_direct');
+  const rq = one('rabbitmq');
+  if (dd) {
+    targets.push({ target: 'db_direct, one chat: ≥ 2,600 req/s', value: fmt(dd.app.rps), met: dd.app.rps >= 2600 });
+    targets.push({ target: 'db_direct, one chat: p99 < 50 ms', value: `${fmt(dd.app.p99)} ms`, met: dd.app.p99 < 50 });
+  }
+  if (rq) {
+    targets.push({ target: 'rabbitmq, one chat: ≥ 5,000 req/s', value: fmt(rq.app.rps), met: rq.app.rps >= 5000 });
+    targets.push({ target: 'rabbitmq, one chat: p99 < 50 ms', value: `${fmt(rq.app.p99)} ms`, met: rq.app.p99 < 50 });
+  }
+  targets.push({ target: `rabbitmq: 201 → stored p99 < SYNC_FLUSH_MS + 50 = ${SYNC_FLUSH_MS + 50} ms`, value: `${fmt(lag.p99, 1)} ms`, met: lag.p99 < SYNC_FLUSH_MS + 50 });
+  const md: string[] = [];
+  md.push(`# Write-path benchmark${QUICK ? ' (quick)' : ''}`, '');
+  md.push(`Run ${new Date().toISOString()} on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${WORKERS} web workers, ${CONNECTIONS} connections, ` +
+    `${SETTINGS.runs} runs of ${SETTINGS.duration} s per figure (median), ${fmt(seconds)} s in all; services mode on loopback, all apps on, throttling off; ` +
+    `rabbitmq mode with one synchronizer process, SYNC_FLUSH_MS=${SYNC_FLUSH_MS}. \`npm run bench -- --write\`.`, '');
+  md.push('| scenario | app req/s | p50 ms | p99 ms | baseline | baseline req/s | baseline p99 ms | ratio |', '|---|---:|---:|---:|---|---:|---:|---:|');
+  for (const r of rows) {
+    md.push(`| ${r.scenario} | ${fmt(r.app.rps)} | ${fmt(r.app.p50)} | ${fmt(r.app.p99)} | ${r.baseline?.name ?? '–'} | ${fmt(r.baseline?.rps)} | ${fmt(r.baseline?.p99)} | ${r.ratio === undefined ? '–' : `${fmt(r.ratio * 100)}%`} |`);
+  }
+  md.push('', `rabbitmq mode, time from 201 to stored (a probe posting every 20 ms beside the one-chat load, polling PostgreSQL): p50 ${fmt(lag.p50, 1)} ms, p99 ${fmt(lag.p99, 1)} ms, max ${fmt(lag.max, 1)} ms over ${lag.samples} messages. ${fmt(stored)} messages stored in all.`, '');
+  md.push('| target | measured | met |', '|---|---|---|');
+  for (const t of targets) md.push(`| ${t.target} | ${t.value} | ${t.met ? 'yes' : '**no**'} |`);
+  const text = md.join('\n') + '\n';
+  log('\n' + text);
+  const dir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'write-path.md'), text);
+  fs.writeFileSync(path.join(dir, 'write-path.json'), JSON.stringify({
+    quick: QUICK, date: new Date().toISOString(), machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model }, node: process.version,
+    settings: { ...SETTINGS, workers: WORKERS, connections: CONNECTIONS, syncFlushMs: SYNC_FLUSH_MS }, rows, lag, stored, targets,
+  }, null, 2));
 }
 
 async function report(rows: Row[], extra: Record<string, unknown>, notes: string[], seconds: number): Promise<void> {
@@ -423,8 +599,10 @@ async function cleanup(): Promise<void> {
     redis.disconnect();
     const conn = await amqp.connect(RMQ_URL);
     const ch = await conn.createChannel();
-    await ch.deleteQueue(QUEUE);
-    await ch.deleteQueue(`${QUEUE}.dead`);
+    for (const q of [QUEUE, SYNC_QUEUE, BASE_QUEUE]) {
+      await ch.deleteQueue(q);
+      await ch.deleteQueue(`${q}.dead`);
+    }
     await conn.close();
   } catch (err) {
     log(`cleanup: ${String(err)}`);
@@ -432,7 +610,7 @@ async function cleanup(): Promise<void> {
 }
 
 process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
-main().then(
+(WRITE_ONLY ? mainWrite() : main()).then(
   () => cleanup().then(() => process.exit(0)),
   (err: unknown) => {
     log(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);

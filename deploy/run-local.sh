@@ -2,7 +2,8 @@
 # make run-local: the services-mode stack on this machine, without Docker.
 # Migrates the database, starts WORKERS_NUM web workers (messenger-api) and
 # the search consumer (messenger-run-task-consumer) against local PostgreSQL,
-# Redis and RabbitMQ, and stops both together (Ctrl-C, or when either exits).
+# Redis and RabbitMQ, and with MESSAGE_STORAGE_TYPE=rabbitmq the synchronizer
+# (messenger-run-synchronizer); stops them together (Ctrl-C, or when one exits).
 # Every setting can be overridden from the environment: PORT=8090 make run-local
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ export RMQ_URL=${RMQ_URL:-amqp://guest:guest@127.0.0.1:5672}
 # Own key prefix and queue, so a shared Redis/RabbitMQ is not mixed with other users'.
 export REDIS_PREFIX=${REDIS_PREFIX:-messenger:local:}
 export SEARCH_QUEUE=${SEARCH_QUEUE:-messenger.local.search}
+export SYNC_QUEUE=${SYNC_QUEUE:-messenger.local.sync}
 export WORKERS_NUM=${WORKERS_NUM:-2}
 export PORT=${PORT:-8080}
 export HOST=${HOST:-127.0.0.1}
@@ -74,7 +76,14 @@ else
   say "no search consumer in this build (dist/messenger/consumer.js missing): search tasks stay queued"
 fi
 
-# When either process ends, stop the other: they run and stop together.
+if [ "${MESSAGE_STORAGE_TYPE:-db_direct}" = rabbitmq ]; then
+  say "starting the synchronizer (MESSAGE_STORAGE_TYPE=rabbitmq)"
+  # Its /health and /metrics on METRICS_PORT, beside the search consumer's.
+  METRICS_PORT=${SYNC_METRICS_PORT:-9465} node dist/messenger/synchronizer.js &
+  pids+=($!)
+fi
+
+# When one process ends, stop the others: they run and stop together.
 set +e
 wait -n "${pids[@]}"
 status=$?

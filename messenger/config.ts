@@ -75,7 +75,23 @@ export interface Config {
   cache: {
     ttlSeconds: number;
   };
+  /** Where a posted message goes (docs/storage-modes.md). */
+  messageStorage: MessageStorage;
+  sync: {
+    /** Queue of the write-behind mode (its dead-letter queue is `<name>.dead`). */
+    queue: string;
+    /** Most messages one synchronizer insert takes (also its prefetch). */
+    bulkSize: number;
+    /** Longest wait of a queued message for more to come before it is inserted. */
+    flushMs: number;
+    /** Run the synchronizer inside the web process (always with the in-process queue). */
+    inProcess: boolean;
+  };
 }
+
+/** `db_direct`: 201 once committed; `rabbitmq`: 201 once queued (write-behind); `no_storage`: real time only. */
+export const MESSAGE_STORAGE_TYPES = ['db_direct', 'rabbitmq', 'no_storage'] as const;
+export type MessageStorage = (typeof MESSAGE_STORAGE_TYPES)[number];
 
 /** Raised when the environment holds bad settings; lists every problem. */
 export class ConfigError extends Error {
@@ -236,6 +252,10 @@ export function loadConfig(env: Env = process.env): Config {
       `LOGIN_MAX_FAILURES_PER_ADDRESS (${loginMaxFailuresPerAddress}) must be at least LOGIN_MAX_FAILURES (${loginMaxFailures}): one person must not lock out everyone behind an address`,
     );
   }
+  const messageStorage = r.str('MESSAGE_STORAGE_TYPE', 'db_direct');
+  if (!(MESSAGE_STORAGE_TYPES as readonly string[]).includes(messageStorage)) {
+    r.problems.push(`MESSAGE_STORAGE_TYPE must be one of ${MESSAGE_STORAGE_TYPES.join(', ')}, got "${messageStorage}"`);
+  }
   const trusted = r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean);
 
   const config: Config = {
@@ -280,12 +300,22 @@ export function loadConfig(env: Env = process.env): Config {
     cache: {
       ttlSeconds: r.int('CACHE_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
     },
+    messageStorage: messageStorage as MessageStorage,
+    sync: {
+      queue: r.str('SYNC_QUEUE', 'messenger.sync'),
+      bulkSize: r.int('SYNC_BULK_SIZE', 500, 1, 10_000),
+      flushMs: r.int('SYNC_FLUSH_MS', 50, 1, 60_000),
+      inProcess: r.bool('SYNC_IN_PROCESS', rmqUrl === undefined),
+    },
   };
 
   if (config.workersNum > 1 && (config.databaseUrl === undefined || config.redisUrl === undefined)) {
     r.problems.push(
       'WORKERS_NUM above 1 needs DATABASE_URL and REDIS_URL: the embedded database and in-process store cannot be shared between processes',
     );
+  }
+  if (config.messageStorage === 'rabbitmq' && config.rmqUrl === undefined && !config.sync.inProcess) {
+    r.problems.push('SYNC_IN_PROCESS=0 needs RMQ_URL: without RabbitMQ the queue lives in the web process, so its synchronizer must too');
   }
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return config;

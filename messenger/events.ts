@@ -29,7 +29,11 @@ export interface MessageStored {
   accountId: string | null;
   text: string;
   createdAt: string;
-  /** Position in the chat, 1-based, gap-free in commit order. */
+  /**
+   * Position in the chat, 1-based, gap-free in commit order; 0 in the
+   * no_storage mode, where a message is delivered live and never stored
+   * (docs/storage-modes.md).
+   */
   seq: number;
 }
 

@@ -3,6 +3,7 @@ import * as m001 from './001_core';
 import * as m002 from './002_search';
 import * as m003 from './003_conversations';
 import * as m004 from './004_sessions';
+import * as m005 from './005_write_path';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -16,6 +17,7 @@ const migrations: Record<string, Migration> = {
   '002_search': m002,
   '003_conversations': m003,
   '004_sessions': m004,
+  '005_write_path': m005,
 };
 
 /** Knex migration source over the static list above. */

@@ -1,13 +1,16 @@
 /**
  * Bare node:http servers doing the same work as one API operation, with the
  * same worker count, for the benchmark's baselines. Usage:
- *   node --import tsx bench/baselines/server.ts <ping|redis|page|insert> <port> <workers>
+ *   node --import tsx bench/baselines/server.ts <ping|redis|page|insert|batch-insert|publish> <port> <workers>
  * Settings come from BENCH_* environment variables set by bench/run.ts.
  */
 import cluster from 'node:cluster';
 import http from 'node:http';
+import { randomUUID } from 'node:crypto';
+import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { STORE_BATCH } from '../../messenger/db/messages';
 
 const [mode, portArg, workersArg] = process.argv.slice(2);
 const port = Number(portArg);
@@ -45,8 +48,32 @@ const INSERT_SQL = `WITH member AS (
 const hex = (uuid: string) => uuid.replace(/-/g, '');
 const hexToUuid = (h: string | null) => (h === null ? undefined : `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
 
+/** Reads a request body, then calls `fn` with it. */
+function withBody(req: http.IncomingMessage, res: http.ServerResponse, fn: (body: string) => void): void {
+  let body = '';
+  req.on('data', (d: Buffer) => (body += d.toString()));
+  // A GET (the bench asking whether the server is up) has no body: 200.
+  req.on('end', () => (req.method === 'POST' ? fn(body) : json(res, 200, '{}')));
+}
+
 async function handlerFor(): Promise<http.RequestListener> {
   if (mode === 'ping') return (_req, res) => json(res, 200, '{}');
+  if (mode === 'publish') {
+    // The write-behind mode's bare work: one persistent message, answered once RabbitMQ confirmed it.
+    const conn = await amqp.connect(env('BENCH_RMQ_URL'));
+    const ch = await conn.createConfirmChannel();
+    const queue = env('BENCH_QUEUE');
+    await ch.assertQueue(queue, { durable: true });
+    return (req, res) => {
+      withBody(req, res, (body) => {
+        const text = (JSON.parse(body) as { message: string }).message;
+        const id = randomUUID();
+        ch.sendToQueue(queue, Buffer.from(JSON.stringify({ id, text })), { persistent: true }, (err) =>
+          err ? json(res, 503, '{}') : json(res, 201, JSON.stringify({ message_id: hex(id) })),
+        );
+      });
+    };
+  }
   if (mode === 'redis') {
     const redis = new Redis(env('BENCH_REDIS_URL'));
     const key = env('BENCH_REDIS_KEY');
@@ -83,6 +110,38 @@ async function handlerFor(): Promise<http.RequestListener> {
           (r) => json(res, 201, JSON.stringify({ message_id: hex(r.rows[0].id) })),
           () => json(res, 503, '{}'),
         );
+      });
+    };
+  }
+  if (mode === 'batch-insert') {
+    // Group commit, bare: posts that arrive while a statement runs wait and go into the next one,
+    // the very statement of messenger/db/messages.ts storeBatch.
+    const member = env('BENCH_MEMBER');
+    const sql = STORE_BATCH.replace('?::json', '$1::json');
+    let waiting: { item: object; done: (ok: boolean) => void }[] = [];
+    let running = false;
+    const kick = () => {
+      if (running || waiting.length === 0) return;
+      running = true;
+      const batch = waiting;
+      waiting = [];
+      const input = batch.map((b, o) => ({ o, ...b.item }));
+      pool.query({ name: 'store-batch', text: sql, values: [JSON.stringify(input)] }).then(
+        () => batch.forEach((b) => b.done(true)),
+        () => batch.forEach((b) => b.done(false)),
+      ).finally(() => {
+        running = false;
+        kick();
+      });
+    };
+    return (req, res) => {
+      withBody(req, res, (body) => {
+        const text = (JSON.parse(body) as { message: string }).message;
+        const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
+        const id = randomUUID();
+        const item = { id, chat_id: hexToUuid(q.get('chat')) ?? chat, member_id: hexToUuid(q.get('member')) ?? member, account_id: account, text, owner_id: null, key: null };
+        waiting.push({ item, done: (ok) => (ok ? json(res, 201, JSON.stringify({ message_id: hex(id) })) : json(res, 503, '{}')) });
+        kick();
       });
     };
   }

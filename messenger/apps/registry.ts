@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AppModule } from '../types';
+import type { EventMap, EventName } from '../events';
+import type { App, AppModule, Deps } from '../types';
 
 /** Apps that are always on and cannot be named in APPS. */
 const ALWAYS_ON = new Set(['core', 'ops']);
@@ -40,4 +41,20 @@ export function loadAppModules(dir: string = __dirname): Map<string, AppModule> 
     out.set(name, app);
   }
   return out;
+}
+
+/**
+ * Registers every app's reactions to domain events; returns the undo. Used by
+ * the web app and by the roles that publish events without serving HTTP (the
+ * synchronizer), so a reaction (cache invalidation, read markers) runs
+ * wherever the event is published.
+ */
+export function mountReactors(deps: Deps, apps: App[]): () => void {
+  const undo: (() => void)[] = [];
+  for (const app of apps) {
+    for (const [name, fn] of Object.entries(app.reactors ?? {})) {
+      undo.push(deps.events.react(name as EventName, fn as (e: EventMap[EventName]) => Promise<void>));
+    }
+  }
+  return () => undo.forEach((u) => u());
 }

@@ -53,6 +53,141 @@ export async function insertMessage(
   return { missing: chat === undefined ? 'chat' : 'member' };
 }
 
+/** One message of a batch to store: the id is the app's (UUIDv7). */
+export interface BatchItem {
+  id: string;
+  chatId: string;
+  memberId: string;
+  /** With auth on, the account that must own the member; null skips the check. */
+  accountId: string | null;
+  text: string;
+  /** `Idempotency-Key` and whose namespace it is in; the key row is written in the same statement. */
+  key?: { ownerId: string; key: string };
+}
+
+/** A message the batch stored, by its index in the batch. */
+export interface StoredInBatch extends StoredMessage {
+  index: number;
+}
+
+/**
+ * How long an idempotency key holds its first answer. Written into the SQL
+ * below as a literal so the statements stay constant (prepared once).
+ */
+export const IDEMPOTENCY_TTL_HOURS = 24;
+
+// One statement, so one transaction and one WAL flush for the whole batch
+// (exported for the benchmark's bare baseline, which runs the very same SQL):
+// - member: the items whose user_id is a member of their chat (owned by the
+//   account when one is given) and whose id is not stored yet (a redelivered
+//   write-behind message);
+// - keyed: their idempotency keys, inserted; a key held by another (even
+//   concurrent: the insert waits for that transaction) returns nothing, so
+//   that item is dropped, and the caller answers the first message's id;
+// - locked: the chat rows, locked in id order, so two batches touching the
+//   same chats cannot deadlock;
+// - chat: one update per chat moves its counter by the number of its items
+//   and takes the time once the lock is held (never before an earlier
+//   message's time: max with the chat's last);
+// - ins: one multi-row insert, each item numbered after the counter's old value
+//   in batch order.
+export const STORE_BATCH = `
+WITH input AS (
+  SELECT * FROM json_to_recordset(?::json)
+    AS t(o int, id uuid, chat_id uuid, member_id uuid, account_id uuid, text text, owner_id uuid, key text)
+), member AS (
+  SELECT i.*, m.user_name FROM input i
+    JOIN chat_members m ON m.id = i.member_id AND m.chat_id = i.chat_id
+   WHERE (i.account_id IS NULL OR m.account_id = i.account_id)
+     AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.id = i.id)
+), keyed AS (
+  INSERT INTO idempotency_keys AS k (owner_id, key, message_id)
+  SELECT owner_id, key, id FROM member WHERE key IS NOT NULL
+  ON CONFLICT (owner_id, key) DO UPDATE SET message_id = EXCLUDED.message_id, created_at = now()
+   WHERE k.created_at < now() - interval '${IDEMPOTENCY_TTL_HOURS} hours'
+  RETURNING message_id
+), accepted AS (
+  SELECT m.*, row_number() OVER (PARTITION BY m.chat_id ORDER BY m.o) AS n, count(*) OVER (PARTITION BY m.chat_id) AS cnt
+    FROM member m
+   WHERE m.key IS NULL OR m.id IN (SELECT message_id FROM keyed)
+), locked AS (
+  SELECT c.id FROM chats c WHERE c.id IN (SELECT chat_id FROM accepted) ORDER BY c.id FOR UPDATE
+), chat AS (
+  UPDATE chats c SET last_seq = c.last_seq + a.cnt, last_seq_at = greatest(c.last_seq_at, clock_timestamp())
+    FROM (SELECT chat_id, max(cnt) AS cnt FROM accepted GROUP BY chat_id) a
+   WHERE c.id = a.chat_id AND c.id IN (SELECT id FROM locked)
+  RETURNING c.id, c.last_seq - a.cnt AS base, c.last_seq_at AS at
+), ins AS (
+  INSERT INTO messages (id, chat_id, member_id, seq, text, created_at)
+  SELECT a.id, a.chat_id, a.member_id, chat.base + a.n, a.text, chat.at
+    FROM accepted a JOIN chat ON chat.id = a.chat_id
+   ORDER BY a.chat_id, a.n
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id, seq, created_at
+)
+SELECT a.o AS index, ins.id, ins.seq::int AS seq, ins.created_at, a.user_name
+  FROM ins JOIN accepted a ON a.id = ins.id`;
+
+/**
+ * Stores a batch of messages in one statement (group commit: one chat-row
+ * update per chat, one multi-row insert, one commit). Per-chat order is the
+ * batch order, after every message committed before. Items whose member is
+ * not theirs to post as, whose id is stored already, or whose key is taken
+ * are left out; the caller finds out which with `whyNotStored`.
+ */
+export async function storeBatch(db: Queryable, items: BatchItem[]): Promise<StoredInBatch[]> {
+  const input = items.map((it, o) => ({
+    o, id: it.id, chat_id: it.chatId, member_id: it.memberId, account_id: it.accountId, text: it.text,
+    owner_id: it.key?.ownerId ?? null, key: it.key?.key ?? null,
+  }));
+  const res = (await db.raw(STORE_BATCH, [JSON.stringify(input)]).options(prepared('store-batch'))) as { rows: StoredInBatch[] };
+  return res.rows;
+}
+
+/**
+ * Locks the chat rows of a write-behind batch in id order, inside its
+ * transaction, before `storeBatch`: the insert's snapshot is then taken after
+ * any other synchronizer's batch for these chats committed, so a message
+ * that batch stored is seen and skipped rather than numbered twice.
+ */
+export async function lockChats(trx: Queryable, chatIds: string[]): Promise<void> {
+  await trx.raw(
+    `SELECT id FROM chats WHERE id IN (SELECT value::uuid FROM json_array_elements_text(?::json)) ORDER BY id FOR UPDATE`,
+    [JSON.stringify([...new Set(chatIds)])],
+  );
+}
+
+/** Which of `ids` are stored already. */
+export async function storedIds(db: Queryable, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const res = (await db.raw(`SELECT id FROM messages WHERE id IN (SELECT value::uuid FROM json_array_elements_text(?::json))`, [
+    JSON.stringify(ids),
+  ])) as { rows: { id: string }[] };
+  return new Set(res.rows.map((r) => r.id));
+}
+
+/**
+ * The poster's name in the chat when `memberId` is a member of `chatId` that
+ * `accountId` (when given) owns, else which of the two is missing.
+ */
+export async function memberOfChat(
+  db: Queryable,
+  chatId: string,
+  memberId: string,
+  accountId: string | null,
+): Promise<{ userName: string } | { missing: 'chat' | 'member' }> {
+  const res = (await db.raw(
+    `SELECT c.id AS chat, m.user_name FROM chats c
+       LEFT JOIN chat_members m ON m.chat_id = c.id AND m.id = ? AND (?::uuid IS NULL OR m.account_id = ?::uuid)
+      WHERE c.id = ?`,
+    [memberId, accountId, accountId, chatId],
+  ).options(prepared('member-of-chat'))) as { rows: { chat: string; user_name: string | null }[] };
+  const row = res.rows[0];
+  if (row === undefined) return { missing: 'chat' };
+  if (row.user_name === null) return { missing: 'member' };
+  return { userName: row.user_name };
+}
+
 /** A page of a chat, or why there is none. */
 export type PageResult = { rows: MessageRow[] } | { missing: 'chat' | 'cursor' };
 

@@ -484,7 +484,11 @@ export interface paths {
         put?: never;
         /**
          * Send a message as one of your chat identities.
-         * @description A `201` means the message is durably stored. `user_id` must be a member of
+         * @description A `201` means the message is durably stored (`MESSAGE_STORAGE_TYPE=db_direct`,
+         *     the default), or durably queued with publisher confirms and stored by the
+         *     synchronizer shortly after (`rabbitmq`), or delivered in real time only and
+         *     never stored (`no_storage`); the `message_id` is answered in every mode
+         *     (docs/storage-modes.md). `user_id` must be a member of
          *     this chat that belongs to the caller's account; anything else is
          *     `404 user-not-found` (nobody can post under another account's id).
          *     The message is 1 to `MESSAGE_MAX_LENGTH` characters (default 16384,
@@ -1465,7 +1469,17 @@ export interface operations {
                 /** @description Your `user_id` in this chat (from joining it). */
                 user_id: string;
             };
-            header?: never;
+            header?: {
+                /**
+                 * @description 1 to 255 printable ASCII characters (else `400 bad-parameters`). The same
+                 *     key from the same account (the same `user_id` with auth off) within 24 h
+                 *     is answered with the first `201` again (its `message_id`) and stores
+                 *     nothing new, also when the retry races the first request. A WebSocket
+                 *     `send`'s `client_id` is a key of the same namespace. Only a `201` is
+                 *     remembered: a refused post can be retried with the same key.
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description 32 hex characters (dashed form accepted). A malformed id answers `404 chat-not-found`. */
                 chat_id: components["parameters"]["ChatId"];
@@ -1480,7 +1494,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Stored. */
+            /** @description Stored (or queued, or delivered; see the storage modes above). */
             201: {
                 headers: {
                     [name: string]: unknown;

@@ -3,10 +3,9 @@ import type { Duplex } from 'node:stream';
 import Koa from 'koa';
 import { AppError, BadRequest, NotFound } from '../errors';
 import { parseId, toWireId } from '../ids';
-import { loadAppModules } from '../apps/registry';
+import { loadAppModules, mountReactors } from '../apps/registry';
 import { isStorableText } from '../apps/input';
 import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State } from '../types';
-import type { EventMap, EventName } from '../events';
 import { jsonBody } from './body';
 import { errorHandler, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
@@ -50,17 +49,6 @@ export function buildApps(deps: Deps): App[] {
   if (problems.length > 0) throw new AppSetupError(`cannot start: ${problems.join('; ')}`);
   const always = ['core', 'ops'].map((name) => (modules.get(name) as NonNullable<ReturnType<typeof modules.get>>).create(deps, enabled));
   return [...always, ...apps];
-}
-
-/** Registers every app's reactions to domain events; returns the undo. */
-function mountReactors(deps: Deps, apps: App[]): () => void {
-  const undo: (() => void)[] = [];
-  for (const app of apps) {
-    for (const [name, fn] of Object.entries(app.reactors ?? {})) {
-      undo.push(deps.events.react(name as EventName, fn as (e: EventMap[EventName]) => Promise<void>));
-    }
-  }
-  return () => undo.forEach((u) => u());
 }
 
 const UPGRADE_NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: 25\r\n\r\n{"message":"not-found"}\r\n';

@@ -13,9 +13,9 @@ export interface BuiltInfra extends Deps {
   shutdown: Shutdown;
 }
 
-/** What needs a broker: only the search app queues anything today. */
-function needsBroker(config: Config): boolean {
-  return config.apps.includes('search');
+/** What needs a broker: the search app, and the write-behind storage mode. */
+export function needsBroker(config: Config): boolean {
+  return config.apps.includes('search') || config.messageStorage === 'rabbitmq';
 }
 
 /**

@@ -38,6 +38,22 @@ export const eventsPublished = new Counter({
   registers: [registry],
 });
 
+/** Messages the synchronizer handled, by outcome (`stored`, `duplicate`, `dead`). */
+export const syncMessages = new Counter({
+  name: 'messenger_sync_messages_total',
+  help: 'Queued messages handled by the synchronizer, by outcome',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+/** Time from a message being queued (its 201) to its row being committed. */
+export const syncLag = new Histogram({
+  name: 'messenger_sync_lag_seconds',
+  help: 'Time from queueing a message (its 201) to storing it',
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});
+
 // Databases whose pool is reported; the ops app adds its own on start.
 const pools = new Set<Db>();
 

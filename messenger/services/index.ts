@@ -3,13 +3,15 @@
  * named services from this registry, wired the same way: config → infra
  * (buildInfra) → the service's own start → ordered shutdown on SIGTERM.
  * `messenger-api` runs `web` (which runs the workers in-process in the
- * embedded mode); `messenger-run-task-consumer` runs `search-worker`.
+ * embedded mode); `messenger-run-task-consumer` runs `search-worker`;
+ * `messenger-run-synchronizer` runs `synchronizer`.
  */
 import type { Config } from '../config';
 import { buildInfra, type BuiltInfra } from '../infra';
 import { createLogger } from '../infra/logger';
 import { webService } from './web';
 import { searchWorkerService } from './search-worker';
+import { synchronizerService } from './synchronizer';
 import { serveRoleEndpoints } from './role-server';
 
 /** One process role. */
@@ -26,6 +28,7 @@ export interface Service {
 export const SERVICES = {
   web: webService,
   'search-worker': searchWorkerService,
+  synchronizer: synchronizerService,
 } satisfies Record<string, Service>;
 export type ServiceName = keyof typeof SERVICES;
 

@@ -1,5 +1,6 @@
 import { createApp } from '../http/app';
 import { listen } from '../http/server';
+import { needsBroker } from '../infra';
 import { prepareClusterWorker } from '../infra/metrics';
 import type { Service } from './index';
 
@@ -7,7 +8,7 @@ import type { Service } from './index';
 export const webService: Service = {
   name: 'web',
   problems: () => [],
-  usesBroker: (config) => config.apps.includes('search'),
+  usesBroker: (config) => needsBroker(config),
   async start(infra) {
     const { config } = infra;
     prepareClusterWorker();

@@ -136,6 +136,10 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
   let rabbit: PrivateRabbit;
   let web: ServiceProcess;
   let consumer: ServiceProcess;
+  // The write-behind mode: a web process and a synchronizer of their own, over the same private services.
+  let wbWeb: ServiceProcess | undefined;
+  let wbSync: ServiceProcess | undefined;
+  let wbBase: string;
   let env: Record<string, string>;
   let base: string;
   let session: string;
@@ -201,6 +205,8 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
   after(async () => {
     web?.kill();
     consumer?.kill();
+    wbWeb?.kill();
+    wbSync?.kill();
     await db?.end().catch(() => {});
     redis?.kill('SIGKILL');
     try {
@@ -360,5 +366,64 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
     assert.ok(during > before, 'the surviving worker did not keep serving');
     assert.equal(after.length, 2);
     assert.ok(!after.includes(workers[0]));
+  });
+
+  /** Starts the write-behind web process and synchronizer once; returns a fresh chat and member to post into. */
+  const writeBehind = async (): Promise<{ chat: string; member: string }> => {
+    if (wbWeb === undefined) {
+      const port = await freePort();
+      wbBase = `http://127.0.0.1:${port}`;
+      const wb = { ...env, PORT: String(port), WORKERS_NUM: '1', MESSAGE_STORAGE_TYPE: 'rabbitmq', SYNC_QUEUE: `faults.${process.pid}.sync`, SYNC_IN_PROCESS: '0', SYNC_FLUSH_MS: '50' };
+      wbWeb = new ServiceProcess('messenger/main.ts', wb);
+      wbSync = new ServiceProcess('messenger/synchronizer.ts', { ...wb, METRICS_PORT: String(await freePort()) });
+      await wbWeb.waitFor((l) => l.msg === 'messenger-api listening');
+      await wbSync.waitFor((l) => l.msg === 'messenger-run-synchronizer started');
+    }
+    const chat = (await api('POST', '/v1/chats', { chat_name: 'write-behind' }, session)).body.chat_id as string;
+    const member = (await api('POST', `/v1/chats/${chat}/users`, { user_name: 'fault' }, session)).body.user_id as string;
+    return { chat, member };
+  };
+
+  /** Waits until every acknowledged message is stored, then checks each is there once and the chat order has no gap. */
+  const storedOnceInOrder = async (what: string, chat: string, t: Tally) => {
+    await until(60_000, 'the synchronizer to store every acknowledged message', async () => (await countStored(t.acked)) === t.acked.length).catch(() => {});
+    const found = await countStored(t.acked);
+    const r = (await db.query('SELECT count(*) AS n, count(DISTINCT text) AS texts, min(seq) AS lo, max(seq) AS hi FROM messages WHERE chat_id = $1', [chat])).rows[0];
+    console.log(`      ${what}: sent ${t.sent}, acknowledged ${t.acked.length}, 503 ${t.unavailable}, other ${JSON.stringify([...t.other])}, hung ${t.hung}, stored ${found}, lost ${t.acked.length - found}, rows ${r.n} (seq ${r.lo}..${r.hi})`);
+    assert.equal(found, t.acked.length, 'an acknowledged message is missing');
+    assert.equal(Number(r.n), Number(r.texts), 'a message was stored twice');
+    assert.deepEqual([Number(r.lo), Number(r.hi)], [1, Number(r.n)], 'the chat order has a gap');
+    assert.equal(t.hung, 0);
+    assert.equal([...t.other.keys()].filter((k) => k >= 500 && k !== 503).length, 0, 'a 5xx other than 503');
+    assert.equal(wbSync?.child.exitCode, null, 'the synchronizer died');
+  };
+
+  it('write-behind: PostgreSQL stopped for 3 s under steady posting: the synchronizer waits it out; every acknowledged message stored once, in order', async () => {
+    const { chat, member } = await writeBehind();
+    const load = writeLoad(wbBase, session, chat, member);
+    await sleep(1500);
+    pgCtl('stop');
+    await sleep(3000);
+    pgCtl('start');
+    await sleep(2000);
+    await storedOnceInOrder('write-behind, postgres stop', chat, await load.stop());
+  });
+
+  it('write-behind: RabbitMQ restarted under steady posting: 503 while it is away, every acknowledged message stored once, in order', async () => {
+    const { chat, member } = await writeBehind();
+    const load = writeLoad(wbBase, session, chat, member);
+    await sleep(1500);
+    rabbit.stop();
+    await sleep(1500);
+    await rabbit.start();
+    await until(30_000, 'posts to be accepted again', async () => {
+      const before = load.tally.acked.length;
+      await sleep(500);
+      return load.tally.acked.length > before;
+    });
+    await sleep(1000);
+    const t = await load.stop();
+    assert.ok(t.unavailable > 0, 'the outage was not seen');
+    await storedOnceInOrder('write-behind, rabbitmq restart', chat, t);
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import supertest from 'supertest';
 import { loadConfig } from '../../messenger/config';
 import { createApp, type WebApp } from '../../messenger/http/app';
-import { buildInfra, type BuiltInfra } from '../../messenger/infra';
+import { buildInfra, needsBroker, type BuiltInfra } from '../../messenger/infra';
 import { migrateLatest } from '../../messenger/infra/db';
 import { createLogger } from '../../messenger/infra/logger';
 import type { OpenAPIV3 } from 'openapi-types';
@@ -127,7 +127,7 @@ export interface Running {
 export async function startApp(infra: BuiltInfra, overrides: Record<string, string> = {}): Promise<Running> {
   const config = loadConfig(testEnv(overrides));
   // Each app gets its own broker client, as each process would; apps share the stores.
-  const broker = config.apps.includes('search') ? await createBroker(config, infra.log) : undefined;
+  const broker = needsBroker(config) ? await createBroker(config, infra.log) : undefined;
   const web = await createApp({ ...infra, config, broker });
   await web.start();
   const server = http.createServer(web.koa.callback());

@@ -1,0 +1,183 @@
+import { lockChats, storeBatch, storedIds, type BatchItem, type StoredInBatch } from '../../db/messages';
+import { isUnavailable } from '../../errors';
+import { parseId, toWireId } from '../../ids';
+import { PoisonMessage, type BatchHandler, type Broker } from '../../infra/broker';
+import { syncLag, syncMessages } from '../../infra/metrics';
+import type { Deps } from '../../types';
+
+/** A message as it waits in SYNC_QUEUE (ids dashed, as PostgreSQL writes them). */
+interface QueuedMessage {
+  v: 1;
+  id: string;
+  chat_id: string;
+  member_id: string;
+  account_id: string | null;
+  user_name: string;
+  text: string;
+  /** When it was queued (ms since the epoch), for the lag metric. */
+  queued_at: number;
+}
+
+/** The queue body of a checked post. */
+export function queuedMessage(m: { id: string; chatId: string; memberId: string; accountId: string | null; userName: string; text: string }): QueuedMessage {
+  return { v: 1, id: m.id, chat_id: m.chatId, member_id: m.memberId, account_id: m.accountId, user_name: m.userName, text: m.text, queued_at: Date.now() };
+}
+
+/** Reads a queue body; anything that is not exactly a queued message is poison. */
+export function parseQueued(body: Buffer): QueuedMessage {
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new PoisonMessage('queued message is not JSON');
+  }
+  if (typeof v !== 'object' || v === null) throw new PoisonMessage('queued message is not an object');
+  const o = v as Record<string, unknown>;
+  const id = parseId(o.id);
+  const chat = parseId(o.chat_id);
+  const member = parseId(o.member_id);
+  const account = o.account_id === null ? null : parseId(o.account_id);
+  if (o.v !== 1 || id === null || chat === null || member === null || (account === null && o.account_id !== null)) {
+    throw new PoisonMessage('queued message has bad ids');
+  }
+  if (typeof o.text !== 'string' || o.text.length === 0 || o.text.includes('\u0000') || !o.text.isWellFormed() || typeof o.user_name !== 'string') {
+    throw new PoisonMessage('queued message has bad text');
+  }
+  const queuedAt = typeof o.queued_at === 'number' ? o.queued_at : Date.now();
+  return { v: 1, id, chat_id: chat, member_id: member, account_id: account, user_name: o.user_name, text: o.text, queued_at: queuedAt };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+/** Pauses between attempts while the database is unavailable, before the batch goes back to the queue. */
+const BACKOFF_MS = [100, 200, 400, 800, 1600, 3200];
+
+/**
+ * The synchronizer of the write-behind mode: takes batches from SYNC_QUEUE
+ * (SYNC_BULK_SIZE messages, or what came within SYNC_FLUSH_MS), stores each
+ * batch in one transaction (chat rows locked in id order, then the same
+ * statement as the group commit, which skips ids stored already, so a
+ * redelivered batch stores nothing twice), and returns; the broker then
+ * acknowledges it. `message.stored` follows for the rows actually inserted,
+ * in chat order. The database being down is retried with backoff and then
+ * the batch goes back to the queue; a message that can never be stored
+ * (unparseable, its chat or member gone, a row the database refuses) is
+ * dead-lettered alone. Run by the `synchronizer` role
+ * (messenger-run-synchronizer), or inside the web process in the embedded
+ * mode: the same code.
+ */
+export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Promise<void>; handle: BatchHandler } {
+  const { config, db, events } = deps;
+  const log = deps.log.child({ component: 'synchronizer' });
+  // Events go out after the batch is acknowledged, batch after batch, so the next insert does not wait for them.
+  let announcing: Promise<void> = Promise.resolve();
+
+  const announce = (rows: { item: QueuedMessage; row: StoredInBatch }[]) => {
+    const byChat = new Map<string, typeof rows>();
+    for (const r of rows) {
+      const list = byChat.get(r.item.chat_id) ?? [];
+      list.push(r);
+      byChat.set(r.item.chat_id, list);
+    }
+    announcing = announcing.then(() =>
+      Promise.all(
+        [...byChat.values()].map(async (list) => {
+          list.sort((a, b) => a.row.seq - b.row.seq);
+          for (const { item, row } of list) {
+            await events.publish('message.stored', {
+              chatId: toWireId(item.chat_id),
+              messageId: toWireId(item.id),
+              userId: toWireId(item.member_id),
+              userName: row.user_name,
+              accountId: item.account_id,
+              text: item.text,
+              createdAt: row.created_at.toISOString(),
+              seq: Number(row.seq),
+            });
+          }
+        }),
+      ).then(() => undefined),
+    );
+  };
+
+  /** Stores `items` in one transaction; returns what was inserted and what can never be. */
+  async function store(items: QueuedMessage[]): Promise<{ stored: StoredInBatch[]; dead: number[] }> {
+    const batch: BatchItem[] = items.map((m) => ({ id: m.id, chatId: m.chat_id, memberId: m.member_id, accountId: m.account_id, text: m.text }));
+    const stored = await db.transaction(async (trx) => {
+      await lockChats(trx, batch.map((b) => b.chatId));
+      return storeBatch(trx, batch);
+    });
+    const got = new Set(stored.map((r) => r.index));
+    const left = items.map((m, i) => ({ m, i })).filter(({ i }) => !got.has(i));
+    const already = await storedIds(db, left.map(({ m }) => m.id));
+    return { stored, dead: left.filter(({ m }) => !already.has(m.id)).map(({ i }) => i) };
+  }
+
+  /** Stores with backoff while the database is unavailable; splits a batch the database refuses until the bad row is alone. */
+  async function storeIsolating(items: QueuedMessage[], offset: number): Promise<{ stored: StoredInBatch[]; dead: number[] }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await store(items);
+        return { stored: r.stored.map((s) => ({ ...s, index: s.index + offset })), dead: r.dead.map((i) => i + offset) };
+      } catch (err) {
+        if (isUnavailable(err) || (err as { code?: unknown }).code === '40P01') {
+          if (attempt >= BACKOFF_MS.length) throw err; // back to the queue; the broker redelivers after a pause
+          if (attempt === 0) log.warn({ err: err instanceof Error ? err.message : err }, 'database unavailable; retrying the batch');
+          await sleep(BACKOFF_MS[attempt]);
+          continue;
+        }
+        if (items.length === 1) {
+          log.error({ err: err instanceof Error ? err.message : err, id: items[0].id }, 'message refused by the database; dead-lettered');
+          return { stored: [], dead: [offset] };
+        }
+        const mid = Math.ceil(items.length / 2);
+        const a = await storeIsolating(items.slice(0, mid), offset);
+        const b = await storeIsolating(items.slice(mid), offset + mid);
+        return { stored: [...a.stored, ...b.stored], dead: [...a.dead, ...b.dead] };
+      }
+    }
+  }
+
+  const handle: BatchHandler = async (bodies) => {
+    const poison: number[] = [];
+    const good: { m: QueuedMessage; at: number }[] = [];
+    bodies.forEach((b, at) => {
+      try {
+        good.push({ m: parseQueued(b), at });
+      } catch (err) {
+        log.error({ err: err instanceof Error ? err.message : err }, 'unreadable queued message; dead-lettered');
+        poison.push(at);
+      }
+    });
+    if (good.length > 0) {
+      const items = good.map((g) => g.m);
+      const { stored, dead } = await storeIsolating(items, 0);
+      const now = Date.now();
+      for (const s of stored) syncLag.observe(Math.max(0, now - items[s.index].queued_at) / 1000);
+      syncMessages.inc({ outcome: 'stored' }, stored.length);
+      syncMessages.inc({ outcome: 'duplicate' }, items.length - stored.length - dead.length);
+      for (const i of dead) poison.push(good[i].at);
+      if (dead.length > 0) log.error({ ids: dead.map((i) => items[i].id) }, 'messages whose chat or member is gone; dead-lettered');
+      announce(stored.map((row) => ({ item: items[row.index], row })));
+    }
+    syncMessages.inc({ outcome: 'dead' }, poison.length);
+    return { poison };
+  };
+
+  const brokerOf = (): Broker => {
+    if (deps.broker === undefined) throw new Error('the synchronizer needs a broker');
+    return deps.broker;
+  };
+
+  return {
+    handle,
+    async start() {
+      await brokerOf().declare(config.sync.queue);
+      await brokerOf().consumeBatches(config.sync.queue, handle, { size: config.sync.bulkSize, flushMs: config.sync.flushMs });
+      log.info({ queue: config.sync.queue, bulkSize: config.sync.bulkSize, flushMs: config.sync.flushMs }, 'synchronizer consuming');
+    },
+    async stop() {
+      await brokerOf().stopConsuming();
+      await announcing;
+    },
+  };
+}

@@ -1,0 +1,274 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { MessageStored } from '../messenger/events';
+import { MODE, deleteQueues, testEnv } from './helpers/env';
+import { harness, startApp, type Client, type Running } from './helpers/harness';
+import { buildChat, buildUser, getPage, joinChat, uniq, type Page } from './helpers/factories';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Settings of an app in `mode`: its own queue, the synchronizer in the web process, no throttling. */
+function modeSettings(mode: string, queue: string): Record<string, string> {
+  return { MESSAGE_STORAGE_TYPE: mode, SYNC_QUEUE: queue, SYNC_IN_PROCESS: '1', SYNC_FLUSH_MS: '20', NGINX_THROTTLING: '1' };
+}
+
+async function post(client: Client, chatId: string, userId: string, text: string, session?: string, key?: string) {
+  const t = client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: text }, session);
+  if (key !== undefined) t.set('Idempotency-Key', key);
+  return t;
+}
+
+async function postOk(client: Client, chatId: string, userId: string, text: string, session?: string, key?: string): Promise<string> {
+  const res = await post(client, chatId, userId, text, session, key);
+  assert.equal(res.status, 201, `POST answered ${res.status} ${res.text}`);
+  const id = (res.body as { message_id: string }).message_id;
+  assert.match(id, /^[0-9a-f]{32}$/);
+  return id;
+}
+
+async function rows(chatId: string): Promise<{ id: string; seq: string; created_at: Date }[]> {
+  return harness().infra.db('messages').where('chat_id', chatId.length === 32 ? chatId.replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5') : chatId).orderBy('seq').select('id', 'seq', 'created_at');
+}
+
+/** Every message of the chat, following `next` (waits until `count` are there in the write-behind mode). */
+async function wholeChat(client: Client, chatId: string, session: string, count: number): Promise<Page['messages']> {
+  const until = Date.now() + 15_000;
+  for (;;) {
+    const page = await getPage(client, chatId, session, 1000);
+    if (page.messages.length >= count || Date.now() > until) return page.messages;
+    await sleep(20);
+  }
+}
+
+const STORING = ['db_direct', 'rabbitmq'] as const;
+
+for (const mode of STORING) {
+  describe(`write path, MESSAGE_STORAGE_TYPE=${mode}`, function () {
+    this.timeout(60_000);
+    let app: Running;
+    let queue: string;
+
+    before(async () => {
+      queue = `${testEnv().SEARCH_QUEUE}.sync.${randomBytes(3).toString('hex')}`;
+      app = await startApp(harness().infra, modeSettings(mode, queue));
+    });
+    after(async () => {
+      await app.close();
+      if (MODE === 'services') await deleteQueues(queue);
+    });
+
+    async function chatWithWriters(n: number) {
+      const { client } = app;
+      const owner = await buildUser(client);
+      const chatId = await buildChat(client, owner.session);
+      const writers = await Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const w = await buildUser(client);
+          return { session: w.session, userId: await joinChat(client, chatId, w.session, `writer${i}`) };
+        }),
+      );
+      return { client, owner, chatId, writers };
+    }
+
+    it('answers 201 with a message_id and the message is in the page once stored', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(1);
+      const id = await postOk(client, chatId, writers[0].userId, 'hello', writers[0].session);
+      const all = await wholeChat(client, chatId, owner.session, 1);
+      assert.deepEqual(all.map((m) => [m.message_id, m.text, m.user_name]), [[id, 'hello', 'writer0']]);
+    });
+
+    it('never skips or repeats a message while concurrent writers post and a reader tails; page order is each writer\'s order', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(6);
+      const perWriter = 15;
+      const total = writers.length * perWriter;
+      const written: string[] = [];
+      const writes = Promise.all(
+        writers.map(async (w, i) => {
+          for (let n = 0; n < perWriter; n++) written.push(await postOk(client, chatId, w.userId, `w${i}-${n}`, w.session));
+        }),
+      );
+      const seen: string[] = [];
+      let from: string | undefined;
+      const until = Date.now() + 30_000;
+      const tail = async () => {
+        while (seen.length < total && Date.now() < until) {
+          const page = await getPage(client, chatId, owner.session, 7, from);
+          seen.push(...page.messages.map((m) => m.message_id));
+          from = page.next.iterator;
+          if (page.messages.length === 0) await sleep(5);
+        }
+      };
+      await Promise.all([writes, tail()]);
+      assert.equal(new Set(seen).size, seen.length, 'a message was repeated');
+      assert.equal(seen.length, total, 'a message was skipped');
+      assert.deepEqual(new Set(seen), new Set(written));
+      const all = await wholeChat(client, chatId, owner.session, total);
+      assert.deepEqual(seen, all.map((m) => m.message_id), 'tailing order differs from the final order');
+      for (let i = 0; i < writers.length; i++) {
+        const mine = all.filter((m) => m.user_name === `writer${i}`).map((m) => m.text);
+        assert.deepEqual(mine, Array.from({ length: perWriter }, (_, n) => `w${i}-${n}`));
+      }
+      const seqs = (await rows(chatId)).map((r) => Number(r.seq));
+      assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), 'the chat order has a gap');
+    });
+
+    it('created_at never goes backwards in page order under concurrent writers', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(8);
+      await Promise.all(writers.map(async (w, i) => {
+        for (let n = 0; n < 12; n++) await postOk(client, chatId, w.userId, `t${i}-${n}`, w.session);
+      }));
+      const all = await wholeChat(client, chatId, owner.session, 96);
+      assert.equal(all.length, 96);
+      const times = all.map((m) => Date.parse(m.created_at));
+      const backwards = times.filter((t, i) => i > 0 && t < times[i - 1]).length;
+      assert.equal(backwards, 0, `${backwards} neighbours run backwards`);
+    });
+
+    it('a refused post among concurrent ones is answered 404 alone; the others are stored', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(2);
+      const intruder = await buildUser(client);
+      await joinChat(client, chatId, intruder.session);
+      const otherChat = await buildChat(client, owner.session);
+      const jobs: Promise<{ status: number; good: boolean }>[] = [];
+      for (let i = 0; i < 30; i++) {
+        const w = writers[i % 2];
+        jobs.push(post(client, chatId, w.userId, `good ${i}`, w.session).then((r) => ({ status: r.status, good: true })));
+        if (i % 5 === 0) {
+          // Another account's user_id, an unknown chat: refused, whatever batch they share.
+          jobs.push(post(client, chatId, w.userId, `stolen ${i}`, intruder.session).then((r) => ({ status: r.status, good: false })));
+          jobs.push(post(client, otherChat, w.userId, `elsewhere ${i}`, w.session).then((r) => ({ status: r.status, good: false })));
+          jobs.push(post(client, 'c'.repeat(32), w.userId, `nowhere ${i}`, w.session).then((r) => ({ status: r.status, good: false })));
+        }
+      }
+      const results = await Promise.all(jobs);
+      assert.deepEqual(results.filter((r) => r.good).map((r) => r.status), Array(30).fill(201));
+      assert.deepEqual(results.filter((r) => !r.good).map((r) => r.status), Array(18).fill(404));
+      const all = await wholeChat(client, chatId, owner.session, 30);
+      await sleep(100);
+      assert.equal((await rows(chatId)).length, 30);
+      assert.ok(all.every((m) => m.text.startsWith('good ')));
+      assert.equal((await rows(otherChat)).length, 0);
+    });
+
+    it('a retry with the same Idempotency-Key gets the first message_id and stores nothing new', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(1);
+      const w = writers[0];
+      const key = `key-${uniq()}`;
+      const first = await postOk(client, chatId, w.userId, 'once', w.session, key);
+      const again = await postOk(client, chatId, w.userId, 'once', w.session, key);
+      assert.equal(again, first);
+      const other = await postOk(client, chatId, w.userId, 'twice', w.session, `${key}-2`);
+      assert.notEqual(other, first);
+      const all = await wholeChat(client, chatId, owner.session, 2);
+      await sleep(150);
+      assert.deepEqual((await getPage(client, chatId, owner.session, 100)).messages.map((m) => m.message_id), [first, other]);
+      assert.equal(all.length, 2);
+    });
+
+    it('concurrent retries with one Idempotency-Key all get one message_id; one row is stored', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(1);
+      const w = writers[0];
+      const key = uniq('race');
+      const ids = await Promise.all(Array.from({ length: 12 }, () => postOk(client, chatId, w.userId, 'raced', w.session, key)));
+      assert.equal(new Set(ids).size, 1, `answers differ: ${[...new Set(ids)].join(', ')}`);
+      await wholeChat(client, chatId, owner.session, 1);
+      await sleep(200);
+      const stored = await rows(chatId);
+      assert.equal(stored.length, 1);
+      assert.equal(stored[0].id.replace(/-/g, ''), ids[0]);
+    });
+
+    it('keys are per account: the same key from another account is another message', async () => {
+      const { client, owner, chatId, writers } = await chatWithWriters(2);
+      const key = uniq('shared');
+      const a = await postOk(client, chatId, writers[0].userId, 'from a', writers[0].session, key);
+      const b = await postOk(client, chatId, writers[1].userId, 'from b', writers[1].session, key);
+      assert.notEqual(a, b);
+      assert.equal((await wholeChat(client, chatId, owner.session, 2)).length, 2);
+    });
+
+    it('answers 400 bad-parameters for an Idempotency-Key over 255 characters or with a non-ASCII character', async () => {
+      const { client, chatId, writers } = await chatWithWriters(1);
+      const w = writers[0];
+      for (const key of ['k'.repeat(256), 'caf\u00e9']) {
+        const res = await post(client, chatId, w.userId, 'x', w.session, key);
+        assert.equal(res.status, 400);
+        assert.equal((res.body as { message: string }).message, 'bad-parameters');
+      }
+      await postOk(client, chatId, w.userId, 'x', w.session, 'k'.repeat(255));
+    });
+  });
+}
+
+describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
+  this.timeout(30_000);
+  let app: Running;
+  const events: MessageStored[] = [];
+  let undo: () => void;
+
+  before(async () => {
+    app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: 'no_storage', NGINX_THROTTLING: '1' });
+    undo = harness().infra.events.react('message.stored', async (e) => {
+      events.push(e);
+    });
+  });
+  after(async () => {
+    undo();
+    await app.close();
+  });
+
+  it('answers 201 with a message_id, publishes message.stored with seq 0, stores nothing: pages are empty', async () => {
+    const { client } = app;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session, 'Ann');
+    const id = await postOk(client, chatId, userId, 'live only', u.session);
+    const e = events.find((x) => x.messageId === id);
+    assert.ok(e, 'no message.stored event');
+    assert.deepEqual([e.seq, e.text, e.userName, e.chatId], [0, 'live only', 'Ann', chatId]);
+    assert.deepEqual(await getPage(client, chatId, u.session, 10), { messages: [], next: { iterator: '0'.repeat(32) } });
+    assert.equal((await rows(chatId)).length, 0);
+  });
+
+  it('still refuses a non-member (404) and bad input (400)', async () => {
+    const { client } = app;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session);
+    const other = await buildUser(client);
+    await post(client, chatId, userId, 'x', other.session).then((r) => assert.deepEqual([r.status, r.body], [404, { message: 'user-not-found' }]));
+    await post(client, chatId, userId, '', u.session).then((r) => assert.equal(r.status, 400));
+  });
+
+  it('a retry with the same Idempotency-Key, also concurrent, gets the first message_id and is delivered once', async () => {
+    const { client } = app;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session);
+    const key = uniq('live');
+    const ids = await Promise.all(Array.from({ length: 8 }, () => postOk(client, chatId, userId, 'live once', u.session, key)));
+    ids.push(await postOk(client, chatId, userId, 'live once', u.session, key));
+    assert.equal(new Set(ids).size, 1);
+    assert.equal(events.filter((e) => e.messageId === ids[0]).length, 1);
+  });
+});
+
+describe('write path with AUTH_DISABLED=1: keys are per user_id', function () {
+  let app: Running;
+  before(async () => {
+    app = await startApp(harness().infra, { AUTH_DISABLED: '1', NGINX_THROTTLING: '1' });
+  });
+  after(() => app.close());
+
+  it('the same key from the same user_id is one message, from another user_id another', async () => {
+    const { client } = app;
+    const chatId = await buildChat(client);
+    const a = await joinChat(client, chatId, undefined, uniq('a'));
+    const b = await joinChat(client, chatId, undefined, uniq('b'));
+    const key = uniq('k');
+    const first = await postOk(client, chatId, a, 'one', undefined, key);
+    assert.equal(await postOk(client, chatId, a, 'one', undefined, key), first);
+    assert.notEqual(await postOk(client, chatId, b, 'one', undefined, key), first);
+    assert.equal((await rows(chatId)).length, 2);
+  });
+});
