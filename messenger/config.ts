@@ -64,6 +64,16 @@ export interface Config {
   cache: {
     ttlSeconds: number;
   };
+  realtime: {
+    /** Origins (scheme://host[:port]) allowed to open GET /v1/events; empty: same origin only; `*`: any. */
+    corsOrigins: string[];
+    /** Open WebSocket connections per account on one instance. */
+    maxPerAccount: number;
+    /** A connection whose unsent frames pass this many bytes is closed instead of buffered. */
+    maxBufferBytes: number;
+    /** Ping interval; a peer that has not answered the previous ping by the next is dropped. */
+    pingMs: number;
+  };
 }
 
 /** Raised when the environment holds bad settings; lists every problem. */
@@ -162,6 +172,23 @@ function postgresFromParts(r: Reader): string | undefined {
   return `postgres://${auth}@${host}:${port}/${db}`;
 }
 
+/** CORS_ORIGINS: comma-separated origins as browsers send them (`https://chat.example.com`), or `*`. */
+function origins(r: Reader): string[] {
+  const list = r.str('CORS_ORIGINS', '').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const o of list) {
+    if (o === '*') continue;
+    let ok: boolean;
+    try {
+      const u = new URL(o);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === o.replace(/\/$/, '');
+    } catch {
+      ok = false;
+    }
+    if (!ok) r.problems.push(`CORS_ORIGINS must list origins such as https://chat.example.com (scheme://host[:port]) or *, got "${o}"`);
+  }
+  return list.map((o) => o.replace(/\/$/, ''));
+}
+
 function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   const raw = r.optional('APPS');
   let names: string[] = raw === undefined ? [...DEFAULT_APPS] : raw.split(',').map((s) => s.trim()).filter(Boolean);
@@ -174,9 +201,10 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   if (authDisabled) {
     apps = apps.filter((a) => a !== 'auth');
     // The original's switch with the default list: drop what cannot work
-    // without accounts (search is per account). An explicit APPS naming
-    // search with auth off is still refused at start-up.
-    if (raw === undefined) apps = apps.filter((a) => a !== 'search');
+    // without accounts (search is per account; real time authenticates each
+    // connection). An explicit APPS naming either with auth off is still
+    // refused at start-up.
+    if (raw === undefined) apps = apps.filter((a) => a !== 'search' && a !== 'realtime');
   }
   return apps;
 }
@@ -238,6 +266,12 @@ export function loadConfig(env: Env = process.env): Config {
     },
     cache: {
       ttlSeconds: r.int('CACHE_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
+    },
+    realtime: {
+      corsOrigins: origins(r),
+      maxPerAccount: r.int('WS_MAX_PER_ACCOUNT', 20, 1, 100_000),
+      maxBufferBytes: r.bytes('WS_MAX_BUFFER_BYTES', 1024 * 1024),
+      pingMs: r.int('WS_PING_MS', 30_000, 50, 3_600_000),
     },
   };
 

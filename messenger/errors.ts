@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'payload-too-large'
   | 'request-limit-exceeded'
   | 'too-many-login-attempts'
+  | 'origin-not-allowed'
   | 'service-unavailable'
   | 'internal-error';
 

@@ -16,6 +16,8 @@ export const webService: Service = {
     infra.shutdown.add('apps', () => web.stop());
     const http = await listen(web.koa.callback(), config.port, config.host, (req, socket, head) => web.upgrade(req, socket, head));
     infra.shutdown.add('http', (drainBy) => http.drain(drainBy));
+    // Registered last, so it runs first: WebSockets close with 1001 (clients reconnect elsewhere and resume).
+    infra.shutdown.add('websockets', () => web.closeUpgrades());
     infra.log.info(
       {
         address: http.server.address(),

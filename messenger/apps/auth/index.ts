@@ -34,7 +34,7 @@ function isUniqueViolation(err: unknown): boolean {
 }
 
 /** Accounts and sessions: register, login, logout, and the session check on every non-public path. */
-const authApp: AppFactory = ({ config, db, kv }): App => {
+const authApp: AppFactory = ({ config, db, kv, events }): App => {
   const sessions = new SessionStore(db, kv, config.sessionTtlSeconds);
   const guard = new LoginGuard(kv, config.throttling.loginMaxFailures, config.throttling.loginWindowSeconds);
   const trusted = new Set(config.throttling.trustedProxies);
@@ -82,7 +82,10 @@ const authApp: AppFactory = ({ config, db, kv }): App => {
       },
 
       async logout(ctx) {
-        await sessions.revoke(sessionOf(ctx));
+        const session = sessionOf(ctx);
+        await sessions.revoke(session);
+        // Open WebSocket connections of this session close (4401) on every instance.
+        await events.publish('session.ended', { accountId: session.accountId, tokenHashes: [session.tokenHash], reason: 'logout' });
         ctx.status = 200;
         ctx.body = {};
       },

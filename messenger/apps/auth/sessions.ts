@@ -62,12 +62,17 @@ export class SessionStore {
     const m = header === undefined ? null : HEADER.exec(header);
     const id = m === null ? null : parseId(m[1]);
     if (id === null) throw new Unauthorized('auth-failed');
-    const hash = SessionStore.hash(id.replace(/-/g, ''));
+    return this.resolveHash(SessionStore.hash(id.replace(/-/g, '')).toString('hex'));
+  }
+
+  /** The live session whose token has this SHA-256 (hex); throws the matching 401 otherwise. */
+  async resolveHash(tokenHash: string): Promise<Session> {
+    const hash = Buffer.from(tokenHash, 'hex');
     const key = SessionStore.key(hash);
     const raw = await this.kv.get(key);
     const cached = raw === null ? undefined : parseCached(raw);
     if (cached !== undefined && cached.e > Date.now()) {
-      return { accountId: cached.a, userName: cached.n, tokenHash: hash.toString('hex') };
+      return { accountId: cached.a, userName: cached.n, tokenHash, expiresAt: cached.e };
     }
     // Not in Redis: expired, logged out, unknown, or Redis lost it. Only the
     // database can tell, and a live session found there is put back.
@@ -78,7 +83,7 @@ export class SessionStore {
     if (left <= 0) throw new Unauthorized('session-id-expired');
     const restored: Cached = { a: row.user_id, n: row.user_name, e: expiresAt };
     await this.kv.set(key, JSON.stringify(restored), left / 1000);
-    return { accountId: row.user_id, userName: row.user_name, tokenHash: hash.toString('hex') };
+    return { accountId: row.user_id, userName: row.user_name, tokenHash, expiresAt };
   }
 
   /** Ends the session everywhere: revoked in PostgreSQL first, so Redis cannot be refilled from it. */

@@ -13,6 +13,12 @@ export interface PostInput {
   /** The poster's account; null with auth off. */
   accountId: string | null;
   text: string;
+  /**
+   * The client's key for this post (`Idempotency-Key`, a WebSocket `client_id`):
+   * the same key from the same account gets the first answer again.
+   * Passed through by the real-time gateway; not acted on here yet.
+   */
+  idempotencyKey?: string;
 }
 
 /** What the caller answers: the stored message's wire id. */
