@@ -580,7 +580,7 @@ export interface components {
                 [key: string]: string;
             };
         };
-        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`, and is the post's idempotency key. */
+        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`; it is passed to the write path as the post's idempotency key (acted on once idempotent sends land). */
         WsSendFrame: {
             /** @enum {string} */
             type: "send";
