@@ -423,6 +423,31 @@ describe('real time: GET /v1/events', function () {
       }
     });
 
+    it('drops a connection that does not read instead of buffering past WS_MAX_BUFFER_BYTES', async () => {
+      const app = await startApp(harness().infra, { WS_MAX_BUFFER_BYTES: '256kb' });
+      try {
+        const reader = await openSocket(app.client.port, { session: alice.session });
+        const stalled = await openSocket(app.client.port, { session: bob.session });
+        await sleep(700);
+        // The client stops reading: the kernel buffers fill, then the server's.
+        (stalled.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+        const account = await accountOf(alice);
+        const big = 'x'.repeat(16_000);
+        for (let i = 0; i < 400; i++) {
+          await post(harness().infra, { chatId, userId: aliceId, accountId: account, text: `${i} ${big}` });
+          // The reading client shares this event loop: give it time to read.
+          if (i % 10 === 9) await reader.until('its share', () => reader.texts(chatId).length > i - 5);
+        }
+        await reader.until('every message on the reading connection', () => reader.texts(chatId).length === 400, 30_000);
+        (stalled.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+        assert.equal(await stalled.closed, 1006);
+        assert.ok(stalled.texts(chatId).length < 400, 'the stalled connection was cut before everything was queued for it');
+        await reader.close();
+      } finally {
+        await app.close();
+      }
+    });
+
     it('closes connections with 1001 on shutdown', async () => {
       const app = await startApp(harness().infra);
       const s = await openSocket(app.client.port, { session: alice.session });

@@ -54,7 +54,7 @@ export class TestSocket {
       const check = () => {
         if (test()) done();
       };
-      const timer = setTimeout(() => done(new Error(`timed out waiting for ${what}; got ${this.frames.length} frames, close ${this.closeCode}: ${JSON.stringify(this.frames.slice(-3))}`)), ms);
+      const timer = setTimeout(() => done(new Error(`timed out waiting for ${what}; got ${this.frames.length} frames, close ${this.closeCode}: ${JSON.stringify(this.frames.slice(-3)).slice(0, 500)}`)), ms);
       this.waiters.add(check);
     });
   }

@@ -82,7 +82,7 @@ export class Connection {
    */
   send(data: string, type: string): boolean {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
-    if (this.ws.bufferedAmount + data.length > this.maxBuffer) {
+    if (this.ws.bufferedAmount > this.maxBuffer) {
       this.drop('slow-consumer');
       return false;
     }
