@@ -80,14 +80,15 @@ export class Connection {
    * bytes would pass the limit is dropped rather than buffered (the client
    * reconnects and resumes). Returns false when nothing was sent.
    */
-  send(data: string, type: string): boolean {
+  send(data: string, type: string, counted = true): boolean {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
     if (this.ws.bufferedAmount > this.maxBuffer) {
       this.drop('slow-consumer');
       return false;
     }
     this.ws.send(data);
-    wsFrames.inc({ direction: 'out', type });
+    // A live fan-out counts its frames once for all connections (see Gateway.onMessage).
+    if (counted) wsFrames.inc({ direction: 'out', type });
     return true;
   }
 

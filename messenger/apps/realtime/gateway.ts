@@ -17,7 +17,7 @@ import { messagesAfter, resumePoint } from '../../db/messages';
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
-import { wsConnections, wsFrames } from '../../infra/metrics';
+import { wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
 import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
 import { CLOSE, Connection, MAX_HELD, type ChatCursor } from './connection';
@@ -293,22 +293,25 @@ export class Gateway {
 
   // ---- ordering: live, replay, repair -------------------------------------------
 
-  /** A live message for one connection: sent, dropped as already sent, or held while the database is read. */
-  private offer(conn: Connection, e: MessageStored, data: string): void {
+  /**
+   * A live message for one connection: sent (true), dropped as already sent,
+   * or held while the database is read.
+   */
+  private offer(conn: Connection, e: MessageStored, data: string): boolean {
     const c = conn.cursor(e.chatId);
     if (conn.holding || c.busy) {
       this.hold(conn, c, e);
-      return;
+      return false;
     }
     if (c.last === undefined || e.seq === c.last + 1) {
       c.last = e.seq;
-      conn.sendMessage(e, 'live', data);
-      return;
+      return conn.send(data, 'message', false);
     }
-    if (e.seq <= c.last) return;
+    if (e.seq <= c.last) return false;
     // Something between was lost or is late: read it from the database first.
     this.hold(conn, c, e);
     void this.startCatchUp(conn, e.chatId, c);
+    return false;
   }
 
   private hold(conn: Connection, c: ChatCursor, e: MessageStored): void {
@@ -439,7 +442,13 @@ export class Gateway {
       const conns = this.byChat.get(e.chatId);
       if (conns === undefined) return;
       const data = messageFrame(e);
-      for (const conn of conns) this.offer(conn, e, data);
+      let sent = 0;
+      for (const conn of conns) if (this.offer(conn, e, data)) sent++;
+      // Metrics once per fan-out: the latency is the last connection's (when the loop ended).
+      if (sent > 0) {
+        wsFrames.inc({ direction: 'out', type: 'message' }, sent);
+        wsDeliveryLatency.observe({ path: 'live' }, Math.max(0, (Date.now() - Date.parse(e.createdAt)) / 1000));
+      }
     });
   }
 
