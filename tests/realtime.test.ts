@@ -385,6 +385,20 @@ describe('real time: GET /v1/events', function () {
       assert.equal(await s.closed, 4401);
     });
 
+    it('closes with 4401 at the next ping when the session ended without an event (pub/sub lost it)', async () => {
+      const app = await startApp(harness().infra, { WS_PING_MS: '200' });
+      try {
+        const carol = await buildUser(app.client);
+        const s = await openSocket(app.client.port, { session: carol.session });
+        const hash = Buffer.from(tokenHash(carol.session), 'hex');
+        await harness().infra.db('sessions').where('token_hash', hash).update({ revoked_at: new Date() });
+        await harness().infra.kv.del(`session:${tokenHash(carol.session)}`);
+        assert.equal(await s.closed, 4401);
+      } finally {
+        await app.close();
+      }
+    });
+
     it('closes with 4401 when the session expires', async () => {
       const app = await startApp(harness().infra, { SESSION_TTL_SECONDS: '2' });
       try {

@@ -61,7 +61,15 @@ export class Gateway {
   private readonly undo: (() => void)[] = [];
   closing = false;
 
-  constructor(private readonly deps: Deps) {}
+  /**
+   * @param verify throws a 401 AppError when the session (by token hash) no
+   *   longer works: checked for every open session at each ping, so a session
+   *   whose `session.ended` event was lost (Redis away) still closes its sockets.
+   */
+  constructor(
+    private readonly deps: Deps,
+    private readonly verify: (tokenHash: string) => Promise<unknown>,
+  ) {}
 
   /** Open connections of an account on this process. */
   countFor(accountId: string): number {
@@ -190,6 +198,12 @@ export class Gateway {
   }
 
   private ping(): void {
+    for (const [hash, set] of this.bySession) {
+      this.verify(hash).catch((err: unknown) => {
+        // Only a definite "this session is over"; an unreachable store proves nothing.
+        if (err instanceof AppError && err.status === 401) for (const conn of set) conn.close(CLOSE.sessionEnded, 'session-ended');
+      });
+    }
     for (const set of this.bySession.values()) {
       for (const conn of set) {
         if (!conn.alive) {

@@ -56,8 +56,8 @@ function refuse(socket: Duplex, status: number, code: string, retryAfter?: numbe
  */
 const realtimeApp: AppFactory = (deps): App => {
   const { config, db, kv, log } = deps;
-  const gateway = new Gateway(deps);
   const sessions = new SessionStore(db, kv, config.sessionTtlSeconds);
+  const gateway = new Gateway(deps, (tokenHash) => sessions.resolveHash(tokenHash));
   const wss = new WebSocketServer({
     noServer: true,
     // A frame over BODY_LIMIT closes the connection with 1009.
