@@ -87,6 +87,14 @@ export interface Config {
     /** Run the synchronizer inside the web process (always with the in-process queue). */
     inProcess: boolean;
   };
+  realtime: {
+    /** Open WebSocket connections per account on one instance. */
+    maxPerAccount: number;
+    /** A connection whose unsent frames pass this many bytes is closed instead of buffered. */
+    maxBufferBytes: number;
+    /** Ping interval; a peer that has not answered the previous ping by the next is dropped. */
+    pingMs: number;
+  };
 }
 
 /** `db_direct`: 201 once committed; `rabbitmq`: 201 once queued (write-behind); `no_storage`: real time only. */
@@ -201,9 +209,9 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   if (authDisabled) {
     apps = apps.filter((a) => a !== 'auth');
     // The original's switch with the default list: drop what cannot work
-    // without accounts (search and conversations are per account). An
-    // explicit APPS naming one of them with auth off is still refused at start-up.
-    if (raw === undefined) apps = apps.filter((a) => a !== 'search' && a !== 'conversations');
+    // without accounts (search, conversations and real time are per account).
+    // An explicit APPS naming one of them with auth off is still refused at start-up.
+    if (raw === undefined) apps = apps.filter((a) => a !== 'search' && a !== 'conversations' && a !== 'realtime');
   }
   return apps;
 }
@@ -306,6 +314,11 @@ export function loadConfig(env: Env = process.env): Config {
       bulkSize: r.int('SYNC_BULK_SIZE', 500, 1, 10_000),
       flushMs: r.int('SYNC_FLUSH_MS', 50, 1, 60_000),
       inProcess: r.bool('SYNC_IN_PROCESS', rmqUrl === undefined),
+    },
+    realtime: {
+      maxPerAccount: r.int('WS_MAX_PER_ACCOUNT', 20, 1, 100_000),
+      maxBufferBytes: r.bytes('WS_MAX_BUFFER_BYTES', 1024 * 1024),
+      pingMs: r.int('WS_PING_MS', 30_000, 50, 3_600_000),
     },
   };
 

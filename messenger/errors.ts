@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'payload-too-large'
   | 'request-limit-exceeded'
   | 'too-many-login-attempts'
+  | 'origin-not-allowed'
   | 'service-unavailable'
   | 'request-timeout'
   | 'headers-too-large'

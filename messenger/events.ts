@@ -61,15 +61,22 @@ export interface SessionEnded {
   reason: string;
 }
 
+/** An account came online (its first real-time connection anywhere) or went offline (its last one closed). */
+export interface PresenceChanged {
+  accountId: string;
+  online: boolean;
+}
+
 export interface EventMap {
   'message.stored': MessageStored;
   'member.joined': MemberJoined;
   'read.moved': ReadMoved;
   'session.ended': SessionEnded;
+  'presence.changed': PresenceChanged;
 }
 export type EventName = keyof EventMap;
 
-type FieldKind = 'string' | 'number' | 'string|null' | 'string[]';
+type FieldKind = 'string' | 'number' | 'boolean' | 'string|null' | 'string[]';
 const SHAPES: { [K in EventName]: Record<keyof EventMap[K], FieldKind> } = {
   'message.stored': {
     chatId: 'string', messageId: 'string', userId: 'string', userName: 'string',
@@ -78,6 +85,7 @@ const SHAPES: { [K in EventName]: Record<keyof EventMap[K], FieldKind> } = {
   'member.joined': { chatId: 'string', userId: 'string', userName: 'string', accountId: 'string|null' },
   'read.moved': { accountId: 'string', chatId: 'string', messageId: 'string', unread: 'number' },
   'session.ended': { accountId: 'string', tokenHashes: 'string[]', reason: 'string' },
+  'presence.changed': { accountId: 'string', online: 'boolean' },
 };
 
 /** Every event name, for documentation and tests. */
@@ -87,6 +95,7 @@ function fits(value: unknown, kind: FieldKind): boolean {
   switch (kind) {
     case 'string': return typeof value === 'string';
     case 'number': return typeof value === 'number' && Number.isFinite(value);
+    case 'boolean': return typeof value === 'boolean';
     case 'string|null': return value === null || typeof value === 'string';
     case 'string[]': return Array.isArray(value) && value.every((v) => typeof v === 'string');
   }

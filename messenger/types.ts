@@ -22,6 +22,8 @@ export interface Session {
   userName: string;
   /** SHA-256 of the session token, hex: the key under which it is stored. */
   tokenHash: string;
+  /** When the session expires (epoch ms); open WebSocket connections close then. */
+  expiresAt?: number;
 }
 
 /** Everything a request carries between middleware (`ctx.state`). */
@@ -122,6 +124,8 @@ export interface App {
   reactors?: Reactors;
   /** HTTP upgrades (WebSocket) it serves. */
   upgrade?: UpgradeHandler;
+  /** Closes the connections it took over by `upgrade` (at shutdown, before HTTP drains). */
+  closeUpgrades?: () => Promise<void>;
   start?: () => Promise<void>;
   stop?: () => Promise<void>;
 }

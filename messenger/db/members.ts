@@ -87,3 +87,25 @@ export async function membersOf(db: Queryable, chatId: string, accountId: string
   if (res.rows.length === 0) return undefined;
   return res.rows.filter((r) => r.id !== null).map(({ id, user_name, account_id }) => ({ id: id as string, user_name, account_id }));
 }
+
+/** Every chat the account may read: those it created and those it joined. */
+export async function readableChats(db: Queryable, accountId: string): Promise<string[]> {
+  const res = (await db.raw(
+    `SELECT id AS chat_id FROM chats WHERE owner_id = ?
+     UNION
+     SELECT chat_id FROM chat_members WHERE account_id = ?`,
+    [accountId, accountId],
+  )) as { rows: { chat_id: string }[] };
+  return res.rows.map((r) => r.chat_id);
+}
+
+/** The account that created the chat (null: none, or no such chat). */
+export async function chatOwner(db: Queryable, chatId: string): Promise<string | null> {
+  const row = (await db('chats').select('owner_id').where({ id: chatId }).first()) as { owner_id: string | null } | undefined;
+  return row?.owner_id ?? null;
+}
+
+/** The account's identities: one per chat it joined (chat, member id, name shown there). */
+export async function identitiesOf(db: Queryable, accountId: string): Promise<{ chat_id: string; id: string; user_name: string }[]> {
+  return db('chat_members').select('chat_id', 'id', 'user_name').where({ account_id: accountId });
+}

@@ -229,3 +229,60 @@ export async function pageOfChat(
   if (first.id === null) return { rows: [] };
   return { rows: res.rows.map(({ id, text, member_id, user_name, created_at }) => ({ id: id as string, text, member_id, user_name, created_at })) };
 }
+
+/** A stored message with its place in the chat, as the real-time gateway sends it. */
+export interface SeqMessageRow extends MessageRow {
+  seq: number;
+}
+
+/** Where a resume of one chat starts, or why it cannot. */
+export type ResumePoint = { afterSeq: number } | { missing: 'chat' | 'cursor' };
+
+/**
+ * The position after which a client that has read up to `cursorId` (null:
+ * nothing yet) continues, when `accountId` may read the chat (its creator or
+ * a member; null account: anyone). A chat the account may not read is missing.
+ */
+export async function resumePoint(db: Queryable, chatId: string, accountId: string | null, cursorId: string | null): Promise<ResumePoint> {
+  const res = (await db.raw(
+    `SELECT (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
+               SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
+            CASE WHEN ?::uuid IS NULL THEN 0::bigint
+                 ELSE (SELECT seq FROM messages WHERE id = ?::uuid AND chat_id = c.id) END AS cursor_seq
+       FROM chats c WHERE c.id = ?`,
+    [accountId, accountId, accountId, cursorId, cursorId, chatId],
+  )) as { rows: { allowed: boolean; cursor_seq: string | number | null }[] };
+  const row = res.rows[0];
+  if (row === undefined || !row.allowed) return { missing: 'chat' };
+  if (row.cursor_seq === null) return { missing: 'cursor' };
+  return { afterSeq: Number(row.cursor_seq) };
+}
+
+/**
+ * Up to `limit` messages of the chat after position `afterSeq`, in chat
+ * order, with the chat's current last position (what a client that is told
+ * to page instead has been brought up to).
+ */
+export async function messagesAfter(
+  db: Queryable,
+  chatId: string,
+  afterSeq: number,
+  limit: number,
+): Promise<{ rows: SeqMessageRow[]; lastSeq: number }> {
+  const res = (await db.raw(
+    `SELECT c.last_seq::int AS last_seq, p.id, p.text, p.member_id, p.user_name, p.created_at, p.seq
+       FROM chats c LEFT JOIN LATERAL (
+         SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq::int AS seq
+           FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+          WHERE m.chat_id = c.id AND m.seq > ?
+          ORDER BY m.seq
+          LIMIT ?) p ON true
+      WHERE c.id = ?
+      ORDER BY p.seq`,
+    [afterSeq, limit, chatId],
+  ).options(prepared('messages-after'))) as { rows: (Omit<SeqMessageRow, 'id'> & { id: string | null; last_seq: number })[] };
+  const first = res.rows[0];
+  if (first === undefined) return { rows: [], lastSeq: afterSeq };
+  const rows = first.id === null ? [] : res.rows.map(({ id, text, member_id, user_name, created_at, seq }) => ({ id: id as string, text, member_id, user_name, created_at, seq: Number(seq) }));
+  return { rows, lastSeq: Number(first.last_seq) };
+}

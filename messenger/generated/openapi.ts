@@ -583,6 +583,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/events/ticket": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A one-use ticket to open GET /v1/events from a browser.
+         * @description Browsers cannot set an `Authorization` header on a WebSocket: they open
+         *     `GET /v1/events?ticket=<ticket>` instead. A ticket opens one connection,
+         *     for the session that asked for it, within 30 seconds; it is deleted when
+         *     used (of two upgrades racing with one ticket, one wins). Takes no body.
+         */
+        post: operations["createEventsTicket"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Real-time events over WebSocket (upgrade).
+         * @description Upgrades to a WebSocket (RFC 6455) on the API's own port; frames are JSON
+         *     text, one object each, described in `x-websocket-frames` below and in
+         *     docs/realtime.md. Authenticate with `Authorization: session_id <id>`, or
+         *     with `?ticket=<ticket>` from `POST /v1/events/ticket` (browsers). The
+         *     upgrade is refused, before any WebSocket handshake, with an HTTP status and
+         *     the usual `{"message"}` body.
+         *
+         *     Server frames: `message` (every message stored in a chat the account may
+         *     read, its own included, on every connection, in page order per chat, never
+         *     a gap or a duplicate within a connection), `member`, `read` (the account's
+         *     own connections), `presence`, `reset`, `ack`, `error`. Client frames:
+         *     `resume` (send it first: live messages wait for the first frame, at most
+         *     0.5 s, so replay and live meet without a gap) and `send`. Any other frame
+         *     (not JSON, unknown `type`, a missing field, binary) is answered
+         *     `{"type":"error","message":"bad-parameters"}` and the connection stays open.
+         *
+         *     Close codes: `1001` server shutting down (reconnect and `resume`), `1009` a
+         *     frame over `BODY_LIMIT`, `1011`/`1013` the server could not keep the
+         *     connection in order (reconnect and `resume`), `4401` the session ended
+         *     (logout, expiry, ...), `4429` more than `RPS_LIMIT` client frames per
+         *     second. Peers that do not answer a ping within `WS_PING_MS` (default
+         *     30 s) are dropped, and so is one that does not read (unsent frames past
+         *     `WS_MAX_BUFFER_BYTES`).
+         *
+         *     Without an `Upgrade: websocket` header this path answers `400 bad-parameters`.
+         */
+        get: operations["openEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -677,6 +744,102 @@ export interface components {
         Next: {
             iterator: components["schemas"]["Id"];
         };
+        /** @description A message stored in a chat the account may read (created or joined), its own included. */
+        WsMessageFrame: {
+            /** @enum {string} */
+            type: "message";
+            chat_id: components["schemas"]["Id"];
+            message_id: components["schemas"]["Id"];
+            user_id: components["schemas"]["Id"];
+            user_name: string;
+            text: string;
+            /** Format: date-time */
+            created_at: string;
+        };
+        /** @description Someone joined a chat the account may read (the account's own joins included). */
+        WsMemberFrame: {
+            /** @enum {string} */
+            type: "member";
+            chat_id: components["schemas"]["Id"];
+            user_id: components["schemas"]["Id"];
+            user_name: string;
+        };
+        /** @description The account's read marker in a chat moved (sent to the account's own connections only). */
+        WsReadFrame: {
+            /** @enum {string} */
+            type: "read";
+            chat_id: components["schemas"]["Id"];
+            message_id: components["schemas"]["Id"];
+            unread: number;
+        };
+        /**
+         * @description A member of a chat shared with the account came online (first real-time
+         *     connection on any instance) or went offline (last one closed). One frame per
+         *     shared chat, naming the member's identity there (`user_id`, `user_name`).
+         *     Not sent for the account's own identities.
+         */
+        WsPresenceFrame: {
+            /** @enum {string} */
+            type: "presence";
+            chat_id: components["schemas"]["Id"];
+            user_id: components["schemas"]["Id"];
+            user_name: string;
+            online: boolean;
+        };
+        /** @description The server will not replay what this connection missed in the chat (more than 1,000 messages); page with GET messages from your last message instead. Live messages continue after the chat's current last message. */
+        WsResetFrame: {
+            /** @enum {string} */
+            type: "reset";
+            chat_id: components["schemas"]["Id"];
+        };
+        /** @description A `send` was stored. */
+        WsAckFrame: {
+            /** @enum {string} */
+            type: "ack";
+            client_id: string;
+            message_id: components["schemas"]["Id"];
+        };
+        /**
+         * @description A client frame was refused; the connection stays open. With `client_id`: the
+         *     `send` it names failed with a code of POST messages (`bad-parameters`,
+         *     `chat-not-found`, `user-not-found`, `service-unavailable`). With `chat_id`:
+         *     that chat of a `resume` (`chat-not-found`, `bad-cursor`). Neither: the frame
+         *     was not one of ours (`bad-parameters`).
+         */
+        WsErrorFrame: {
+            /** @enum {string} */
+            type: "error";
+            message: string;
+            client_id?: string;
+            chat_id?: string;
+        };
+        /**
+         * @description After (re)connecting, for each chat the client shows: the `message_id` of the
+         *     last message it has (iterator rules as for `from`; the all-zero id means
+         *     from the start). Every message after it is sent, then live ones, with no gap
+         *     and no duplicate at the seam. More than 1,000 missed messages: `reset`.
+         */
+        WsResumeFrame: {
+            /** @enum {string} */
+            type: "resume";
+            /**
+             * @example {
+             *       "0f8fad5bd9cb469fa16570867728950e": "00000000000000000000000000000000"
+             *     }
+             */
+            chats: {
+                [key: string]: string;
+            };
+        };
+        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`; it is passed to the write path as the post's idempotency key (acted on once idempotent sends land). */
+        WsSendFrame: {
+            /** @enum {string} */
+            type: "send";
+            client_id: string;
+            chat_id: components["schemas"]["Id"];
+            user_id: components["schemas"]["Id"];
+            message: string;
+        };
         Error: {
             /**
              * @description What was wrong, when the code alone does not say: the field and its
@@ -686,7 +849,7 @@ export interface components {
              */
             detail?: string;
             /** @enum {string} */
-            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "service-unavailable" | "request-timeout" | "headers-too-large" | "origin-not-allowed" | "internal-error";
+            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "origin-not-allowed" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
         };
     };
     responses: {
@@ -1644,6 +1807,81 @@ export interface operations {
             /** @description `task-not-found`. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    createEventsTicket: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Issued. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        ticket: string;
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    openEvents: {
+        parameters: {
+            query?: {
+                /** @description A ticket from `POST /v1/events/ticket` (instead of the Authorization header). */
+                ticket?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Switching Protocols; the connection is now a WebSocket. */
+            101: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadParameters"];
+            /** @description `auth-failed` (no or malformed header, an unknown, used or expired ticket), `invalid-session-id` or `session-id-expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `origin-not-allowed`: the request's `Origin` is neither the same origin (its host equal to the `Host` header) nor listed in `CORS_ORIGINS`. Requests without `Origin` (not from a browser page) are not limited. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `request-limit-exceeded`: the account already has `WS_MAX_PER_ACCOUNT` (default 20) connections open on this instance. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {

@@ -21,6 +21,8 @@ export interface WebApp {
   apps: App[];
   /** Hands an HTTP upgrade (WebSocket) to the app that serves it; anything else gets a 404. */
   upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Closes every upgraded connection (WebSockets, close code 1001), so the HTTP drain does not wait on them. */
+  closeUpgrades(): Promise<void>;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -148,6 +150,9 @@ export async function createApp(deps: Deps): Promise<WebApp> {
     upgrade(req, socket, head) {
       for (const app of apps) if (app.upgrade?.(req, socket, head) === true) return;
       socket.end(UPGRADE_NOT_FOUND);
+    },
+    async closeUpgrades() {
+      await Promise.all(apps.map((app) => app.closeUpgrades?.()));
     },
     async start() {
       unmount = mountReactors(deps, apps);

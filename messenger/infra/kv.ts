@@ -13,6 +13,8 @@ export interface Kv {
   /** Stores `value`; with `ttlSeconds` it expires after that long. */
   set(key: string, value: string, ttlSeconds?: number): Promise<void>;
   del(key: string): Promise<void>;
+  /** Reads and deletes `key` in one atomic step (GETDEL): of concurrent takers, one gets the value. */
+  take(key: string): Promise<string | null>;
   /**
    * Atomically adds `by` (default 1) and returns the new value, never below 0;
    * a new key expires after `ttlSeconds`.
@@ -158,6 +160,10 @@ export class RedisKv implements Kv {
     await this.redis.del(key);
   }
 
+  async take(key: string): Promise<string | null> {
+    return this.redis.getdel(key);
+  }
+
   async incr(key: string, ttlSeconds = 0, by = 1): Promise<number> {
     return Number(await this.redis.msgIncr(key, Math.ceil(ttlSeconds), by));
   }
@@ -231,6 +237,12 @@ export class MemoryKv implements Kv {
 
   async del(key: string): Promise<void> {
     this.map.delete(key);
+  }
+
+  async take(key: string): Promise<string | null> {
+    const value = this.live(key)?.value ?? null;
+    this.map.delete(key);
+    return value;
   }
 
   async incr(key: string, ttlSeconds = 0, by = 1): Promise<number> {

@@ -54,6 +54,38 @@ export const syncLag = new Histogram({
   registers: [registry],
 });
 
+/** Open real-time (WebSocket) connections on this process. */
+export const wsConnections = new Gauge({
+  name: 'messenger_ws_connections',
+  help: 'Open WebSocket connections on GET /v1/events',
+  registers: [registry],
+});
+
+/** WebSocket frames, by direction (`in`, `out`) and frame type. */
+export const wsFrames = new Counter({
+  name: 'messenger_ws_frames_total',
+  help: 'WebSocket frames received and sent, by direction and frame type',
+  labelNames: ['direction', 'type'] as const,
+  registers: [registry],
+});
+
+/** Time from a message's creation (its created_at) to its frame being written to a socket. */
+export const wsDeliveryLatency = new Histogram({
+  name: 'messenger_ws_delivery_latency_seconds',
+  help: 'Delay from a message being stored to its frame being sent on a WebSocket, live and replayed',
+  labelNames: ['path'] as const,
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60],
+  registers: [registry],
+});
+
+/** WebSocket connections closed by the server, by reason. */
+export const wsClosed = new Counter({
+  name: 'messenger_ws_closed_total',
+  help: 'WebSocket connections closed by the server, by reason',
+  labelNames: ['reason'] as const,
+  registers: [registry],
+});
+
 // Databases whose pool is reported; the ops app adds its own on start.
 const pools = new Set<Db>();
 

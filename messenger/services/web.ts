@@ -23,6 +23,8 @@ export const webService: Service = {
       config.requestTimeoutMs,
     );
     infra.shutdown.add('http', (drainBy) => http.drain(drainBy));
+    // Registered last, so it runs first: WebSockets close with 1001 (clients reconnect elsewhere and resume).
+    infra.shutdown.add('websockets', () => web.closeUpgrades());
     infra.log.info(
       {
         address: http.server.address(),

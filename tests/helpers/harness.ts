@@ -131,6 +131,7 @@ export async function startApp(infra: BuiltInfra, overrides: Record<string, stri
   const web = await createApp({ ...infra, config, broker });
   await web.start();
   const server = http.createServer(web.koa.callback());
+  server.on('upgrade', (req, socket, head) => web.upgrade(req, socket, head));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     web,

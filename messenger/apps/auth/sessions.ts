@@ -109,13 +109,18 @@ export class SessionStore {
     const m = header === undefined ? null : HEADER.exec(header);
     const id = m === null ? null : parseId(m[1]);
     if (id === null) throw new Unauthorized('auth-failed');
-    const hash = sessionHash(id.replace(/-/g, ''));
+    return this.resolveHash(sessionHash(id.replace(/-/g, '')).toString('hex'));
+  }
+
+  /** The live session whose token has this SHA-256 (hex); throws the matching 401 otherwise. */
+  async resolveHash(tokenHash: string): Promise<Session> {
+    const hash = Buffer.from(tokenHash, 'hex');
     const key = sessionKey(hash);
     const raw = await this.kv.get(key);
     const cached = raw === null ? undefined : parseCached(raw);
     if (cached !== undefined && cached.e > Date.now()) {
       if (cached.w === 1) await this.recordFirstUse(hash, cached);
-      return { accountId: cached.a, userName: cached.n, tokenHash: hash.toString('hex') };
+      return { accountId: cached.a, userName: cached.n, tokenHash, expiresAt: cached.e };
     }
     // Not in Redis: expired, logged out, unknown, or Redis lost it. Only the
     // database can tell, and a live session found there is put back.
@@ -127,7 +132,7 @@ export class SessionStore {
     const restored: Cached = { a: row.user_id, n: row.user_name, e: expiresAt };
     if (row.first_used_at === null) await this.recordFirstUse(hash, restored);
     else await this.kv.set(key, JSON.stringify(restored), left / 1000);
-    return { accountId: row.user_id, userName: row.user_name, tokenHash: hash.toString('hex') };
+    return { accountId: row.user_id, userName: row.user_name, tokenHash, expiresAt };
   }
 
   /**

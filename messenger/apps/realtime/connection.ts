@@ -1,0 +1,131 @@
+import type { WebSocket } from 'ws';
+import type { MessageStored } from '../../events';
+import type { Session } from '../../types';
+import { wsClosed, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
+import { messageFrame } from './frames';
+
+/** Close codes of GET /v1/events (documented in docs/realtime.md). */
+export const CLOSE = {
+  goingAway: 1001,
+  tryAgainLater: 1013,
+  internal: 1011,
+  sessionEnded: 4401,
+  rateLimited: 4429,
+} as const;
+
+/**
+ * Where one connection stands in one chat: the position of the last message
+ * it was sent, and live events held back while the database is read
+ * (resume or a gap repair), so replay and live meet without a gap or a
+ * duplicate.
+ */
+export interface ChatCursor {
+  /** Position of the last message sent on this connection; undefined before the first. */
+  last?: number;
+  /** True while a replay or repair reads the database; live events wait in `held`. */
+  busy: boolean;
+  held: MessageStored[];
+  /** The database read in progress, if any. */
+  running?: Promise<void>;
+}
+
+/** Most live events one chat may hold back on one connection before it is closed (1013) to resume later. */
+export const MAX_HELD = 10_000;
+
+/** One open WebSocket of one session. */
+export class Connection {
+  readonly chats = new Map<string, ChatCursor>();
+  /** Until the client's first frame (or a short grace), live messages are held so a `resume` can come first. */
+  holding = true;
+  alive = true;
+  closed = false;
+  /** Client frames are handled one after another. */
+  inbox: Promise<void> = Promise.resolve();
+  expiryTimer: NodeJS.Timeout | undefined;
+  graceTimer: NodeJS.Timeout | undefined;
+  private tokens: number;
+  private refilled = Date.now();
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly session: Session,
+    private readonly rps: number,
+    private readonly maxBuffer: number,
+  ) {
+    this.tokens = rps;
+  }
+
+  /** The cursor of a chat, created on first use. */
+  cursor(chatId: string): ChatCursor {
+    let c = this.chats.get(chatId);
+    if (c === undefined) {
+      c = { busy: false, held: [] };
+      this.chats.set(chatId, c);
+    }
+    return c;
+  }
+
+  /** Takes one client frame from the allowance (RPS_LIMIT per second, bursts up to it); false past it. */
+  take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(this.rps, this.tokens + ((now - this.refilled) / 1000) * this.rps);
+    this.refilled = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /**
+   * Sends a frame unless the peer is not reading: a connection whose unsent
+   * bytes would pass the limit is dropped rather than buffered (the client
+   * reconnects and resumes). Returns false when nothing was sent.
+   */
+  send(data: string, type: string, counted = true): boolean {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
+    if (this.ws.bufferedAmount > this.maxBuffer) {
+      this.drop('slow-consumer');
+      return false;
+    }
+    this.ws.send(data);
+    // A live fan-out counts its frames once for all connections (see Gateway.onMessage).
+    if (counted) wsFrames.inc({ direction: 'out', type });
+    return true;
+  }
+
+  /** Sends one message (live or replayed) and records how long after its creation it left. */
+  sendMessage(m: MessageStored, path: 'live' | 'replay', data = messageFrame(m)): void {
+    if (this.send(data, 'message')) wsDeliveryLatency.observe({ path }, Math.max(0, (Date.now() - Date.parse(m.createdAt)) / 1000));
+  }
+
+  /**
+   * Resolves once the frames queued so far have left this process (or the
+   * socket closed): replays wait on it so a large replay never piles up in
+   * memory ahead of a slow reader.
+   */
+  flushed(): Promise<void> {
+    if (this.closed || this.ws.bufferedAmount < this.maxBuffer / 4) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.closed || this.ws.bufferedAmount < this.maxBuffer / 4) resolve();
+        else setTimeout(check, 5);
+      };
+      check();
+    });
+  }
+
+  /** Closes with a code the client acts on (4401: log in again, 4429: slow down, 1001/1013: reconnect and resume). */
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    wsClosed.inc({ reason });
+    this.ws.close(code, reason);
+    // A peer that does not answer the close handshake is cut.
+    setTimeout(() => this.ws.terminate(), 1000).unref();
+  }
+
+  /** Cuts the connection at once (dead peer, a peer that does not read). */
+  drop(reason: string): void {
+    if (this.closed) return;
+    wsClosed.inc({ reason });
+    this.ws.terminate();
+  }
+}

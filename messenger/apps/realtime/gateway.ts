@@ -1,0 +1,510 @@
+/**
+ * The real-time gateway of one process: its open connections, indexed by
+ * account, chat and session, and the domain events fanned out to them. One
+ * subscription per process; each event is serialised once and written to the
+ * connections it concerns.
+ *
+ * Order per connection and chat: every message carries its chat position
+ * (`seq`). A connection remembers the last position it was sent; a live event
+ * right after it is sent at once, an older one is dropped, and one further
+ * ahead (a pub/sub event lost or overtaken) makes the connection read what is
+ * missing from the database first, holding live events meanwhile. `resume`
+ * is the same reading, from the client's iterator.
+ */
+import type { WebSocket } from 'ws';
+import type { MemberJoined, MessageStored, PresenceChanged, ReadMoved, SessionEnded } from '../../events';
+import { messagesAfter, resumePoint } from '../../db/messages';
+import { chatOwner, identitiesOf, readableChats } from '../../db/members';
+import { AppError, toWireError } from '../../errors';
+import { parseId, toWireId, ZERO_ID } from '../../ids';
+import { wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
+import type { Deps, Session } from '../../types';
+import { postMessage } from '../messages/post';
+import { CLOSE, Connection, MAX_HELD, type ChatCursor } from './connection';
+import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
+
+/** Most messages a resume or repair replays for one chat; past it the client is told to page (`reset`). */
+export const REPLAY_MAX = 1000;
+/** How long live messages wait for the client's first frame (a `resume`) before flowing. */
+const FIRST_FRAME_GRACE_MS = 500;
+/** Presence marks are renewed this often (they expire after 45 s). */
+const PRESENCE_HEARTBEAT_MS = 15_000;
+/** Chats whose creator is remembered (creators never change). */
+const OWNER_CACHE_MAX = 50_000;
+/** Longest timer Node accepts. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function add<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {
+  let set = map.get(key);
+  if (set === undefined) {
+    set = new Set();
+    map.set(key, set);
+  }
+  set.add(value);
+}
+
+function remove<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {
+  const set = map.get(key);
+  if (set === undefined) return;
+  set.delete(value);
+  if (set.size === 0) map.delete(key);
+}
+
+export class Gateway {
+  private readonly byAccount = new Map<string, Set<Connection>>();
+  private readonly byChat = new Map<string, Set<Connection>>();
+  private readonly bySession = new Map<string, Set<Connection>>();
+  private readonly owners = new Map<string, string | null>();
+  /** Events of a chat whose creator is being looked up wait here, in order. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly undo: (() => void)[] = [];
+  closing = false;
+
+  /**
+   * @param verify throws a 401 AppError when the session (by token hash) no
+   *   longer works: checked for every open session at each ping, so a session
+   *   whose `session.ended` event was lost (Redis away) still closes its sockets.
+   */
+  constructor(
+    private readonly deps: Deps,
+    private readonly verify: (tokenHash: string) => Promise<unknown>,
+  ) {}
+
+  /** Open connections of an account on this process. */
+  countFor(accountId: string): number {
+    return this.byAccount.get(accountId)?.size ?? 0;
+  }
+
+  /** Subscribes to the domain events and starts the ping and presence timers. */
+  start(): void {
+    const { events, config, log } = this.deps;
+    this.undo.push(
+      events.subscribe('message.stored', (e) => this.onMessage(e)),
+      events.subscribe('member.joined', (e) => this.onMember(e)),
+      events.subscribe('read.moved', (e) => this.onRead(e)),
+      events.subscribe('session.ended', (e) => this.onSessionEnded(e)),
+      events.subscribe('presence.changed', (e) => this.onPresence(e)),
+    );
+    this.timers.push(setInterval(() => this.ping(), config.realtime.pingMs));
+    this.timers.push(
+      setInterval(() => {
+        const accounts = [...this.byAccount.keys()];
+        this.deps.presence.heartbeat(events.origin, accounts).catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
+      }, PRESENCE_HEARTBEAT_MS),
+    );
+    for (const t of this.timers) t.unref();
+  }
+
+  /** Closes every connection with 1001 and waits (at most a second) for them to go. */
+  async closeAll(): Promise<void> {
+    this.closing = true;
+    const all = [...this.bySession.values()].flatMap((s) => [...s]);
+    const gone = all.map((c) => new Promise<void>((resolve) => (c.closed ? resolve() : c.ws.once('close', () => resolve()))));
+    for (const c of all) c.close(CLOSE.goingAway, 'server-shutdown');
+    await Promise.race([Promise.all(gone), new Promise((r) => setTimeout(r, 1000).unref())]);
+    for (const c of all) c.drop('server-shutdown');
+  }
+
+  /** Stops timers and subscriptions (connections are closed by closeAll). */
+  async stop(): Promise<void> {
+    await this.closeAll();
+    for (const t of this.timers.splice(0)) clearInterval(t);
+    for (const u of this.undo.splice(0)) u();
+  }
+
+  /** Takes over an accepted WebSocket of `session`. */
+  accept(ws: WebSocket, session: Session): void {
+    const { config, log } = this.deps;
+    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes);
+    const first = this.countFor(session.accountId) === 0;
+    add(this.byAccount, session.accountId, conn);
+    add(this.bySession, session.tokenHash, conn);
+    wsConnections.inc();
+    if (session.expiresAt !== undefined) {
+      const left = session.expiresAt - Date.now();
+      conn.expiryTimer = setTimeout(() => conn.close(CLOSE.sessionEnded, 'session-expired'), Math.min(Math.max(0, left), MAX_TIMER_MS));
+    }
+    ws.on('pong', () => {
+      conn.alive = true;
+    });
+    ws.on('error', () => undefined);
+    ws.on('close', () => this.closed(conn));
+    // Frames are read from the start (so none is lost) but handled once the chat list is loaded.
+    ws.on('message', (data, isBinary) => {
+      wsFrames.inc({ direction: 'in', type: isBinary ? 'binary' : 'text' });
+      if (!conn.take()) {
+        conn.close(CLOSE.rateLimited, 'rate-limited');
+        return;
+      }
+      const text = isBinary ? undefined : (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)).toString('utf8');
+      conn.inbox = conn.inbox.then(() => this.onFrame(conn, text)).catch((err: unknown) => {
+        log.error({ err }, 'real-time frame failed');
+        conn.close(CLOSE.internal, 'internal-error');
+      });
+    });
+    conn.inbox = this.load(conn, first);
+    conn.graceTimer = setTimeout(() => this.release(conn), FIRST_FRAME_GRACE_MS);
+  }
+
+  /** Indexes the connection under every chat its account may read, and marks the account online. */
+  private async load(conn: Connection, first: boolean): Promise<void> {
+    const { db, presence, events, log } = this.deps;
+    const accountId = conn.session.accountId;
+    try {
+      const chats = await readableChats(db, accountId);
+      if (conn.closed) return;
+      for (const c of chats) this.index(conn, toWireId(c));
+    } catch (err) {
+      log.warn({ err: String(err) }, 'could not load the chats of a real-time connection');
+      conn.close(CLOSE.tryAgainLater, 'service-unavailable');
+      return;
+    }
+    if (!first) return;
+    try {
+      const before = await presence.online([accountId]);
+      await presence.heartbeat(events.origin, [accountId]);
+      if (!before.has(accountId)) await events.publish('presence.changed', { accountId, online: true });
+    } catch (err) {
+      log.warn({ err: String(err) }, 'presence not recorded');
+    }
+  }
+
+  private index(conn: Connection, chatId: string): void {
+    if (conn.chats.has(chatId) && this.byChat.get(chatId)?.has(conn)) return;
+    conn.cursor(chatId);
+    add(this.byChat, chatId, conn);
+  }
+
+  private closed(conn: Connection): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    clearTimeout(conn.expiryTimer);
+    clearTimeout(conn.graceTimer);
+    wsConnections.dec();
+    const accountId = conn.session.accountId;
+    remove(this.byAccount, accountId, conn);
+    remove(this.bySession, conn.session.tokenHash, conn);
+    for (const chatId of conn.chats.keys()) remove(this.byChat, chatId, conn);
+    if (this.countFor(accountId) > 0 || this.closing) return;
+    const { presence, events, log } = this.deps;
+    void (async () => {
+      await presence.leave(events.origin, accountId);
+      // Another tab may have opened meanwhile, here or elsewhere.
+      if (this.countFor(accountId) > 0) return;
+      const still = await presence.online([accountId]);
+      if (!still.has(accountId)) await events.publish('presence.changed', { accountId, online: false });
+    })().catch((err: unknown) => log.warn({ err: String(err) }, 'presence not cleared'));
+  }
+
+  private ping(): void {
+    for (const [hash, set] of this.bySession) {
+      this.verify(hash).catch((err: unknown) => {
+        // Only a definite "this session is over"; an unreachable store proves nothing.
+        if (err instanceof AppError && err.status === 401) for (const conn of set) conn.close(CLOSE.sessionEnded, 'session-ended');
+      });
+    }
+    for (const set of this.bySession.values()) {
+      for (const conn of set) {
+        if (!conn.alive) {
+          conn.drop('dead-peer');
+          continue;
+        }
+        conn.alive = false;
+        try {
+          conn.ws.ping();
+        } catch {
+          conn.drop('dead-peer');
+        }
+      }
+    }
+  }
+
+  // ---- client frames ----------------------------------------------------------
+
+  private async onFrame(conn: Connection, text: string | undefined): Promise<void> {
+    if (conn.closed) return;
+    const f: ClientFrame = text === undefined ? { type: 'bad' } : parseClientFrame(text);
+    if (f.type === 'resume') {
+      // The chats being resumed wait for their replay; every other chat flows live from now on.
+      for (const [chatId] of f.chats) {
+        const c = conn.chats.get(chatId);
+        if (c !== undefined) c.busy = true;
+      }
+      this.release(conn);
+      await this.resume(conn, f);
+      return;
+    }
+    this.release(conn);
+    if (f.type === 'send') await this.send(conn, f);
+    else conn.send(frame('error', f.clientId === undefined ? { message: 'bad-parameters' } : { client_id: f.clientId, message: 'bad-parameters' }), 'error');
+  }
+
+  /** Ends the hold on live messages: whatever was held flows, in order. */
+  private release(conn: Connection): void {
+    if (!conn.holding) return;
+    conn.holding = false;
+    clearTimeout(conn.graceTimer);
+    for (const [chatId, c] of conn.chats) {
+      if (!c.busy && c.held.length > 0) this.drain(conn, chatId, c);
+    }
+  }
+
+  private async resume(conn: Connection, f: ResumeFrame): Promise<void> {
+    const { db } = this.deps;
+    for (const [wireChat, iterator] of f.chats) {
+      if (conn.closed) return;
+      const chatId = parseId(wireChat);
+      const cursorId = parseId(iterator);
+      const existing = chatId === null ? undefined : conn.chats.get(toWireId(chatId));
+      const fail = (message: string) => {
+        conn.send(frame('error', { chat_id: wireChat, message }), 'error');
+        if (existing !== undefined) {
+          existing.busy = false;
+          this.drain(conn, toWireId(chatId as string), existing);
+        }
+      };
+      if (chatId === null) {
+        fail('chat-not-found');
+        continue;
+      }
+      if (cursorId === null) {
+        fail('bad-cursor');
+        continue;
+      }
+      const wire = toWireId(chatId);
+      const point = await resumePoint(db, chatId, conn.session.accountId, toWireId(cursorId) === ZERO_ID ? null : cursorId);
+      if ('missing' in point) {
+        fail(point.missing === 'chat' ? 'chat-not-found' : 'bad-cursor');
+        continue;
+      }
+      // A chat the account may read but this connection did not know (created since it opened).
+      this.index(conn, wire);
+      const c = conn.cursor(wire);
+      // A repair already reading this chat finishes first; the client's iterator then decides where replay starts.
+      while (c.running !== undefined) await c.running;
+      c.last = point.afterSeq;
+      await this.startCatchUp(conn, wire, c);
+    }
+  }
+
+  private async send(conn: Connection, f: SendFrame): Promise<void> {
+    try {
+      const { messageId } = await postMessage(this.deps, {
+        chatId: f.chatId,
+        userId: f.userId,
+        accountId: conn.session.accountId,
+        text: f.message,
+        idempotencyKey: f.clientId,
+      });
+      conn.send(frame('ack', { client_id: f.clientId, message_id: messageId }), 'ack');
+    } catch (err) {
+      const wire = toWireError(err);
+      if (wire.unexpected) this.deps.log.error({ err }, 'real-time send failed');
+      conn.send(frame('error', { client_id: f.clientId, message: err instanceof AppError ? err.code : wire.code }), 'error');
+    }
+  }
+
+  // ---- ordering: live, replay, repair -------------------------------------------
+
+  /**
+   * A live message for one connection: sent (true), dropped as already sent,
+   * or held while the database is read.
+   */
+  private offer(conn: Connection, e: MessageStored, data: string): boolean {
+    const c = conn.cursor(e.chatId);
+    if (conn.holding || c.busy) {
+      this.hold(conn, c, e);
+      return false;
+    }
+    if (c.last === undefined || e.seq === c.last + 1) {
+      c.last = e.seq;
+      return conn.send(data, 'message', false);
+    }
+    if (e.seq <= c.last) return false;
+    // Something between was lost or is late: read it from the database first.
+    this.hold(conn, c, e);
+    void this.startCatchUp(conn, e.chatId, c);
+    return false;
+  }
+
+  private hold(conn: Connection, c: ChatCursor, e: MessageStored): void {
+    c.held.push(e);
+    if (c.held.length > MAX_HELD) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+  }
+
+  /**
+   * Sends held live messages that continue the connection's position; true
+   * when one further ahead remains (a gap only the database can fill).
+   */
+  private drainHeld(conn: Connection, c: ChatCursor): boolean {
+    c.held.sort((a, b) => a.seq - b.seq);
+    while (c.held.length > 0) {
+      const e = c.held[0];
+      if (c.last !== undefined && e.seq <= c.last) {
+        c.held.shift();
+        continue;
+      }
+      if (c.last !== undefined && e.seq !== c.last + 1) return true;
+      c.held.shift();
+      c.last = e.seq;
+      conn.sendMessage(e, 'live');
+    }
+    return false;
+  }
+
+  /** Drains what a chat held once nothing reads the database for it. */
+  private drain(conn: Connection, chatId: string, c: ChatCursor): void {
+    if (this.drainHeld(conn, c)) void this.startCatchUp(conn, chatId, c);
+  }
+
+  /** Starts reading the database for a chat of a connection (live messages wait meanwhile). */
+  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor): Promise<void> {
+    c.busy = true;
+    const run = this.catchUp(conn, chatId, c).finally(() => {
+      if (c.running === run) c.running = undefined;
+    });
+    c.running = run;
+    return run;
+  }
+
+  /**
+   * Reads from the database what follows the connection's position (at most
+   * REPLAY_MAX messages, else `reset`), then the held live messages, until
+   * they meet. Started by startCatchUp; clears `c.busy` when done.
+   */
+  private async catchUp(conn: Connection, chatId: string, c: ChatCursor): Promise<void> {
+    const { db, log } = this.deps;
+    const uuid = parseId(chatId) as string;
+    let emptyReads = 0;
+    try {
+      for (;;) {
+        if (conn.closed) return;
+        const after = c.last ?? 0;
+        const { rows, lastSeq } = await messagesAfter(db, uuid, after, REPLAY_MAX + 1);
+        if (rows.length > REPLAY_MAX) {
+          conn.send(frame('reset', { chat_id: chatId }), 'reset');
+          c.last = Math.max(lastSeq, after);
+        } else {
+          for (const row of rows) {
+            c.last = row.seq;
+            conn.sendMessage(storedFromRow(chatId, row), 'replay');
+            await conn.flushed();
+            if (conn.closed) return;
+          }
+        }
+        if (!this.drainHeld(conn, c)) return;
+        // A held message is ahead of what the database showed: its predecessor commits any moment.
+        emptyReads = rows.length === 0 ? emptyReads + 1 : 0;
+        if (emptyReads > 20) {
+          log.warn({ chatId, after: c.last }, 'a message announced live is not in the database; closing to let the client resume');
+          conn.close(CLOSE.tryAgainLater, 'gap');
+          return;
+        }
+        if (emptyReads > 0) await new Promise((r) => setTimeout(r, 25));
+      }
+    } catch (err) {
+      log.warn({ err: String(err), chatId }, 'real-time replay failed; closing so the client resumes');
+      conn.close(CLOSE.tryAgainLater, 'service-unavailable');
+    } finally {
+      c.busy = false;
+    }
+  }
+
+  // ---- domain events ------------------------------------------------------------
+
+  /**
+   * Runs `fn` for a chat's event once its creator is known (so a creator's
+   * connections learn of a chat made after they opened), keeping the chat's
+   * events in order.
+   */
+  private inOrder(chatId: string, fn: () => void): void {
+    if (this.byAccount.size === 0) return;
+    const pending = this.chains.get(chatId);
+    if (pending === undefined && this.owners.has(chatId)) {
+      this.adoptOwner(chatId);
+      fn();
+      return;
+    }
+    const next = (pending ?? Promise.resolve())
+      .then(async () => {
+        if (!this.owners.has(chatId)) {
+          const owner = await chatOwner(this.deps.db, parseId(chatId) as string);
+          if (this.owners.size >= OWNER_CACHE_MAX) this.owners.delete(this.owners.keys().next().value as string);
+          this.owners.set(chatId, owner);
+        }
+        this.adoptOwner(chatId);
+        fn();
+      })
+      .catch((err: unknown) => {
+        this.deps.log.warn({ err: String(err), chatId }, 'real-time event not delivered; clients catch up with resume');
+      })
+      .finally(() => {
+        if (this.chains.get(chatId) === next) this.chains.delete(chatId);
+      });
+    this.chains.set(chatId, next);
+  }
+
+  private adoptOwner(chatId: string): void {
+    const owner = this.owners.get(chatId);
+    if (owner === undefined || owner === null) return;
+    for (const conn of this.byAccount.get(owner) ?? []) this.index(conn, chatId);
+  }
+
+  private onMessage(e: MessageStored): void {
+    this.inOrder(e.chatId, () => {
+      const conns = this.byChat.get(e.chatId);
+      if (conns === undefined) return;
+      const data = messageFrame(e);
+      let sent = 0;
+      for (const conn of conns) if (this.offer(conn, e, data)) sent++;
+      // Metrics once per fan-out: the latency is the last connection's (when the loop ended).
+      if (sent > 0) {
+        wsFrames.inc({ direction: 'out', type: 'message' }, sent);
+        wsDeliveryLatency.observe({ path: 'live' }, Math.max(0, (Date.now() - Date.parse(e.createdAt)) / 1000));
+      }
+    });
+  }
+
+  private onMember(e: MemberJoined): void {
+    this.inOrder(e.chatId, () => {
+      if (e.accountId !== null) for (const conn of this.byAccount.get(toOwnerKey(e.accountId)) ?? []) this.index(conn, e.chatId);
+      const data = frame('member', { chat_id: e.chatId, user_id: e.userId, user_name: e.userName });
+      for (const conn of this.byChat.get(e.chatId) ?? []) conn.send(data, 'member');
+    });
+  }
+
+  private onRead(e: ReadMoved): void {
+    const conns = this.byAccount.get(toOwnerKey(e.accountId));
+    if (conns === undefined) return;
+    const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
+    for (const conn of conns) conn.send(data, 'read');
+  }
+
+  private onSessionEnded(e: SessionEnded): void {
+    for (const hash of e.tokenHashes) {
+      for (const conn of this.bySession.get(hash) ?? []) conn.close(CLOSE.sessionEnded, `session-ended:${e.reason}`.slice(0, 100));
+    }
+  }
+
+  private async onPresence(e: PresenceChanged): Promise<void> {
+    if (this.byChat.size === 0) return;
+    const account = toOwnerKey(e.accountId);
+    const identities = await identitiesOf(this.deps.db, account);
+    for (const id of identities) {
+      const chatId = toWireId(id.chat_id);
+      const conns = this.byChat.get(chatId);
+      if (conns === undefined) continue;
+      const data = frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online: e.online });
+      for (const conn of conns) if (conn.session.accountId !== account) conn.send(data, 'presence');
+    }
+  }
+}
+
+/**
+ * Account ids are kept as PostgreSQL gives them (dashed), the form sessions
+ * carry; events may carry either form.
+ */
+function toOwnerKey(accountId: string): string {
+  return parseId(accountId) ?? accountId;
+}

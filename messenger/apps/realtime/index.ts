@@ -1,0 +1,142 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { AppError, BadRequest, TooManyRequests, toWireError, Unauthorized } from '../../errors';
+import type { App, AppFactory, AppModule, Session } from '../../types';
+import { SessionStore } from '../auth/sessions';
+import { Gateway } from './gateway';
+
+/** A ticket opens one WebSocket, within this many seconds of being issued. */
+export const TICKET_TTL_SECONDS = 30;
+
+/** Where a ticket is kept: only its SHA-256, so a store dump opens nothing. */
+export function ticketKey(ticket: string): string {
+  return `ticket:${createHash('sha256').update(ticket).digest('hex')}`;
+}
+
+/**
+ * Whether a browser page from `origin` may open the socket: the page's own
+ * origin (its host equal to the Host the request was sent to) and any origin
+ * listed in CORS_ORIGINS. Requests without an
+ * Origin header do not come from a browser page and are not limited.
+ */
+export function originAllowed(origin: string | undefined, host: string | undefined, allowed: readonly string[]): boolean {
+  if (origin === undefined) return true;
+  if (allowed.includes(origin.replace(/\/$/, ''))) return true;
+  // The page this service itself serves (the web client) is always of the same origin.
+  try {
+    return host !== undefined && new URL(origin).host.toLowerCase() === host.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+/** Answers a refused upgrade with the API's usual JSON error body and closes the socket. */
+function refuse(socket: Duplex, status: number, code: string, retryAfter?: number): void {
+  const body = JSON.stringify({ message: code });
+  const head = [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
+    'Content-Type: application/json',
+    'X-Content-Type-Options: nosniff',
+    'Cache-Control: no-store',
+    'Connection: close',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+  ];
+  if (retryAfter !== undefined) head.push(`Retry-After: ${retryAfter}`);
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+}
+
+/**
+ * Real time: GET /v1/events upgrades to a WebSocket carrying every message,
+ * join, read marker and presence change the account may see (see
+ * docs/realtime.md), and POST /v1/events/ticket issues the one-use ticket
+ * browsers open it with.
+ */
+const realtimeApp: AppFactory = (deps): App => {
+  const { config, db, kv, log, events } = deps;
+  const sessions = new SessionStore(db, kv, events, config.sessionTtlSeconds, config.refreshTtlSeconds);
+  const gateway = new Gateway(deps, (tokenHash) => sessions.resolveHash(tokenHash));
+  const wss = new WebSocketServer({
+    noServer: true,
+    // A frame over BODY_LIMIT closes the connection with 1009.
+    maxPayload: config.bodyLimitBytes,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
+
+  /** The session an upgrade request opens: by one-use ticket, or by the Authorization header. */
+  async function authenticate(req: http.IncomingMessage, ticket: string | null): Promise<Session> {
+    if (ticket === null) return sessions.resolve(req.headers.authorization);
+    if (!/^[0-9a-f]{32}$/.test(ticket)) throw new Unauthorized('auth-failed');
+    // Taken and deleted in one step: of two upgrades racing with one ticket, one wins.
+    const tokenHash = await kv.take(ticketKey(ticket));
+    if (tokenHash === null) throw new Unauthorized('auth-failed');
+    return sessions.resolveHash(tokenHash);
+  }
+
+  async function handle(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
+    if (gateway.closing) return refuse(socket, 503, 'service-unavailable');
+    const origin = req.headers.origin;
+    if (!originAllowed(origin, req.headers.host, config.corsOrigins)) {
+      return refuse(socket, 403, 'origin-not-allowed');
+    }
+    let session: Session;
+    try {
+      session = await authenticate(req, url.searchParams.get('ticket'));
+    } catch (err) {
+      const wire = toWireError(err);
+      if (wire.unexpected) log.error({ err }, 'real-time upgrade failed');
+      return refuse(socket, wire.status, wire.code);
+    }
+    if (socket.destroyed) return;
+    if (gateway.countFor(session.accountId) >= config.realtime.maxPerAccount) {
+      const e = new TooManyRequests('request-limit-exceeded', 1);
+      return refuse(socket, e.status, e.code, e.retryAfter);
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => gateway.accept(ws, session));
+  }
+
+  return {
+    name: 'realtime',
+    requires: ['auth', 'messages'],
+    middleware: {},
+    handlers: {
+      async createEventsTicket(ctx) {
+        const session = ctx.state.session;
+        if (session === undefined) throw new Unauthorized('auth-failed');
+        const ticket = randomBytes(16).toString('hex');
+        await kv.set(ticketKey(ticket), session.tokenHash, TICKET_TTL_SECONDS);
+        ctx.status = 201;
+        ctx.body = { ticket };
+      },
+
+      async openEvents() {
+        // Reached only without an `Upgrade: websocket` header (upgrades never enter Koa).
+        throw new BadRequest();
+      },
+    },
+    upgrade(req, socket, head) {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      if (url.pathname !== '/v1/events') return false;
+      socket.on('error', () => undefined);
+      handle(req, socket, head, url).catch((err: unknown) => {
+        log.error({ err }, 'real-time upgrade failed');
+        if (!socket.destroyed) refuse(socket, 500, err instanceof AppError ? err.code : 'internal-error');
+      });
+      return true;
+    },
+    closeUpgrades: () => gateway.closeAll(),
+    async start() {
+      gateway.start();
+    },
+    async stop() {
+      await gateway.stop();
+      wss.close();
+    },
+  };
+};
+
+/** The realtime app. */
+export const app: AppModule = { name: 'realtime', create: realtimeApp };

@@ -1,0 +1,243 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { MODE, testEnv } from './helpers/env';
+import { uniq } from './helpers/factories';
+import { freePort, ServiceProcess } from './helpers/process';
+import { openResumed, openSocket, ZERO, type TestSocket } from './helpers/ws';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One messenger-api process of the test, and a small JSON client for it. */
+interface Web {
+  proc: ServiceProcess;
+  port: number;
+  api<T = Record<string, unknown>>(method: string, path: string, body?: object, session?: string): Promise<{ status: number; body: T }>;
+}
+
+async function startWeb(extra: Record<string, string> = {}): Promise<Web> {
+  const port = await freePort();
+  // No search (no queue needed) and no throttling (the bursts post far past RPS_LIMIT).
+  const proc = new ServiceProcess('messenger/main.ts', testEnv({ PORT: String(port), LOG_LEVEL: 'info', APPS: 'auth,chats,messages,realtime', WS_PING_MS: '1000', ...extra }));
+  await proc.waitFor((l) => l.msg === 'messenger-api listening');
+  return {
+    proc,
+    port,
+    async api(method, path, body, session) {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: { 'content-type': 'application/json', ...(session === undefined ? {} : { authorization: `session_id ${session}` }) },
+      });
+      return { status: res.status, body: (await res.json()) as never };
+    },
+  };
+}
+
+interface Account {
+  session: string;
+  userName: string;
+  password: string;
+}
+
+async function account(web: Web): Promise<Account> {
+  const userName = uniq('user');
+  const password = 'correct horse battery';
+  assert.equal((await web.api('POST', '/v1/auth/register', { user_name: userName, password })).status, 201);
+  const res = await web.api<{ session_id: string }>('POST', '/v1/auth/login', { user_name: userName, password });
+  return { session: res.body.session_id, userName, password };
+}
+
+/** Every message id of a chat, in page order. */
+async function pageIds(web: Web, chatId: string, session: string): Promise<string[]> {
+  const out: string[] = [];
+  let from = ZERO;
+  for (;;) {
+    const res = await web.api<{ messages: { message_id: string }[]; next: { iterator: string } }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${from}`, undefined, session);
+    assert.equal(res.status, 200);
+    if (res.body.messages.length === 0) return out;
+    out.push(...res.body.messages.map((m) => m.message_id));
+    from = res.body.next.iterator;
+  }
+}
+
+/**
+ * Posts `n` messages round-robin through `webs`, `concurrency` at a time;
+ * failures (a killed process, Redis away) are counted, not thrown, or with
+ * `retryMs` retried (as a client would) for up to that long.
+ */
+async function burst(webs: Web[], chatId: string, userId: string, session: string, n: number, concurrency = 20, retryMs = 0): Promise<{ ok: number; failed: number }> {
+  let i = 0;
+  let ok = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (i < n) {
+      const k = i++;
+      const web = webs[k % webs.length];
+      const until = Date.now() + retryMs;
+      for (;;) {
+        let status: number;
+        try {
+          status = (await web.api('POST', `/v1/chats/${chatId}/messages?user_id=${userId}`, { message: `burst ${k}` }, session)).status;
+        } catch {
+          status = 0;
+        }
+        if (status === 201) ok++;
+        else if (Date.now() < until) {
+          await sleep(100);
+          continue;
+        } else failed++;
+        break;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { ok, failed };
+}
+
+/** Ids of the message frames of one chat on these sockets, in arrival order. */
+function received(sockets: TestSocket[], chatId: string): string[] {
+  return sockets.flatMap((s) => s.of('message').filter((f) => f.chat_id === chatId).map((f) => f.message_id as string));
+}
+
+if (MODE === 'services') {
+  describe('real time across web processes on one Redis and PostgreSQL (services mode)', function () {
+    this.timeout(120_000);
+    const procs: ServiceProcess[] = [];
+    const sockets: TestSocket[] = [];
+    let a: Web;
+    let b: Web;
+
+    const track = (s: TestSocket) => {
+      sockets.push(s);
+      return s;
+    };
+
+    /** A chat with two members (owner on `a`), ready for messages. */
+    async function chatOf(owner: Account, other: Account): Promise<{ chatId: string; ownerId: string; otherId: string }> {
+      const chatId = (await a.api<{ chat_id: string }>('POST', '/v1/chats', { chat_name: uniq('chat') }, owner.session)).body.chat_id;
+      const ownerId = (await a.api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('o') }, owner.session)).body.user_id;
+      const otherId = (await b.api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('m') }, other.session)).body.user_id;
+      return { chatId, ownerId, otherId };
+    }
+
+    before(async () => {
+      [a, b] = await Promise.all([startWeb(), startWeb()]);
+      procs.push(a.proc, b.proc);
+    });
+
+    afterEach(async () => {
+      for (const s of sockets.splice(0)) if (s.closeCode === undefined) await s.close();
+    });
+
+    after(async () => {
+      for (const p of procs) {
+        p.kill();
+        await p.exited;
+      }
+    });
+
+    it('a socket on each instance receives, in order, the messages posted through the other', async () => {
+      const alice = await account(a);
+      const bob = await account(b);
+      const { chatId, ownerId, otherId } = await chatOf(alice, bob);
+      const onA = track(await openSocket(a.port, { session: bob.session }));
+      const onB = track(await openSocket(b.port, { session: alice.session }));
+      await sleep(300);
+      const want: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        // Alternating: alice posts through B's peer A, bob through A's peer B.
+        const [web, uid, s] = i % 2 === 0 ? [a, ownerId, alice.session] : [b, otherId, bob.session];
+        const res = await web.api<{ message_id: string }>('POST', `/v1/chats/${chatId}/messages?user_id=${uid}`, { message: `x${i}` }, s);
+        assert.equal(res.status, 201);
+        want.push(`x${i}`);
+      }
+      for (const s of [onA, onB]) await s.until('20 messages', () => s.texts(chatId).length === 20);
+      assert.deepEqual(onA.texts(chatId), want);
+      assert.deepEqual(onB.texts(chatId), want);
+    });
+
+    it('two tabs of one account on different instances both get every message; logout on one instance closes both with 4401', async () => {
+      const alice = await account(a);
+      const bob = await account(b);
+      const { chatId, otherId } = await chatOf(alice, bob);
+      const tabA = track(await openSocket(a.port, { session: alice.session }));
+      const tabB = track(await openSocket(b.port, { session: alice.session }));
+      await sleep(300);
+      assert.equal((await b.api('POST', `/v1/chats/${chatId}/messages?user_id=${otherId}`, { message: 'to both tabs' }, bob.session)).status, 201);
+      for (const s of [tabA, tabB]) await s.until('the message', () => s.texts(chatId).includes('to both tabs'));
+      const started = Date.now();
+      assert.equal((await a.api('POST', '/v1/auth/logout', undefined, alice.session)).status, 200);
+      assert.equal(await tabA.closed, 4401);
+      assert.equal(await tabB.closed, 4401);
+      assert.ok(Date.now() - started < 1000, `closed after ${Date.now() - started} ms`);
+    });
+
+    it('kill -9 of a web process mid-burst: reconnecting to the other and resuming misses nothing', async () => {
+      const victim = await startWeb();
+      procs.push(victim.proc);
+      const alice = await account(b);
+      const bob = await account(b);
+      const { chatId, ownerId } = await chatOf(alice, bob);
+      const first = track(await openResumed(victim.port, bob.session, { [chatId]: ZERO }));
+      await sleep(200);
+      const posting = burst([b, victim], chatId, ownerId, alice.session, 1000);
+      await first.until('a share of the burst', () => first.texts(chatId).length >= 150, 60_000);
+      victim.proc.kill();
+      await first.closed;
+      const seen = received([first], chatId);
+      const second = track(await openResumed(b.port, bob.session, { [chatId]: seen[seen.length - 1] }));
+      const result = await posting;
+      assert.ok(result.ok >= 500, `only ${result.ok} posts stored`);
+      const want = await pageIds(b, chatId, bob.session);
+      await second.until('every stored message', () => seen.length + received([second], chatId).length >= want.length, 30_000);
+      await sleep(300);
+      assert.deepEqual([...seen, ...received([second], chatId)], want);
+    });
+
+    it('Redis restarted mid-burst: after resume nothing is missing, nothing repeated', async function () {
+      const redisPort = await freePort();
+      let redis: ChildProcess | undefined;
+      const startRedis = async () => {
+        redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+        await sleep(300);
+      };
+      await startRedis();
+      const extra = { REDIS_URL: `redis://127.0.0.1:${redisPort}` };
+      const [c, d] = await Promise.all([startWeb(extra), startWeb(extra)]);
+      procs.push(c.proc, d.proc);
+      try {
+        const alice = await account(d);
+        const bob = await account(d);
+        const chatId = (await c.api<{ chat_id: string }>('POST', '/v1/chats', { chat_name: uniq('chat') }, alice.session)).body.chat_id;
+        const aliceId = (await c.api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('o') }, alice.session)).body.user_id;
+        assert.equal((await d.api('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('m') }, bob.session)).status, 201);
+        const live = track(await openResumed(c.port, bob.session, { [chatId]: ZERO }));
+        await sleep(200);
+        const posting = burst([d], chatId, aliceId, alice.session, 1000, 10, 15_000);
+        await live.until('a share of the burst', () => live.texts(chatId).length >= 150, 60_000);
+        redis?.kill('SIGKILL');
+        await sleep(700);
+        await startRedis();
+        const result = await posting;
+        assert.ok(result.ok >= 900, `only ${result.ok} posts stored`);
+        // A few more once Redis is back: the live socket repairs its gap on them.
+        for (let i = 0; i < 3; i++) {
+          for (let t = 0; t < 50; t++) {
+            const r = await d.api('POST', `/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: `after ${i}` }, alice.session);
+            if (r.status === 201) break;
+            await sleep(200);
+          }
+        }
+        const want = await pageIds(d, chatId, alice.session);
+        await live.close();
+        const seen = received([live], chatId);
+        const again = track(await openResumed(d.port, bob.session, { [chatId]: seen.length === 0 ? ZERO : seen[seen.length - 1] }));
+        await again.until('the rest', () => seen.length + received([again], chatId).length >= want.length, 30_000);
+        await sleep(300);
+        assert.deepEqual([...seen, ...received([again], chatId)], want);
+      } finally {
+        redis?.kill('SIGKILL');
+      }
+    });
+  });
+}
