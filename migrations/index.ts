@@ -4,6 +4,7 @@ import * as m002 from './002_search';
 import * as m003 from './003_conversations';
 import * as m004 from './004_sessions';
 import * as m005 from './005_write_path';
+import * as m006 from './006_name_keys';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -18,6 +19,7 @@ const migrations: Record<string, Migration> = {
   '003_conversations': m003,
   '004_sessions': m004,
   '005_write_path': m005,
+  '006_name_keys': m006,
 };
 
 /** Knex migration source over the static list above. */

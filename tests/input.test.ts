@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { harness } from './helpers/harness';
+import { harness, startApp } from './helpers/harness';
 import { badParameters, buildChat, buildUser, getPage, joinChat, uniq } from './helpers/factories';
 
 async function countRows(table: string): Promise<number> {
@@ -58,5 +58,38 @@ describe('input: blank and deceptive names and messages', () => {
     await client.post('/v1/chats', { chat_name: `team\u202e${base}` }, u.session).expect(400).expect(badParameters);
     const chat = await buildChat(client, u.session);
     await client.post(`/v1/chats/${chat}/users`, { user_name: `${base}\u200d` }, u.session).expect(400).expect(badParameters);
+  });
+});
+
+describe('input: account names are unique after normalisation', () => {
+  it('refuses Alice, ALICE and fullwidth ａｌｉｃｅ once alice exists; logs in with any spelling; stores the name as typed', async () => {
+    const { client } = harness().app;
+    const base = uniq('al').toLowerCase();
+    await client.post('/v1/auth/register', { user_name: base, password: 'pw' }).expect(201);
+    const fullwidth = [...base].map((c) => (/[a-z0-9_]/.test(c) && c !== '_' ? String.fromCharCode(c.charCodeAt(0) + 0xfee0) : c)).join('');
+    for (const twin of [base.toUpperCase(), `${base[0].toUpperCase()}${base.slice(1)}`, fullwidth]) {
+      await client.post('/v1/auth/register', { user_name: twin, password: 'other' }).expect(400, { message: 'user-already-exists' });
+    }
+    const rows = await harness().infra.db('users').where('user_name', 'like', `%${base.slice(3)}%`).select('user_name');
+    assert.deepEqual(rows.map((r: { user_name: string }) => r.user_name), [base]);
+    const login = await client.post('/v1/auth/login', { user_name: base.toUpperCase(), password: 'pw' }).expect(201);
+    const me = await client.get('/v1/auth/me', (login.body as { session_id: string }).session_id).expect(200);
+    assert.equal((me.body as { user_name: string }).user_name, base);
+    await client.post('/v1/auth/login', { user_name: fullwidth, password: 'pw' }).expect(201);
+  });
+
+  it('counts failed logins per account whatever the spelling', async () => {
+    const app = await startApp(harness().infra, { LOGIN_MAX_FAILURES: '2', LOGIN_MAX_FAILURES_PER_ADDRESS: '100' });
+    try {
+      const base = uniq('lk').toLowerCase();
+      await app.client.post('/v1/auth/register', { user_name: base, password: 'pw' }).expect(201);
+      await app.client.post('/v1/auth/login', { user_name: base, password: 'bad' }).expect(400, { message: 'bad-password' });
+      await app.client.post('/v1/auth/login', { user_name: base.toUpperCase(), password: 'bad' }).expect(400, { message: 'bad-password' });
+      const locked = await app.client.post('/v1/auth/login', { user_name: `${base[0].toUpperCase()}${base.slice(1)}`, password: 'pw' });
+      assert.equal(locked.status, 429);
+      assert.deepEqual(locked.body, { message: 'too-many-login-attempts' });
+    } finally {
+      await app.close();
+    }
   });
 });

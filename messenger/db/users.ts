@@ -1,4 +1,5 @@
 import type { Queryable } from '../infra/db';
+import { nameKey } from '../names';
 
 export interface UserRow {
   id: string;
@@ -6,17 +7,25 @@ export interface UserRow {
   password_hash: string;
 }
 
-/** Inserts a user; throws PostgreSQL 23505 when the name is taken. */
+/** Inserts a user; throws PostgreSQL 23505 when the name (or one with the same key, names.ts) is taken. */
 export async function insertUser(db: Queryable, userName: string, passwordHash: string): Promise<string> {
-  const rows = (await db('users').insert({ user_name: userName, password_hash: passwordHash }).returning('id')) as {
+  const rows = (await db('users').insert({ user_name: userName, name_key: nameKey(userName), password_hash: passwordHash }).returning('id')) as {
     id: string;
   }[];
   return rows[0].id;
 }
 
-/** The user with this exact name, if any. */
+/**
+ * The account this name stands for: the one with its key (names.ts), else
+ * (an account older than the rule, without a key) the one with exactly this name.
+ */
 export async function findUserByName(db: Queryable, userName: string): Promise<UserRow | undefined> {
-  return db('users').select('id', 'user_name', 'password_hash').where({ user_name: userName }).first();
+  return db('users')
+    .select('id', 'user_name', 'password_hash')
+    .where({ name_key: nameKey(userName) })
+    .orWhere({ user_name: userName })
+    .orderByRaw('(name_key IS NULL)')
+    .first();
 }
 
 /** The account with this id: its name, creation time and password hash. */

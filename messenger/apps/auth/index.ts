@@ -1,4 +1,5 @@
 import { findUserById, findUserByName, insertUser, updatePasswordHash } from '../../db/users';
+import { nameKey } from '../../names';
 import { BadRequest, Unauthorized } from '../../errors';
 import type { App, AppFactory, ApiContext, Session, AppModule } from '../../types';
 import { field } from '../input';
@@ -52,7 +53,9 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
   /** Compares a password under the lockout rules; `hash` undefined means no such account (same cost). */
   async function checkPassword(ctx: ApiContext, userName: string, given: string, hash: () => Promise<string | undefined>): Promise<{ known: boolean; ok: boolean }> {
     const address = clientAddress(ctx, trusted);
-    await guard.begin(userName, address);
+    // Counted per account, not per spelling: `Alice` and `ＡＬＩＣＥ` share one limit.
+    const name = nameKey(userName);
+    await guard.begin(name, address);
     let outcome: LoginOutcome = 'unknown';
     try {
       const stored = await hash();
@@ -60,7 +63,7 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
       outcome = ok ? 'succeeded' : 'failed';
       return { known: stored !== undefined, ok };
     } finally {
-      await guard.end(userName, address, outcome);
+      await guard.end(name, address, outcome);
     }
   }
 
