@@ -157,8 +157,11 @@ export interface paths {
         put?: never;
         /**
          * Create an account.
-         * @description `user_name` is 1 to 255 characters and unique (compared exactly, case
-         *     included). `password` is 1 to 72 bytes in UTF-8 (bcrypt reads no more, so a
+         * @description `user_name` is a name (see the Name schema: no outer spaces, control or
+         *     invisible characters) and unique after Unicode compatibility
+         *     normalisation and case folding: `Alice`, `alice` and fullwidth
+         *     `ａｌｉｃｅ` are one account (`user-already-exists`); it is stored and
+         *     shown as typed, and login accepts any of these spellings. `password` is 1 to 72 bytes in UTF-8 (bcrypt reads no more, so a
          *     longer one is refused rather than silently cut). The password is stored
          *     only as a bcrypt hash.
          */
