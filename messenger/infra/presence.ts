@@ -7,8 +7,8 @@ import { RedisKv } from './kv';
  * connection on any instance. Each instance marks its connected accounts
  * with a heartbeat; a mark expires after `ttlSeconds` unless renewed, so an
  * instance that dies leaves nobody online for longer than that (SPEC: 60 s).
- * Account ids are in the wire form (32 lowercase hex, `toWireId`), as in
- * domain events; the members list asks in that form.
+ * Account ids may be given dashed or in the wire form (32 hex): they are
+ * compared in one form, and `online` answers with the ids as they were asked.
  */
 export interface Presence {
   /** Marks (or re-marks) these accounts as connected to this instance. */
@@ -17,6 +17,29 @@ export interface Presence {
   leave(instance: string, accountId: string): Promise<void>;
   /** Which of these accounts are online on any instance. */
   online(accountIds: string[]): Promise<Set<string>>;
+}
+
+/** One spelling of an account id (UUID dashed or not, any case) for keys and comparisons. */
+function idKey(id: string): string {
+  return id.replace(/-/g, '').toLowerCase();
+}
+
+/** Wraps a store that compares keys so that any spelling of an id finds its mark. */
+class NormalisedPresence implements Presence {
+  constructor(private readonly inner: Presence) {}
+
+  heartbeat(instance: string, accountIds: string[]): Promise<void> {
+    return this.inner.heartbeat(instance, accountIds.map(idKey));
+  }
+
+  leave(instance: string, accountId: string): Promise<void> {
+    return this.inner.leave(instance, idKey(accountId));
+  }
+
+  async online(accountIds: string[]): Promise<Set<string>> {
+    const on = await this.inner.online(accountIds.map(idKey));
+    return new Set(accountIds.filter((a) => on.has(idKey(a))));
+  }
 }
 
 /** Default lifetime of a presence mark; instances renew marks more often than this. */
@@ -96,5 +119,5 @@ class MemoryPresence implements Presence {
 
 /** Presence over the deployment's key-value store: Redis keys with a TTL, or memory. */
 export function createPresence(kv: Kv, ttlSeconds = PRESENCE_TTL_SECONDS): Presence {
-  return kv instanceof RedisKv ? new RedisPresence(kv.redis, ttlSeconds) : new MemoryPresence(ttlSeconds);
+  return new NormalisedPresence(kv instanceof RedisKv ? new RedisPresence(kv.redis, ttlSeconds) : new MemoryPresence(ttlSeconds));
 }

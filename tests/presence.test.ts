@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { createPresence } from '../messenger/infra/presence';
+import { MODE } from './helpers/env';
+import { harness } from './helpers/harness';
+
+describe(`presence (${MODE === 'services' ? 'Redis' : 'memory'})`, () => {
+  it('an account marked with its dashed id is online when asked by its wire id, and the other way round', async () => {
+    const presence = createPresence(harness().infra.kv);
+    const dashed = randomUUID();
+    const wire = dashed.replace(/-/g, '');
+    await presence.heartbeat('instance-a', [dashed]);
+    assert.deepEqual([...(await presence.online([wire, randomUUID()]))], [wire]);
+    assert.deepEqual([...(await presence.online([dashed]))], [dashed]);
+  });
+
+  it('stays online while any instance holds a mark; offline once the last leaves', async () => {
+    const presence = createPresence(harness().infra.kv);
+    const id = randomUUID();
+    await presence.heartbeat('a', [id]);
+    await presence.heartbeat('b', [id]);
+    await presence.leave('a', id);
+    assert.equal((await presence.online([id])).size, 1);
+    await presence.leave('b', id);
+    assert.equal((await presence.online([id])).size, 0);
+  });
+
+  it('a mark expires when its instance stops renewing it (a crashed instance leaves nobody online)', async () => {
+    const presence = createPresence(harness().infra.kv, 1);
+    const id = randomUUID();
+    await presence.heartbeat('dies', [id]);
+    assert.equal((await presence.online([id])).size, 1);
+    const deadline = Date.now() + 3000;
+    while ((await presence.online([id])).size > 0) {
+      assert.ok(Date.now() < deadline, 'still online 3 s after a 1 s mark');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+});
