@@ -205,7 +205,7 @@ async function main(): Promise<void> {
   // Servers: app A (all apps, throttling off), baselines.
   const [A, B, C, BP, BR, BS, BI] = [18701, 18702, 18703, 18711, 18712, 18713, 18714];
   let appA = await startApp(A);
-  const consumer = start(['dist/messenger/consumer.js'], appEnv(0));
+  const consumer = start(['dist/messenger/consumer.js'], appEnv(0, { METRICS_PORT: '0' }));
 
   // Data through the API: one account, chats it joined.
   await api(A, 'POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
