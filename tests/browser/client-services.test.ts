@@ -158,6 +158,8 @@ if (MODE === 'services') {
       await until('online dot for bob at alice', async () => (await aliceItem.locator('.dot').count()) === 1);
       await alice.page.getByRole('button', { name: /Members/ }).click();
       await until('both members online at alice', async () => (await alice.page.locator('.members .dot:not(.off)').count()) === 2);
+      // Nobody else can join a direct chat, so it offers no invitation link.
+      assert.equal(await alice.page.getByLabel('Invitation link').count(), 0);
 
       socketsOn(alice, one);
       socketsOn(bob, two);
