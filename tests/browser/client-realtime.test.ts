@@ -1,70 +1,25 @@
 /// <reference lib="dom" />
-// The web client's real-time and account features, in a real browser.
+// The web client's real-time and account features, in a real browser, against
+// the run's one in-process app (both modes). The same features across two web
+// processes of one services-mode stack: client-services.test.ts.
 //
-// NEEDS THE PARALLEL ENDPOINTS: GET /v1/chats, GET /v1/chats/{id}/users,
-// POST /v1/chats/{id}/read, POST /v1/direct, GET /v1/users, POST
-// /v1/events/ticket + GET /v1/events (WebSocket), POST /v1/auth/refresh,
-// POST /v1/auth/logout_all. Until they are merged this file is left out of
-// .mocharc.browser.json ("ignore"); remove that line to run it with
-// `npm run test:browser`. Its `before` fails (never skips) when they are missing.
+// Needs GET /v1/chats, GET /v1/chats/{id}/users, POST /v1/chats/{id}/read,
+// POST /v1/direct, GET /v1/users, POST /v1/events/ticket + GET /v1/events
+// (WebSocket), POST /v1/auth/refresh, POST /v1/auth/logout_all; its `before`
+// fails (never skips) when they are missing.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness } from '../helpers/harness';
 import { buildUser, uniq } from '../helpers/factories';
+import { chatIdOf, launchBrowser, live, logIn, send, shown, signUp, until } from './helpers';
 
-const ROOT = path.resolve(__dirname, '../..');
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
-const PASSWORD = 'correct horse battery';
-
-async function signUp(page: Page, name: string): Promise<void> {
-  await page.getByRole('tab', { name: 'Sign up' }).click();
-  await page.getByLabel('Name').fill(name);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.locator('.me', { hasText: name }).waitFor();
-}
-
-async function logIn(page: Page, name: string): Promise<void> {
-  await page.getByLabel('Name').fill(name);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.locator('.me', { hasText: name }).waitFor();
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.locator('#composer-text').fill(text);
-  await page.locator('#composer-text').press('Enter');
-}
-
-function shown(page: Page): Promise<string[]> {
-  return page.$$eval('.messages .msg:not(.pending) .text', (els) => els.map((e) => e.textContent ?? ''));
-}
-
-async function until(what: string, test: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await test()) return;
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  assert.fail(`timed out: ${what}`);
-}
-
-async function live(page: Page): Promise<void> {
-  await page.locator('.conn.live').waitFor({ timeout: 10_000 });
-}
-
-describe('the web client, real time and accounts (needs the parallel endpoints)', function () {
+describe('the web client, real time and accounts', function () {
   this.timeout(180_000);
   let browser: Browser;
   const contexts: BrowserContext[] = [];
   let base = '';
 
   before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
-    assert.ok(fs.existsSync(path.join(ROOT, 'dist/web/index.html')), 'dist/web is not built: run `npm run build:web`');
     const { client } = harness().app;
     const probe = await buildUser(client);
     const missing: string[] = [];
@@ -75,7 +30,7 @@ describe('the web client, real time and accounts (needs the parallel endpoints)'
     const login = (await client.post('/v1/auth/login', { user_name: probe.userName, password: probe.password })).body as { refresh_token?: string };
     if (typeof login.refresh_token !== 'string') missing.push('refresh_token in the login answer');
     assert.deepEqual(missing, [], 'this file needs the parallel endpoints');
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    browser = await launchBrowser();
     base = `http://127.0.0.1:${client.port}`;
   });
 
@@ -106,7 +61,7 @@ describe('the web client, real time and accounts (needs the parallel endpoints)'
     await alice.getByLabel(/Find someone/).fill(bobName.slice(0, 8));
     await alice.getByRole('button', { name: `Message ${bobName}` }).click();
     await alice.waitForURL(/#\/chat\/[0-9a-f]{32}$/);
-    const chatId = /#\/chat\/([0-9a-f]{32})$/.exec(alice.url())?.[1] as string;
+    const chatId = chatIdOf(alice);
 
     // Bob is on his chat list: the chat appears live, with an unread badge once Alice writes.
     await send(alice, 'hi bob, direct');
@@ -153,7 +108,7 @@ describe('the web client, real time and accounts (needs the parallel endpoints)'
     await alice.getByLabel('Chat name').fill('offline test');
     await alice.getByRole('button', { name: 'Create' }).click();
     await alice.waitForURL(/#\/chat\/[0-9a-f]{32}$/);
-    const chatId = /#\/chat\/([0-9a-f]{32})$/.exec(alice.url())?.[1] as string;
+    const chatId = chatIdOf(alice);
     await bob.goto(`${base}/#/join/${chatId}`);
     await signUp(bob, uniq('bob'));
     await bob.getByRole('button', { name: 'Join', exact: true }).click();
