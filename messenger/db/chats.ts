@@ -62,8 +62,9 @@ export async function openDirectChat(db: Queryable, callerId: string, otherId: s
 
 /**
  * The chat-list statement (exported for the EXPLAIN test). Two steps: rank
- * the account's chats by activity (one index probe per chat for its last
- * message's time) and keep the page; only then join names, identity, marker
+ * the account's chats by activity (the chat row's `last_seq_at`, the time
+ * its last message was stored; for a chat last written before that column
+ * existed, one index probe for its last message's time) and keep the page; only then join names, identity, marker
  * and the last message for the rows of that page. Parameters: the account
  * twice, the limit, then the account three times.
  */
@@ -73,7 +74,9 @@ export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
         SELECT chat_id FROM chat_members WHERE account_id = ?::uuid),
       page AS (
         SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq,
-               coalesce((SELECT m.created_at FROM messages m WHERE m.chat_id = c.id AND m.seq = c.last_seq), c.created_at) AS activity
+               coalesce(c.last_seq_at,
+                        (SELECT m.created_at FROM messages m WHERE m.chat_id = c.id AND m.seq = c.last_seq),
+                        c.created_at) AS activity
           FROM mine JOIN chats c ON c.id = mine.id
          ORDER BY activity DESC, c.id DESC
          LIMIT ?)
