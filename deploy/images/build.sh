@@ -67,7 +67,8 @@ npm_dir=$(readlink -f "$(dirname "$(readlink -f "$(command -v npm)")")/..")
 stage=$(mktemp -d /var/tmp/messenger-node.XXXXXX)
 cp "$node_bin" "$stage/node"
 cp -a "$npm_dir" "$stage/npm"
-build node "$stage/node" "$stage/npm" || { rm -rf "$stage"; exit 1; }
+cp /etc/ssl/certs/ca-certificates.crt "$stage/ca-certificates.crt"
+build node "$stage/node" "$stage/npm" "$stage/ca-certificates.crt" || { rm -rf "$stage"; exit 1; }
 rm -rf "$stage"
 build postgres "$here/postgres-entrypoint.sh"
 build redis "$here/redis-entrypoint.sh"
