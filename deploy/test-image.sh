@@ -15,7 +15,10 @@
 #
 # Settings: IMAGETEST_PORT (nginx on 127.0.0.1, default 18480),
 # IMAGETEST_PROJECT (default messenger-imagetest), MESSENGER_ENV_FILE
-# (default deploy/.env.prod), IMAGETEST_KEEP=1 leaves the stack running.
+# (default deploy/.env.prod), IMAGETEST_DEADLINE (seconds for the whole run
+# before teardown, default 1080), IMAGETEST_KEEP=1 leaves the stack running
+# (and its podman API service and healthcheck loop) until
+# `deploy/test-image.sh down`.
 # Ends with "image: N passed, M failed"; exits non-zero when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,32 @@ export CONTAINERS_CONF=$ROOT/deploy/images/containers.conf
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
 PASSED=0
 FAILED=0
+DEADLINE=${IMAGETEST_DEADLINE:-1080}
+PIDFILE=/tmp/$PROJECT.pids
+# The seconds a step may take: $1, or what is left of the deadline.
+limit() { local left=$((DEADLINE - (SECONDS - T0))); [ "$left" -lt 1 ] && left=1; [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
+
+remove_project() { # every container, volume and network with the project's label
+  local kind ids
+  ids=$("${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+  [ -n "$ids" ] && "${PODMAN[@]}" rm -f -t 5 $ids >/dev/null
+  for kind in volume network; do
+    ids=$("${PODMAN[@]}" $kind ls -q --filter "label=com.docker.compose.project=$PROJECT")
+    [ -n "$ids" ] && "${PODMAN[@]}" $kind rm -f $ids >/dev/null
+  done
+}
+
+if [ "${1:-}" = down ]; then
+  # After IMAGETEST_KEEP=1: stop the healthcheck loop and the API service, remove the stack.
+  if [ -f "$PIDFILE" ]; then
+    read -r pids < "$PIDFILE"
+    for p in $pids; do kill "$p" 2>/dev/null; done
+    rm -f "$PIDFILE"
+  fi
+  remove_project
+  echo "removed the $PROJECT stack"
+  exit 0
+fi
 
 phase() { printf '\n== %s  (%d s)\n' "$*" "$((SECONDS - T0))"; }
 ok() { PASSED=$((PASSED + 1)); printf '  ok    %s\n' "$*"; }
@@ -59,13 +88,16 @@ fi
 ok "$(podman --version), $(runc --version | head -1), $(docker-compose version --short 2>/dev/null | head -1 | sed 's/^/docker-compose /')"
 
 phase "base images (deploy/images/build.sh)"
-if timeout 900 deploy/images/build.sh; then ok "base images"; else bad "base images"; finish; fi
+if timeout "$(limit 900)" deploy/images/build.sh; then ok "base images"; else bad "base images"; finish; fi
 
 phase "the image: podman build with the real Dockerfile"
 # NODE_IMAGE names the base, as a registry-less build must; nothing else changes.
-if timeout 900 "${PODMAN[@]}" build --format docker --network host \
+if timeout "$(limit 900)" "${PODMAN[@]}" build --format docker --network host \
+     --label messenger.imagetest=1 \
      --build-arg NODE_IMAGE=localhost/messenger-local/node:latest -t "$IMAGE" . > "$WORK/build.log" 2>&1; then
   ok "built $IMAGE"
+  # The image an earlier run built, now untagged (its build cache stays).
+  "${PODMAN[@]}" image prune -f --filter label=messenger.imagetest=1 >/dev/null 2>&1
 else
   tail -30 "$WORK/build.log"
   bad "podman build (log above)"
@@ -85,7 +117,10 @@ project_ids() { "${PODMAN[@]}" "$1" ls -q --filter "label=com.docker.compose.pro
 teardown() {
   trap - EXIT INT TERM
   if [ "${IMAGETEST_KEEP:-0}" = 1 ]; then
-    echo "IMAGETEST_KEEP=1: the stack keeps running (DOCKER_HOST=$DOCKER_HOST, podman service pid $SERVICE_PID)"
+    echo "$PUMP_PID $SERVICE_PID" > "$PIDFILE"
+    echo "IMAGETEST_KEEP=1: the stack keeps running on http://127.0.0.1:$PORT"
+    echo "  DOCKER_HOST=$DOCKER_HOST ${COMPOSE[*]} ps"
+    echo "  stop it with: deploy/test-image.sh down"
     return
   fi
   phase "tear down"
@@ -93,13 +128,7 @@ teardown() {
   timeout 120 "${COMPOSE[@]}" --profile write-behind down -v --remove-orphans -t 20 >"$WORK/down.log" 2>&1 \
     || { tail -20 "$WORK/down.log"; echo "compose down failed: removing by label"; }
   # Whatever compose left behind, by the project's label.
-  local ids
-  ids=$("${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT")
-  [ -n "$ids" ] && "${PODMAN[@]}" rm -f -t 5 $ids >/dev/null
-  ids=$("${PODMAN[@]}" volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
-  [ -n "$ids" ] && "${PODMAN[@]}" volume rm -f $ids >/dev/null
-  ids=$("${PODMAN[@]}" network ls -q --filter "label=com.docker.compose.project=$PROJECT")
-  [ -n "$ids" ] && "${PODMAN[@]}" network rm -f $ids >/dev/null
+  remove_project
   [ -n "$SERVICE_PID" ] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null
   local left
   left=$("${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
@@ -114,10 +143,10 @@ trap 'exit 143' TERM
 
 phase "podman API service and compose healthchecks"
 # A leftover stack of an earlier, killed run goes first.
-old=$("${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT")
-[ -n "$old" ] && { echo "removing a leftover $PROJECT stack"; "${PODMAN[@]}" rm -f -t 5 $old >/dev/null; }
-old=$("${PODMAN[@]}" volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
-[ -n "$old" ] && "${PODMAN[@]}" volume rm -f $old >/dev/null
+if [ -f "$PIDFILE" ] || [ -n "$("${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT")" ]; then
+  echo "removing a leftover $PROJECT stack"
+  "$0" down >/dev/null
+fi
 "${PODMAN[@]}" system service --time=0 "unix://$SOCK" >"$WORK/service.log" 2>&1 &
 SERVICE_PID=$!
 for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.2; done
@@ -149,7 +178,7 @@ phase "compose config"
 if "${COMPOSE[@]}" config -q; then ok "docker-compose.yml + deploy/compose.podman.yml"; else bad "compose config"; exit 1; fi
 
 phase "compose up (nginx on 127.0.0.1:$PORT)"
-if timeout 420 "${COMPOSE[@]}" up -d --no-build >"$WORK/up.log" 2>&1; then
+if timeout "$(limit 420)" "${COMPOSE[@]}" up -d --no-build >"$WORK/up.log" 2>&1; then
   cat "$WORK/up.log"
   ok "compose up: every depends_on condition met"
 else
@@ -223,7 +252,8 @@ if [ "$(field messages.0.text)" = "second message" ]; then ok "next page holds t
 call "search" 201 POST /v1/chats/search '{"message":"hello"}' "$H"
 TASK=$(field task_id)
 status=
-for _ in $(seq 1 60); do
+for _ in $(seq 1 120); do
+  [ "$(limit 10)" -lt 10 ] && break
   fetch GET "/v1/chats/search/status/$TASK" "" "$H"
   status=$(field status)
   case $status in SUCCESS|FAILED) break ;; esac
