@@ -92,12 +92,13 @@ if timeout "$(limit 900)" deploy/images/build.sh; then ok "base images"; else ba
 
 phase "the image: podman build with the real Dockerfile"
 # NODE_IMAGE names the base, as a registry-less build must; nothing else changes.
+old_id=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null)
 if timeout "$(limit 900)" "${PODMAN[@]}" build --format docker --network host \
-     --label messenger.imagetest=1 \
      --build-arg NODE_IMAGE=localhost/messenger-local/node:latest -t "$IMAGE" . > "$WORK/build.log" 2>&1; then
   ok "built $IMAGE"
-  # The image an earlier run built, now untagged (its build cache stays).
-  "${PODMAN[@]}" image prune -f --filter label=messenger.imagetest=1 >/dev/null 2>&1
+  # The image an earlier run built, now untagged (the build cache stays).
+  new_id=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null)
+  [ -n "$old_id" ] && [ "$old_id" != "$new_id" ] && "${PODMAN[@]}" rmi "$old_id" >/dev/null 2>&1
 else
   tail -30 "$WORK/build.log"
   bad "podman build (log above)"
@@ -197,7 +198,8 @@ fi
 cid() { "${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1" | head -1; }
 state() { "${PODMAN[@]}" inspect --format '{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$1" 2>/dev/null; }
 for s in postgres redis rabbitmq web1 web2 nginx; do
-  st=$(state "$(cid $s)")
+  # Nothing waits for nginx's health, so its first check may still be due.
+  for _ in $(seq 1 30); do st=$(state "$(cid $s)"); [ "$st" = "running 0 starting" ] || break; sleep 1; done
   case $st in "running 0 healthy") ok "$s running, healthy" ;; *) bad "$s: $st" ;; esac
 done
 st=$(state "$(cid consumer)")
@@ -230,6 +232,9 @@ call() {
 }
 field() { printf '%s' "$BODY" | node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>{try{const v=process.argv[1].split(".").reduce((o,k)=>o==null?o:o[k],JSON.parse(s));console.log(v==null?"":v)}catch{console.log("")}})' "$1"; }
 
+# Readiness through nginx; on a busy machine one RabbitMQ check can time out
+# (DB_TIMEOUT_MS), so a few tries.
+for _ in $(seq 1 10); do fetch GET /health; [ "$CODE" = 200 ] && break; echo "  /health: $CODE ${BODY:0:300}"; sleep 2; done
 call "GET /health" 200 GET /health
 call "GET /metrics is not routed by nginx" 404 GET /metrics
 NAME="walker$$"
