@@ -39,18 +39,20 @@ limit() { local left=$((DEADLINE - (SECONDS - T0))); [ "$left" -lt 1 ] && left=1
 remove_project() { # every container, volume and network with the project's label
   local kind ids
   ids=$("${PODMAN[@]}" ps -aq --filter "label=com.docker.compose.project=$PROJECT")
-  [ -n "$ids" ] && "${PODMAN[@]}" rm -f -t 5 $ids >/dev/null
+  # (podman says it cannot remove healthcheck timers from systemd: there is none)
+  [ -n "$ids" ] && "${PODMAN[@]}" rm -f -t 5 $ids >/dev/null 2>&1
   for kind in volume network; do
     ids=$("${PODMAN[@]}" $kind ls -q --filter "label=com.docker.compose.project=$PROJECT")
-    [ -n "$ids" ] && "${PODMAN[@]}" $kind rm -f $ids >/dev/null
+    [ -n "$ids" ] && "${PODMAN[@]}" $kind rm -f $ids >/dev/null 2>&1
   done
 }
 
 if [ "${1:-}" = down ]; then
   # After IMAGETEST_KEEP=1: stop the healthcheck loop and the API service, remove the stack.
   if [ -f "$PIDFILE" ]; then
-    read -r pids < "$PIDFILE"
+    { read -r pids; read -r dir; } < "$PIDFILE"
     for p in $pids; do kill "$p" 2>/dev/null; done
+    case ${dir:-} in /tmp/"$PROJECT".*) rm -rf "$dir" ;; esac
     rm -f "$PIDFILE"
   fi
   remove_project
@@ -118,7 +120,7 @@ project_ids() { "${PODMAN[@]}" "$1" ls -q --filter "label=com.docker.compose.pro
 teardown() {
   trap - EXIT INT TERM
   if [ "${IMAGETEST_KEEP:-0}" = 1 ]; then
-    echo "$PUMP_PID $SERVICE_PID" > "$PIDFILE"
+    printf '%s %s\n%s\n' "$PUMP_PID" "$SERVICE_PID" "$WORK" > "$PIDFILE"
     echo "IMAGETEST_KEEP=1: the stack keeps running on http://127.0.0.1:$PORT"
     echo "  DOCKER_HOST=$DOCKER_HOST ${COMPOSE[*]} ps"
     echo "  stop it with: deploy/test-image.sh down"
