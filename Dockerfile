@@ -47,6 +47,7 @@ RUN node -e ' \
 USER node
 EXPOSE 8080
 # Liveness of the web role; compose overrides it per role (readiness is /health).
+# No spaces inside the script: podman 4.3 splits a CMD healthcheck at spaces.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/ping').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/ping').then((r)=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 CMD ["messenger-api"]

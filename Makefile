@@ -1,7 +1,7 @@
 # make help lists every target. Settings are environment variables (docs/settings.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install build run-dev run-prod stop-prod logs-prod run-local migrate test test-services test-browser test-faults lint typecheck check bench docker-build compose-config ci
+.PHONY: help install build run-dev run-prod stop-prod logs-prod run-local migrate test test-services test-browser test-faults lint typecheck check bench docker-build compose-config test-image ci
 
 IMAGE ?= messenger-api:latest
 # Docker Compose v2 plugin when present, else the standalone docker-compose.
@@ -67,6 +67,9 @@ docker-build: ## build the one production image (IMAGE, default messenger-api:la
 
 compose-config: ## validate docker-compose.yml (no Docker engine needed)
 	$(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml is valid"
+
+test-image: ## build the image with the real Dockerfile and run the compose stack with podman (local base images, no registry), curl walkthrough through nginx, then tear down
+	deploy/test-image.sh
 
 ci: ## what CI runs (.ci/run)
 	bash .ci/run

@@ -6,7 +6,7 @@ PASSED=0
 FAILED=0
 STATUS=0
 LOG_DIR=$(mktemp -d)
-DEADLINE=${CI_DEADLINE_SECONDS:-1500}
+DEADLINE=${CI_DEADLINE_SECONDS:-2400}
 FLOOR_FILE=.ci/test-floor.json
 
 step() { printf '\n=== %s  (%d s elapsed)\n' "$*" "$SECONDS"; }
