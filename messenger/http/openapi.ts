@@ -28,9 +28,14 @@ function escapeRegex(s: string): string {
  * method on a public path skips the session check (a wrong one is 405).
  */
 export function publicPathMatcher(api: Api): (path: string) => boolean {
+  const literal = new Set<string>();
   const patterns: RegExp[] = [];
   for (const op of api.getOperations()) {
     if (!Array.isArray(op.security) || op.security.length !== 0) continue;
+    if (!op.path.includes('{')) {
+      literal.add(op.path);
+      continue;
+    }
     const params = (op.parameters ?? []) as OpenAPIV3.ParameterObject[];
     const source = op.path
       .split(/(\{[^}]+\})/)
@@ -44,7 +49,7 @@ export function publicPathMatcher(api: Api): (path: string) => boolean {
       .join('');
     patterns.push(new RegExp(`^${source}$`));
   }
-  return (path) => patterns.some((re) => re.test(path));
+  return (path) => literal.has(path) || patterns.some((re) => re.test(path));
 }
 
 /** Operations whose answers may be cached, with the path parameter naming their chat (`x-cache-chat`). */

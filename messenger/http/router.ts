@@ -25,6 +25,8 @@ function literalLength(template: string): number {
  */
 export class OperationRouter {
   private readonly router = new Router();
+  /** Operations on literal paths (no parameters), by path and method: most requests end here. */
+  private readonly exact = new Map<string, Map<string, OperationId>>();
 
   constructor(api: Api) {
     const ops = api
@@ -36,11 +38,20 @@ export class OperationRouter {
       const method = op.method.toUpperCase();
       // @koa/router answers HEAD wherever GET is registered.
       this.router.register(template, [method], [async () => {}], { name: `${method} ${op.operationId as string}` });
+      if (!op.path.includes('{')) {
+        const byMethod = this.exact.get(op.path) ?? new Map<string, OperationId>();
+        byMethod.set(method, op.operationId as OperationId);
+        if (method === 'GET' && !byMethod.has('HEAD')) byMethod.set('HEAD', op.operationId as OperationId);
+        this.exact.set(op.path, byMethod);
+      }
     }
   }
 
   /** The operation for `method path`, or why there is none. */
   match(method: string, urlPath: string): RouteResult {
+    // A literal path with its method needs no pattern matching (the same answer @koa/router gives).
+    const literal = this.exact.get(urlPath)?.get(method);
+    if (literal !== undefined) return { operationId: literal, params: {} };
     const m = this.router.match(urlPath, method);
     const layer = m.pathAndMethod[0];
     if (layer === undefined) return m.path.length > 0 ? 'method-not-allowed' : 'not-found';
