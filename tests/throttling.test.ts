@@ -5,6 +5,7 @@ import { MODE, testEnv } from './helpers/env';
 import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
+import { MemoryKv } from '../messenger/infra/kv';
 
 async function burst(n: number, send: () => Promise<{ status: number }>): Promise<number[]> {
   const statuses: number[] = [];
@@ -141,6 +142,127 @@ describe('throttling made-up session ids', () => {
       await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(201);
     } finally {
       await app.close();
+    }
+  });
+});
+
+/** An app over the shared database with a store of its own whose clock the test moves by hand. */
+async function clockedApp(env: Record<string, string>): Promise<{ app: Running; advance: (ms: number) => void; close: () => Promise<void> }> {
+  let now = Date.now();
+  const kv = new MemoryKv(() => now);
+  const app = await startApp({ ...harness().infra, kv }, env);
+  return {
+    app,
+    advance: (ms) => {
+      now += ms;
+    },
+    async close() {
+      await app.close();
+      await kv.close();
+    },
+  };
+}
+
+describe('throttling at exact boundaries (controlled clock)', () => {
+  it('RPS_LIMIT=5: exactly 5 requests at one instant pass with X-RateLimit-Remaining 4..0, the 6th gets 429 with Retry-After 1', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '5' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const seen: [number, string, string, string][] = [];
+      for (let i = 0; i < 7; i++) {
+        const res = await c.app.client.post('/v1/chats', { chat_name: `c${i}` }, u.session);
+        seen.push([res.status, res.headers['x-ratelimit-limit'], res.headers['x-ratelimit-remaining'], res.headers['x-ratelimit-reset']]);
+        if (res.status === 429) {
+          assert.deepEqual(res.body, { message: 'request-limit-exceeded' });
+          assert.equal(res.headers['retry-after'], '1');
+        } else {
+          assert.deepEqual(Object.keys(res.body as object), ['chat_id']);
+        }
+      }
+      assert.deepEqual(seen, [
+        [201, '5', '4', '1'],
+        [201, '5', '3', '1'],
+        [201, '5', '2', '1'],
+        [201, '5', '1', '1'],
+        [201, '5', '0', '1'],
+        [429, '5', '0', '1'],
+        [429, '5', '0', '1'],
+      ]);
+      // One slot (1000 ms / 5) later, exactly one more; a millisecond earlier, none.
+      c.advance(199);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
+      c.advance(1);
+      const again = await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+      assert.equal(again.headers['x-ratelimit-remaining'], '0');
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
+      // After a full second the whole burst is back.
+      c.advance(1000);
+      const fresh = await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+      assert.equal(fresh.headers['x-ratelimit-remaining'], '4');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('RPS_LIMIT=1 lets one request through and refuses the second', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const statuses = await burst(3, () => c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session));
+      assert.deepEqual(statuses, [201, 429, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('without a session the client address is the key: exactly RPS_LIMIT, whatever X-Forwarded-For an untrusted client sends', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3' });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await c.app.client.get('/ping_db').set('X-Forwarded-For', `10.0.0.${i}`)).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a 401 for a made-up token charges the address: exactly RPS_LIMIT of them, then 429 for any token from there', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const statuses = await burst(5, () => c.app.client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', '198.51.100.9'));
+      assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.9').expect(429);
+      // One slot later (1000 ms / 3), the real session passes again.
+      c.advance(334);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.9').expect(201);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('login lockout at exact boundaries (controlled clock)', () => {
+  const env = { LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '60', NGINX_THROTTLING: '1', TRUSTED_PROXIES: '127.0.0.1,::1' };
+
+  it('LOGIN_MAX_FAILURES=3: three wrong passwords are checked, the next login is refused with Retry-After = the window left, until it ends', async () => {
+    const c = await clockedApp(env);
+    try {
+      const u = await buildUser(harness().app.client);
+      const from = '203.0.113.200';
+      const login = (password: string) => c.app.client.post('/v1/auth/login', { user_name: u.userName, password }).set('X-Forwarded-For', from);
+      for (let i = 0; i < 3; i++) await login('wrong').expect(400, { message: 'bad-password' });
+      const locked = await login(u.password).expect(429, { message: 'too-many-login-attempts' });
+      assert.equal(locked.headers['retry-after'], '60');
+      c.advance(45_000);
+      assert.equal((await login(u.password).expect(429, { message: 'too-many-login-attempts' })).headers['retry-after'], '15');
+      c.advance(14_500);
+      assert.equal((await login(u.password).expect(429)).headers['retry-after'], '1');
+      c.advance(500);
+      const ok = await login(u.password).expect(201);
+      assert.match((ok.body as { session_id: string }).session_id, /^[0-9a-f]{32}$/);
+    } finally {
+      await c.close();
     }
   });
 });
