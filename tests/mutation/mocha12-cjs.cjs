@@ -4,4 +4,5 @@
 // them as .cjs, which require() does not try by default. Registering the
 // extension lets those two requires resolve; nothing else changes.
 'use strict';
+/* global require */
 if (!('.cjs' in require.extensions)) require.extensions['.cjs'] = require.extensions['.js'];
