@@ -136,7 +136,13 @@ describe('sessions', () => {
     const u = await buildUser(client);
     const s = u.session;
     const dashed = `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`;
-    await client.post('/v1/chats', { chat_name: 'x' }, dashed).expect(201);
+    const res = await client.post('/v1/chats', { chat_name: 'dashed-session' }, dashed).expect(201);
+    const chatId = (res.body as { chat_id: string }).chat_id;
+    assert.match(chatId, /^[0-9a-f]{32}$/);
+    const row = await harness().infra.db('chats').where('id', chatId).first('chat_name');
+    assert.equal(row.chat_name, 'dashed-session');
+    // The dashed form named the same, still-live session.
+    await client.post('/v1/chats', { chat_name: 'plain' }, s).expect(201);
   });
 
   it('POST /v1/auth/logout ends the session at once; a second logout is 401 invalid-session-id', async () => {

@@ -59,13 +59,15 @@ describe('caching of chat pages', () => {
   it('never serves a cached page to an account that may not read the chat', async () => {
     const { client } = harness().app;
     const { u, chatId } = await setup(client);
-    await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200);
+    const page = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200);
     await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect('X-Cache', 'HIT');
     const stranger = await buildUser(client);
     await client.get(`/v1/chats/${chatId}/messages?limit=10`, stranger.session).expect(404, { message: 'chat-not-found' });
     // Once it joins, it may read, and is served the same page.
     await joinChat(client, chatId, stranger.session);
-    await client.get(`/v1/chats/${chatId}/messages?limit=10`, stranger.session).expect(200);
+    const joined = await client.get(`/v1/chats/${chatId}/messages?limit=10`, stranger.session).expect(200);
+    assert.deepEqual(joined.body, page.body);
+    assert.deepEqual((joined.body as Page).messages.map((m) => m.text), ['first']);
   });
 
   it('is off without caching in APPS: no X-Cache header', async () => {
