@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { loadConfig } from '../messenger/config';
 import { harness, startApp } from './helpers/harness';
 import { buildUser, uniq, badParameters } from './helpers/factories';
+import { waitUntil } from './helpers/wait';
 
 function sessionKey(token: string): string {
   return `session:${createHash('sha256').update(Buffer.from(token, 'hex')).digest('hex')}`;
@@ -191,7 +192,9 @@ describe('sessions', () => {
     try {
       const u = await buildUser(shortLived.client);
       await shortLived.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
-      await new Promise((r) => setTimeout(r, 1300));
+      // A read with no side effect, until the session's second is over.
+      const probe = `/v1/chats/${'0'.repeat(32)}/messages?limit=1`;
+      await waitUntil('the session to expire', async () => (await shortLived.client.get(probe, u.session)).status === 401, 5000);
       await shortLived.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(401, { message: 'session-id-expired' });
     } finally {
       await shortLived.close();

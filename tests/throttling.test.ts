@@ -6,6 +6,7 @@ import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
 import { MemoryKv } from '../messenger/infra/kv';
+import { waitUntil } from './helpers/wait';
 
 async function burst(n: number, send: () => Promise<{ status: number }>): Promise<number[]> {
   const statuses: number[] = [];
@@ -49,8 +50,8 @@ describe('throttling', () => {
     const u = await buildUser(harness().app.client);
     await burst(6, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
     await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
-    await new Promise((r) => setTimeout(r, 1100));
-    await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+    // Refused requests do not use up the allowance, so polling does not push the window back.
+    await waitUntil('a request to pass again', async () => (await client.post('/v1/chats', { chat_name: 'x' }, u.session)).status === 201, 3000);
   });
 
   it('counts each session separately, and requests without a session by client address', async () => {
@@ -138,8 +139,7 @@ describe('throttling made-up session ids', () => {
       await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(429, { message: 'request-limit-exceeded' });
       // ...but not from another address, and not from that one once the window has passed.
       await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.250').expect(201);
-      await new Promise((r) => setTimeout(r, 1100));
-      await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(201);
+      await waitUntil('the address to be let through again', async () => (await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker)).status === 201, 3000);
     } finally {
       await app.close();
     }
@@ -289,8 +289,8 @@ describe('login lockout', () => {
     const mine = address();
     const locked = await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(429, { message: 'too-many-login-attempts' });
     assert.ok(Number(locked.headers['retry-after']) >= 1);
-    await new Promise((r) => setTimeout(r, 2200));
-    await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(201);
+    // A refused login counts as no failure, so polling does not extend the lockout.
+    await waitUntil('the lockout to end', async () => (await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine)).status === 201, 5000, 200);
   });
 
   it('counts failures per client address too, across user names', async function () {
