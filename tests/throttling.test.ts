@@ -24,8 +24,16 @@ describe('throttling', () => {
   it('lets RPS_LIMIT requests per second through per session, then answers 429 request-limit-exceeded with Retry-After', async () => {
     const { client } = app;
     const u = await buildUser(harness().app.client);
+    const started = Date.now();
     const statuses = await burst(7, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
-    assert.deepEqual(statuses, [201, 201, 201, 201, 201, 429, 429]);
+    // On the real clock one more slot frees every 200 ms the burst takes (a
+    // loaded machine is slow); the exact boundary is tested on a hand-moved
+    // clock below ('throttling at exact boundaries').
+    const extra = Math.floor((Date.now() - started) / 200);
+    assert.deepEqual(statuses.slice(0, 5), [201, 201, 201, 201, 201]);
+    assert.ok(statuses.filter((s) => s === 201).length <= 5 + extra, statuses.join(','));
+    if (extra === 0) assert.deepEqual(statuses.slice(5), [429, 429]);
+    await burst(5, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
     const res = await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429, { message: 'request-limit-exceeded' });
     assert.ok(Number(res.headers['retry-after']) >= 1);
     assert.equal(res.headers['x-ratelimit-remaining'], '0');
@@ -114,11 +122,15 @@ describe('throttling', () => {
     try {
       const u = await buildUser(harness().app.client);
       const statuses: number[] = [];
+      const started = Date.now();
       for (let i = 0; i < 5; i++) {
         statuses.push((await app.client.post('/v1/chats', { chat_name: 'x' }, u.session)).status);
         statuses.push((await other.client.post('/v1/chats', { chat_name: 'x' }, u.session)).status);
       }
-      assert.equal(statuses.filter((s) => s === 201).length, 5, statuses.join(','));
+      // One more slot per 200 ms the loop took on the real clock (none on a fast machine).
+      const extra = Math.floor((Date.now() - started) / 200);
+      const passed = statuses.filter((s) => s === 201).length;
+      assert.ok(passed >= 5 && passed <= 5 + extra, `${passed} passed in ${Date.now() - started} ms: ${statuses.join(',')}`);
     } finally {
       await other.close();
     }
