@@ -254,6 +254,41 @@ describe('throttling at exact boundaries (controlled clock)', () => {
   });
 });
 
+describe('throttling keys (controlled clock)', () => {
+  it('one session is one allowance whatever the case or dashes of its id', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const s = u.session;
+      const dashed = `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`.toUpperCase();
+      const forms = [s, s.toUpperCase(), dashed, s];
+      const statuses: number[] = [];
+      for (const form of forms) statuses.push((await c.app.client.post('/v1/chats', { chat_name: 'x' }, form)).status);
+      assert.deepEqual(statuses, [201, 201, 201, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('refusals other than 401 for a real session do not use up the address\'s bad-token allowance', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const v = await buildUser(harness().app.client);
+      const from = '198.51.100.77';
+      // Three refusals (400, 404) with a real session use up that session's allowance only.
+      await c.app.client.post('/v1/chats', { chat_name: '' }, u.session).set('X-Forwarded-For', from).expect(400);
+      await c.app.client.get(`/v1/chats/${'0'.repeat(32)}/messages?limit=1`, u.session).set('X-Forwarded-For', from).expect(404);
+      await c.app.client.post('/v1/chats', {}, u.session).set('X-Forwarded-For', from).expect(400);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(429);
+      // Another session from the same address, at the same instant, is not held back.
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, v.session).set('X-Forwarded-For', from).expect(201);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('login lockout at exact boundaries (controlled clock)', () => {
   const env = { LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '60', NGINX_THROTTLING: '1', TRUSTED_PROXIES: '127.0.0.1,::1' };
 
