@@ -25,6 +25,10 @@ describe('sessions in the key-value store (the hot path) and their rebuild from 
     const cached = JSON.parse((await kv.get(sessionKey(owner.session))) ?? 'null') as { a: string; n: string; e: number };
     const row = await harness().infra.db('users').where('user_name', owner.userName).first('id');
     assert.deepEqual([cached.a, cached.n], [row.id, owner.userName]);
+    // A stranger's session rebuilt the same way is that stranger: the owner's chat stays hidden from it.
+    const stranger = await buildUser(harness().app.client);
+    await kv.del(sessionKey(stranger.session));
+    assert.equal(await readsAsOwner(stranger.session), false);
     const ttl = await kv.ttl(sessionKey(owner.session));
     const sessionSeconds = (cached.e - Date.now()) / 1000;
     assert.ok(ttl > 0 && ttl <= Math.ceil(sessionSeconds) + 1, `store TTL ${ttl} s, session left ${sessionSeconds} s`);

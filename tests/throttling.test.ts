@@ -283,6 +283,11 @@ describe('throttling keys (controlled clock)', () => {
       await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(429);
       // Another session from the same address, at the same instant, is not held back.
       await c.app.client.post('/v1/chats', { chat_name: 'x' }, v.session).set('X-Forwarded-For', from).expect(201);
+      // Nor by 401s for requests that sent no token at all (they use the address's own allowance).
+      const w = await buildUser(harness().app.client);
+      const other = '198.51.100.78';
+      for (let i = 0; i < 3; i++) await c.app.client.post('/v1/chats', { chat_name: 'x' }).set('X-Forwarded-For', other).expect(401);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, w.session).set('X-Forwarded-For', other).expect(201);
     } finally {
       await c.close();
     }
