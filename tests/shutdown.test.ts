@@ -70,7 +70,8 @@ describe('messenger-api as a process (node:cluster workers, SIGTERM)', function 
       LOG_LEVEL: 'info',
       WORKERS_NUM: String(workers),
       SHUTDOWN_TIMEOUT_MS: '8000',
-      BCRYPT_COST: '8',
+      // Slow enough hashing (~60 ms) that requests are still in flight well after they were sent.
+      BCRYPT_COST: '10',
     };
     if (MODE === 'embedded') {
       // On disk, so what was acknowledged can be read back after the process is gone.
