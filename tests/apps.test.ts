@@ -126,11 +126,13 @@ describe('request errors', () => {
   it('reads the body as JSON whatever Content-Type says, like the original', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
-    await client
+    const res = await client
       .request('POST', '/v1/chats', u.session)
       .set('Content-Type', 'application/x-www-form-urlencoded')
       .send('{"chat_name": "form-typed"}')
       .expect(201);
+    const row = await harness().infra.db('chats').where('id', (res.body as { chat_id: string }).chat_id).first('chat_name');
+    assert.equal(row.chat_name, 'form-typed');
   });
 
   it('answers 400 bad-parameters for a JSON body that is not an object', async () => {

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { loadConfig } from '../messenger/config';
 import { harness, startApp } from './helpers/harness';
 import { buildUser, uniq, badParameters } from './helpers/factories';
+import { waitUntil } from './helpers/wait';
 
 function sessionKey(token: string): string {
   return `session:${createHash('sha256').update(Buffer.from(token, 'hex')).digest('hex')}`;
@@ -136,7 +137,13 @@ describe('sessions', () => {
     const u = await buildUser(client);
     const s = u.session;
     const dashed = `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`;
-    await client.post('/v1/chats', { chat_name: 'x' }, dashed).expect(201);
+    const res = await client.post('/v1/chats', { chat_name: 'dashed-session' }, dashed).expect(201);
+    const chatId = (res.body as { chat_id: string }).chat_id;
+    assert.match(chatId, /^[0-9a-f]{32}$/);
+    const row = await harness().infra.db('chats').where('id', chatId).first('chat_name');
+    assert.equal(row.chat_name, 'dashed-session');
+    // The dashed form named the same, still-live session.
+    await client.post('/v1/chats', { chat_name: 'plain' }, s).expect(201);
   });
 
   it('POST /v1/auth/logout ends the session at once; a second logout is 401 invalid-session-id', async () => {
@@ -185,7 +192,9 @@ describe('sessions', () => {
     try {
       const u = await buildUser(shortLived.client);
       await shortLived.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
-      await new Promise((r) => setTimeout(r, 1300));
+      // A read with no side effect, until the session's second is over.
+      const probe = `/v1/chats/${'0'.repeat(32)}/messages?limit=1`;
+      await waitUntil('the session to expire', async () => (await shortLived.client.get(probe, u.session)).status === 401, 5000);
       await shortLived.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(401, { message: 'session-id-expired' });
     } finally {
       await shortLived.close();

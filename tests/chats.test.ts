@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { harness } from './helpers/harness';
-import { buildChat, buildUser, joinChat, uniq, badParameters } from './helpers/factories';
+import { buildChat, buildUser, getPage, joinChat, postMessage, uniq, badParameters } from './helpers/factories';
 
 describe('POST /v1/chats', () => {
   it('returns 201 with a 32-hex chat_id and stores the chat with its creator', async () => {
@@ -25,7 +25,10 @@ describe('POST /v1/chats', () => {
   it('ignores unknown extra fields', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
-    await client.post('/v1/chats', { chat_name: 'x', color: 'blue', nested: { a: 1 } }, u.session).expect(201);
+    const res = await client.post('/v1/chats', { chat_name: 'x', color: 'blue', nested: { a: 1 } }, u.session).expect(201);
+    assert.deepEqual(Object.keys(res.body as object), ['chat_id']);
+    const row = await harness().infra.db('chats').where('id', (res.body as { chat_id: string }).chat_id).first('chat_name');
+    assert.equal(row.chat_name, 'x');
   });
 
   it('stores a 255-character name exactly', async () => {
@@ -92,7 +95,11 @@ describe('POST /v1/chats/{chat_id}/users', () => {
     const owner = await buildUser(client);
     const guest = await buildUser(client);
     const chatId = await buildChat(client, owner.session);
-    await joinChat(client, chatId, guest.session, 'guest');
+    const guestId = await joinChat(client, chatId, guest.session, 'guest');
+    // The guest is a member now: it may post under that user_id and read the chat back.
+    const posted = await postMessage(client, chatId, guestId, 'hello from the guest', guest.session);
+    const page = await getPage(client, chatId, guest.session, 10);
+    assert.deepEqual(page.messages.map((m) => [m.message_id, m.user_id, m.user_name, m.text]), [[posted, guestId, 'guest', 'hello from the guest']]);
   });
 
   it('accepts the dashed form of chat_id', async () => {
@@ -100,7 +107,13 @@ describe('POST /v1/chats/{chat_id}/users', () => {
     const u = await buildUser(client);
     const c = await buildChat(client, u.session);
     const dashed = `${c.slice(0, 8)}-${c.slice(8, 12)}-${c.slice(12, 16)}-${c.slice(16, 20)}-${c.slice(20)}`;
-    await client.post(`/v1/chats/${dashed}/users`, { user_name: 'x' }, u.session).expect(201);
+    const res = await client.post(`/v1/chats/${dashed}/users`, { user_name: 'x' }, u.session).expect(201);
+    const userId = (res.body as { user_id: string }).user_id;
+    assert.match(userId, /^[0-9a-f]{32}$/);
+    // The same chat as the plain form names: the member posts there under that id.
+    await postMessage(client, c, userId, 'via dashed', u.session);
+    const page = await getPage(client, c, u.session, 10);
+    assert.deepEqual(page.messages.map((m) => [m.user_id, m.user_name, m.text]), [[userId, 'x', 'via dashed']]);
   });
 
   it('returns 404 chat-not-found for an unknown chat and stores nothing', async () => {

@@ -60,9 +60,26 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
       clearInterval(tick);
       undo.forEach((u) => u());
     }
-    await new Promise((r) => setTimeout(r, 150));
+    // Probes still in flight are told apart by their text, so nothing needs to settle.
     return buses;
   }
+
+  /**
+   * Waits until an end marker published by each bus after everything else has
+   * reached every bus: with the order of one publisher kept, anything sent
+   * before it (a duplicate included) has arrived by then.
+   */
+  async function drained(buses: EventBus[]): Promise<void> {
+    const marks = collect<string>(buses.length * buses.length);
+    const undo = buses.map((bus) => bus.subscribe('message.stored', (e) => { if (e.text.startsWith('end-marker')) marks.push(e.text); }));
+    try {
+      for (const [i, bus] of buses.entries()) await bus.publish('message.stored', stored(`end-marker ${i}`));
+      await marks.done;
+    } finally {
+      undo.forEach((u) => u());
+    }
+  }
+  const real = (texts: string[]) => texts.filter((t) => !t.includes('end-marker'));
 
   it('a subscriber on every instance gets each event once, with its payload intact', async () => {
     const [a, b] = await twoInstances();
@@ -73,11 +90,11 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     await a.publish('message.stored', stored('one'));
     await b.publish('message.stored', stored('two'));
     const [gotA, gotB] = await Promise.all([onA.done, onB.done]);
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(gotA.length, 2, 'no duplicates on instance A');
-    assert.equal(gotB.length, 2, 'no duplicates on instance B');
-    assert.deepEqual(gotA.map((e) => e.text).sort(), ['one', 'two']);
-    assert.deepEqual(gotB.map((e) => e.text).sort(), ['one', 'two']);
+    await drained([a, b]);
+    assert.equal(real(gotA.map((e) => e.text)).length, 2, 'no duplicates on instance A');
+    assert.equal(real(gotB.map((e) => e.text)).length, 2, 'no duplicates on instance B');
+    assert.deepEqual(real(gotA.map((e) => e.text)).sort(), ['one', 'two']);
+    assert.deepEqual(real(gotB.map((e) => e.text)).sort(), ['one', 'two']);
     assert.deepEqual(gotA.find((e) => e.text === 'one'), stored('one'));
   });
 
@@ -91,8 +108,8 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     b.react('message.stored', async (e) => { ran.push(`b:${e.text}`); });
     await a.publish('message.stored', stored('x'));
     assert.deepEqual(ran, ['a:x']);
-    await new Promise((r) => setTimeout(r, 200));
-    assert.deepEqual(ran, ['a:x'], 'no other instance reacts to it');
+    await drained([a, b]);
+    assert.deepEqual(real(ran), ['a:x'], 'no other instance reacts to it');
   });
 
   it('a failing reactor or subscriber is logged, never thrown at the publisher', async () => {
@@ -109,11 +126,14 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     const [a] = await twoInstances();
     const got: string[] = [];
     const undo = a.subscribe('read.moved', (e) => { got.push(e.messageId); });
+    const first = collect<string>(1);
+    const undoFirst = a.subscribe('read.moved', (e) => first.push(e.messageId));
     await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '1'.repeat(32), unread: 0 });
-    await new Promise((r) => setTimeout(r, 150));
+    await first.done;
+    undoFirst();
     undo();
     await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '2'.repeat(32), unread: 0 });
-    await new Promise((r) => setTimeout(r, 150));
+    await drained([a]);
     assert.deepEqual(got, ['1'.repeat(32)]);
   });
 

@@ -33,8 +33,18 @@ describe('POST /v1/chats/{chat_id}/messages', () => {
 
   it('accepts a message of exactly MESSAGE_MAX_LENGTH characters, counting an emoji as one', async () => {
     const { client, u, chatId, userId } = await chatWithMember();
-    const text = '😀'.repeat(16384);
-    await postMessage(client, chatId, userId, text, u.session);
+    // The default MESSAGE_MAX_LENGTH (16384), in astral characters, then in ASCII: each stored and returned whole.
+    const texts = ['😀'.repeat(16384), 'x'.repeat(16383) + 'é'];
+    const ids: string[] = [];
+    for (const text of texts) ids.push(await postMessage(client, chatId, userId, text, u.session));
+    const page = await getPage(client, chatId, u.session, 10);
+    assert.deepEqual(page.messages.map((m) => m.message_id), ids);
+    for (const [i, m] of page.messages.entries()) {
+      assert.equal([...m.text].length, 16384);
+      assert.equal(m.text, texts[i]);
+      const row = await harness().infra.db('messages').where('id', m.message_id).first('text');
+      assert.equal(row.text, texts[i]);
+    }
   });
 
   it('returns 400 bad-parameters for a message over MESSAGE_MAX_LENGTH and stores nothing', async () => {
@@ -184,10 +194,28 @@ describe('GET /v1/chats/{chat_id}/messages', () => {
     });
   }
 
-  it('accepts limit=1 and limit=1000', async () => {
-    const { client, u, chatId } = await chatWithMember();
-    await getPage(client, chatId, u.session, 1);
-    await getPage(client, chatId, u.session, 1000);
+  it('limit=1 and limit=1000 on a chat of 1,001 messages return exactly 1 and 1000, oldest first, and next reaches the rest', async () => {
+    const { client, u, chatId, userId } = await chatWithMember();
+    // 1,001 messages written straight into the tables, as 1,001 posts would have left them.
+    const db = harness().infra.db;
+    const member = await db('chat_members').where({ id: userId }).first('id');
+    await db.raw(
+      `INSERT INTO messages (chat_id, member_id, seq, text) SELECT ?::uuid, ?::uuid, g, 'm' || g FROM generate_series(1, 1001) AS g`,
+      [chatId, member.id],
+    );
+    await db('chats').where('id', chatId).update({ last_seq: 1001 });
+    const one = await getPage(client, chatId, u.session, 1);
+    assert.deepEqual(one.messages.map((m) => m.text), ['m1']);
+    assert.equal(one.next.iterator, one.messages[0].message_id);
+    const second = await getPage(client, chatId, u.session, 1, one.next.iterator);
+    assert.deepEqual(second.messages.map((m) => m.text), ['m2']);
+    const big = await getPage(client, chatId, u.session, 1000);
+    assert.equal(big.messages.length, 1000);
+    assert.deepEqual(big.messages.map((m) => m.text), Array.from({ length: 1000 }, (_, i) => `m${i + 1}`));
+    assert.ok(big.messages.every((m) => m.user_id === userId && m.user_name === 'Alice'));
+    assert.equal(big.next.iterator, big.messages[999].message_id);
+    const rest = await getPage(client, chatId, u.session, 1000, big.next.iterator);
+    assert.deepEqual(rest.messages.map((m) => m.text), ['m1001']);
   });
 
   it('answers 400 bad-cursor for a message of another chat, an unknown id, or a malformed cursor', async () => {

@@ -9,6 +9,7 @@ import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp } from './helpers/harness';
 import { buildChat, buildUser, joinChat, postMessage, type TestUser, badParameters } from './helpers/factories';
 import { searchAll, startSearch, waitForTask, type SearchPage } from './helpers/search';
+import { waitUntil } from './helpers/wait';
 
 /** A word no other test writes. */
 function token(): string {
@@ -279,7 +280,7 @@ describe('search tasks', () => {
       const u = await buildUser(client);
       const taskId = await startSearch(client, u.session, 'expiring search');
       assert.equal(await waitForTask(client, u.session, taskId), 'SUCCESS');
-      await new Promise((r) => setTimeout(r, 2200));
+      await waitUntil('the task to expire', async () => (await client.get(`/v1/chats/search/status/${taskId}`, u.session)).status === 404, 5000);
       await client.get(`/v1/chats/search/status/${taskId}`, u.session).expect(404, { message: 'task-not-found' });
       await client.get(`/v1/chats/search/${taskId}/messages?limit=1`, u.session).expect(404, { message: 'task-not-found' });
     } finally {

@@ -5,6 +5,8 @@ import { MODE, testEnv } from './helpers/env';
 import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
+import { MemoryKv } from '../messenger/infra/kv';
+import { waitUntil } from './helpers/wait';
 
 async function burst(n: number, send: () => Promise<{ status: number }>): Promise<number[]> {
   const statuses: number[] = [];
@@ -22,8 +24,16 @@ describe('throttling', () => {
   it('lets RPS_LIMIT requests per second through per session, then answers 429 request-limit-exceeded with Retry-After', async () => {
     const { client } = app;
     const u = await buildUser(harness().app.client);
+    const started = Date.now();
     const statuses = await burst(7, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
-    assert.deepEqual(statuses, [201, 201, 201, 201, 201, 429, 429]);
+    // On the real clock one more slot frees every 200 ms the burst takes (a
+    // loaded machine is slow); the exact boundary is tested on a hand-moved
+    // clock below ('throttling at exact boundaries').
+    const extra = Math.floor((Date.now() - started) / 200);
+    assert.deepEqual(statuses.slice(0, 5), [201, 201, 201, 201, 201]);
+    assert.ok(statuses.filter((s) => s === 201).length <= 5 + extra, statuses.join(','));
+    if (extra === 0) assert.deepEqual(statuses.slice(5), [429, 429]);
+    await burst(5, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
     const res = await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429, { message: 'request-limit-exceeded' });
     assert.ok(Number(res.headers['retry-after']) >= 1);
     assert.equal(res.headers['x-ratelimit-remaining'], '0');
@@ -48,8 +58,8 @@ describe('throttling', () => {
     const u = await buildUser(harness().app.client);
     await burst(6, () => client.post('/v1/chats', { chat_name: 'x' }, u.session));
     await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
-    await new Promise((r) => setTimeout(r, 1100));
-    await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+    // Refused requests do not use up the allowance, so polling does not push the window back.
+    await waitUntil('a request to pass again', async () => (await client.post('/v1/chats', { chat_name: 'x' }, u.session)).status === 201, 3000);
   });
 
   it('counts each session separately, and requests without a session by client address', async () => {
@@ -112,11 +122,15 @@ describe('throttling', () => {
     try {
       const u = await buildUser(harness().app.client);
       const statuses: number[] = [];
+      const started = Date.now();
       for (let i = 0; i < 5; i++) {
         statuses.push((await app.client.post('/v1/chats', { chat_name: 'x' }, u.session)).status);
         statuses.push((await other.client.post('/v1/chats', { chat_name: 'x' }, u.session)).status);
       }
-      assert.equal(statuses.filter((s) => s === 201).length, 5, statuses.join(','));
+      // One more slot per 200 ms the loop took on the real clock (none on a fast machine).
+      const extra = Math.floor((Date.now() - started) / 200);
+      const passed = statuses.filter((s) => s === 201).length;
+      assert.ok(passed >= 5 && passed <= 5 + extra, `${passed} passed in ${Date.now() - started} ms: ${statuses.join(',')}`);
     } finally {
       await other.close();
     }
@@ -137,10 +151,170 @@ describe('throttling made-up session ids', () => {
       await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(429, { message: 'request-limit-exceeded' });
       // ...but not from another address, and not from that one once the window has passed.
       await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.250').expect(201);
-      await new Promise((r) => setTimeout(r, 1100));
-      await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker).expect(201);
+      await waitUntil('the address to be let through again', async () => (await client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', attacker)).status === 201, 3000);
     } finally {
       await app.close();
+    }
+  });
+});
+
+/** An app over the shared database with a store of its own whose clock the test moves by hand. */
+async function clockedApp(env: Record<string, string>): Promise<{ app: Running; advance: (ms: number) => void; close: () => Promise<void> }> {
+  let now = Date.now();
+  const kv = new MemoryKv(() => now);
+  const app = await startApp({ ...harness().infra, kv }, env);
+  return {
+    app,
+    advance: (ms) => {
+      now += ms;
+    },
+    async close() {
+      await app.close();
+      await kv.close();
+    },
+  };
+}
+
+describe('throttling at exact boundaries (controlled clock)', () => {
+  it('RPS_LIMIT=5: exactly 5 requests at one instant pass with X-RateLimit-Remaining 4..0, the 6th gets 429 with Retry-After 1', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '5' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const seen: [number, string, string, string][] = [];
+      for (let i = 0; i < 7; i++) {
+        const res = await c.app.client.post('/v1/chats', { chat_name: `c${i}` }, u.session);
+        seen.push([res.status, res.headers['x-ratelimit-limit'], res.headers['x-ratelimit-remaining'], res.headers['x-ratelimit-reset']]);
+        if (res.status === 429) {
+          assert.deepEqual(res.body, { message: 'request-limit-exceeded' });
+          assert.equal(res.headers['retry-after'], '1');
+        } else {
+          assert.deepEqual(Object.keys(res.body as object), ['chat_id']);
+        }
+      }
+      assert.deepEqual(seen, [
+        [201, '5', '4', '1'],
+        [201, '5', '3', '1'],
+        [201, '5', '2', '1'],
+        [201, '5', '1', '1'],
+        [201, '5', '0', '1'],
+        [429, '5', '0', '1'],
+        [429, '5', '0', '1'],
+      ]);
+      // One slot (1000 ms / 5) later, exactly one more; a millisecond earlier, none.
+      c.advance(199);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
+      c.advance(1);
+      const again = await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+      assert.equal(again.headers['x-ratelimit-remaining'], '0');
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(429);
+      // After a full second the whole burst is back.
+      c.advance(1000);
+      const fresh = await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);
+      assert.equal(fresh.headers['x-ratelimit-remaining'], '4');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('RPS_LIMIT=1 lets one request through and refuses the second', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const statuses = await burst(3, () => c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session));
+      assert.deepEqual(statuses, [201, 429, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('without a session the client address is the key: exactly RPS_LIMIT, whatever X-Forwarded-For an untrusted client sends', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3' });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await c.app.client.get('/ping_db').set('X-Forwarded-For', `10.0.0.${i}`)).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a 401 for a made-up token charges the address: exactly RPS_LIMIT of them, then 429 for any token from there', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const statuses = await burst(5, () => c.app.client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', '198.51.100.9'));
+      assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.9').expect(429);
+      // One slot later (1000 ms / 3), the real session passes again.
+      c.advance(334);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', '198.51.100.9').expect(201);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('throttling keys (controlled clock)', () => {
+  it('one session is one allowance whatever the case or dashes of its id', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const s = u.session;
+      const dashed = `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`.toUpperCase();
+      const forms = [s, s.toUpperCase(), dashed, s];
+      const statuses: number[] = [];
+      for (const form of forms) statuses.push((await c.app.client.post('/v1/chats', { chat_name: 'x' }, form)).status);
+      assert.deepEqual(statuses, [201, 201, 201, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('refusals other than 401 for a real session do not use up the address\'s bad-token allowance', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const v = await buildUser(harness().app.client);
+      const from = '198.51.100.77';
+      // Three refusals (400, 404) with a real session use up that session's allowance only.
+      await c.app.client.post('/v1/chats', { chat_name: '' }, u.session).set('X-Forwarded-For', from).expect(400);
+      await c.app.client.get(`/v1/chats/${'0'.repeat(32)}/messages?limit=1`, u.session).set('X-Forwarded-For', from).expect(404);
+      await c.app.client.post('/v1/chats', {}, u.session).set('X-Forwarded-For', from).expect(400);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(429);
+      // Another session from the same address, at the same instant, is not held back.
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, v.session).set('X-Forwarded-For', from).expect(201);
+      // Nor by 401s for requests that sent no token at all (they use the address's own allowance).
+      const w = await buildUser(harness().app.client);
+      const other = '198.51.100.78';
+      for (let i = 0; i < 3; i++) await c.app.client.post('/v1/chats', { chat_name: 'x' }).set('X-Forwarded-For', other).expect(401);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, w.session).set('X-Forwarded-For', other).expect(201);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('login lockout at exact boundaries (controlled clock)', () => {
+  const env = { LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '60', NGINX_THROTTLING: '1', TRUSTED_PROXIES: '127.0.0.1,::1' };
+
+  it('LOGIN_MAX_FAILURES=3: three wrong passwords are checked, the next login is refused with Retry-After = the window left, until it ends', async () => {
+    const c = await clockedApp(env);
+    try {
+      const u = await buildUser(harness().app.client);
+      const from = '203.0.113.200';
+      const login = (password: string) => c.app.client.post('/v1/auth/login', { user_name: u.userName, password }).set('X-Forwarded-For', from);
+      for (let i = 0; i < 3; i++) await login('wrong').expect(400, { message: 'bad-password' });
+      const locked = await login(u.password).expect(429, { message: 'too-many-login-attempts' });
+      assert.equal(locked.headers['retry-after'], '60');
+      c.advance(45_000);
+      assert.equal((await login(u.password).expect(429, { message: 'too-many-login-attempts' })).headers['retry-after'], '15');
+      c.advance(14_500);
+      assert.equal((await login(u.password).expect(429)).headers['retry-after'], '1');
+      c.advance(500);
+      const ok = await login(u.password).expect(201);
+      assert.match((ok.body as { session_id: string }).session_id, /^[0-9a-f]{32}$/);
+    } finally {
+      await c.close();
     }
   });
 });
@@ -170,8 +344,8 @@ describe('login lockout', () => {
     const mine = address();
     const locked = await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(429, { message: 'too-many-login-attempts' });
     assert.ok(Number(locked.headers['retry-after']) >= 1);
-    await new Promise((r) => setTimeout(r, 2200));
-    await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine).expect(201);
+    // A refused login counts as no failure, so polling does not extend the lockout.
+    await waitUntil('the lockout to end', async () => (await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('X-Forwarded-For', mine)).status === 201, 5000, 200);
   });
 
   it('counts failures per client address too, across user names', async function () {

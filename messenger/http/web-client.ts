@@ -55,7 +55,7 @@ export function webClient(opts: { root: string }): Koa.Middleware {
     const isAsset = ctx.path.startsWith('/assets/');
     if ((!isPage && !isAsset) || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
     // Named in the access log and the request metrics like an operation.
-    (ctx.state as { operationId?: string }).operationId = 'webClient';
+    (ctx.state as { operationId?: string }).operationId = isPage ? 'webClientPage' : 'webClientAsset';
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
 

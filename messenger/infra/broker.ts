@@ -50,6 +50,12 @@ export interface Broker {
 }
 
 const RETRY_PAUSE_MS = 500;
+/**
+ * How long a publish waits for the broker's confirm. A broker that keeps the
+ * connection but stops answering would otherwise hold the request forever;
+ * past this the publish fails (503) like an unreachable broker.
+ */
+const CONFIRM_TIMEOUT_MS = 5000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
@@ -250,12 +256,25 @@ export class RabbitBroker implements Broker {
     }
     const content = Buffer.from(JSON.stringify(body));
     try {
-      await this.declareOn(pub, queue);
-      await new Promise<void>((resolve, reject) => {
-        pub.sendToQueue(queue, content, { persistent: true, contentType: 'application/json' }, (err) =>
-          err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
-        );
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${CONFIRM_TIMEOUT_MS} ms`)), CONFIRM_TIMEOUT_MS);
       });
+      const confirmed = (async () => {
+        await this.declareOn(pub, queue);
+        await new Promise<void>((resolve, reject) => {
+          pub.sendToQueue(queue, content, { persistent: true, contentType: 'application/json' }, (err) =>
+            err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+          );
+        });
+      })();
+      // A late failure of the abandoned attempt has no one to tell.
+      confirmed.catch(() => undefined);
+      try {
+        await Promise.race([confirmed, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     } catch (err) {
       this.log.warn({ err: reason(err), queue }, 'publish not confirmed');
       throw new BackendUnavailable('rabbitmq', 'publish not confirmed');

@@ -205,21 +205,22 @@ export class MemoryKv implements Kv {
   private readonly map = new Map<string, Entry>();
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor() {
+  /** `now` is the clock (epoch ms); tests pass their own to reach exact GCRA and TTL boundaries. */
+  constructor(private readonly now: () => number = Date.now) {
     // Expired keys are dropped on read; this sweep bounds memory for keys never read again.
     this.sweeper = setInterval(() => this.sweep(), 30_000);
     this.sweeper.unref();
   }
 
   private sweep(): void {
-    const now = Date.now();
+    const now = this.now();
     for (const [k, e] of this.map) if (e.expiresAt <= now) this.map.delete(k);
   }
 
   private live(key: string): Entry | undefined {
     const e = this.map.get(key);
     if (e === undefined) return undefined;
-    if (e.expiresAt <= Date.now()) {
+    if (e.expiresAt <= this.now()) {
       this.map.delete(key);
       return undefined;
     }
@@ -231,7 +232,7 @@ export class MemoryKv implements Kv {
   }
 
   async set(key: string, value: string, ttlSeconds?: number): Promise<void> {
-    const expiresAt = ttlSeconds === undefined ? Infinity : Date.now() + Math.max(1, Math.ceil(ttlSeconds)) * 1000;
+    const expiresAt = ttlSeconds === undefined ? Infinity : this.now() + Math.max(1, Math.ceil(ttlSeconds)) * 1000;
     this.map.set(key, { value, expiresAt });
   }
 
@@ -252,7 +253,7 @@ export class MemoryKv implements Kv {
       this.map.delete(key);
       return 0;
     }
-    if (e === undefined) this.map.set(key, { value: String(n), expiresAt: ttlSeconds > 0 ? Date.now() + ttlSeconds * 1000 : Infinity });
+    if (e === undefined) this.map.set(key, { value: String(n), expiresAt: ttlSeconds > 0 ? this.now() + ttlSeconds * 1000 : Infinity });
     else e.value = String(n);
     return n;
   }
@@ -263,11 +264,11 @@ export class MemoryKv implements Kv {
 
   async ttl(key: string): Promise<number> {
     const e = this.live(key);
-    return e === undefined || e.expiresAt === Infinity ? 0 : Math.ceil((e.expiresAt - Date.now()) / 1000);
+    return e === undefined || e.expiresAt === Infinity ? 0 : Math.ceil((e.expiresAt - this.now()) / 1000);
   }
 
   async rateLimit(key: string, limit: number, periodMs: number, guardKey = key): Promise<RateLimitResult> {
-    const now = Date.now();
+    const now = this.now();
     if (guardKey !== key) {
       const g = this.live(guardKey);
       const guard = gcra(now, g === undefined ? undefined : Number(g.value), limit, periodMs);

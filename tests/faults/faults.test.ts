@@ -15,9 +15,13 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { Redis } from 'ioredis';
 import { freePort, ServiceProcess } from '../helpers/process';
+import { TcpProxy } from '../helpers/tcp-proxy';
 
-const PG_BIN = `/usr/lib/postgresql/${fs.readdirSync('/usr/lib/postgresql')[0]}/bin`;
+// The newest installed PostgreSQL, chosen on purpose (several versions may be installed side by side).
+const PG_VERSION = fs.readdirSync('/usr/lib/postgresql').filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))[0];
+const PG_BIN = `/usr/lib/postgresql/${PG_VERSION}/bin`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function asPostgres(cmd: string, args: string[]): string {
@@ -71,13 +75,16 @@ interface Tally {
   sent: number;
   acked: string[];
   unavailable: number;
+  /** Answers other than 201 and 503, by status. */
   other: Map<number, number>;
+  /** Requests that got no HTTP answer at all (connection refused or cut), by error. */
+  failed: Map<string, number>;
   hung: number;
 }
 
 /** A steady write load: `concurrency` clients posting messages until stopped. */
 function writeLoad(base: string, session: string, chatId: string, userId: string, concurrency = 6) {
-  const tally: Tally = { sent: 0, acked: [], unavailable: 0, other: new Map(), hung: 0 };
+  const tally: Tally = { sent: 0, acked: [], unavailable: 0, other: new Map(), failed: new Map(), hung: 0 };
   let running = true;
   let n = 0;
   const client = async () => {
@@ -97,7 +104,10 @@ function writeLoad(base: string, session: string, chatId: string, userId: string
         if (res.status !== 201) await sleep(50);
       } catch (err) {
         if ((err as Error).name === 'TimeoutError') tally.hung++;
-        else tally.other.set(0, (tally.other.get(0) ?? 0) + 1);
+        else {
+          const why = String((err as { cause?: { code?: unknown } }).cause?.code ?? (err as Error).message);
+          tally.failed.set(why, (tally.failed.get(why) ?? 0) + 1);
+        }
         await sleep(50);
       }
     }
@@ -241,10 +251,12 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
     const t = await load.stop();
     const found = await countStored(t.acked);
     const seqs = (await db.query('SELECT count(*) AS n, count(DISTINCT seq) AS d, count(DISTINCT text) AS texts FROM messages WHERE chat_id = $1', [chatId])).rows[0];
-    console.log(`      postgres stop: sent ${t.sent}, acknowledged ${t.acked.length}, 503 ${t.unavailable}, other ${JSON.stringify([...t.other])}, hung ${t.hung}, found ${found}, lost ${t.acked.length - found}`);
+    console.log(`      postgres stop: sent ${t.sent}, acknowledged ${t.acked.length}, 503 ${t.unavailable}, other ${JSON.stringify([...t.other])}, no answer ${JSON.stringify([...t.failed])}, hung ${t.hung}, found ${found}, lost ${t.acked.length - found}`);
     assert.ok(t.unavailable > 0, 'the outage was not seen');
     assert.equal(t.hung, 0);
-    assert.equal([...t.other.keys()].filter((s) => s >= 500).length, 0, 'a 5xx other than 503');
+    // Through the outage every request is answered, and only with 201 or 503.
+    assert.deepEqual([...t.other], [], 'an answer other than 201 or 503');
+    assert.deepEqual([...t.failed], [], 'a request got no answer (connection refused or cut)');
     assert.equal(found, t.acked.length, 'an acknowledged message is missing');
     assert.equal(Number(seqs.n), Number(seqs.d), 'a sequence number was used twice');
     assert.equal(Number(seqs.n), Number(seqs.texts), 'a message was stored twice');
@@ -253,7 +265,7 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
   it('Redis restarted empty: logged-in users stay logged in (restored from PostgreSQL), nothing crashes', async () => {
     redis?.kill('SIGKILL');
     await sleep(1500);
-    const during = await api('POST', '/v1/chats', { chat_name: 'during' }, session).catch(() => ({ status: 0 }));
+    const during = await api('POST', '/v1/chats', { chat_name: 'during' }, session);
     startRedis();
     await until(20_000, 'sessions to work again', async () => (await api('POST', '/v1/chats', { chat_name: 'after' }, session)).status === 201);
     // Caching resumes: the second read of a page is a hit again; throttling counts again.
@@ -290,7 +302,7 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
       const searches = (async () => {
         while (running) {
           sent++;
-          const r = await api('POST', '/v1/chats/search', { message: `load message ${sent}` }, session).catch(() => ({ status: 0, body: {} as Record<string, unknown> }));
+          const r = await api('POST', '/v1/chats/search', { message: `load message ${sent}` }, session);
           if (r.status === 201) accepted.push(r.body.task_id as string);
           else if (r.status === 503) unavailable++;
           else other.push(r.status);
@@ -359,10 +371,13 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
     const t = await load.stop();
     const after = fs.readFileSync(`/proc/${web.child.pid}/task/${web.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
     const found = await countStored(t.acked);
-    const cut = t.other.get(0) ?? 0;
+    const cut = [...t.failed.values()].reduce((a, b) => a + b, 0);
     console.log(`      worker SIGKILL: acknowledged ${before} before, ${during - before} in the 1.5 s after, ${t.acked.length} in all, found ${found}, lost ${t.acked.length - found}; connections cut with the worker (never acknowledged) ${cut}; workers ${workers.join(',')} -> ${after.join(',')}`);
     assert.equal(found, t.acked.length, 'an acknowledged message is missing');
-    assert.deepEqual([...t.other.keys()].filter((k) => k !== 0), [], 'an answer other than 201 or a cut connection');
+    // Requests the killed worker was serving lose their connection; every answer is a 201.
+    assert.deepEqual([...t.other], [], 'an answer other than 201');
+    assert.deepEqual([...t.failed.keys()].filter((k) => !['ECONNRESET', 'UND_ERR_SOCKET', 'other side closed'].includes(k)), [], `only cut connections: ${JSON.stringify([...t.failed])}`);
+    assert.ok(cut <= 4, `${cut} requests lost their connection; at most the 4 clients' requests in flight on the killed worker may`);
     assert.ok(during > before, 'the surviving worker did not keep serving');
     assert.equal(after.length, 2);
     assert.ok(!after.includes(workers[0]));
@@ -425,5 +440,120 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
     const t = await load.stop();
     assert.ok(t.unavailable > 0, 'the outage was not seen');
     await storedOnceInOrder('write-behind, rabbitmq restart', chat, t);
+  });
+
+  /** A second web process (one worker) with some settings of its own; the caller kills it. */
+  async function extraWeb(overrides: Record<string, string>): Promise<{ proc: ServiceProcess; url: string }> {
+    const port = await freePort();
+    const proc = new ServiceProcess('messenger/main.ts', { ...env, WORKERS_NUM: '1', PORT: String(port), ...overrides });
+    await proc.waitFor((l) => l.msg === 'messenger-api listening', 1, 60_000);
+    return { proc, url: `http://127.0.0.1:${port}` };
+  }
+  const call = async (url: string, method: string, p: string, body?: object, s?: string, ms = 8000) => {
+    const res = await fetch(`${url}${p}`, {
+      method, body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { 'content-type': 'application/json', ...(s ? { authorization: `session_id ${s}` } : {}) },
+      signal: AbortSignal.timeout(ms),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  /** Search task keys in the private Redis (the service's prefix is empty here). */
+  const taskKeys = async (): Promise<string[]> => {
+    const r = new Redis(redisPort, '127.0.0.1', { lazyConnect: true });
+    try {
+      await r.connect();
+      return (await r.keys('task:*')).filter((k) => !k.endsWith(':results')).sort();
+    } finally {
+      r.disconnect();
+    }
+  };
+
+  it('RabbitMQ that takes the connection but stops answering: search answers 503 and leaves no task; a cut connection is 503 too; both recover', async () => {
+    const proxy = new TcpProxy('127.0.0.1', rabbit.port);
+    await proxy.up();
+    const web2 = await extraWeb({ RMQ_URL: `amqp://guest:guest@127.0.0.1:${proxy.port}` });
+    try {
+      assert.equal((await call(web2.url, 'POST', '/v1/chats/search', { message: 'before the black hole' }, session)).status, 201);
+      const before = await taskKeys();
+      // From now on the broker gets nothing: the publish is never confirmed.
+      proxy.swallow = true;
+      const started = Date.now();
+      const unconfirmed = await call(web2.url, 'POST', '/v1/chats/search', { message: 'never confirmed' }, session, 30_000);
+      const took = Date.now() - started;
+      const after = await taskKeys();
+      // The consumer may finish earlier tasks meanwhile; no new task may appear.
+      const added = after.filter((k) => !before.includes(k));
+      console.log(`      unconfirmed publish: ${unconfirmed.status} ${JSON.stringify(unconfirmed.body)} after ${took} ms; tasks added ${added.length}`);
+      assert.deepEqual(unconfirmed, { status: 503, body: { message: 'service-unavailable' } });
+      assert.deepEqual(added, [], 'a task was left behind for a publish that was never confirmed');
+      assert.equal((await fetch(`${web2.url}/ping`)).status, 200);
+      // The connection fails outright (cut, refused): 503 at once, then back by itself.
+      proxy.swallow = false;
+      await proxy.down();
+      assert.equal((await call(web2.url, 'POST', '/v1/chats/search', { message: 'connection cut' }, session)).status, 503);
+      await proxy.up();
+      await until(30_000, 'search through the proxy again', async () => (await call(web2.url, 'POST', '/v1/chats/search', { message: 'after the cut' }, session)).status === 201);
+      assert.equal(web2.proc.child.exitCode, null, 'the web process died');
+    } finally {
+      web2.proc.kill();
+      await proxy.down();
+    }
+  });
+
+  it('Redis unreachable at start-up: the service starts, answers 503 for what needs Redis, and recovers when Redis comes', async () => {
+    const proxy = new TcpProxy('127.0.0.1', redisPort);
+    await proxy.up();
+    await proxy.down();
+    const web3 = await extraWeb({ REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
+    try {
+      assert.equal((await fetch(`${web3.url}/ping`)).status, 200);
+      const login = await call(web3.url, 'POST', '/v1/auth/login', { user_name: 'fault', password: 'pw' });
+      const health = await fetch(`${web3.url}/health`);
+      console.log(`      redis down at start: login ${login.status}, /health ${health.status}`);
+      assert.deepEqual(login, { status: 503, body: { message: 'service-unavailable' } });
+      assert.equal(health.status, 503);
+      await proxy.up();
+      await until(30_000, 'login to work once Redis is there', async () => (await call(web3.url, 'POST', '/v1/auth/login', { user_name: 'fault', password: 'pw' })).status === 201);
+      assert.equal((await fetch(`${web3.url}/health`)).status, 200);
+    } finally {
+      web3.proc.kill();
+      await proxy.down();
+    }
+  });
+
+  it('messenger-db rollback undoes the migrations and migrate applies them again (as processes, on a database of its own)', async () => {
+    const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${pgPort}/postgres` });
+    await admin.connect();
+    await admin.query('CREATE DATABASE rollback_check');
+    await admin.end();
+    const url = `postgres://postgres@127.0.0.1:${pgPort}/rollback_check`;
+    const cli = (command: string) =>
+      execFileSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', command], {
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: url, LOG_LEVEL: 'info' },
+        cwd: path.resolve(__dirname, '../..'),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    const check = new pg.Client({ connectionString: url });
+    await check.connect();
+    try {
+      const tables = async () =>
+        (await check.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT LIKE 'knex%' ORDER BY 1")).rows.map((r: { table_name: string }) => r.table_name);
+      const applied = async () => (await check.query('SELECT name FROM knex_migrations ORDER BY id')).rows.map((r: { name: string }) => r.name);
+      cli('migrate');
+      const full = await tables();
+      assert.ok(['chat_members', 'chats', 'messages', 'sessions', 'users'].every((t) => full.includes(t)), full.join(','));
+      assert.deepEqual(await applied(), ['001_core', '002_search']);
+      await check.query("INSERT INTO users (user_name, password_hash) VALUES ('gone', 'x')");
+      cli('rollback');
+      assert.deepEqual(await tables(), [], 'rollback left tables behind');
+      assert.deepEqual(await applied(), []);
+      cli('migrate');
+      assert.deepEqual(await tables(), full);
+      assert.deepEqual(await applied(), ['001_core', '002_search']);
+      assert.equal(Number((await check.query('SELECT count(*) FROM users')).rows[0].count), 0, 'the database came back empty');
+      console.log(`      rollback and migrate again on PostgreSQL ${PG_VERSION}: ${full.length} tables dropped and created again`);
+    } finally {
+      await check.end();
+    }
   });
 });

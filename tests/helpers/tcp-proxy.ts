@@ -4,12 +4,16 @@ import type { AddressInfo } from 'node:net';
 /**
  * A TCP proxy in front of a real service, for outage tests that must not
  * disturb the shared service itself: `down()` cuts every connection and
- * refuses new ones, `up()` accepts again on the same port.
+ * refuses new ones, `up()` accepts again on the same port. `swallow` makes
+ * it a black hole that keeps connections open: what the client sends from
+ * then on never reaches the service (a peer that stopped answering).
  */
 export class TcpProxy {
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
   port = 0;
+  /** While true, bytes from clients are dropped; the connections stay open. */
+  swallow = false;
 
   constructor(
     private readonly targetHost: string,
@@ -30,7 +34,10 @@ export class TcpProxy {
       };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
-      client.pipe(upstream);
+      client.on('data', (chunk: Buffer) => {
+        if (!this.swallow) upstream.write(chunk);
+      });
+      client.on('end', () => upstream.end());
       upstream.pipe(client);
     });
     await new Promise<void>((resolve, reject) => {
