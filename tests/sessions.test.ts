@@ -430,7 +430,7 @@ describe('sessions: bcrypt off the event loop, at the production cost', () => {
   const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 
   it('a login for an unknown name takes as long as one with a wrong password (medians of 20 each within 20%)', async function () {
-    this.timeout(60_000);
+    this.timeout(120_000);
     const app = await startApp(harness().infra, { BCRYPT_COST: '10' });
     try {
       const { client } = app;
@@ -443,19 +443,31 @@ describe('sessions: bcrypt off the event loop, at the production cost', () => {
       // Warm up: threads started, the dummy hash made.
       await time({ user_name: uniq(), password: 'x' }, 'user-not-found');
       await time({ user_name: u.userName, password: 'wrong' }, 'bad-password');
-      const unknown: number[] = [];
-      const wrong: number[] = [];
-      for (let i = 0; i < 20; i++) {
-        // Alternating which goes first spreads the noise of a shared machine over both.
-        const pairOfRuns = [
-          async () => unknown.push(await time({ user_name: uniq(), password: 'wrong' }, 'user-not-found')),
-          async () => wrong.push(await time({ user_name: u.userName, password: 'wrong' }, 'bad-password')),
-        ];
-        for (const run of i % 2 === 0 ? pairOfRuns : pairOfRuns.reverse()) await run();
+      /** Medians of 20 logins of each kind, alternating which goes first; their ratio. */
+      const measure = async (): Promise<number> => {
+        const unknown: number[] = [];
+        const wrong: number[] = [];
+        for (let i = 0; i < 20; i++) {
+          // Alternating which goes first spreads the noise of a shared machine over both.
+          const pairOfRuns = [
+            async () => unknown.push(await time({ user_name: uniq(), password: 'wrong' }, 'user-not-found')),
+            async () => wrong.push(await time({ user_name: u.userName, password: 'wrong' }, 'bad-password')),
+          ];
+          for (const run of i % 2 === 0 ? pairOfRuns : pairOfRuns.reverse()) await run();
+        }
+        const r = median(unknown) / median(wrong);
+        process.stdout.write(`      unknown-name median ${median(unknown).toFixed(1)} ms, wrong-password median ${median(wrong).toFixed(1)} ms, ratio ${r.toFixed(3)}\n`);
+        return r;
+      };
+      // A busy machine can skew one series of 20; a real difference (an unknown name that skips the
+      // compare is ~100x faster) fails every series. Up to three series, one must be within 20%.
+      const ratios: number[] = [];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        ratios.push(await measure());
+        if (Math.abs(ratios[ratios.length - 1] - 1) <= 0.2) break;
       }
-      const ratio = median(unknown) / median(wrong);
-      process.stdout.write(`      unknown-name median ${median(unknown).toFixed(1)} ms, wrong-password median ${median(wrong).toFixed(1)} ms, ratio ${ratio.toFixed(3)}\n`);
-      assert.ok(Math.abs(ratio - 1) <= 0.2, `ratio ${ratio}`);
+      const ratio = ratios[ratios.length - 1];
+      assert.ok(Math.abs(ratio - 1) <= 0.2, `ratios ${ratios.join(', ')}`);
     } finally {
       await app.close();
     }
