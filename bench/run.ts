@@ -40,14 +40,15 @@ const WORKERS = 2;
 const CONNECTIONS = 32;
 const BCRYPT_COST = 10;
 const SETTINGS = QUICK
-  ? { duration: 3, warmup: 1, runs: 3, growth: [10_000, 100_000], searchTasks: 50 }
-  : { duration: 6, warmup: 2, runs: 3, growth: [10_000, 100_000, 1_000_000], searchTasks: 60 };
+  ? { duration: 3, warmup: 1, runs: 3, growth: [10_000, 100_000], searchTasks: 50, listChats: 1000, listMessages: 100_000 }
+  : { duration: 6, warmup: 2, runs: 3, growth: [10_000, 100_000, 1_000_000], searchTasks: 60, listChats: 1000, listMessages: 1_000_000 };
 const SEARCH_PHRASE = 'aurora borealis';
 
 const children: ChildProcess[] = [];
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmtInt = (n: number) => n.toLocaleString('en-US');
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 
 function start(args: string[], env: Record<string, string>): ChildProcess {
@@ -185,6 +186,55 @@ async function fill(db: pg.Pool, chat: string, member: string, n: number, matchE
   await db.query('UPDATE chats SET last_seq = $2 WHERE id = $1', [chat, n]);
 }
 
+/**
+ * The chat-list data: `chats` chats the account `account` (member name `name`) owns and joined, exactly
+ * `messages` messages spread unevenly over them (chat k of 0..chats-1 gets about 2·messages·(k+1)/(chats·(chats+1)),
+ * rounded so the counts add up; at 100,000 a few chats get none), last message times scattered so the
+ * activity order is not the creation order, chats.last_seq/last_seq_at set from the stored messages, and read markers in two chats of
+ * three (some fully read, some behind). Returns the number of messages stored.
+ */
+async function fillChatList(db: pg.Pool, account: string, name: string, chats: number, messages: number): Promise<number> {
+  await db.query(
+    `WITH c AS (
+       INSERT INTO chats (chat_name, owner_id, created_at)
+       SELECT 'list ' || g, $1::uuid, now() - interval '30 days' + g * interval '1 second' FROM generate_series(1, $2::int) AS g
+       RETURNING id)
+     INSERT INTO chat_members (chat_id, user_name, account_id) SELECT id, $3, $1::uuid FROM c`,
+    [account, chats, name],
+  );
+  const stored = await db.query(
+    `WITH l AS (
+       SELECT m.chat_id, m.id AS member_id, (row_number() OVER (ORDER BY m.chat_id) - 1)::bigint AS k
+         FROM chat_members m WHERE m.account_id = $1::uuid)
+     INSERT INTO messages (chat_id, member_id, seq, text, created_at)
+     SELECT l.chat_id, l.member_id, s, 'list message ' || s || ' ' || left(md5(s::text), 12),
+            now() - ((l.k * 7919) % $2::bigint) * interval '1 minute' - (n.n - s) * interval '1 second'
+       FROM l
+       CROSS JOIN LATERAL (SELECT ($3::bigint * (l.k + 1) * (l.k + 2)) / ($2::bigint * ($2::bigint + 1))
+                                - ($3::bigint * l.k * (l.k + 1)) / ($2::bigint * ($2::bigint + 1)) AS n) n
+       CROSS JOIN LATERAL generate_series(1, n.n) AS s`,
+    [account, chats, messages],
+  );
+  await db.query(
+    `UPDATE chats c SET last_seq = x.seq, last_seq_at = x.at
+       FROM (SELECT m.chat_id, max(m.seq) AS seq, max(m.created_at) AS at
+               FROM messages m JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.account_id = $1::uuid
+              GROUP BY m.chat_id) x
+      WHERE c.id = x.chat_id`,
+    [account],
+  );
+  await db.query(
+    `INSERT INTO read_markers (account_id, chat_id, seq)
+     SELECT $1::uuid, x.id, CASE WHEN x.r % 3 = 1 THEN x.last_seq ELSE greatest(x.last_seq - x.r % 37, 0) END
+       FROM (SELECT c.id, c.last_seq, row_number() OVER (ORDER BY c.id) AS r
+               FROM chats c JOIN chat_members cm ON cm.chat_id = c.id AND cm.account_id = $1::uuid
+              WHERE c.last_seq > 0) x
+      WHERE x.r % 3 <> 0`,
+    [account],
+  );
+  return stored.rowCount ?? 0;
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   log(`bench ${QUICK ? '(quick) ' : ''}id ${ID}: building`);
@@ -203,7 +253,7 @@ async function main(): Promise<void> {
   const extra: Record<string, unknown> = {};
 
   // Servers: app A (all apps, throttling off), baselines.
-  const [A, B, C, BP, BR, BS, BI] = [18701, 18702, 18703, 18711, 18712, 18713, 18714];
+  const [A, B, C, BP, BR, BS, BI, BL] = [18701, 18702, 18703, 18711, 18712, 18713, 18714, 18715];
   let appA = await startApp(A);
   const consumer = start(['dist/messenger/consumer.js'], appEnv(0, { METRICS_PORT: '0' }));
 
@@ -224,6 +274,11 @@ async function main(): Promise<void> {
   const growth = [];
   for (const n of SETTINGS.growth) growth.push({ n, ...(await newChat(`growth-${n}`)) });
   const account = (await db.query('SELECT id FROM users WHERE user_name = $1', ['bench'])).rows[0].id as string;
+  // The chat list's account is another one, so its 1,000 chats and their messages stay out of the
+  // search scenario's "messages in the caller's chats" and out of the bench account's own lists.
+  await api(A, 'POST', '/v1/auth/register', { user_name: 'lister', password: 'correct horse battery' });
+  const listSession = (await api(A, 'POST', '/v1/auth/login', { user_name: 'lister', password: 'correct horse battery' })).session_id as string;
+  const lister = (await db.query('SELECT id FROM users WHERE user_name = $1', ['lister'])).rows[0].id as string;
 
   log('filling (GIN indexes dropped during the bulk insert, then rebuilt as the migration makes them)');
   const total = 1000 + SETTINGS.growth.reduce((a, b) => a + b, 0);
@@ -236,11 +291,14 @@ async function main(): Promise<void> {
     await fill(db, g.chat, g.member, g.n, matchEvery, offset);
     offset += g.n;
   }
+  const tl = Date.now();
+  const listMessages = await fillChatList(db, lister, 'lister', SETTINGS.listChats, SETTINGS.listMessages);
+  log(`  chat list: ${SETTINGS.listChats} chats, ${listMessages} messages${QUICK ? ' (scaled down from 1 M for --quick)' : ''} in ${((Date.now() - tl) / 1000).toFixed(1)} s`);
   await db.query(`CREATE INDEX messages_text_fts_idx ON messages USING gin (to_tsvector('simple'::regconfig, text)) WITH (fastupdate = off)`);
   await db.query(`CREATE INDEX messages_text_trgm_idx ON messages USING gin (text gin_trgm_ops) WITH (fastupdate = off)`);
   await db.query('ANALYZE');
   const matches = Number((await db.query(`SELECT count(*) FROM messages WHERE text LIKE '%aurora borealis%'`)).rows[0].count);
-  extra.data = { messages: total, searchMatches: matches, fillSeconds: (Date.now() - t0) / 1000 };
+  extra.data = { messages: total, listChats: SETTINGS.listChats, listMessages, searchMatches: matches, fillSeconds: (Date.now() - t0) / 1000 };
   log(`  ${total} messages, ${matches} matching "${SEARCH_PHRASE}", in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   // Baselines run beside the app for the whole bench.
@@ -250,15 +308,16 @@ async function main(): Promise<void> {
   await redis.set(baselineKey, cachedBody);
   const baseEnv = {
     BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY: baselineKey, BENCH_DATABASE_URL: DATABASE_URL, BENCH_CHAT: small.chat,
-    BENCH_ACCOUNT: account, BENCH_MEMBER: posts.member, BENCH_POOL: '10',
+    BENCH_ACCOUNT: account, BENCH_MEMBER: posts.member, BENCH_POOL: '10', BENCH_LIST_ACCOUNT: lister,
   };
   const baselines = [
     start(['--import', 'tsx', 'bench/baselines/server.ts', 'ping', String(BP), String(WORKERS)], baseEnv),
     start(['--import', 'tsx', 'bench/baselines/server.ts', 'redis', String(BR), String(WORKERS)], baseEnv),
     start(['--import', 'tsx', 'bench/baselines/server.ts', 'page', String(BS), String(WORKERS)], baseEnv),
+    start(['--import', 'tsx', 'bench/baselines/server.ts', 'chats', String(BL), String(WORKERS)], baseEnv),
     start(['--import', 'tsx', 'bench/baselines/server.ts', 'insert', String(BI), String(WORKERS)], { ...baseEnv, BENCH_CHAT: posts.chat }),
   ];
-  for (const p of [BP, BR, BS]) await waitHttp(p, '/');
+  for (const p of [BP, BR, BS, BL]) await waitHttp(p, '/');
   await sleep(1000);
 
   const d = SETTINGS.duration;
@@ -277,6 +336,20 @@ async function main(): Promise<void> {
   } else {
     notes.push('cached page: not available in this build (no X-Cache: HIT)');
   }
+  // The chat list of an account in 1,000 chats (issue 13): the app's GET /v1/chats?limit=100 against
+  // node:http + pg pool running the exported CHATS_OF_ACCOUNT_SQL with the same parameters.
+  const listAuth = { authorization: `session_id ${listSession}` };
+  const listUrl = `http://127.0.0.1:${A}/v1/chats?limit=100`;
+  const appList = (await (await fetch(listUrl, { headers: listAuth })).json()) as { chats: unknown[] };
+  const baseList = (await (await fetch(`http://127.0.0.1:${BL}/`)).json()) as { chats: unknown[] };
+  if (JSON.stringify(appList) !== JSON.stringify(baseList)) throw new Error('GET /v1/chats and its baseline answer differently');
+  if (appList.chats.length !== 100) throw new Error(`GET /v1/chats answered ${appList.chats.length} chats, not 100`);
+  const listScale = listMessages >= 1_000_000 ? '1 M' : fmtInt(listMessages);
+  await warm(listUrl, { headers: listAuth });
+  await warm(`http://127.0.0.1:${BL}/`);
+  rows.push(await compare(`GET /v1/chats (${fmtInt(SETTINGS.listChats)} chats, ${listScale} messages${QUICK ? ', quick' : ''})`, () => load(listUrl, { headers: listAuth, seconds: d }),
+    'node:http + same SQL (pg pool)', () => load(`http://127.0.0.1:${BL}/`, { seconds: d })));
+  if (QUICK) notes.push(`chat list: --quick fills ${fmtInt(listMessages)} messages over the ${fmtInt(SETTINGS.listChats)} chats instead of the 1 M of issue 13`);
   await warm(`http://127.0.0.1:${A}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody });
   rows.push(await compare('POST message', () => load(`http://127.0.0.1:${A}/v1/chats/${posts.chat}/messages?user_id=${posts.member}`, { method: 'POST', headers: auth, body: postBody, seconds: d }),
     'node:http + same INSERT', () => load(`http://127.0.0.1:${BI}/`, { method: 'POST', body: postBody, seconds: d })));

@@ -1,7 +1,7 @@
 /**
  * Bare node:http servers doing the same work as one API operation, with the
  * same worker count, for the benchmark's baselines. Usage:
- *   node --import tsx bench/baselines/server.ts <ping|redis|page|insert|batch-insert|publish> <port> <workers>
+ *   node --import tsx bench/baselines/server.ts <ping|redis|page|chats|insert|batch-insert|publish> <port> <workers>
  * Settings come from BENCH_* environment variables set by bench/run.ts.
  */
 import cluster from 'node:cluster';
@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { CHATS_OF_ACCOUNT_SQL } from '../../messenger/db/chats';
 import { STORE_BATCH } from '../../messenger/db/messages';
 
 const [mode, portArg, workersArg] = process.argv.slice(2);
@@ -94,6 +95,30 @@ async function handlerFor(): Promise<http.RequestListener> {
         }));
         json(res, 200, JSON.stringify({ messages, next: { iterator: messages.at(-1)?.message_id ?? '0'.repeat(32) } }));
       })().catch(() => json(res, 503, '{}'));
+    };
+  }
+  if (mode === 'chats') {
+    // The app's chat list (messenger/db/chats.ts chatsOfAccount): the very exported statement, its knex
+    // placeholders numbered for pg, the same parameters (account ×2, limit 100, account ×3), named
+    // prepared statement as in the app, presented as the app presents it.
+    let n = 0;
+    const sql = CHATS_OF_ACCOUNT_SQL.replace(/\?/g, () => `$${++n}`);
+    const lister = env('BENCH_LIST_ACCOUNT');
+    return (_req, res) => {
+      pool.query({ name: 'chats-of-account', text: sql, values: [lister, lister, 100, lister, lister, lister] }).then((r) => {
+        const chats = r.rows.map((c: {
+          id: string; chat_name: string; direct: boolean; user_id: string | null; message_id: string | null; message_user_id: string | null;
+          message_user_name: string | null; message_text: string | null; message_created_at: Date | null; unread: number | string;
+        }) => ({
+          chat_id: hex(c.id), chat_name: c.chat_name, user_id: c.user_id === null ? null : hex(c.user_id), direct: c.direct,
+          last_message: c.message_id === null ? null : {
+            message_id: hex(c.message_id), user_id: hex(c.message_user_id as string), user_name: c.message_user_name as string,
+            text: c.message_text as string, created_at: (c.message_created_at as Date).toISOString(),
+          },
+          unread: Number(c.unread),
+        }));
+        json(res, 200, JSON.stringify({ chats }));
+      }, () => json(res, 503, '{}'));
     };
   }
   if (mode === 'insert') {
