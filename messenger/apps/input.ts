@@ -1,15 +1,5 @@
 import { BadRequest } from '../errors';
 
-/**
- * A string field of a body that openapi-backend has already validated
- * (presence, type, length). Re-checked here so a handler never trusts a cast.
- */
-export function field(body: unknown, name: string): string {
-  const v = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined;
-  if (typeof v !== 'string') throw new BadRequest();
-  return v;
-}
-
 /** Text that PostgreSQL can store exactly as sent: no NUL, no lone UTF-16 surrogate. */
 export function isStorableText(s: string): boolean {
   return !s.includes('\u0000') && s.isWellFormed();

@@ -2,7 +2,6 @@ import { findUserById, findUserByName, insertUser, updatePasswordHash } from '..
 import { nameKey } from '../../names';
 import { BadRequest, Unauthorized } from '../../errors';
 import type { App, AppFactory, ApiContext, Session, AppModule } from '../../types';
-import { field } from '../input';
 import { clientAddress } from '../client-address';
 import { LoginGuard, type LoginOutcome } from './login-guard';
 import { PasswordHasher } from './passwords';
@@ -10,9 +9,8 @@ import { SessionStore, type Issued } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
 
-/** A password field: 1 to 72 bytes (bcrypt reads at most 72; a longer one would be silently cut). */
-function password(body: unknown, name: string): string {
-  const value = field(body, name);
+/** A password (swagger.yml checked it is a string): 1 to 72 bytes (bcrypt reads at most 72; a longer one would be silently cut). */
+function password(value: string): string {
   const bytes = Buffer.byteLength(value, 'utf8');
   if (bytes < 1 || bytes > MAX_PASSWORD_BYTES) throw new BadRequest();
   return value;
@@ -23,8 +21,8 @@ interface Credentials {
   password: string;
 }
 
-function credentials(body: unknown): Credentials {
-  return { userName: field(body, 'user_name'), password: password(body, 'password') };
+function credentials(body: { user_name: string; password: string }): Credentials {
+  return { userName: body.user_name, password: password(body.password) };
 }
 
 /** The session of this request; the auth middleware guarantees it on non-public paths. */
@@ -103,7 +101,7 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
       },
 
       async refresh(ctx, req) {
-        const token = field(req.body, 'refresh_token');
+        const token = req.body.refresh_token;
         ctx.status = 201;
         ctx.body = pairBody(await sessions.refresh(token));
       },
@@ -122,8 +120,8 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
 
       async changePassword(ctx, req) {
         const session = sessionOf(ctx);
-        const current = password(req.body, 'password');
-        const next = password(req.body, 'new_password');
+        const current = password(req.body.password);
+        const next = password(req.body.new_password);
         const { ok } = await checkPassword(ctx, session.userName, current, async () => (await findUserById(db, session.accountId))?.password_hash);
         if (!ok) throw new BadRequest('bad-password');
         const hash = await hasher.hash(next);

@@ -2,7 +2,6 @@ import { insertChat } from '../../db/chats';
 import { joinChat, membersOf } from '../../db/members';
 import { NotFound } from '../../errors';
 import { parseId, toWireId } from '../../ids';
-import { field } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
 
 /** Chats and membership: create a chat, join it under a name, list its members. */
@@ -12,7 +11,7 @@ const chatsApp: AppFactory = ({ db, events, presence }): App => ({
   middleware: {},
   handlers: {
     async createChat(ctx, req) {
-      const chatName = field(req.body, 'chat_name');
+      const chatName = req.body.chat_name;
       const chatId = await insertChat(db, chatName, ctx.state.session?.accountId ?? null);
       ctx.status = 201;
       ctx.body = { chat_id: toWireId(chatId) };
@@ -21,7 +20,7 @@ const chatsApp: AppFactory = ({ db, events, presence }): App => ({
     async joinChat(ctx, req) {
       const chatId = parseId(req.params.chat_id);
       if (chatId === null) throw new NotFound('chat-not-found');
-      const userName = field(req.body, 'user_name');
+      const userName = req.body.user_name;
       const accountId = ctx.state.session?.accountId ?? null;
       const member = await joinChat(db, chatId, userName, accountId);
       if (member === undefined) throw new NotFound('chat-not-found');

@@ -4,7 +4,7 @@ import { findUserByName, namesByPrefix } from '../../db/users';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId } from '../../ids';
 import { sessionOf } from '../auth';
-import { field, intParam, queryParam } from '../input';
+import { intParam, queryParam } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
 
 /** The wire form of one chat of the list. */
@@ -76,7 +76,7 @@ const conversationsApp: AppFactory = (deps): App => {
         const { accountId } = sessionOf(ctx);
         const chatId = parseId(req.params.chat_id);
         if (chatId === null) throw new NotFound('chat-not-found');
-        const messageId = parseId(field(req.body, 'message_id'));
+        const messageId = parseId(req.body.message_id);
         const res = await markRead(db, accountId, chatId, messageId);
         if ('missing' in res) {
           if (res.missing === 'chat') throw new NotFound('chat-not-found');
@@ -96,7 +96,7 @@ const conversationsApp: AppFactory = (deps): App => {
 
       async createDirectChat(ctx, req) {
         const session = sessionOf(ctx);
-        const other = await findUserByName(db, field(req.body, 'user_name'));
+        const other = await findUserByName(db, req.body.user_name);
         if (other === undefined) throw new NotFound('user-not-found');
         if (other.id === session.accountId) throw new BadRequest();
         const chat = await openDirectChat(db, session.accountId, other.id);

@@ -4,7 +4,7 @@ import { IDEMPOTENCY_KEY, postMessage } from './post';
 import { synchronizer } from './synchronizer';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
-import { field, intParam, queryParam } from '../input';
+import { intParam, queryParam } from '../input';
 import type { ApiContext, App, AppFactory, AppModule } from '../../types';
 
 /** The wire form of one message. */
@@ -55,7 +55,7 @@ const messagesApp: AppFactory = (deps): App => {
           chatId: req.params.chat_id,
           userId: queryParam(req.query.user_id),
           accountId: ctx.state.session?.accountId ?? null,
-          text: field(req.body, 'message'),
+          text: req.body.message,
           idempotencyKey: idempotencyKey(ctx),
         });
         ctx.status = 201;

@@ -3,7 +3,7 @@ import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import type { Broker } from '../../infra/broker';
 import { sessionOf } from '../auth';
-import { charLength, field, intParam, queryParam } from '../input';
+import { charLength, intParam, queryParam } from '../input';
 import type { App, AppFactory, ApiContext, AppModule, Deps } from '../../types';
 import { TaskStore, type Task } from './tasks';
 import { SearchWorker } from './worker';
@@ -35,7 +35,7 @@ const searchApp: AppFactory = (deps): App => {
     middleware: {},
     handlers: {
       async startSearch(ctx, req) {
-        const phrase = field(req.body, 'message');
+        const phrase = req.body.message;
         if (charLength(phrase.trim()) < MIN_PHRASE) throw new BadRequest();
         const id = randomBytes(16).toString('hex');
         await tasks.create(id, sessionOf(ctx).accountId, phrase);
