@@ -11,13 +11,14 @@
  * Services mode (local PostgreSQL and Redis); creates and drops its own
  * database and Redis prefix, stops every process it started, bounded in time.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { WebSocket } from 'ws';
+import { killAll, start, stop, waitHttp } from './processes';
 
 const ROOT = path.resolve(__dirname, '..');
 const QUICK = process.argv.includes('--quick');
@@ -37,38 +38,11 @@ const SECONDS = QUICK ? 5 : 10;
 const IDLE_SOCKETS = 5000;
 const DEADLINE_MS = 5 * 60_000;
 
-const children: ChildProcess[] = [];
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const percentile = (xs: number[], p: number) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]);
 const fmt = (n: number) => (Number.isNaN(n) ? '–' : n >= 100 ? n.toFixed(0) : n.toFixed(1));
 
-function start(script: string, env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  return child;
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 8000);
-  await done;
-  clearTimeout(t);
-}
-
-async function waitHttp(port: number, pathName: string): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}${pathName}`);
-      return;
-    } catch {
-      await sleep(100);
-    }
-  }
-  throw new Error(`nothing answers on port ${port}`);
-}
 
 function rssKb(pid: number): number {
   const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -195,10 +169,10 @@ async function main(): Promise<void> {
   execFileSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'migrate'], { cwd: ROOT, env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
 
   const [A, B, C, PUB, SUB] = [18751, 18752, 18753, 18761, 18762];
-  const appA = start('messenger/main.ts', appEnv(A));
-  const appB = start('messenger/main.ts', appEnv(B));
-  const pub = start('bench/baselines/ws-broadcast.ts', { ROLE: 'pub', PORT: String(PUB), REDIS_URL, CHANNEL: `${PREFIX}baseline` });
-  const sub = start('bench/baselines/ws-broadcast.ts', { ROLE: 'sub', PORT: String(SUB), REDIS_URL, CHANNEL: `${PREFIX}baseline` });
+  const appA = start(['--import', 'tsx', 'messenger/main.ts'], appEnv(A));
+  const appB = start(['--import', 'tsx', 'messenger/main.ts'], appEnv(B));
+  const pub = start(['--import', 'tsx', 'bench/baselines/ws-broadcast.ts'], { ROLE: 'pub', PORT: String(PUB), REDIS_URL, CHANNEL: `${PREFIX}baseline` });
+  const sub = start(['--import', 'tsx', 'bench/baselines/ws-broadcast.ts'], { ROLE: 'sub', PORT: String(SUB), REDIS_URL, CHANNEL: `${PREFIX}baseline` });
   await Promise.all([waitHttp(A, '/ping'), waitHttp(B, '/ping'), waitHttp(PUB, '/'), waitHttp(SUB, '/')]);
 
   await api(A, 'POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
@@ -219,7 +193,7 @@ async function main(): Promise<void> {
   await stop(appB);
 
   log(`memory: ${IDLE_SOCKETS} idle connections`);
-  const appC = start('messenger/main.ts', appEnv(C));
+  const appC = start(['--import', 'tsx', 'messenger/main.ts'], appEnv(C));
   await waitHttp(C, '/ping');
   const appMem = await idleMemory('messenger', appC.pid ?? 0, `ws://127.0.0.1:${C}/v1/events`, auth);
   const bareMem = await idleMemory('bare ws', sub.pid ?? 0, `ws://127.0.0.1:${SUB}/`, {});
@@ -246,7 +220,7 @@ async function main(): Promise<void> {
 }
 
 async function cleanup(): Promise<void> {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killAll();
   try {
     const admin = new pg.Client({ connectionString: PG_ADMIN });
     await admin.connect();

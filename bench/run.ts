@@ -7,7 +7,7 @@
  * figures are ratios that hold on a noisy machine. Creates and drops its own
  * database, Redis key prefix and queues; kills everything it started.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,6 +17,7 @@ import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { renderChart } from './chart';
+import { killAll, start, stop, waitHttp } from './processes';
 
 const ROOT = path.resolve(__dirname, '..');
 const QUICK = process.argv.includes('--quick');
@@ -44,41 +45,12 @@ const SETTINGS = QUICK
   : { duration: 6, warmup: 2, runs: 3, growth: [10_000, 100_000, 1_000_000], searchTasks: 60, listChats: 1000, listMessages: 1_000_000 };
 const SEARCH_PHRASE = 'aurora borealis';
 
-const children: ChildProcess[] = [];
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmtInt = (n: number) => n.toLocaleString('en-US');
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 
-function start(args: string[], env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  return child;
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 8000);
-  await done;
-  clearTimeout(t);
-}
-
-async function waitHttp(port: number, pathName = '/ping', child?: ChildProcess): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    if (child !== undefined && child.exitCode !== null) throw new Error(`the process for port ${port} exited with code ${child.exitCode}`);
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}${pathName}`);
-      if (r.status < 500) return;
-    } catch {
-      // not up yet
-    }
-    await sleep(100);
-  }
-  throw new Error(`nothing answers on port ${port}`);
-}
 
 const appEnv = (port: number, extra: Record<string, string> = {}): Record<string, string> => ({
   DATABASE_URL, REDIS_URL, RMQ_URL, REDIS_PREFIX: PREFIX, SEARCH_QUEUE: QUEUE, PORT: String(port), HOST: '127.0.0.1',
@@ -656,7 +628,7 @@ async function report(rows: Row[], extra: Record<string, unknown>, notes: string
 }
 
 async function cleanup(): Promise<void> {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killAll();
   try {
     const admin = new pg.Client({ connectionString: PG_ADMIN });
     await admin.connect();
