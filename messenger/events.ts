@@ -88,9 +88,6 @@ const SHAPES: { [K in EventName]: Record<keyof EventMap[K], FieldKind> } = {
   'presence.changed': { accountId: 'string', online: 'boolean' },
 };
 
-/** Every event name, for documentation and tests. */
-export const EVENT_NAMES = Object.keys(SHAPES) as EventName[];
-
 function fits(value: unknown, kind: FieldKind): boolean {
   switch (kind) {
     case 'string': return typeof value === 'string';
