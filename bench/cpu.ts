@@ -78,7 +78,8 @@ async function main(): Promise<void> {
   try {
     const sync = MODE === 'rabbitmq' ? start(['dist/messenger/synchronizer.js'], env({ WORKERS_NUM: '1', METRICS_PORT: '0' })) : undefined;
     if (sync) children.push(sync);
-    const web = start(['dist/messenger/main.js'], env());
+    // BENCH_NODE_ARGS: options for the web processes' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (workers inherit them).
+    const web = start([...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), 'dist/messenger/main.js'], env());
     children.push(web);
     await waitHttp(PORT, '/ping', web);
     await api('POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
