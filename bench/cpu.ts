@@ -7,7 +7,8 @@
  * whatever else the machine is doing; CPU time per request much less, so
  * this is the figure to compare two builds by on a shared machine (run each
  * twice; docs/performance.md). Redis and RabbitMQ are shared servers whose
- * time cannot be told apart per client, so they are not counted.
+ * time cannot be told apart per client, so they are not counted. Also
+ * prints the web workers' peak RSS.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -121,9 +122,13 @@ async function main(): Promise<void> {
       spent[k] = (sum * TICK_MS * 1000) / r.requests.total; // µs per request
     }
     const total = Object.values(spent).reduce((a, b) => a + b, 0);
+    const peakRssMb = webPids.slice(1).map((p) => {
+      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      return m === null ? 0 : Math.round(Number(m[1]) / 1024);
+    });
     const out = {
       mode: MODE, requests: r.requests.total, non2xx: r.non2xx + r.errors, seconds: Number(seconds.toFixed(1)), rps: Math.round(r.requests.total / seconds),
-      p99ms: r.latency.p99, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
+      p99ms: r.latency.p99, peakRssMbOfWorkers: peakRssMb, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {
