@@ -155,7 +155,8 @@ async function fill(db: pg.Pool, chat: string, member: string, n: number, matchE
      FROM generate_series(1, $3) AS g`,
     [chat, member, n, matchEvery, offset],
   );
-  await db.query('UPDATE chats SET last_seq = $2 WHERE id = $1', [chat, n]);
+  // As the app writes a chat: its counter and the stored time of its last message.
+  await db.query('UPDATE chats SET last_seq = $2, last_seq_at = (SELECT created_at FROM messages WHERE chat_id = $1 AND seq = $2) WHERE id = $1', [chat, n]);
 }
 
 /**
