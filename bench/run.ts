@@ -69,6 +69,10 @@ const appEnv = (port: number, extra: Record<string, string> = {}): Record<string
   DATABASE_URL, REDIS_URL, RMQ_URL, REDIS_PREFIX: PREFIX, SEARCH_QUEUE: QUEUE, PORT: String(port), HOST: '127.0.0.1',
   WORKERS_NUM: String(WORKERS), LOG_LEVEL: 'warn', BCRYPT_COST: String(BCRYPT_COST), NGINX_THROTTLING: '1',
   SEARCH_IN_PROCESS_CONSUMER: '0', POOL_SIZE: '10',
+  // BENCH_BCRYPT_THREADS and BENCH_BCRYPT_NICE set the apps' BCRYPT_THREADS and BCRYPT_NICE (to compare
+  // settings in the login scenarios); unset, the apps' defaults.
+  ...(process.env.BENCH_BCRYPT_THREADS ? { BCRYPT_THREADS: process.env.BENCH_BCRYPT_THREADS } : {}),
+  ...(process.env.BENCH_BCRYPT_NICE ? { BCRYPT_NICE: process.env.BENCH_BCRYPT_NICE } : {}),
   // The login scenario sends 32 logins of one account at once from one address; under the default
   // limit of 10 attempts in progress most would be turned away (429) rather than measured.
   LOGIN_MAX_FAILURES: '10000', ...extra,
@@ -418,11 +422,7 @@ async function main(): Promise<void> {
   await stop(appA);
 
   log('app B: caching off (uncached pages), throttling off');
-  // BENCH_BCRYPT_THREADS and BENCH_BCRYPT_NICE set the app's BCRYPT_THREADS and BCRYPT_NICE here (to
-  // compare settings in the logins scenario); unset, its defaults.
-  const appB = await startApp(B, { APPS: 'auth,chats,messages,search', 
-    ...(process.env.BENCH_BCRYPT_THREADS ? { BCRYPT_THREADS: process.env.BENCH_BCRYPT_THREADS } : {}),
-    ...(process.env.BENCH_BCRYPT_NICE ? { BCRYPT_NICE: process.env.BENCH_BCRYPT_NICE } : {}) });
+  const appB = await startApp(B, { APPS: 'auth,chats,messages,search' });
   await warm(pageUrl(B, small.chat), { headers: auth });
   await warm(`http://127.0.0.1:${BS}/`);
   if (wants('GET page, uncached')) {
