@@ -41,6 +41,8 @@ export interface Config {
   bcryptCost: number;
   /** Worker threads that hash and compare passwords, off the event loop. */
   bcryptThreads: number;
+  /** How much lower than the process's the priority of those threads is (Linux nice, 0–19). */
+  bcryptNice: number;
   messageMaxLength: number;
   bodyLimitBytes: number;
   /** Other origins whose browser pages may call the API and open WebSockets (exact `scheme://host[:port]`). */
@@ -282,6 +284,7 @@ export function loadConfig(env: Env = process.env): Config {
     refreshTtlSeconds: r.int('REFRESH_TTL_SECONDS', 30 * 24 * 3600, 1, 365 * 24 * 3600),
     bcryptCost: r.int('BCRYPT_COST', 10, 4, 15),
     bcryptThreads: r.int('BCRYPT_THREADS', Math.max(1, os.availableParallelism()), 1, 64),
+    bcryptNice: r.int('BCRYPT_NICE', 10, 0, 19),
     messageMaxLength: r.int('MESSAGE_MAX_LENGTH', 16384, 1, 1_000_000),
     bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),
     requestTimeoutMs: r.int('REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),

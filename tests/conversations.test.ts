@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { harness, startApp, type Client } from './helpers/harness';
 import { badParameters, buildChat, buildUser, getPage, joinChat, postMessage, uniq, type TestUser } from './helpers/factories';
-import { CHATS_OF_ACCOUNT_SQL } from '../messenger/db/chats';
+import { CHATS_OF_ACCOUNT_SQL, chatsOfAccountParams } from '../messenger/db/chats';
 import { NAMES_BY_PREFIX_SQL, likePrefix } from '../messenger/db/users';
+import * as chatListMigration from '../migrations/007_chat_list';
 import { toWireId } from '../messenger/ids';
 import type { EventMap, EventName } from '../messenger/events';
 
@@ -176,6 +177,30 @@ describe('conversations: two accounts, a group chat and a direct chat', () => {
     await postMessage(client, first, me, 'bump', u.session);
     assert.deepEqual((await listChats(client, u.session)).map((c) => c.chat_id), [first, third, second]);
     assert.deepEqual((await listChats(client, u.session, 2)).map((c) => c.chat_id), [first, third]);
+  });
+
+  it('ranks a chat last written before last_seq_at existed by its last message once migration 007 has filled the time in', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const old = await buildChat(client, u.session, 'old');
+    const me = await joinChat(client, old, u.session);
+    await sleep(5);
+    const recent = await buildChat(client, u.session, 'recent');
+    await sleep(5);
+    const posted = await postMessage(client, old, me, 'after recent was made', u.session);
+    assert.deepEqual((await listChats(client, u.session)).map((c) => c.chat_id), [old, recent]);
+    await db.raw('UPDATE chats SET last_seq_at = NULL WHERE id = ?', [old]);
+    assert.deepEqual((await listChats(client, u.session)).map((c) => c.chat_id), [recent, old], 'without the time, the creation ranks it');
+    await chatListMigration.up(db);
+    const list = await listChats(client, u.session);
+    assert.deepEqual(list.map((c) => c.chat_id), [old, recent]);
+    assert.equal(list[0].last_message?.message_id, posted);
+    const [row] = (await db.raw(
+      'SELECT c.last_seq_at = m.created_at AS same FROM chats c JOIN messages m ON m.chat_id = c.id AND m.seq = c.last_seq WHERE c.id = ?',
+      [old],
+    )).rows as { same: boolean }[];
+    assert.equal(row.same, true);
   });
 
   it('answers 400 bad-parameters for a bad limit', async () => {
@@ -550,7 +575,7 @@ describe('conversation queries use indexes', () => {
     const list = await listChats(client, u.session, 1000);
     assert.equal(list.length, 40, 'owned (20) and joined (40) chats overlap in 20');
     assert.ok(list.every((c) => c.last_message?.text === 'filler 5' && c.unread === 5));
-    const res = (await db.raw(`EXPLAIN ${CHATS_OF_ACCOUNT_SQL}`, [me, me, 1000, me, me, me])) as { rows: Record<string, string>[] };
+    const res = (await db.raw(`EXPLAIN ${CHATS_OF_ACCOUNT_SQL}`, chatsOfAccountParams(me, 1000))) as { rows: Record<string, string>[] };
     const plan = planOf(res.rows);
     assert.match(plan, /chats_owner_idx/, plan);
     assert.match(plan, /chat_members_account_(idx|uq)/, plan);

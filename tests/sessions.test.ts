@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import supertest from 'supertest';
+import { PasswordHasher } from '../messenger/apps/auth/passwords';
 import { ConfigError, loadConfig } from '../messenger/config';
 import type { SessionEnded } from '../messenger/events';
 import { MODE, testEnv } from './helpers/env';
@@ -470,6 +472,25 @@ describe('sessions: bcrypt off the event loop, at the production cost', () => {
       assert.ok(Math.abs(ratio - 1) <= 0.2, `ratios ${ratios.join(', ')}`);
     } finally {
       await app.close();
+    }
+  });
+
+  it('compares passwords in threads at a lower priority than the event loop, by BCRYPT_NICE (Linux)', async function () {
+    if (!fs.existsSync('/proc/thread-self')) this.skip();
+    const niceOf = (tid: string) => {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+    };
+    const before = new Set(fs.readdirSync('/proc/self/task'));
+    const hasher = new PasswordHasher(4, 1, 7);
+    try {
+      assert.equal(await hasher.verify('pw', await hasher.hash('pw')), true);
+      const added = fs.readdirSync('/proc/self/task').filter((t) => !before.has(t));
+      const main = niceOf(String(process.pid));
+      assert.ok(added.map(niceOf).includes(Math.min(19, main + 7)), `new threads' nice: ${added.map(niceOf).join(', ')}; main thread ${main}`);
+      assert.equal(niceOf(String(process.pid)), main, 'the event loop keeps its priority');
+    } finally {
+      await hasher.close();
     }
   });
 

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { CHATS_OF_ACCOUNT_SQL } from '../../messenger/db/chats';
+import { CHATS_OF_ACCOUNT_SQL, chatsOfAccountParams } from '../../messenger/db/chats';
 import { STORE_BATCH } from '../../messenger/db/messages';
 
 const [mode, portArg, workersArg] = process.argv.slice(2);
@@ -43,8 +43,9 @@ const PAGE_SQL = `WITH c AS (
 // The app's insert (messenger/db/messages.ts insertMessage).
 const INSERT_SQL = `WITH member AS (
     SELECT id FROM chat_members WHERE id = $1 AND chat_id = $2 AND ($3::uuid IS NULL OR account_id = $3::uuid)),
-  chat AS (UPDATE chats SET last_seq = last_seq + 1 WHERE id = $2 AND EXISTS (SELECT 1 FROM member) RETURNING id, last_seq)
-  INSERT INTO messages (chat_id, member_id, seq, text) SELECT chat.id, $1, chat.last_seq, $4 FROM chat RETURNING id`;
+  chat AS (UPDATE chats SET last_seq = last_seq + 1, last_seq_at = greatest(last_seq_at, clock_timestamp())
+             WHERE id = $2 AND EXISTS (SELECT 1 FROM member) RETURNING id, last_seq, last_seq_at)
+  INSERT INTO messages (chat_id, member_id, seq, text, created_at) SELECT chat.id, $1, chat.last_seq, $4, chat.last_seq_at FROM chat RETURNING id`;
 
 const hex = (uuid: string) => uuid.replace(/-/g, '');
 const hexToUuid = (h: string | null) => (h === null ? undefined : `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
@@ -99,13 +100,13 @@ async function handlerFor(): Promise<http.RequestListener> {
   }
   if (mode === 'chats') {
     // The app's chat list (messenger/db/chats.ts chatsOfAccount): the very exported statement, its knex
-    // placeholders numbered for pg, the same parameters (account ×2, limit 100, account ×3), named
+    // placeholders numbered for pg, the same parameters (chatsOfAccountParams, limit 100), named
     // prepared statement as in the app, presented as the app presents it.
     let n = 0;
     const sql = CHATS_OF_ACCOUNT_SQL.replace(/\?/g, () => `$${++n}`);
     const lister = env('BENCH_LIST_ACCOUNT');
     return (_req, res) => {
-      pool.query({ name: 'chats-of-account', text: sql, values: [lister, lister, 100, lister, lister, lister] }).then((r) => {
+      pool.query({ name: 'chats-of-account', text: sql, values: chatsOfAccountParams(lister, 100) }).then((r) => {
         const chats = r.rows.map((c: {
           id: string; chat_name: string; direct: boolean; user_id: string | null; message_id: string | null; message_user_id: string | null;
           message_user_name: string | null; message_text: string | null; message_created_at: Date | null; unread: number | string;

@@ -23,7 +23,8 @@ export type InsertResult = StoredMessage | { missing: 'chat' | 'member' };
  * taken with UPDATE, which holds the row lock until commit: per-chat sequence
  * order is therefore commit order, and a reader paging by sequence never
  * sees a later message before an earlier one. `accountId` (auth on) must own
- * the member, so nobody posts under another account's user_id.
+ * the member, so nobody posts under another account's user_id. Sets the chat's
+ * `last_seq_at` as `storeBatch` does (the chat list ranks by it).
  */
 export async function insertMessage(
   db: Queryable,
@@ -37,12 +38,12 @@ export async function insertMessage(
         SELECT id, user_name FROM chat_members
          WHERE id = ? AND chat_id = ? AND (?::uuid IS NULL OR account_id = ?::uuid)),
       chat AS (
-        UPDATE chats SET last_seq = last_seq + 1
+        UPDATE chats SET last_seq = last_seq + 1, last_seq_at = greatest(last_seq_at, clock_timestamp())
          WHERE id = ? AND EXISTS (SELECT 1 FROM member)
-         RETURNING id, last_seq),
+         RETURNING id, last_seq, last_seq_at),
       ins AS (
-        INSERT INTO messages (chat_id, member_id, seq, text)
-        SELECT chat.id, ?, chat.last_seq, ? FROM chat
+        INSERT INTO messages (chat_id, member_id, seq, text, created_at)
+        SELECT chat.id, ?, chat.last_seq, ?, chat.last_seq_at FROM chat
         RETURNING id, seq, created_at)
      SELECT ins.id, ins.seq::int AS seq, ins.created_at, member.user_name FROM ins, member`,
     [memberId, chatId, accountId, accountId, chatId, memberId, text],

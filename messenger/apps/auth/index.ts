@@ -45,7 +45,7 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
   const sessions = new SessionStore(db, kv, events, config.sessionTtlSeconds, config.refreshTtlSeconds);
   const { loginMaxFailures, loginMaxFailuresPerAddress, loginWindowSeconds } = config.throttling;
   const guard = new LoginGuard(kv, loginMaxFailures, loginMaxFailuresPerAddress, loginWindowSeconds);
-  const hasher = new PasswordHasher(config.bcryptCost, config.bcryptThreads);
+  const hasher = new PasswordHasher(config.bcryptCost, config.bcryptThreads, config.bcryptNice);
   const trusted = new Set(config.throttling.trustedProxies);
 
   /** Compares a password under the lockout rules; `hash` undefined means no such account (same cost). */

@@ -7,6 +7,14 @@ import { Worker } from 'node:worker_threads';
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const bcrypt = require(workerData.bcryptPath);
+if (workerData.nice > 0) {
+  // Linux keeps a nice value per thread, and setpriority() on a thread id sets that thread's alone:
+  // the thread finds its id in /proc/thread-self. Elsewhere (no such file) it keeps the process's.
+  try {
+    const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+    require('node:os').setPriority(tid, Math.min(19, require('node:os').getPriority(tid) + workerData.nice));
+  } catch {}
+}
 parentPort.on('message', (m) => {
   try {
     const result = m.op === 'hash' ? bcrypt.hashSync(m.password, m.cost) : bcrypt.compareSync(m.password, m.hash);
@@ -34,7 +42,11 @@ interface Slot {
  * bcrypt off the event loop: a small pool of worker threads (one per core
  * by default, `BCRYPT_THREADS`) runs every hash and compare, so a burst of
  * logins does not stall the other requests of the process. Threads start on
- * first use; a thread that dies fails its job and is replaced.
+ * first use; a thread that dies fails its job and is replaced. On Linux each
+ * thread lowers its own priority by `nice` (BCRYPT_NICE): a hash is CPU work
+ * for tens of milliseconds, and at equal priority the threads of logins in
+ * flight take the cores from the event loops and PostgreSQL, whose requests
+ * each need a little CPU often; niced, they run on what those leave.
  */
 export class PasswordHasher {
   private readonly slots: Slot[] = [];
@@ -46,6 +58,7 @@ export class PasswordHasher {
   constructor(
     private readonly cost: number,
     private readonly threads: number,
+    private readonly nice = 0,
   ) {}
 
   /** A bcrypt hash of `password` at the configured cost. */
@@ -94,7 +107,7 @@ export class PasswordHasher {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { bcryptPath: require.resolve('bcryptjs') } });
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { bcryptPath: require.resolve('bcryptjs'), nice: this.nice } });
     const slot: Slot = { worker, busy: undefined };
     worker.unref();
     worker.on('message', (m: { id: number; result?: string | boolean; error?: string }) => {
