@@ -314,7 +314,7 @@ async function main(): Promise<void> {
   const listMessages = wants('GET /v1/chats') ? await fillChatList(db, lister, 'lister', SETTINGS.listChats, SETTINGS.listMessages) : 0;
   log(`  chat list: ${SETTINGS.listChats} chats, ${listMessages} messages${QUICK ? ' (scaled down from 1 M for --quick)' : ''} in ${((Date.now() - tl) / 1000).toFixed(1)} s`);
   await db.query(`CREATE INDEX messages_text_fts_idx ON messages USING gin (to_tsvector('simple'::regconfig, text)) WITH (fastupdate = off)`);
-  await db.query(`CREATE INDEX messages_text_trgm_idx ON messages USING gin (text gin_trgm_ops) WITH (fastupdate = off)`);
+  await db.query(`CREATE INDEX messages_text_trgm_idx ON messages USING gin (text gin_trgm_ops) WITH (fastupdate = on, gin_pending_list_limit = 256)`);
   await db.query('ANALYZE');
   const matches = Number((await db.query(`SELECT count(*) FROM messages WHERE text LIKE '%aurora borealis%'`)).rows[0].count);
   extra.data = { messages: total, listChats: SETTINGS.listChats, listMessages, searchMatches: matches, fillSeconds: (Date.now() - t0) / 1000 };

@@ -80,6 +80,9 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 [ -x /usr/libexec/podman/catatonit ] || need+=(catatonit)
 command -v netavark >/dev/null || [ -x /usr/lib/podman/netavark ] || need+=(netavark aardvark-dns)
+# netavark sets up container networks through iptables; without it compose up fails with
+# "netavark: No such file or directory (os error 2)".
+command -v iptables >/dev/null || need+=(iptables)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing ${need[*]} (Debian)"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then

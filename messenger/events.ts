@@ -4,14 +4,21 @@
  * `message.stored`, the realtime app fans events out to sockets.
  *
  * Two ways to listen:
- * - `react(name, fn)`: once per event, in the process that published it,
- *   awaited before `publish` resolves (so a cache is invalidated before the
- *   201 that caused it is sent). A failing reactor is logged, never thrown:
- *   the change is committed already.
- * - `subscribe(name, fn)`: on every instance, through the pub/sub port
- *   (memory in the embedded mode, one Redis channel in the services mode,
- *   each process subscribing once). Best effort: the database stays the
- *   truth, and a client that missed something catches up from it.
+ * - `react(name, fn)`: in the process that published the event, awaited
+ *   before `publish` resolves (so a cache is invalidated before the 201 that
+ *   caused it is sent). A failing reactor is logged, never thrown: the change
+ *   is committed already.
+ * - `subscribe(name, fn)`: once per event on every instance, through the
+ *   pub/sub port (memory in the embedded mode, one Redis channel in the
+ *   services mode, each process subscribing once). Best effort: the database
+ *   stays the truth, and a client that missed something catches up from it.
+ *
+ * Publishing is coalesced: the events published within one turn of the event
+ * loop (a group commit answers all its posts in one turn) go out together, as
+ * one flush. Each reactor gets the events of a flush as one list, in publish
+ * order (one cache bump per chat, one read-marker statement for the lot), and
+ * the flush crosses the pub/sub channel as one message. Under no load a flush
+ * is a single event.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from './infra/logger';
@@ -104,14 +111,42 @@ interface Envelope {
   data: unknown;
 }
 
-/** Parses an event from the wire; undefined for anything that is not exactly one of ours. */
-export function parseEvent(raw: string): { name: EventName; data: EventMap[EventName] } | undefined {
+/** An event, checked. */
+export type AnyEvent = { [K in EventName]: { name: K; data: EventMap[K] } }[EventName];
+
+/**
+ * Parses one flush from the wire (`{"events": [envelope, ...]}`): the events
+ * that are exactly ones of ours, in order, and how many were not.
+ * Undefined when the message itself is not a flush.
+ */
+export function parseFlush(raw: string): { events: AnyEvent[]; rejected: number } | undefined {
   let v: unknown;
   try {
     v = JSON.parse(raw);
   } catch {
     return undefined;
   }
+  if (typeof v !== 'object' || v === null) return undefined;
+  const list = (v as { events?: unknown }).events;
+  if (!Array.isArray(list)) return undefined;
+  const events: AnyEvent[] = [];
+  for (const item of list) {
+    const event = checkEvent(item);
+    if (event !== undefined) events.push(event);
+  }
+  return { events, rejected: list.length - events.length };
+}
+
+/** Parses one event from the wire; undefined for anything that is not exactly one of ours. */
+export function parseEvent(raw: string): AnyEvent | undefined {
+  try {
+    return checkEvent(JSON.parse(raw));
+  } catch {
+    return undefined;
+  }
+}
+
+function checkEvent(v: unknown): AnyEvent | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const { name, data } = v as Partial<Envelope>;
   if (typeof name !== 'string' || !(name in SHAPES) || typeof data !== 'object' || data === null) return undefined;
@@ -120,16 +155,26 @@ export function parseEvent(raw: string): { name: EventName; data: EventMap[Event
   for (const [key, kind] of Object.entries(shape)) if (!fits(fields[key], kind)) return undefined;
   const clean: Record<string, unknown> = {};
   for (const key of Object.keys(shape)) clean[key] = fields[key];
-  return { name: name as EventName, data: clean as unknown as EventMap[EventName] };
+  return { name, data: clean } as unknown as AnyEvent;
 }
 
 type Listener<K extends EventName> = (event: EventMap[K]) => void | Promise<void>;
+/** A reactor: the events of one flush with this name, in publish order (never empty). */
+export type Reactor<K extends EventName> = (events: EventMap[K][]) => Promise<void>;
+
+interface Queued {
+  name: EventName;
+  data: EventMap[EventName];
+  done: () => void;
+}
 
 /** The one port apps publish domain events through and listen on. */
 export class EventBus {
-  private readonly reactors = new Map<EventName, Set<Listener<EventName>>>();
+  private readonly reactors = new Map<EventName, Set<Reactor<EventName>>>();
   private readonly subscribers = new Map<EventName, Set<Listener<EventName>>>();
   private started: Promise<void> | undefined;
+  /** Published in this turn of the event loop, not yet flushed. */
+  private queued: Queued[] = [];
   /** Identifies this process on the shared channel (diagnostics only). */
   readonly origin = randomUUID();
 
@@ -151,29 +196,58 @@ export class EventBus {
 
   /**
    * Publishes an event of a committed change: local reactors run first and
-   * are awaited, then every instance's subscribers get it. Never throws: a
+   * are awaited, then every instance's subscribers get it. Resolves when
+   * both are done for the flush this event went out in. Never throws: a
    * pub/sub outage loses live delivery only (logged and counted).
    */
-  async publish<K extends EventName>(name: K, data: EventMap[K]): Promise<void> {
-    for (const fn of this.reactors.get(name) ?? []) {
-      try {
-        await fn(data);
-      } catch (err) {
-        this.log.error({ err, event: name }, 'event reactor failed');
-      }
-    }
-    try {
-      await this.pubsub.publish(JSON.stringify({ name, data, origin: this.origin }));
-      eventsPublished.inc({ event: name, outcome: 'sent' });
-    } catch (err) {
-      eventsPublished.inc({ event: name, outcome: 'lost' });
-      this.log.warn({ err: err instanceof Error ? err.message : err, event: name }, 'event not broadcast; clients catch up with resume');
-    }
+  publish<K extends EventName>(name: K, data: EventMap[K]): Promise<void> {
+    return new Promise<void>((done) => {
+      if (this.queued.length === 0) setImmediate(() => void this.flush());
+      this.queued.push({ name, data: data as EventMap[EventName], done });
+    });
   }
 
-  /** Runs `fn` once per `name` event, in the publishing process, before publish resolves. Returns the undo. */
-  react<K extends EventName>(name: K, fn: Listener<K>): () => void {
-    return add(this.reactors, name, fn as Listener<EventName>);
+  /** Sends what was published in the last turn: reactors (per name, concurrently), then one pub/sub message. */
+  private async flush(): Promise<void> {
+    const batch = this.queued;
+    this.queued = [];
+    const byName = new Map<EventName, EventMap[EventName][]>();
+    for (const q of batch) {
+      const list = byName.get(q.name);
+      if (list === undefined) byName.set(q.name, [q.data]);
+      else list.push(q.data);
+    }
+    const reactions: Promise<void>[] = [];
+    for (const [name, list] of byName) {
+      for (const fn of this.reactors.get(name) ?? []) {
+        reactions.push(
+          (async () => {
+            try {
+              await fn(list);
+            } catch (err) {
+              this.log.error({ err, event: name }, 'event reactor failed');
+            }
+          })(),
+        );
+      }
+    }
+    await Promise.all(reactions);
+    try {
+      await this.pubsub.publish(JSON.stringify({ events: batch.map(({ name, data }) => ({ name, data })), origin: this.origin }));
+      for (const [name, list] of byName) eventsPublished.inc({ event: name, outcome: 'sent' }, list.length);
+    } catch (err) {
+      for (const [name, list] of byName) eventsPublished.inc({ event: name, outcome: 'lost' }, list.length);
+      this.log.warn({ err: err instanceof Error ? err.message : err, events: batch.length }, 'events not broadcast; clients catch up with resume');
+    }
+    for (const q of batch) q.done();
+  }
+
+  /**
+   * Runs `fn` with the `name` events of each flush, in the publishing
+   * process, before their publish resolves. Returns the undo.
+   */
+  react<K extends EventName>(name: K, fn: Reactor<K>): () => void {
+    return add(this.reactors, name, fn as unknown as Reactor<EventName>);
   }
 
   /** Runs `fn` for every `name` event published by any instance. Returns the undo. */
@@ -182,17 +256,16 @@ export class EventBus {
   }
 
   private deliver(raw: string): void {
-    const event = parseEvent(raw);
-    if (event === undefined) {
-      this.log.warn('ignored a malformed event from the pub/sub channel');
-      return;
-    }
-    for (const fn of this.subscribers.get(event.name) ?? []) {
-      try {
-        const p = fn(event.data);
-        if (p instanceof Promise) p.catch((err: unknown) => this.log.error({ err, event: event.name }, 'event subscriber failed'));
-      } catch (err) {
-        this.log.error({ err, event: event.name }, 'event subscriber failed');
+    const flush = parseFlush(raw);
+    if (flush === undefined || flush.rejected > 0) this.log.warn({ rejected: flush?.rejected ?? 'all' }, 'ignored malformed events from the pub/sub channel');
+    for (const event of flush?.events ?? []) {
+      for (const fn of this.subscribers.get(event.name) ?? []) {
+        try {
+          const p = (fn as Listener<typeof event.name>)(event.data);
+          if (p instanceof Promise) p.catch((err: unknown) => this.log.error({ err, event: event.name }, 'event subscriber failed'));
+        } catch (err) {
+          this.log.error({ err, event: event.name }, 'event subscriber failed');
+        }
       }
     }
   }
@@ -204,7 +277,7 @@ export class EventBus {
   }
 }
 
-function add(map: Map<EventName, Set<Listener<EventName>>>, name: EventName, fn: Listener<EventName>): () => void {
+function add<F>(map: Map<EventName, Set<F>>, name: EventName, fn: F): () => void {
   let set = map.get(name);
   if (set === undefined) {
     set = new Set();

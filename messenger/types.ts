@@ -91,8 +91,11 @@ export type Handlers = { [Op in OperationId]?: Handler<Op> };
 export const STAGES = ['throttle', 'authenticate', 'cache'] as const;
 export type Stage = (typeof STAGES)[number];
 
-/** Reactions to domain events, by event name; each runs once per event, in the process that published it. */
-export type Reactors = { [K in EventName]?: (event: EventMap[K]) => Promise<void> };
+/**
+ * Reactions to domain events, by event name, in the process that published
+ * them: each gets the events of one flush (events.ts), in publish order, never empty.
+ */
+export type Reactors = { [K in EventName]?: (events: EventMap[K][]) => Promise<void> };
 
 /**
  * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { EventBus, parseEvent, type MessageStored } from '../messenger/events';
+import { EventBus, parseEvent, parseFlush, type MessageStored } from '../messenger/events';
 import { createLogger } from '../messenger/infra/logger';
 import { MemoryPubSub, RedisPubSub, type PubSub } from '../messenger/infra/pubsub';
 import { appDirectories, loadAppModules } from '../messenger/apps/registry';
@@ -101,11 +101,11 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
   it('reactors run once, in the publishing process, before publish resolves', async () => {
     const [a, b] = await twoInstances();
     const ran: string[] = [];
-    a.react('message.stored', async (e) => {
+    a.react('message.stored', async (list) => {
       await new Promise((r) => setTimeout(r, 20));
-      ran.push(`a:${e.text}`);
+      ran.push(...list.map((e) => `a:${e.text}`));
     });
-    b.react('message.stored', async (e) => { ran.push(`b:${e.text}`); });
+    b.react('message.stored', async (list) => { ran.push(...list.map((e) => `b:${e.text}`)); });
     await a.publish('message.stored', stored('x'));
     assert.deepEqual(ran, ['a:x']);
     await drained([a, b]);
@@ -135,6 +135,31 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '2'.repeat(32), unread: 0 });
     await drained([a]);
     assert.deepEqual(got, ['1'.repeat(32)]);
+  });
+
+  it('events published in one turn reach each reactor as one list and cross the channel as one message, in publish order', async () => {
+    const [a, b] = await twoInstances();
+    const sent: string[] = [];
+    const counting = (a as unknown as { pubsub: PubSub }).pubsub;
+    const publish = counting.publish.bind(counting);
+    counting.publish = async (raw: string) => {
+      sent.push(raw);
+      await publish(raw);
+    };
+    const lists: string[][] = [];
+    a.react('message.stored', async (list) => { lists.push(list.map((e) => e.text)); });
+    const onB = collect<string>(3);
+    b.subscribe('message.stored', (e) => { if (e.text.startsWith('burst')) onB.push(e.text); });
+    await Promise.all(['burst 1', 'burst 2', 'burst 3'].map((t) => a.publish('message.stored', stored(t))));
+    assert.deepEqual(lists, [['burst 1', 'burst 2', 'burst 3']]);
+    assert.equal(sent.length, 1, 'one pub/sub message for the three');
+    assert.deepEqual(await onB.done, ['burst 1', 'burst 2', 'burst 3']);
+    // Published in separate turns, they are separate flushes.
+    await a.publish('message.stored', stored('later 1'));
+    await a.publish('message.stored', stored('later 2'));
+    assert.deepEqual(lists.slice(1), [['later 1'], ['later 2']]);
+    assert.equal(sent.length, 3);
+    await drained([a, b]);
   });
 
   it('a stored message through the API publishes message.stored with its place in the chat', async () => {
@@ -178,6 +203,13 @@ describe('event parsing', () => {
       assert.equal(parseEvent(bad), undefined, bad);
     }
   });
+
+  it('reads a flush: the good events in order, the malformed ones counted and dropped', () => {
+    const good = { name: 'read.moved', data: { accountId: 'a', chatId: 'b', messageId: 'c', unread: 2 } };
+    const flush = parseFlush(JSON.stringify({ events: [good, { name: 'read.moved', data: { accountId: 'a' } }, { ...good, data: { ...good.data, unread: 0 } }, 7], origin: 'x' }));
+    assert.deepEqual(flush, { events: [good, { ...good, data: { ...good.data, unread: 0 } }], rejected: 2 });
+    for (const bad of ['not json', 'null', '[]', JSON.stringify({ events: 'x' }), JSON.stringify(good)]) assert.equal(parseFlush(bad), undefined, bad);
+  });
 });
 
 describe('apps are folders', () => {
@@ -188,7 +220,7 @@ describe('apps are folders', () => {
       fs.writeFileSync(
         path.join(dir, 'shout', 'index.js'),
         `exports.app = { name: 'shout', create: (deps) => ({ name: 'shout', requires: [], middleware: {}, handlers: {},
-           reactors: { 'message.stored': async (e) => { deps.heard.push(e.text.toUpperCase()); } } }) };`,
+           reactors: { 'message.stored': async (list) => { for (const e of list) deps.heard.push(e.text.toUpperCase()); } } }) };`,
       );
       assert.deepEqual(appDirectories(dir), ['shout']);
       const mod = loadAppModules(dir).get('shout');

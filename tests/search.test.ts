@@ -395,7 +395,7 @@ describe('the search query', () => {
       [chatId, userId, rare],
     );
     await db.raw('UPDATE chats SET last_seq = 20000 WHERE id = ?', [chatId]);
-    // ANALYZE only, no VACUUM: the indexes have fastupdate off, so fresh rows are already in them.
+    // ANALYZE only, no VACUUM: the full-text index has fastupdate off (migration 008), so fresh rows are already in it.
     await db.raw('ANALYZE messages');
     const owner = await accountId(u.userName);
     const res = (await db.raw(`EXPLAIN ${EXACT_SEARCH_SQL}`, [owner, rare, 100])) as { rows: Record<string, string>[] };

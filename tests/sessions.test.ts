@@ -503,12 +503,19 @@ describe('sessions: bcrypt off the event loop, at the production cost', () => {
       const started = Date.now();
       await client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).expect(400);
       const oneCompare = Date.now() - started;
-      const h = monitorEventLoopDelay({ resolution: 5 });
-      h.enable();
-      await Promise.all(Array.from({ length: 4 }, () => client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).expect(400)));
-      h.disable();
-      const maxMs = h.max / 1e6;
-      assert.ok(maxMs < oneCompare / 2, `event loop stalled ${maxMs.toFixed(1)} ms (one compare: ${oneCompare} ms)`);
+      // Compares on the event loop would stall it for a whole compare in every try; a stall from the
+      // machine being busy (other processes on 2 cores) does not repeat in each of three tries.
+      const stalls: number[] = [];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const h = monitorEventLoopDelay({ resolution: 5 });
+        h.enable();
+        await Promise.all(Array.from({ length: 4 }, () => client.post('/v1/auth/login', { user_name: u.userName, password: 'wrong' }).expect(400)));
+        h.disable();
+        stalls.push(h.max / 1e6);
+        if (stalls[attempt] < oneCompare / 2) break;
+      }
+      const least = Math.min(...stalls);
+      assert.ok(least < oneCompare / 2, `event loop stalled ${stalls.map((m) => m.toFixed(1)).join(', ')} ms in each try (one compare: ${oneCompare} ms)`);
     } finally {
       await app.close();
     }

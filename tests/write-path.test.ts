@@ -208,8 +208,8 @@ describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
 
   before(async () => {
     app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: 'no_storage', NGINX_THROTTLING: '1' });
-    undo = harness().infra.events.react('message.stored', async (e) => {
-      events.push(e);
+    undo = harness().infra.events.react('message.stored', async (list) => {
+      events.push(...list);
     });
   });
   after(async () => {

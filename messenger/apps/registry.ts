@@ -53,7 +53,7 @@ export function mountReactors(deps: Deps, apps: App[]): () => void {
   const undo: (() => void)[] = [];
   for (const app of apps) {
     for (const [name, fn] of Object.entries(app.reactors ?? {})) {
-      undo.push(deps.events.react(name as EventName, fn as (e: EventMap[EventName]) => Promise<void>));
+      undo.push(deps.events.react(name as EventName, fn as (e: EventMap[EventName][]) => Promise<void>));
     }
   }
   return () => undo.forEach((u) => u());

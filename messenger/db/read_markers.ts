@@ -1,4 +1,4 @@
-import type { Queryable } from '../infra/db';
+import { prepared, type Queryable } from '../infra/db';
 
 /**
  * Read markers: one row per (account, chat) holding the per-chat `seq` of the
@@ -68,23 +68,59 @@ async function markerOf(db: Queryable, accountId: string, chatId: string): Promi
   return { seq, unread: Math.max(Number(row?.last_seq ?? 0) - seq, 0) };
 }
 
+/** A marker to move forward, and the message it moves to. */
+export interface MarkerMove {
+  accountId: string;
+  chatId: string;
+  seq: number;
+  messageId: string;
+}
+
+/** A marker a batch moved, with what is left unread after it. */
+export interface MovedMarker extends MarkerMove {
+  unread: number;
+}
+
 /**
- * Moves the poster's marker to the message it just posted (seq `seq`), so its
- * own messages never count as unread. Answers the new state when it moved,
- * undefined when the marker was already there or further.
+ * Moves each account's marker in each chat to the given message (its seq)
+ * when that is further than where it stands, in one statement for all of
+ * them: the posters' markers after their posts (so their own messages never
+ * count as unread). At most one move per (account, chat); rows are written in
+ * key order, so two concurrent batches cannot deadlock. Answers the markers
+ * that moved.
+ *
+ * Its commit does not wait for the WAL flush (`synchronous_commit` off for
+ * this statement's transaction alone), so the 201 of a post waits for one
+ * disk flush, its message's, not two. The price: if PostgreSQL itself
+ * crashes (not a clean stop), the moves of the last fraction of a second
+ * (at most three `wal_writer_delay`s) can be lost, leaving a poster's own
+ * newest messages counted as unread to them until their next read. Nothing
+ * else is affected: the messages are committed durably, a marker is never
+ * corrupt or ahead, and `POST /v1/chats/{chat_id}/read` (markRead) commits
+ * synchronously.
  */
-export async function advanceMarker(db: Queryable, accountId: string, chatId: string, seq: number): Promise<MarkerState | undefined> {
+export async function advanceMarkers(db: Queryable, moves: MarkerMove[]): Promise<MovedMarker[]> {
+  if (moves.length === 0) return [];
   const res = (await db.raw(
-    `WITH up AS (
-        INSERT INTO read_markers (account_id, chat_id, seq) VALUES (?::uuid, ?::uuid, ?)
+    `WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+      input AS (
+        SELECT * FROM json_to_recordset(?::json) AS t(account_id uuid, chat_id uuid, seq bigint)),
+      up AS (
+        INSERT INTO read_markers AS r (account_id, chat_id, seq)
+        SELECT account_id, chat_id, seq FROM input ORDER BY account_id, chat_id
         ON CONFLICT (account_id, chat_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
-         WHERE read_markers.seq < EXCLUDED.seq
-        RETURNING seq)
-     SELECT up.seq, c.last_seq FROM up, chats c WHERE c.id = ?::uuid`,
-    [accountId, chatId, seq, chatId],
-  )) as { rows: { seq: string | number; last_seq: string | number }[] };
-  const row = res.rows[0];
-  if (row === undefined) return undefined;
-  const at = Number(row.seq);
-  return { moved: true, seq: at, unread: Math.max(Number(row.last_seq) - at, 0) };
+         WHERE r.seq < EXCLUDED.seq
+        RETURNING r.account_id, r.chat_id, r.seq)
+     SELECT up.account_id, up.chat_id, up.seq, c.last_seq FROM async, up JOIN chats c ON c.id = up.chat_id`,
+    [JSON.stringify(moves.map((m) => ({ account_id: m.accountId, chat_id: m.chatId, seq: m.seq })))],
+  ).options(prepared('advance-markers'))) as { rows: { account_id: string; chat_id: string; seq: string | number; last_seq: string | number }[] };
+  const byKey = new Map(moves.map((m) => [`${m.accountId}|${m.chatId}`, m]));
+  const moved: MovedMarker[] = [];
+  for (const row of res.rows) {
+    const move = byKey.get(`${row.account_id}|${row.chat_id}`);
+    if (move === undefined) continue;
+    const seq = Number(row.seq);
+    moved.push({ ...move, seq, unread: Math.max(Number(row.last_seq) - seq, 0) });
+  }
+  return moved;
 }

@@ -116,6 +116,8 @@ export class RedisKv implements Kv {
       maxRetriesPerRequest: 1,
       connectTimeout: 3000,
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 3000),
+      // The commands of one turn of the event loop (the session lookups of concurrent requests) go out in one write.
+      enableAutoPipelining: true,
     });
     redis.defineCommand('msgRateLimit', { numberOfKeys: 2, lua: RATE_LIMIT_SCRIPT });
     redis.defineCommand('msgIncr', { numberOfKeys: 1, lua: INCR_SCRIPT });

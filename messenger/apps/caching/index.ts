@@ -64,10 +64,10 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
     },
     handlers: {},
     reactors: {
-      // Runs in the process that stored the message, before its 201 is sent.
-      async 'message.stored'(event) {
+      // Runs in the process that stored the messages, before their 201s are sent: one bump per chat.
+      async 'message.stored'(stored) {
         try {
-          await kv.incr(versionKey(event.chatId));
+          await Promise.all([...new Set(stored.map((e) => e.chatId))].map((chat) => kv.incr(versionKey(chat))));
         } catch (err) {
           // The message is stored; refusing the 201 now would invite a duplicate.
           log.error({ err }, 'could not invalidate cached pages; they may be stale until they expire');

@@ -1,5 +1,5 @@
 import { chatsOfAccount, openDirectChat, type ChatListRow } from '../../db/chats';
-import { advanceMarker, markRead } from '../../db/read_markers';
+import { advanceMarkers, markRead } from '../../db/read_markers';
 import { findUserByName, namesByPrefix } from '../../db/users';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId } from '../../ids';
@@ -48,19 +48,32 @@ const conversationsApp: AppFactory = (deps): App => {
     reactors: {
       // Posting moves the poster's marker to its message, so nobody's own
       // messages count as unread. Runs in the publishing process before its
-      // 201; the marker only ever moves forward, whatever order posts finish in.
-      async 'message.stored'(event) {
-        const accountId = parseId(event.accountId);
-        const chatId = parseId(event.chatId);
-        if (accountId === null || chatId === null) return;
-        const moved = await advanceMarker(db, accountId, chatId, event.seq);
-        if (moved === undefined) return;
-        await events.publish('read.moved', {
-          accountId: toWireId(accountId),
-          chatId: toWireId(chatId),
-          messageId: event.messageId,
-          unread: moved.unread,
-        });
+      // 201: one statement for the flush, each (account, chat) moved to its
+      // furthest message; a marker only ever moves forward, whatever order
+      // posts finish in. Messages of the no_storage mode (seq 0) have no place
+      // to mark.
+      async 'message.stored'(stored) {
+        const furthest = new Map<string, { accountId: string; chatId: string; seq: number; messageId: string }>();
+        for (const e of stored) {
+          const accountId = parseId(e.accountId);
+          const chatId = parseId(e.chatId);
+          if (accountId === null || chatId === null || e.seq <= 0) continue;
+          const k = `${accountId}|${chatId}`;
+          const seen = furthest.get(k);
+          if (seen === undefined || seen.seq < e.seq) furthest.set(k, { accountId, chatId, seq: e.seq, messageId: e.messageId });
+        }
+        if (furthest.size === 0) return;
+        const moved = await advanceMarkers(db, [...furthest.values()]);
+        await Promise.all(
+          moved.map((m) =>
+            events.publish('read.moved', {
+              accountId: toWireId(m.accountId),
+              chatId: toWireId(m.chatId),
+              messageId: m.messageId,
+              unread: m.unread,
+            }),
+          ),
+        );
       },
     },
     handlers: {

@@ -78,23 +78,22 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
       list.push(r);
       byChat.set(r.item.chat_id, list);
     }
+    // Published together, chat by chat in seq order: the bus sends them as one flush.
+    const ordered = [...byChat.values()].flatMap((list) => list.sort((a, b) => a.row.seq - b.row.seq));
     announcing = announcing.then(() =>
       Promise.all(
-        [...byChat.values()].map(async (list) => {
-          list.sort((a, b) => a.row.seq - b.row.seq);
-          for (const { item, row } of list) {
-            await events.publish('message.stored', {
-              chatId: toWireId(item.chat_id),
-              messageId: toWireId(item.id),
-              userId: toWireId(item.member_id),
-              userName: row.user_name,
-              accountId: item.account_id,
-              text: item.text,
-              createdAt: row.created_at.toISOString(),
-              seq: Number(row.seq),
-            });
-          }
-        }),
+        ordered.map(({ item, row }) =>
+          events.publish('message.stored', {
+            chatId: toWireId(item.chat_id),
+            messageId: toWireId(item.id),
+            userId: toWireId(item.member_id),
+            userName: row.user_name,
+            accountId: item.account_id,
+            text: item.text,
+            createdAt: row.created_at.toISOString(),
+            seq: Number(row.seq),
+          }),
+        ),
       ).then(() => undefined),
     );
   };

@@ -1,0 +1,152 @@
+/**
+ * npm run bench:cpu -- [db_direct|rabbitmq|no_storage] [requests]
+ *
+ * CPU time per POST message into one chat, by process: the web processes
+ * (master and workers), the synchronizer (rabbitmq mode) and the PostgreSQL
+ * backends serving this benchmark's database. Requests per second depend on
+ * whatever else the machine is doing; CPU time per request much less, so
+ * this is the figure to compare two builds by on a shared machine (run each
+ * twice; docs/performance.md). Redis and RabbitMQ are shared servers whose
+ * time cannot be told apart per client, so they are not counted. Also
+ * prints the web workers' peak RSS.
+ */
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import amqp from 'amqplib';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { killAll, start, stop, waitHttp } from './processes';
+
+const ROOT = path.resolve(__dirname, '..');
+const MODE = process.argv[2] ?? 'db_direct';
+const REQUESTS = Number(process.argv[3] ?? 20_000);
+const ID = randomBytes(4).toString('hex');
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const DB_NAME = `messenger_bench_${ID}`;
+const DATABASE_URL = PG_ADMIN.replace(/\/[^/]*$/, `/${DB_NAME}`);
+const PORT = 18791;
+const TICK_MS = 1000 / 100; // USER_HZ
+
+if (!['db_direct', 'rabbitmq', 'no_storage'].includes(MODE) || !(REQUESTS > 0)) {
+  process.stderr.write('usage: bench/cpu.ts [db_direct|rabbitmq|no_storage] [requests]\n');
+  process.exit(2);
+}
+
+const env = (extra: Record<string, string> = {}): Record<string, string> => ({
+  DATABASE_URL, REDIS_URL: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379', RMQ_URL: process.env.BENCH_RMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+  REDIS_PREFIX: `bench:${ID}:`, SEARCH_QUEUE: `bench.${ID}.search`, SYNC_QUEUE: `bench.${ID}.sync`, PORT: String(PORT), HOST: '127.0.0.1',
+  WORKERS_NUM: '2', LOG_LEVEL: 'warn', NGINX_THROTTLING: '1', SEARCH_IN_PROCESS_CONSUMER: '0', POOL_SIZE: '10',
+  MESSAGE_STORAGE_TYPE: MODE, SYNC_IN_PROCESS: '0', BCRYPT_COST: '4', ...extra,
+});
+
+/** CPU ticks (user + system) a process and its threads used so far; 0 once it is gone. */
+function ticks(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return 0;
+  }
+}
+
+function childPids(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function api(method: string, p: string, body: object, session?: string): Promise<Record<string, unknown>> {
+  const r = await fetch(`http://127.0.0.1:${PORT}${p}`, {
+    method, body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...(session ? { authorization: `session_id ${session}` } : {}) },
+  });
+  if (r.status >= 300) throw new Error(`${method} ${p} answered ${r.status}: ${await r.text()}`);
+  return (await r.json()) as Record<string, unknown>;
+}
+
+async function main(): Promise<void> {
+  execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'ignore' });
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${DB_NAME}`);
+  execFileSync(process.execPath, ['dist/messenger/db-cli.js', 'migrate'], { cwd: ROOT, env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
+  const children: ChildProcess[] = [];
+  try {
+    const sync = MODE === 'rabbitmq' ? start(['dist/messenger/synchronizer.js'], env({ WORKERS_NUM: '1', METRICS_PORT: '0' })) : undefined;
+    if (sync) children.push(sync);
+    // BENCH_NODE_ARGS: options for the web processes' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (workers inherit them).
+    const web = start([...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), 'dist/messenger/main.js'], env());
+    children.push(web);
+    await waitHttp(PORT, '/ping', web);
+    await api('POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
+    const session = (await api('POST', '/v1/auth/login', { user_name: 'bench', password: 'correct horse battery' })).session_id as string;
+    const chat = (await api('POST', '/v1/chats', { chat_name: 'cpu' }, session)).chat_id as string;
+    const member = (await api('POST', `/v1/chats/${chat}/users`, { user_name: 'bench' }, session)).user_id as string;
+    const run = (amount: number) =>
+      autocannon({
+        url: `http://127.0.0.1:${PORT}/v1/chats/${chat}/messages?user_id=${member}`, connections: 32, amount, method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `session_id ${session}` },
+        body: JSON.stringify({ message: 'a benchmark message of ordinary length, about forty-eight characters' }),
+      });
+    await run(Math.min(REQUESTS, 3000));
+    const dbPids = async () =>
+      (await admin.query('SELECT pid FROM pg_stat_activity WHERE datname = $1', [DB_NAME])).rows.map((r: { pid: number }) => r.pid);
+    const webPids = [web.pid as number, ...childPids(web.pid as number)];
+    const groups: Record<string, number[]> = { web: webPids, postgres: await dbPids() };
+    if (sync) groups.synchronizer = [sync.pid as number];
+    const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, new Map(pids.map((p) => [p, ticks(p)]))]));
+    const t0 = performance.now();
+    const r = await run(REQUESTS);
+    const seconds = (performance.now() - t0) / 1000;
+    // The synchronizer's work for these posts may still be under way: wait until it is idle.
+    if (sync) {
+      let last = -1;
+      for (;;) {
+        await new Promise((res) => setTimeout(res, 500));
+        const now = ticks(sync.pid as number);
+        if (now === last) break;
+        last = now;
+      }
+    }
+    // Backends opened during the run count from zero.
+    for (const p of await dbPids()) if (!before.postgres.has(p)) before.postgres.set(p, 0);
+    const spent: Record<string, number> = {};
+    for (const [k, m] of Object.entries(before)) {
+      let sum = 0;
+      for (const [p, t] of m) sum += ticks(p) - t;
+      spent[k] = (sum * TICK_MS * 1000) / r.requests.total; // µs per request
+    }
+    const total = Object.values(spent).reduce((a, b) => a + b, 0);
+    const peakRssMb = webPids.slice(1).map((p) => {
+      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      return m === null ? 0 : Math.round(Number(m[1]) / 1024);
+    });
+    const out = {
+      mode: MODE, requests: r.requests.total, non2xx: r.non2xx + r.errors, seconds: Number(seconds.toFixed(1)), rps: Math.round(r.requests.total / seconds),
+      p99ms: r.latency.p99, peakRssMbOfWorkers: peakRssMb, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
+    };
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+  } finally {
+    for (const c of children) await stop(c);
+    await admin.query(`DROP DATABASE IF EXISTS ${DB_NAME} WITH (FORCE)`);
+    await admin.end();
+    const conn = await amqp.connect(env().RMQ_URL);
+    const ch = await conn.createChannel();
+    for (const q of [`bench.${ID}.sync`, `bench.${ID}.sync.dead`, `bench.${ID}.search`, `bench.${ID}.search.dead`]) await ch.deleteQueue(q).catch(() => {});
+    await conn.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    killAll();
+    process.exit(1);
+  },
+);
