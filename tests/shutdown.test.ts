@@ -90,7 +90,10 @@ describe('messenger-api as a process (node:cluster workers, SIGTERM)', function 
         return { status: res.status, text: await res.text() };
       };
       for (let i = 0; i < 10; i++) assert.equal((await get('/ping')).status, 200);
-      const pids = new Set(service?.lines.filter((l) => l.msg === 'request' && l.path === '/ping').map((l) => l.pid));
+      // A worker's access-log line can reach this process after the response did (a busy machine): wait for all ten.
+      const pingLines = () => service?.lines.filter((l) => l.msg === 'request' && l.path === '/ping') ?? [];
+      await waitUntil('the access-log lines of the ten pings', async () => pingLines().length >= 10);
+      const pids = new Set(pingLines().map((l) => l.pid));
       assert.equal(pids.size, workers, 'both workers served /ping');
       const metrics = await get('/metrics');
       assert.equal(metrics.status, 200);
