@@ -149,8 +149,10 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
     });
     if (good.length > 0) {
       const items = good.map((g) => g.m);
+      const began = Date.now();
       const { stored, dead } = await storeIsolating(items, 0);
       const now = Date.now();
+      log.debug({ size: items.length, stored: stored.length, oldestMs: began - Math.min(...items.map((m) => m.queued_at)), storeMs: now - began }, 'batch stored');
       for (const s of stored) syncLag.observe(Math.max(0, now - items[s.index].queued_at) / 1000);
       syncMessages.inc({ outcome: 'stored' }, stored.length);
       syncMessages.inc({ outcome: 'duplicate' }, items.length - stored.length - dead.length);
