@@ -154,4 +154,32 @@ describe('caching keys', () => {
     await client.get(`/v1/chats/${chatId}/messages?limit=7`, other.session).expect(200).expect('X-Cache', 'MISS');
     await client.get(`/v1/chats/${chatId}/messages?limit=7`, other.session).expect(200).expect('X-Cache', 'HIT');
   });
+
+  it('keys a page by each parameter name and value as given: a value holding & or = is not two parameters', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const base = (limit: number) => `/v1/chats/${chatId}/messages?limit=${limit}`;
+    // Each pair reads the same page, by two different queries: the second is a MISS, not the first one's page.
+    const pairs: [string, string][] = [
+      [`${base(5)}&a=1%26b%3D2`, `${base(5)}&a=1&b=2`],
+      [`${base(6)}&a%3D1%26b=2`, `${base(6)}&a=1&b=2`],
+    ];
+    for (const [first, second] of pairs) {
+      await client.get(first, u.session).expect(200).expect('X-Cache', 'MISS');
+      await client.get(first, u.session).expect(200).expect('X-Cache', 'HIT');
+      await client.get(second, u.session).expect(200).expect('X-Cache', 'MISS');
+    }
+  });
+
+  it('HEAD is not served from nor stored in the cache', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const path = `/v1/chats/${chatId}/messages?limit=3`;
+    const head = await client.request('HEAD', path, u.session).expect(200);
+    assert.equal(head.headers['x-cache'], undefined);
+    await client.get(path, u.session).expect(200).expect('X-Cache', 'MISS');
+    await client.get(path, u.session).expect(200).expect('X-Cache', 'HIT');
+    const again = await client.request('HEAD', path, u.session).expect(200);
+    assert.equal(again.headers['x-cache'], undefined);
+  });
 });
