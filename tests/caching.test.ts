@@ -70,6 +70,22 @@ describe('caching of chat pages', () => {
     assert.deepEqual((joined.body as Page).messages.map((m) => m.text), ['first']);
   });
 
+  it('with auth off (no auth in APPS), caches pages for every caller alike', async () => {
+    const open = await startApp(harness().infra, { APPS: 'chats,messages,caching' });
+    try {
+      const { client } = open;
+      const chatId = await buildChat(client);
+      const userId = await joinChat(client, chatId);
+      const id = await postMessage(client, chatId, userId, 'open chat');
+      const miss = await client.get(`/v1/chats/${chatId}/messages?limit=10`).expect(200).expect('X-Cache', 'MISS');
+      const hit = await client.get(`/v1/chats/${chatId}/messages?limit=10`).expect(200).expect('X-Cache', 'HIT');
+      assert.deepEqual(hit.body, miss.body);
+      assert.deepEqual((hit.body as Page).messages.map((m) => m.message_id), [id]);
+    } finally {
+      await open.close();
+    }
+  });
+
   it('is off without caching in APPS: no X-Cache header', async () => {
     const off = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
     try {
