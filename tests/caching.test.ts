@@ -198,4 +198,17 @@ describe('caching keys', () => {
     const again = await client.request('HEAD', path, u.session).expect(200);
     assert.equal(again.headers['x-cache'], undefined);
   });
+
+  it('caches only the operations marked x-cache-chat: the chat list is never cached and always fresh', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const first = await client.get('/v1/chats', u.session).expect(200);
+    assert.equal(first.headers['x-cache'], undefined);
+    const another = await buildChat(client, u.session);
+    const second = await client.get('/v1/chats', u.session).expect(200);
+    assert.equal(second.headers['x-cache'], undefined);
+    assert.notDeepEqual(second.body, first.body);
+    assert.ok(JSON.stringify(second.body).includes(chatId));
+    assert.ok(!JSON.stringify(first.body).includes(another) && JSON.stringify(second.body).includes(another));
+  });
 });
