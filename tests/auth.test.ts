@@ -186,6 +186,18 @@ describe('sessions', () => {
     await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(401, { message: 'invalid-session-id' });
   });
 
+  it('GET /v1/auth/me answers 401 invalid-session-id for a session still in the store whose account was deleted', async () => {
+    const { client } = harness().app;
+    const { db, kv } = harness().infra;
+    const u = await buildUser(client);
+    await client.get('/v1/auth/me', u.session).expect(200);
+    // An operator deletes the account; the sessions' rows go with it, the store's entry lives on until its TTL.
+    await db('users').where({ user_name: u.userName }).delete();
+    assert.equal(await db('users').where({ user_name: u.userName }).first(), undefined);
+    assert.notEqual(await kv.get(sessionKey(u.session)), null);
+    await client.get('/v1/auth/me', u.session).expect(401, { message: 'invalid-session-id' });
+  });
+
   it('an expired session answers 401 session-id-expired', async function () {
     this.timeout(10_000);
     const shortLived = await startApp(harness().infra, { SESSION_TTL_SECONDS: '1' });

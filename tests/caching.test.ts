@@ -70,6 +70,22 @@ describe('caching of chat pages', () => {
     assert.deepEqual((joined.body as Page).messages.map((m) => m.text), ['first']);
   });
 
+  it('with auth off (no auth in APPS), caches pages for every caller alike', async () => {
+    const open = await startApp(harness().infra, { APPS: 'chats,messages,caching' });
+    try {
+      const { client } = open;
+      const chatId = await buildChat(client);
+      const userId = await joinChat(client, chatId);
+      const id = await postMessage(client, chatId, userId, 'open chat');
+      const miss = await client.get(`/v1/chats/${chatId}/messages?limit=10`).expect(200).expect('X-Cache', 'MISS');
+      const hit = await client.get(`/v1/chats/${chatId}/messages?limit=10`).expect(200).expect('X-Cache', 'HIT');
+      assert.deepEqual(hit.body, miss.body);
+      assert.deepEqual((hit.body as Page).messages.map((m) => m.message_id), [id]);
+    } finally {
+      await open.close();
+    }
+  });
+
   it('is off without caching in APPS: no X-Cache header', async () => {
     const off = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
     try {
@@ -153,5 +169,46 @@ describe('caching keys', () => {
     // Allowed, but not yet known to be: the handler answers (MISS), then it is known (HIT).
     await client.get(`/v1/chats/${chatId}/messages?limit=7`, other.session).expect(200).expect('X-Cache', 'MISS');
     await client.get(`/v1/chats/${chatId}/messages?limit=7`, other.session).expect(200).expect('X-Cache', 'HIT');
+  });
+
+  it('keys a page by each parameter name and value as given: a value holding & or = is not two parameters', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const base = (limit: number) => `/v1/chats/${chatId}/messages?limit=${limit}`;
+    // Each pair reads the same page, by two different queries: the second is a MISS, not the first one's page.
+    const pairs: [string, string][] = [
+      [`${base(5)}&a=1%26b%3D2`, `${base(5)}&a=1&b=2`],
+      [`${base(6)}&a%3D1%26b=2`, `${base(6)}&a=1&b=2`],
+    ];
+    for (const [first, second] of pairs) {
+      await client.get(first, u.session).expect(200).expect('X-Cache', 'MISS');
+      await client.get(first, u.session).expect(200).expect('X-Cache', 'HIT');
+      await client.get(second, u.session).expect(200).expect('X-Cache', 'MISS');
+    }
+  });
+
+  it('HEAD is not served from nor stored in the cache', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const path = `/v1/chats/${chatId}/messages?limit=3`;
+    const head = await client.request('HEAD', path, u.session).expect(200);
+    assert.equal(head.headers['x-cache'], undefined);
+    await client.get(path, u.session).expect(200).expect('X-Cache', 'MISS');
+    await client.get(path, u.session).expect(200).expect('X-Cache', 'HIT');
+    const again = await client.request('HEAD', path, u.session).expect(200);
+    assert.equal(again.headers['x-cache'], undefined);
+  });
+
+  it('caches only the operations marked x-cache-chat: the chat list is never cached and always fresh', async () => {
+    const { client } = harness().app;
+    const { u, chatId } = await setup(client);
+    const first = await client.get('/v1/chats', u.session).expect(200);
+    assert.equal(first.headers['x-cache'], undefined);
+    const another = await buildChat(client, u.session);
+    const second = await client.get('/v1/chats', u.session).expect(200);
+    assert.equal(second.headers['x-cache'], undefined);
+    assert.notDeepEqual(second.body, first.body);
+    assert.ok(JSON.stringify(second.body).includes(chatId));
+    assert.ok(!JSON.stringify(first.body).includes(another) && JSON.stringify(second.body).includes(another));
   });
 });

@@ -130,6 +130,7 @@ export interface ChatListRow {
  * after the other account.
  */
 export async function chatsOfAccount(db: Queryable, accountId: string, limit: number): Promise<ChatListRow[]> {
+  // Stryker disable next-line StringLiteral: only names the prepared statement (PGlite ignores it, PostgreSQL only caches the plan under it): same rows either way
   const res = (await db.raw(CHATS_OF_ACCOUNT_SQL, chatsOfAccountParams(accountId, limit)).options(prepared('chats-of-account'))) as {
     rows: (Omit<ChatListRow, 'unread'> & { unread: number | string })[];
   };
