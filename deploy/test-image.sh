@@ -153,6 +153,12 @@ if [ -f "$PIDFILE" ] || [ -n "$("${PODMAN[@]}" ps -aq --filter "label=com.docker
   echo "removing a leftover $PROJECT stack"
   "$0" down >/dev/null
 fi
+# podman 4.3's netavark can keep the address of a removed container in its IPAM
+# database (seen here after a stack was torn down), and the next compose up then
+# fails with "requested ip address 172.28.0.10 is already allocated". With no
+# container at all on the machine nothing in that database is live, so it goes.
+IPAM_DB=/run/containers/networks/ipam.db
+if [ -f "$IPAM_DB" ] && [ -z "$("${PODMAN[@]}" ps -aq 2>/dev/null)" ]; then rm -f "$IPAM_DB"; fi
 "${PODMAN[@]}" system service --time=0 "unix://$SOCK" >"$WORK/service.log" 2>&1 &
 SERVICE_PID=$!
 for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.2; done
