@@ -137,15 +137,7 @@ export function parseFlush(raw: string): { events: AnyEvent[]; rejected: number 
   return { events, rejected: list.length - events.length };
 }
 
-/** Parses one event from the wire; undefined for anything that is not exactly one of ours. */
-export function parseEvent(raw: string): AnyEvent | undefined {
-  try {
-    return checkEvent(JSON.parse(raw));
-  } catch {
-    return undefined;
-  }
-}
-
+/** One event of a flush; undefined for anything that is not exactly one of ours. */
 function checkEvent(v: unknown): AnyEvent | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const { name, data } = v as Partial<Envelope>;

@@ -72,14 +72,8 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
   let announcing: Promise<void> = Promise.resolve();
 
   const announce = (rows: { item: QueuedMessage; row: StoredInBatch }[]) => {
-    const byChat = new Map<string, typeof rows>();
-    for (const r of rows) {
-      const list = byChat.get(r.item.chat_id) ?? [];
-      list.push(r);
-      byChat.set(r.item.chat_id, list);
-    }
-    // Published together, chat by chat in seq order: the bus sends them as one flush.
-    const ordered = [...byChat.values()].flatMap((list) => list.sort((a, b) => a.row.seq - b.row.seq));
+    // Published together, so the bus sends them as one flush; by seq, so each chat's are in its order.
+    const ordered = [...rows].sort((a, b) => a.row.seq - b.row.seq);
     announcing = announcing.then(() =>
       Promise.all(
         ordered.map(({ item, row }) =>
