@@ -196,24 +196,36 @@ export class RabbitBroker implements Broker {
       );
   }
 
-  /** Gathers deliveries into batches (size or time, whichever first) and runs them one after another. */
+  /**
+   * Gathers deliveries into batches and runs them one after another. A batch
+   * is cut when it is full, when `flushMs` passed since its first message,
+   * or, when the previous batch was still being handled as it began, as soon
+   * as that one is done: its messages have waited that long already, and
+   * under load the batch size then follows the handler's pace instead of the
+   * timer's (no message waits for a timer behind a busy handler).
+   */
   private batcher(channel: Channel, handler: BatchHandler, opts: BatchOptions): (msg: ConsumeMessage) => void {
     let pending: ConsumeMessage[] = [];
     let timer: NodeJS.Timeout | undefined;
-    let chain: Promise<void> = Promise.resolve();
-    const flush = () => {
+    let busy = false;
+    const cut = () => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
+      if (pending.length === 0) return;
       const batch = pending;
       pending = [];
-      if (batch.length === 0) return;
-      chain = chain.then(() => this.runBatch(channel, handler, batch));
-      this.track(chain);
+      busy = true;
+      const run = this.runBatch(channel, handler, batch).finally(() => {
+        busy = false;
+        cut();
+      });
+      this.track(run);
     };
     return (msg) => {
       pending.push(msg);
-      if (pending.length >= opts.size) flush();
-      else timer ??= setTimeout(flush, opts.flushMs);
+      if (busy) return; // cut when the running batch is done
+      if (pending.length >= opts.size) cut();
+      else timer ??= setTimeout(cut, opts.flushMs);
     };
   }
 
@@ -300,7 +312,8 @@ export class RabbitBroker implements Broker {
     const subs = this.subs;
     this.subs = [];
     await Promise.all(subs.map((s) => s.channel.cancel(s.tag).catch(() => {})));
-    await Promise.allSettled([...this.inFlight]);
+    // A batch that ends cuts the next from what it left pending: wait until none is left running.
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     await Promise.all(subs.map((s) => s.channel.close().catch(() => {})));
   }
 
@@ -418,7 +431,12 @@ export class MemoryBroker implements Broker {
     })().finally(() => {
       q.running--;
       this.inFlight.delete(p);
-      this.pump(name);
+      // What arrived while this batch ran has waited that long already: cut it now, as RabbitBroker's batcher does.
+      if (c.kind === 'batch' && q.running === 0 && q.pending.length > 0 && q.consumer === c) {
+        clearTimeout(q.timer);
+        q.timer = undefined;
+        this.run(q, name, q.pending.splice(0, c.opts.size));
+      } else this.pump(name);
     });
     this.inFlight.add(p);
   }
