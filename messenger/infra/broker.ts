@@ -196,36 +196,24 @@ export class RabbitBroker implements Broker {
       );
   }
 
-  /**
-   * Gathers deliveries into batches and runs them one after another. A batch
-   * is cut when it is full, when `flushMs` passed since its first message,
-   * or, when the previous batch was still being handled as it began, as soon
-   * as that one is done: its messages have waited that long already, and
-   * under load the batch size then follows the handler's pace instead of the
-   * timer's (no message waits for a timer behind a busy handler).
-   */
+  /** Gathers deliveries into batches (size or time, whichever first) and runs them one after another. */
   private batcher(channel: Channel, handler: BatchHandler, opts: BatchOptions): (msg: ConsumeMessage) => void {
     let pending: ConsumeMessage[] = [];
     let timer: NodeJS.Timeout | undefined;
-    let busy = false;
-    const cut = () => {
+    let chain: Promise<void> = Promise.resolve();
+    const flush = () => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
-      if (pending.length === 0) return;
       const batch = pending;
       pending = [];
-      busy = true;
-      const run = this.runBatch(channel, handler, batch).finally(() => {
-        busy = false;
-        cut();
-      });
-      this.track(run);
+      if (batch.length === 0) return;
+      chain = chain.then(() => this.runBatch(channel, handler, batch));
+      this.track(chain);
     };
     return (msg) => {
       pending.push(msg);
-      if (busy) return; // cut when the running batch is done
-      if (pending.length >= opts.size) cut();
-      else timer ??= setTimeout(cut, opts.flushMs);
+      if (pending.length >= opts.size) flush();
+      else timer ??= setTimeout(flush, opts.flushMs);
     };
   }
 
@@ -312,7 +300,7 @@ export class RabbitBroker implements Broker {
     const subs = this.subs;
     this.subs = [];
     await Promise.all(subs.map((s) => s.channel.cancel(s.tag).catch(() => {})));
-    // A batch that ends cuts the next from what it left pending: wait until none is left running.
+    // A batch cut by a timer while another runs joins the chain later: wait until none is left running.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     await Promise.all(subs.map((s) => s.channel.close().catch(() => {})));
   }
@@ -431,12 +419,7 @@ export class MemoryBroker implements Broker {
     })().finally(() => {
       q.running--;
       this.inFlight.delete(p);
-      // What arrived while this batch ran has waited that long already: cut it now, as RabbitBroker's batcher does.
-      if (c.kind === 'batch' && q.running === 0 && q.pending.length > 0 && q.consumer === c) {
-        clearTimeout(q.timer);
-        q.timer = undefined;
-        this.run(q, name, q.pending.splice(0, c.opts.size));
-      } else this.pump(name);
+      this.pump(name);
     });
     this.inFlight.add(p);
   }
