@@ -7,6 +7,7 @@ import * as m005 from './005_write_path';
 import * as m006 from './006_name_keys';
 import * as m007 from './007_chat_list';
 import * as m008 from './008_search_pending_list';
+import * as m009 from './009_fts_pending_list';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -24,6 +25,7 @@ const migrations: Record<string, Migration> = {
   '006_name_keys': m006,
   '007_chat_list': m007,
   '008_search_pending_list': m008,
+  '009_fts_pending_list': m009,
 };
 
 /** Knex migration source over the static list above. */
