@@ -20,15 +20,60 @@ function tokenHash(session: string): string {
   return createHash('sha256').update(Buffer.from(session, 'hex')).digest('hex');
 }
 
-/** Posts `n` messages through the one write path, `concurrency` at a time; returns their ids in the order the posts were answered. */
-async function burst(chatId: string, userId: string, accountId: string, n: number, prefix: string, concurrency = 50): Promise<string[]> {
+/**
+ * Lets a burst's posters through or parks them between posts: `close()`
+ * stops new posts, `parked()` resolves once every poster waits (no post in
+ * flight), `open()` lets them go on.
+ */
+class Gate {
+  private openNow = true;
+  private release: (() => void) | undefined;
+  private released: Promise<void> = Promise.resolve();
+  private waiting = 0;
+  private onParked: (() => void) | undefined;
+  constructor(private readonly posters: number) {}
+
+  close(): void {
+    if (!this.openNow) return;
+    this.openNow = false;
+    this.released = new Promise((r) => (this.release = r));
+  }
+
+  open(): void {
+    this.openNow = true;
+    this.release?.();
+  }
+
+  /** Resolves once every poster waits at the gate (or has finished: `done()`). */
+  parked(): Promise<void> {
+    return this.waiting >= this.posters ? Promise.resolve() : new Promise((r) => (this.onParked = r));
+  }
+
+  done(): void {
+    this.waiting++;
+    if (this.waiting >= this.posters) this.onParked?.();
+  }
+
+  async pass(): Promise<void> {
+    if (this.openNow) return;
+    this.done();
+    await this.released;
+    this.waiting--;
+  }
+}
+
+/** Posts `n` messages through the one write path, `concurrency` at a time (each poster passing `gate` before each post); returns their ids in the order the posts were answered. */
+async function burst(chatId: string, userId: string, accountId: string, n: number, prefix: string, concurrency = 50, gate?: Gate): Promise<string[]> {
   const ids: string[] = [];
   let i = 0;
   const worker = async () => {
-    while (i < n) {
+    for (;;) {
+      await gate?.pass();
+      if (i >= n) break;
       const k = i++;
       ids.push((await post(harness().infra, { chatId, userId, accountId, text: `${prefix} ${k}` })).messageId);
     }
+    gate?.done();
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   return ids;
@@ -337,18 +382,34 @@ describe('real time: GET /v1/events', function () {
     it('after a disconnect during a burst of 1,000 concurrent posts, yields every message exactly once in page order', async () => {
       const account = await accountOf(alice);
       const first = await connect(bob.session, { [chatId]: ZERO });
-      const posting = burst(chatId, aliceId, account, 1000, 'burst');
+      // Answered (bad-parameters) only once the resume before it was handled: the burst starts after that.
+      first.sendJson({ type: 'probe' });
+      await first.next((f) => f.type === 'error');
+      const gate = new Gate(50);
+      const posting = burst(chatId, aliceId, account, 1000, 'burst', 50, gate);
       await first.until('some messages', () => first.texts(chatId).length >= 100, 30_000);
+      // The posters (in this process) pause while the client reconnects: its
+      // `resume` must come first (within the grace for the first frame), and
+      // a burst that holds the event loop could delay reading it past that.
+      gate.close();
+      await gate.parked();
       await first.close();
       const seen = first.of('message').filter((f) => f.chat_id === chatId).map((f) => f.message_id as string);
       const second = await connect(bob.session, { [chatId]: seen[seen.length - 1] });
+      // Answered (bad-parameters) only after the resume before it was handled.
+      second.sendJson({ type: 'probe' });
+      await second.until('the resume handled or replaying', () => second.frames.length > 0);
+      gate.open();
       await posting;
       const want = await allIds(chatId, bob.session);
       assert.equal(want.length, 1000);
       await second.until('the rest', () => seen.length + second.of('message').length >= 1000, 30_000);
-      await sleep(200);
+      // An end marker: whatever else the connection was going to send comes before it.
+      const end = (await post(harness().infra, { chatId, userId: aliceId, accountId: account, text: 'end' })).messageId;
+      await second.until('the end marker', () => second.of('message').some((f) => f.message_id === end), 30_000);
       const got = [...seen, ...second.of('message').map((f) => f.message_id as string)];
-      assert.deepEqual(got, want);
+      assert.deepEqual(got, [...want, end]);
+      assert.deepEqual(second.of('error'), [{ type: 'error', message: 'bad-parameters' }]);
     });
 
     it('a live message lost on the way (pub/sub) is repaired from the database when the next one arrives', async () => {

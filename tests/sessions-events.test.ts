@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { SessionEnded } from '../messenger/events';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildUser } from './helpers/factories';
@@ -64,6 +64,46 @@ describe('session.ended events name exactly the sessions ended, with the reason'
       await client.post('/v1/auth/logout', undefined, u.session).expect(200);
       const events = await watch.waitForCount(1);
       assert.deepEqual(events, [{ accountId: account, tokenHashes: [sha256(u.session)], reason: 'logout' }]);
+    } finally {
+      watch.stop();
+    }
+  });
+});
+
+describe('session.ended names no session that was revoked already', () => {
+  it('a refresh whose login session was revoked already rotates and publishes nothing: the next event is the logout\'s', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const account = await accountId(u.userName);
+    const watch = watchAccount(account);
+    try {
+      const login = (await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).expect(201)).body as Pair;
+      await db('sessions').where({ token_hash: Buffer.from(sha256(login.session_id), 'hex') }).update({ revoked_at: new Date() });
+      const next = (await client.post('/v1/auth/refresh', { refresh_token: login.refresh_token }).expect(201)).body as Pair;
+      await client.post('/v1/auth/logout', undefined, next.session_id).expect(200);
+      assert.deepEqual(await watch.waitForCount(1), [{ accountId: account, tokenHashes: [sha256(next.session_id)], reason: 'logout' }]);
+    } finally {
+      watch.stop();
+    }
+  });
+
+  it('logout of a session without a chain that was revoked already publishes nothing: the next event is the next logout\'s', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const account = await accountId(u.userName);
+    const watch = watchAccount(account);
+    try {
+      const legacy = randomBytes(16).toString('hex');
+      const hash = Buffer.from(sha256(legacy), 'hex');
+      await db('sessions').insert({ token_hash: hash, user_id: account, expires_at: new Date(Date.now() + 3600_000), chain_id: null, first_used_at: new Date() });
+      await client.get('/v1/auth/me', legacy).expect(200);
+      // Revoked in PostgreSQL; the store still lets it in.
+      await db('sessions').where({ token_hash: hash }).update({ revoked_at: new Date() });
+      await client.post('/v1/auth/logout', undefined, legacy).expect(200);
+      await client.post('/v1/auth/logout', undefined, u.session).expect(200);
+      assert.deepEqual(await watch.waitForCount(1), [{ accountId: account, tokenHashes: [sha256(u.session)], reason: 'logout' }]);
     } finally {
       watch.stop();
     }

@@ -295,6 +295,52 @@ describe('throttling keys (controlled clock)', () => {
   });
 });
 
+describe('throttling: what is counted, and against which key (controlled clock)', () => {
+  it('probes and scrapes (/ping, /health, /metrics) are never limited, carry no rate-limit headers and use none of the address\'s allowance', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '1', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const from = '198.51.100.41';
+      for (const path of ['/ping', '/health', '/metrics']) {
+        for (let i = 0; i < 3; i++) {
+          const res = await c.app.client.get(path).set('X-Forwarded-For', from);
+          assert.notEqual(res.status, 429, `${path} was limited`);
+          assert.equal(res.headers['x-ratelimit-limit'], undefined, `${path} carried X-RateLimit-Limit`);
+        }
+      }
+      // The address's one request this second is still there.
+      const counted = await c.app.client.get('/ping_db').set('X-Forwarded-For', from).expect(200);
+      assert.equal(counted.headers['x-ratelimit-remaining'], '0');
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', from).expect(429);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('an Authorization header that is not exactly `session_id <id>` is counted against the client address, not a session or its bad-token allowance', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      for (const [from, header] of [
+        ['198.51.100.42', `xsession_id ${u.session}`],
+        ['198.51.100.43', `session_id ${u.session} x`],
+      ]) {
+        const statuses: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          statuses.push((await c.app.client.request('POST', '/v1/chats').set('Authorization', header).set('X-Forwarded-For', from).send({ chat_name: 'x' })).status);
+        }
+        assert.deepEqual(statuses, [401, 401, 401], header);
+        // The address's own allowance is used up...
+        await c.app.client.get('/ping_db').set('X-Forwarded-For', from).expect(429);
+        // ...but neither the session's nor the address's bad-token allowance was touched.
+        await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(201);
+        c.advance(1000);
+      }
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('login lockout at exact boundaries (controlled clock)', () => {
   const env = { LOGIN_MAX_FAILURES: '3', LOGIN_WINDOW_SECONDS: '60', NGINX_THROTTLING: '1', TRUSTED_PROXIES: '127.0.0.1,::1' };
 

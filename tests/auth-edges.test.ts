@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { harness } from './helpers/harness';
+import { buildUser, uniq } from './helpers/factories';
+
+interface Pair {
+  session_id: string;
+  refresh_token: string;
+  expires_in: number;
+}
+
+const tokenHash = (token: string) => createHash('sha256').update(Buffer.from(token, 'hex')).digest();
+const sessionKey = (token: string) => `session:${tokenHash(token).toString('hex')}`;
+
+async function login(userName: string, password: string): Promise<Pair> {
+  return (await harness().app.client.post('/v1/auth/login', { user_name: userName, password }).expect(201)).body as Pair;
+}
+
+async function refresh(token: string): Promise<Pair> {
+  return (await harness().app.client.post('/v1/auth/refresh', { refresh_token: token }).expect(201)).body as Pair;
+}
+
+async function sessionRow(token: string): Promise<{ first_used_at: Date | null; revoked_at: Date | null }> {
+  return harness().infra.db('sessions').where({ token_hash: tokenHash(token) }).first('first_used_at', 'revoked_at');
+}
+
+/** GET /v1/auth/me with a raw Authorization header. */
+function me(header: string) {
+  return harness().app.client.request('GET', '/v1/auth/me').set('Authorization', header);
+}
+
+describe('auth edges: tokens, headers and the session store', () => {
+  it('a refresh token with a character base64url decoding would skip, before or after it, is refused and changes nothing', async () => {
+    const u = await buildUser(harness().app.client);
+    const pair = await login(u.userName, u.password);
+    const { client } = harness().app;
+    // Buffer.from(x, 'base64url') ignores '!' and '.', so these decode to the real token's bytes.
+    for (const token of [`!${pair.refresh_token}`, `${pair.refresh_token}!`, `${pair.refresh_token}.`]) {
+      await client.post('/v1/auth/refresh', { refresh_token: token }).expect(401, { message: 'invalid-refresh-token' });
+    }
+    // Still the current token: one exchange works, and the login's session was live until then.
+    await client.get('/v1/auth/me', pair.session_id).expect(200);
+    const next = await refresh(pair.refresh_token);
+    await client.get('/v1/auth/me', next.session_id).expect(200);
+  });
+
+  it('the Authorization header is `session_id`, whitespace, the id, and nothing else', async () => {
+    const u = await buildUser(harness().app.client);
+    await me(`session_id \t ${u.session}`).expect(200);
+    await me(`SESSION_ID ${u.session}`).expect(200);
+    for (const header of [`xsession_id ${u.session}`, `session_id ${u.session} x`, `session_id${u.session}`, `Bearer session_id ${u.session}`]) {
+      await me(header).expect(401, { message: 'auth-failed' });
+    }
+  });
+
+  it('a login session\'s use is not recorded as a first use; a refreshed session\'s is, also when the store lost it before', async () => {
+    const { client } = harness().app;
+    const { kv } = harness().infra;
+    const u = await buildUser(client);
+    const pair = await login(u.userName, u.password);
+    await client.get('/v1/auth/me', pair.session_id).expect(200);
+    assert.equal((await sessionRow(pair.session_id)).first_used_at, null);
+
+    const next = await refresh(pair.refresh_token);
+    assert.equal((await sessionRow(next.session_id)).first_used_at, null);
+    // The store loses the entry before the session's first request: the one rebuilt from the database still records it.
+    await kv.del(sessionKey(next.session_id));
+    await client.get('/v1/auth/me', next.session_id).expect(200);
+    assert.ok((await sessionRow(next.session_id)).first_used_at instanceof Date);
+    // And a used pair's token replayed is theft: the chain ends.
+    const third = await refresh(next.refresh_token);
+    await client.get('/v1/auth/me', third.session_id).expect(200);
+    await client.post('/v1/auth/refresh', { refresh_token: next.refresh_token }).expect(401, { message: 'invalid-refresh-token' });
+    await client.get('/v1/auth/me', third.session_id).expect(401, { message: 'invalid-session-id' });
+  });
+
+  it('a session stays in the store for its lifetime: after login, after a refresh and after the first use rewrote it', async () => {
+    const { client } = harness().app;
+    const { kv } = harness().infra;
+    const u = await buildUser(client);
+    const pair = await login(u.userName, u.password);
+    // The session's hour, give or take the time this test takes: never a second, never past the session.
+    const inRange = (ttl: number, what: string) => assert.ok(ttl > 60 && ttl <= 3600, `${what}: TTL ${ttl}`);
+    inRange(await kv.ttl(sessionKey(pair.session_id)), 'login');
+    const next = await refresh(pair.refresh_token);
+    inRange(await kv.ttl(sessionKey(next.session_id)), 'refresh');
+    await client.get('/v1/auth/me', next.session_id).expect(200);
+    inRange(await kv.ttl(sessionKey(next.session_id)), 'first use');
+    // The rewritten entry no longer asks for a first use: the recorded time stays.
+    const used = (await sessionRow(next.session_id)).first_used_at as Date;
+    await harness().infra.db('sessions').where({ token_hash: tokenHash(next.session_id) }).update({ first_used_at: new Date(used.getTime() - 60_000) });
+    await client.get('/v1/auth/me', next.session_id).expect(200);
+    assert.equal(((await sessionRow(next.session_id)).first_used_at as Date).getTime(), used.getTime() - 60_000);
+  });
+
+  it('a refreshed session revoked in the database before its first use is refused at that use, and dropped from the store', async () => {
+    const { client } = harness().app;
+    const { db, kv } = harness().infra;
+    const u = await buildUser(client);
+    const next = await refresh((await login(u.userName, u.password)).refresh_token);
+    // Revoked without its store entry being dropped (as if that delete was lost).
+    await db('sessions').where({ token_hash: tokenHash(next.session_id) }).update({ revoked_at: new Date() });
+    assert.notEqual(await kv.get(sessionKey(next.session_id)), null);
+    await client.get('/v1/auth/me', next.session_id).expect(401, { message: 'invalid-session-id' });
+    assert.equal(await kv.get(sessionKey(next.session_id)), null);
+    await client.get('/v1/auth/me', next.session_id).expect(401, { message: 'invalid-session-id' });
+  });
+
+  it('logout drops the session from the store even when the database had it revoked already', async () => {
+    const { client } = harness().app;
+    const { db, kv } = harness().infra;
+    const u = await buildUser(client);
+    await db('sessions').where({ token_hash: tokenHash(u.session) }).update({ revoked_at: new Date() });
+    // The store still has it (its delete was lost), so the request is let in and logs out.
+    await client.post('/v1/auth/logout', undefined, u.session).expect(200, {});
+    assert.equal(await kv.get(sessionKey(u.session)), null);
+    await client.get('/v1/auth/me', u.session).expect(401, { message: 'invalid-session-id' });
+  });
+
+  it('logout of a session made before login chains (no chain) revokes it in the database too', async () => {
+    const { client } = harness().app;
+    const { db, kv } = harness().infra;
+    const legacySession = async (userName: string) => {
+      const user = (await db('users').where({ user_name: userName }).first('id')) as { id: string };
+      const token = randomBytes(16).toString('hex');
+      await db('sessions').insert({ token_hash: tokenHash(token), user_id: user.id, expires_at: new Date(Date.now() + 3600_000), chain_id: null, first_used_at: new Date() });
+      await client.get('/v1/auth/me', token).expect(200);
+      return token;
+    };
+    const u = await buildUser(client);
+    const legacy = await legacySession(u.userName);
+    const someoneElse = await legacySession((await buildUser(client)).userName);
+    await client.post('/v1/auth/logout', undefined, legacy).expect(200, {});
+    assert.ok((await sessionRow(legacy)).revoked_at instanceof Date);
+    await kv.del(sessionKey(legacy));
+    await client.get('/v1/auth/me', legacy).expect(401, { message: 'invalid-session-id' });
+    // The account's other session, and another account's session without a chain, are untouched.
+    await client.get('/v1/auth/me', u.session).expect(200);
+    await client.get('/v1/auth/me', someoneElse).expect(200);
+    assert.equal((await sessionRow(someoneElse)).revoked_at, null);
+  });
+
+  it('a one-byte password registers, logs in and can be changed to another one-byte password', async () => {
+    const { client } = harness().app;
+    const name = uniq('short');
+    await client.post('/v1/auth/register', { user_name: name, password: 'a' }).expect(201, {});
+    const pair = await login(name, 'a');
+    await client.post('/v1/auth/password', { password: 'a', new_password: 'b' }, pair.session_id).expect(200, {});
+    await client.post('/v1/auth/login', { user_name: name, password: 'a' }).expect(400, { message: 'bad-password' });
+    await login(name, 'b');
+  });
+});

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { sessionOf } from '../messenger/apps/auth';
+import { deleteExpiredKeys, keyedMessage, releaseKey, reserveKey } from '../messenger/db/idempotency-keys';
+import { insertMessage, messagesAfter } from '../messenger/db/messages';
+import { advanceMarkers } from '../messenger/db/read_markers';
+import { searchExact } from '../messenger/db/search';
+import { AppError } from '../messenger/errors';
+import { parseId, uuidv7 } from '../messenger/ids';
+import type { ApiContext } from '../messenger/types';
+import { harness } from './helpers/harness';
+import { buildChat, buildUser, joinChat } from './helpers/factories';
+
+const uuid = (wire: string) => parseId(wire) as string;
+
+async function accountOf(userName: string): Promise<string> {
+  return ((await harness().infra.db('users').where({ user_name: userName }).first('id')) as { id: string }).id;
+}
+
+describe('db edges: the answers for what is missing or empty', () => {
+  it('insertMessage stores nothing and says which is missing: the chat, or a member of it owned by the account', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const chatId = uuid(await buildChat(client, u.session));
+    const memberId = uuid(await joinChat(client, chatId, u.session));
+    const otherChat = uuid(await buildChat(client, u.session));
+    const stranger = await accountOf((await buildUser(client)).userName);
+    const count = async () => Number((await db('messages').whereIn('chat_id', [chatId, otherChat]).count<{ n: string }[]>('* as n'))[0].n);
+    assert.deepEqual(await insertMessage(db, randomUUID(), memberId, null, 'x'), { missing: 'chat' });
+    assert.deepEqual(await insertMessage(db, otherChat, memberId, null, 'x'), { missing: 'member' });
+    assert.deepEqual(await insertMessage(db, chatId, memberId, stranger, 'x'), { missing: 'member' });
+    assert.equal(await count(), 0);
+    const stored = await insertMessage(db, chatId, memberId, await accountOf(u.userName), 'x');
+    assert.ok('seq' in stored && stored.seq === 1, JSON.stringify(stored));
+  });
+
+  it('messagesAfter on a chat that does not exist: no rows, and the position asked for', async () => {
+    assert.deepEqual(await messagesAfter(harness().infra.db, randomUUID(), 5, 10), { rows: [], lastSeq: 5 });
+  });
+
+  it('advanceMarkers with no moves moves nothing', async () => {
+    assert.deepEqual(await advanceMarkers(harness().infra.db, []), []);
+  });
+
+  it('searchExact with a phrase without words finds nothing (there is no full-text query for it)', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const account = await accountOf(u.userName);
+    const chatId = await buildChat(client, u.session);
+    const memberId = await joinChat(client, chatId, u.session);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'wave 👋🏽' }, u.session).expect(201);
+    assert.deepEqual(await searchExact(harness().infra.db, account, '👋🏽', 10, 5000), []);
+    assert.equal((await searchExact(harness().infra.db, account, 'wave', 10, 5000)).length, 1);
+  });
+
+  it('an idempotency key: reserved once, kept against other ids, released only by its own message, taken over once expired', async () => {
+    const { db } = harness().infra;
+    const owner = randomUUID();
+    const first = uuidv7();
+    const second = uuidv7();
+    assert.equal(await reserveKey(db, owner, 'k', first), first);
+    assert.equal(await reserveKey(db, owner, 'k', second), first);
+    assert.equal(await keyedMessage(db, owner, 'k'), first);
+    // Another owner's key of the same name is its own.
+    assert.equal(await reserveKey(db, randomUUID(), 'k', second), second);
+    await releaseKey(db, owner, 'k', second);
+    assert.equal(await keyedMessage(db, owner, 'k'), first);
+    await releaseKey(db, owner, 'k', first);
+    assert.equal(await keyedMessage(db, owner, 'k'), undefined);
+    assert.equal(await reserveKey(db, owner, 'k', second), second);
+    // Expired (older than 24 hours): not answered, taken over by the next reservation, deleted by the sweep.
+    await db('idempotency_keys').where({ owner_id: owner, key: 'k' }).update({ created_at: new Date(Date.now() - 25 * 3600_000) });
+    assert.equal(await keyedMessage(db, owner, 'k'), undefined);
+    const third = uuidv7();
+    assert.equal(await reserveKey(db, owner, 'k', third), third);
+    await db('idempotency_keys').where({ owner_id: owner, key: 'k' }).update({ created_at: new Date(Date.now() - 25 * 3600_000) });
+    const other = randomUUID();
+    await reserveKey(db, other, 'fresh', uuidv7());
+    assert.ok((await deleteExpiredKeys(db)) >= 1);
+    assert.equal(await db('idempotency_keys').where({ owner_id: owner }).first(), undefined);
+    assert.notEqual(await db('idempotency_keys').where({ owner_id: other }).first(), undefined);
+  });
+
+  it('sessionOf refuses a request that reached a handler without a session (401 auth-failed)', () => {
+    assert.throws(
+      () => sessionOf({ state: {} } as unknown as ApiContext),
+      (err: unknown) => err instanceof AppError && err.status === 401 && err.code === 'auth-failed',
+    );
+  });
+});
