@@ -58,12 +58,15 @@ describe('PasswordHasher (bcrypt in worker threads)', () => {
     }
   });
 
-  it('after close, queued and new jobs fail with "password hasher closed"', async () => {
-    const h = new PasswordHasher(4, 1);
-    void h.hash('first').catch(() => undefined);
+  it('after close, running, queued and new jobs fail with "password hasher closed"', async () => {
+    // Cost 12: the first job is still running in the thread when close() comes.
+    const h = new PasswordHasher(12, 1);
+    const running = h.hash('first');
     const queued = h.hash('second');
     const closing = h.close();
     await assert.rejects(queued, /password hasher closed/);
+    // The running job settles too, rather than being left pending forever.
+    await assert.rejects(running, /password hasher closed/);
     await closing;
     assert.deepEqual(threadsOf(h), []);
     await assert.rejects(h.hash('later'), /password hasher closed/);

@@ -82,7 +82,13 @@ export class PasswordHasher {
   async close(): Promise<void> {
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new Error('password hasher closed'));
-    await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate()));
+    const slots = this.slots.splice(0);
+    // A job running in a thread fails too: once its slot is out of the pool, the thread's exit no longer settles it.
+    for (const s of slots) {
+      s.busy?.task.reject(new Error('password hasher closed'));
+      s.busy = undefined;
+    }
+    await Promise.all(slots.map((s) => s.worker.terminate()));
   }
 
   private run(job: Job): Promise<string | boolean> {
