@@ -38,7 +38,8 @@ const env = (extra: Record<string, string> = {}): Record<string, string> => ({
   DATABASE_URL, REDIS_URL: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379', RMQ_URL: process.env.BENCH_RMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
   REDIS_PREFIX: `bench:${ID}:`, SEARCH_QUEUE: `bench.${ID}.search`, SYNC_QUEUE: `bench.${ID}.sync`, PORT: String(PORT), HOST: '127.0.0.1',
   WORKERS_NUM: '2', LOG_LEVEL: 'warn', NGINX_THROTTLING: '1', SEARCH_IN_PROCESS_CONSUMER: '0', POOL_SIZE: '10',
-  MESSAGE_STORAGE_TYPE: MODE, SYNC_IN_PROCESS: '0', BCRYPT_COST: '4', ...extra,
+  MESSAGE_STORAGE_TYPE: MODE, SYNC_IN_PROCESS: '0', BCRYPT_COST: '4',
+  ...(process.env.BENCH_INDEX_CLEAN_MS ? { INDEX_CLEAN_MS: process.env.BENCH_INDEX_CLEAN_MS } : {}), ...extra,
 });
 
 /** CPU ticks (user + system) a process and its threads used so far; 0 once it is gone. */

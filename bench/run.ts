@@ -75,6 +75,8 @@ const appEnv = (port: number, extra: Record<string, string> = {}): Record<string
   // settings in the login scenarios); unset, the apps' defaults.
   ...(process.env.BENCH_BCRYPT_THREADS ? { BCRYPT_THREADS: process.env.BENCH_BCRYPT_THREADS } : {}),
   ...(process.env.BENCH_BCRYPT_NICE ? { BCRYPT_NICE: process.env.BENCH_BCRYPT_NICE } : {}),
+  // BENCH_INDEX_CLEAN_MS sets the apps' and the synchronizer's INDEX_CLEAN_MS (0: the inserts move the search pending lists).
+  ...(process.env.BENCH_INDEX_CLEAN_MS ? { INDEX_CLEAN_MS: process.env.BENCH_INDEX_CLEAN_MS } : {}),
   // The login scenario sends 32 logins of one account at once from one address; under the default
   // limit of 10 attempts in progress most would be turned away (429) rather than measured.
   LOGIN_MAX_FAILURES: '10000', ...extra,

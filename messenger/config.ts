@@ -79,6 +79,12 @@ export interface Config {
   };
   /** Where a posted message goes (docs/storage-modes.md). */
   messageStorage: MessageStorage;
+  /**
+   * Least time between two moves of the search indexes' pending lists into
+   * the indexes, done beside the write path after stores (0: left to the
+   * inserts and autovacuum). Services mode only.
+   */
+  indexCleanMs: number;
   sync: {
     /** Queue of the write-behind mode (its dead-letter queue is `<name>.dead`). */
     queue: string;
@@ -312,6 +318,7 @@ export function loadConfig(env: Env = process.env): Config {
       ttlSeconds: r.int('CACHE_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
     },
     messageStorage: messageStorage as MessageStorage,
+    indexCleanMs: r.int('INDEX_CLEAN_MS', 100, 0, 60_000),
     sync: {
       queue: r.str('SYNC_QUEUE', 'messenger.sync'),
       bulkSize: r.int('SYNC_BULK_SIZE', 500, 1, 10_000),

@@ -8,6 +8,7 @@ import * as m006 from './006_name_keys';
 import * as m007 from './007_chat_list';
 import * as m008 from './008_search_pending_list';
 import * as m009 from './009_fts_pending_list';
+import * as m010 from './010_pending_list_room';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -26,6 +27,7 @@ const migrations: Record<string, Migration> = {
   '007_chat_list': m007,
   '008_search_pending_list': m008,
   '009_fts_pending_list': m009,
+  '010_pending_list_room': m010,
 };
 
 /** Knex migration source over the static list above. */

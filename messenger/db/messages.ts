@@ -298,3 +298,21 @@ export async function messagesAfter(
   const rows = first.id === null ? [] : res.rows.map(({ id, text, member_id, user_name, created_at, seq }) => ({ id: id as string, text, member_id, user_name, created_at, seq: Number(seq) }));
   return { rows, lastSeq: Number(first.last_seq) };
 }
+
+/**
+ * Moves what waits in the search indexes' pending lists (migrations 008-010)
+ * into the indexes, unless another process is doing it right now (then it
+ * returns null at once). Inserts that fill a list while this runs skip the
+ * move themselves, so the move leaves the write path. Returns the pending
+ * pages removed. Needs the role that owns the indexes (42501 otherwise).
+ */
+export async function cleanSearchPendingLists(db: Queryable): Promise<number | null> {
+  const res = (await db.raw(
+    // The advisory lock (held to the end of this statement) keeps a second process from queueing behind the first.
+    `SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('messenger: clean search pending lists'))
+                 THEN gin_clean_pending_list('messages_text_trgm_idx'::regclass) + gin_clean_pending_list('messages_text_fts_idx'::regclass)
+            END AS pages`,
+  )) as { rows: { pages: string | number | null }[] };
+  const pages = res.rows[0]?.pages;
+  return pages === null || pages === undefined ? null : Number(pages);
+}

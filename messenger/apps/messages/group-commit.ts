@@ -3,6 +3,7 @@ import { keyedMessage } from '../../db/idempotency-keys';
 import { isUnavailable } from '../../errors';
 import type { Db } from '../../infra/db';
 import type { Logger } from '../../infra/logger';
+import type { PendingListCleaner } from './index-upkeep';
 
 /** What became of one post of a batch. */
 export type Outcome =
@@ -54,6 +55,7 @@ export class GroupCommitter {
   constructor(
     private readonly db: Db,
     private readonly log: Logger,
+    private readonly cleaner?: PendingListCleaner,
   ) {}
 
   /** Stores `item` with whatever else arrives meanwhile; resolves once committed. */
@@ -123,6 +125,7 @@ export class GroupCommitter {
   /** One statement for the batch, then the reason for each post it left out. */
   private async commit(items: BatchItem[]): Promise<(Outcome | Again)[]> {
     const rows = await this.storeRetrying(items);
+    if (rows.length > 0) this.cleaner?.nudge();
     const byIndex = new Map(rows.map((r) => [r.index, r]));
     return Promise.all(
       items.map(async (item, i): Promise<Outcome | Again> => {

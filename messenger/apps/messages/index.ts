@@ -2,6 +2,7 @@ import { pageOfChat, type MessageRow } from '../../db/messages';
 import { deleteExpiredKeys } from '../../db/idempotency-keys';
 import { IDEMPOTENCY_KEY, postMessage } from './post';
 import { synchronizer } from './synchronizer';
+import { pendingListCleaner } from './index-upkeep';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { intParam, queryParam } from '../input';
@@ -98,6 +99,7 @@ const messagesApp: AppFactory = (deps): App => {
     async stop() {
       clearInterval(sweep);
       if (sync !== undefined && config.sync.inProcess) await sync.stop();
+      await pendingListCleaner(deps).stop();
     },
   };
 };

@@ -6,6 +6,7 @@ import type { Db } from '../../infra/db';
 import type { Deps } from '../../types';
 import { charLength, isStorableText } from '../input';
 import { GroupCommitter } from './group-commit';
+import { pendingListCleaner } from './index-upkeep';
 import { queuedMessage } from './synchronizer';
 
 /** A post as it comes from any edge (HTTP POST, a WebSocket `send`). */
@@ -39,7 +40,7 @@ const committers = new WeakMap<Db, GroupCommitter>();
 function committerOf(deps: Deps): GroupCommitter {
   let c = committers.get(deps.db);
   if (c === undefined) {
-    c = new GroupCommitter(deps.db, deps.log.child({ component: 'group-commit' }));
+    c = new GroupCommitter(deps.db, deps.log.child({ component: 'group-commit' }), pendingListCleaner(deps));
     committers.set(deps.db, c);
   }
   return c;

@@ -4,6 +4,7 @@ import { parseId, toWireId } from '../../ids';
 import { PoisonMessage, type BatchHandler, type Broker } from '../../infra/broker';
 import { syncLag, syncMessages } from '../../infra/metrics';
 import type { Deps } from '../../types';
+import { pendingListCleaner } from './index-upkeep';
 
 /** A message as it waits in SYNC_QUEUE (ids dashed, as PostgreSQL writes them). */
 interface QueuedMessage {
@@ -68,6 +69,7 @@ const BACKOFF_MS = [100, 200, 400, 800, 1600, 3200];
 export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Promise<void>; handle: BatchHandler } {
   const { config, db, events } = deps;
   const log = deps.log.child({ component: 'synchronizer' });
+  const cleaner = pendingListCleaner(deps);
   // Events go out after the batch is acknowledged, batch after batch, so the next insert does not wait for them.
   let announcing: Promise<void> = Promise.resolve();
 
@@ -153,6 +155,7 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
       for (const i of dead) poison.push(good[i].at);
       if (dead.length > 0) log.error({ ids: dead.map((i) => items[i].id) }, 'messages whose chat or member is gone; dead-lettered');
       announce(stored.map((row) => ({ item: items[row.index], row })));
+      if (stored.length > 0) cleaner.nudge();
     }
     syncMessages.inc({ outcome: 'dead' }, poison.length);
     return { poison };
@@ -173,6 +176,7 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
     async stop() {
       await brokerOf().stopConsuming();
       await announcing;
+      await cleaner.stop();
     },
   };
 }
