@@ -8,7 +8,7 @@ import { buildInfra, needsBroker, type BuiltInfra } from '../../messenger/infra'
 import { migrateLatest } from '../../messenger/infra/db';
 import { createLogger } from '../../messenger/infra/logger';
 import type { OpenAPIV3 } from 'openapi-types';
-import { createBroker } from '../../messenger/infra/broker';
+import { createBroker, type Broker } from '../../messenger/infra/broker';
 import type { Api, Operation } from '../../messenger/http/openapi';
 import { OperationRouter } from '../../messenger/http/router';
 import { MODE, createTestDatabase, deleteTestKeys, deleteTestQueues, dropTestDatabase, testEnv } from './env';
@@ -123,12 +123,16 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** Starts a web app over existing infrastructure with extra settings, on a free port. */
-export async function startApp(infra: BuiltInfra, overrides: Record<string, string> = {}): Promise<Running> {
+/**
+ * Starts a web app over existing infrastructure with extra settings, on a
+ * free port. `wrapBroker` lets a test put a broker that fails on purpose in
+ * front of the real one (closed with the app either way).
+ */
+export async function startApp(infra: BuiltInfra, overrides: Record<string, string> = {}, wrapBroker?: (b: Broker) => Broker): Promise<Running> {
   const config = loadConfig(testEnv(overrides));
   // Each app gets its own broker client, as each process would; apps share the stores.
   const broker = needsBroker(config) ? await createBroker(config, infra.log) : undefined;
-  const web = await createApp({ ...infra, config, broker });
+  const web = await createApp({ ...infra, config, broker: broker !== undefined && wrapBroker !== undefined ? wrapBroker(broker) : broker });
   await web.start();
   const server = http.createServer(web.koa.callback());
   server.on('upgrade', (req, socket, head) => web.upgrade(req, socket, head));
