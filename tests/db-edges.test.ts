@@ -82,6 +82,22 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.notEqual(await db('idempotency_keys').where({ owner_id: other }).first(), undefined);
   });
 
+  it('reserveKey: a key that keeps vanishing between its two statements is tried three times, then the new id is used', async () => {
+    // A store where the key is always live for the INSERT and already gone for the SELECT after it
+    // (released after a failed publish or expired, each time): the race the retry loop is for.
+    const statements: string[] = [];
+    const fake = {
+      raw(sql: string) {
+        statements.push(sql.trim().split(/\s+/)[0]);
+        const res = Promise.resolve({ rows: [] });
+        return Object.assign(res, { options: () => res });
+      },
+    } as unknown as Parameters<typeof reserveKey>[0];
+    const id = uuidv7();
+    assert.equal(await reserveKey(fake, randomUUID(), 'k', id), id);
+    assert.deepEqual(statements, ['INSERT', 'SELECT', 'INSERT', 'SELECT', 'INSERT', 'SELECT']);
+  });
+
   it('sessionOf refuses a request that reached a handler without a session (401 auth-failed)', () => {
     assert.throws(
       () => sessionOf({ state: {} } as unknown as ApiContext),
