@@ -4,6 +4,9 @@ import { MODE, databaseUrl } from './helpers/env';
 import { TcpProxy } from './helpers/tcp-proxy';
 import { buildChat, buildUser, getPage, joinChat, postMessage, type Page } from './helpers/factories';
 import type { BuiltInfra } from '../messenger/infra';
+import type { Kv } from '../messenger/infra/kv';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 
 async function setup(client: Running['client']) {
   const u = await buildUser(client);
@@ -94,6 +97,47 @@ describe('caching of chat pages', () => {
       assert.equal(res.headers['x-cache'], undefined);
     } finally {
       await off.close();
+    }
+  });
+});
+
+describe('caching when the store refuses its writes', () => {
+  it('a page that cannot be cached and a version that cannot be bumped are logged; the requests still succeed', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        done();
+      },
+    });
+    const { infra } = harness();
+    // The real store, except that writing a cached page or bumping a chat's version fails.
+    const kv = new Proxy(infra.kv, {
+      get(target, prop) {
+        if (prop === 'set') return (key: string, ...rest: unknown[]) => (key.includes('page:') ? Promise.reject(new Error('page write refused')) : (target.set as (...a: unknown[]) => Promise<unknown>).call(target, key, ...rest));
+        if (prop === 'incr') return (key: string) => (key.includes('cv:') ? Promise.reject(new Error('version bump refused')) : target.incr(key));
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as Kv;
+    const app = await startApp({ ...infra, kv, log: pino({ level: 'warn' }, sink) });
+    try {
+      const { u, chatId, userId } = await setup(app.client);
+      const bump = lines.find((l) => l.msg === 'could not invalidate cached pages; they may be stale until they expire');
+      assert.ok(bump, 'the failed version bump is logged');
+      assert.equal(bump.level, 50);
+      assert.match(JSON.stringify(bump.err), /version bump refused/);
+      const first = await app.client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'MISS');
+      const miss = lines.find((l) => l.msg === 'could not cache a page');
+      assert.ok(miss, 'the failed page write is logged');
+      assert.equal(miss.level, 40);
+      assert.match(JSON.stringify(miss.err), /page write refused/);
+      // Nothing was cached, so the next read is a miss again, with the same page.
+      const again = await app.client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'MISS');
+      assert.deepEqual(again.body, first.body);
+      assert.deepEqual((first.body as Page).messages.map((m) => [m.text, m.user_id]), [['first', userId]]);
+    } finally {
+      await app.close();
     }
   });
 });
