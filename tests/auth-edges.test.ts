@@ -149,4 +149,22 @@ describe('auth edges: tokens, headers and the session store', () => {
     await client.post('/v1/auth/login', { user_name: name, password: 'a' }).expect(400, { message: 'bad-password' });
     await login(name, 'b');
   });
+
+  it('register: a database error other than a taken name is 500 internal-error, not 400 user-already-exists, and stores nothing', async () => {
+    const { db } = harness().infra;
+    const name = `reject-${randomBytes(4).toString('hex')}`;
+    // A constraint the insert breaks: a refusal (23514) that is not a unique violation (23505).
+    await db.raw(`ALTER TABLE users ADD CONSTRAINT test_reject_names CHECK (user_name NOT LIKE 'reject-%') NOT VALID`);
+    try {
+      const res = await harness().app.client.post('/v1/auth/register', { user_name: name, password: 'a password' });
+      assert.equal(res.status, 500);
+      assert.deepEqual(res.body, { message: 'internal-error' });
+    } finally {
+      await db.raw('ALTER TABLE users DROP CONSTRAINT test_reject_names');
+    }
+    assert.equal(await db('users').where({ user_name: name }).first(), undefined);
+    // The same name registers once the refusal is gone; a second time it is taken (400).
+    await harness().app.client.post('/v1/auth/register', { user_name: name, password: 'a password' }).expect(201);
+    await harness().app.client.post('/v1/auth/register', { user_name: name, password: 'a password' }).expect(400, { message: 'user-already-exists' });
+  });
 });
