@@ -63,12 +63,18 @@ describe('PasswordHasher (bcrypt in worker threads)', () => {
     const h = new PasswordHasher(12, 1);
     const running = h.hash('first');
     const queued = h.hash('second');
+    const threads = threadsOf(h);
+    assert.equal(threads.length, 1);
+    const exited = new Promise<number>((resolve) => threads[0].once('exit', resolve));
     const closing = h.close();
     await assert.rejects(queued, /password hasher closed/);
     // The running job settles too, rather than being left pending forever.
     await assert.rejects(running, /password hasher closed/);
     await closing;
     assert.deepEqual(threadsOf(h), []);
+    // The thread itself is stopped (it would otherwise keep the process alive).
+    await exited;
+    assert.equal(threads[0].threadId, -1);
     await assert.rejects(h.hash('later'), /password hasher closed/);
     await assert.rejects(h.verify('x', undefined), /password hasher closed/);
   });
