@@ -301,10 +301,14 @@ async function main(): Promise<void> {
   const listSession = (await api(A, 'POST', '/v1/auth/login', { user_name: 'lister', password: 'correct horse battery' })).session_id as string;
   const lister = (await db.query('SELECT id FROM users WHERE user_name = $1', ['lister'])).rows[0].id as string;
 
-  log('filling (GIN indexes dropped during the bulk insert, then rebuilt as the migration makes them)');
+  log('filling (GIN indexes dropped during the bulk insert, then rebuilt as the migrations made them)');
   const total = 1000 + SETTINGS.growth.reduce((a, b) => a + b, 0);
   const matchEvery = Math.floor(total / 100);
   const t0 = Date.now();
+  // Their definitions as the migrations left them (storage parameters included), to rebuild them the same.
+  const textIndexes = (await db.query(
+    `SELECT pg_get_indexdef(indexrelid) AS def FROM pg_index WHERE indexrelid IN ('messages_text_fts_idx'::regclass, 'messages_text_trgm_idx'::regclass)`,
+  )).rows.map((r: { def: string }) => r.def);
   await db.query('DROP INDEX messages_text_fts_idx; DROP INDEX messages_text_trgm_idx');
   await fill(db, small.chat, small.member, 1000, matchEvery, 0);
   let offset = 1000;
@@ -317,8 +321,7 @@ async function main(): Promise<void> {
   const tl = Date.now();
   const listMessages = wants('GET /v1/chats') ? await fillChatList(db, lister, 'lister', SETTINGS.listChats, SETTINGS.listMessages) : 0;
   log(`  chat list: ${SETTINGS.listChats} chats, ${listMessages} messages${QUICK ? ' (scaled down from 1 M for --quick)' : ''} in ${((Date.now() - tl) / 1000).toFixed(1)} s`);
-  await db.query(`CREATE INDEX messages_text_fts_idx ON messages USING gin (to_tsvector('simple'::regconfig, text)) WITH (fastupdate = off)`);
-  await db.query(`CREATE INDEX messages_text_trgm_idx ON messages USING gin (text gin_trgm_ops) WITH (fastupdate = on, gin_pending_list_limit = 256)`);
+  for (const def of textIndexes) await db.query(def);
   await db.query('ANALYZE');
   const matches = Number((await db.query(`SELECT count(*) FROM messages WHERE text LIKE '%aurora borealis%'`)).rows[0].count);
   extra.data = { messages: total, listChats: SETTINGS.listChats, listMessages, searchMatches: matches, fillSeconds: (Date.now() - t0) / 1000 };
