@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp } from './helpers/harness';
 import { buildChat, buildUser, joinChat, postMessage } from './helpers/factories';
+import { waitUntil } from './helpers/wait';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = createLogger('silent');
@@ -30,13 +31,8 @@ function fakeClean() {
   };
 }
 
-async function until(what: string, cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
+/** Waits for a condition of the fake clean (polled every 2 ms, as the gaps tested are tens of ms). */
+const until = (what: string, cond: () => boolean, ms = 2000) => waitUntil(what, async () => cond(), ms, 2);
 
 describe('PendingListCleaner (search pending lists moved beside the write path)', () => {
   it('runs once after a nudge, and nudges during a run make exactly one more run, after the gap', async () => {
@@ -194,15 +190,13 @@ if (MODE === 'services') {
           const userId = await joinChat(app.client, chatId, u.session);
           await Promise.all(Array.from({ length: 30 }, (_, i) => postMessage(app.client, chatId, userId, `upkeep ${mode} ${i} ${randomBytes(12).toString('hex')}`, u.session)));
           const { db } = harness().infra;
-          const until = Date.now() + 5000;
           let stored = 0;
           let pages = [-1, -1];
-          while (Date.now() < until) {
+          await waitUntil('the messages stored and both pending lists empty', async () => {
             stored = Number(((await db.raw('SELECT count(*) AS n FROM messages WHERE chat_id = ?', [chatId])) as { rows: { n: string }[] }).rows[0].n);
             pages = await pendingPages();
-            if (stored === 30 && pages[0] === 0 && pages[1] === 0) break;
-            await sleep(20);
-          }
+            return stored === 30 && pages[0] === 0 && pages[1] === 0;
+          }, 5000, 20).catch(() => undefined);
           assert.equal(stored, 30);
           assert.deepEqual(pages, [0, 0], 'trigram and full-text pending pages');
         } finally {

@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { ServiceUnavailable } from '../messenger/errors';
+import { parseId } from '../messenger/ids';
 import type { Broker } from '../messenger/infra/broker';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, joinChat, type TestUser } from './helpers/factories';
+import { waitUntil } from './helpers/wait';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const dashed = (hex: string) => hex.replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
+const dashed = (wire: string) => parseId(wire) as string;
 
 // The write-behind mode when the publish of a post with an Idempotency-Key
 // fails (503): a key this post reserved is given back, so the failed request
@@ -51,12 +53,8 @@ describe('write path, MESSAGE_STORAGE_TYPE=rabbitmq: a failed publish of a post 
   const keyRows = async (key: string) => harness().infra.db('idempotency_keys').where({ key }).select<{ message_id: string }[]>('message_id');
   const stored = async (text: string) => harness().infra.db('messages').where({ chat_id: dashed(chatId), text }).select<{ id: string }[]>('id');
   async function storedEventually(text: string, n: number): Promise<{ id: string }[]> {
-    const until = Date.now() + 10_000;
-    for (;;) {
-      const rows = await stored(text);
-      if (rows.length >= n || Date.now() > until) return rows;
-      await sleep(20);
-    }
+    await waitUntil(`${n} stored`, async () => (await stored(text)).length >= n, 10_000, 20).catch(() => undefined);
+    return stored(text);
   }
 
   it('a key first used by the failed post is given back: no key, no message; the retry is stored once', async () => {
