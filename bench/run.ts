@@ -399,11 +399,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < SETTINGS.runs; i++) {
       const out = execFileSync(process.execPath, ['--import', 'tsx', 'bench/baselines/bcrypt.ts', String(BCRYPT_COST), String(WORKERS), String(ld)], { cwd: ROOT }).toString();
       bcryptRates.push((JSON.parse(out) as { perSecond: number }).perSecond);
-  }
-  loginRow.baseline = { name: `bcryptjs compare, cost ${BCRYPT_COST}, ${WORKERS} threads`, rps: median(bcryptRates) };
-  loginRow.ratio = loginRow.app.rps / loginRow.baseline.rps;
-  notes.push('login: the web process compares passwords in a pool of BCRYPT_THREADS worker threads (default one per core, niced by BCRYPT_NICE), off the event loop; the baseline is raw bcryptjs compare on as many threads as web workers');
-  rows.push(loginRow);
+    }
+    loginRow.baseline = { name: `bcryptjs compare, cost ${BCRYPT_COST}, ${WORKERS} threads`, rps: median(bcryptRates) };
+    loginRow.ratio = loginRow.app.rps / loginRow.baseline.rps;
+    notes.push('login: the web process compares passwords in a pool of BCRYPT_THREADS worker threads (default one per core, niced by BCRYPT_NICE), off the event loop; the baseline is raw bcryptjs compare on as many threads as web workers');
+    rows.push(loginRow);
   }
 
   if (wants('search')) {

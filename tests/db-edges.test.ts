@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { sessionOf } from '../messenger/apps/auth';
 import { deleteExpiredKeys, keyedMessage, releaseKey, reserveKey } from '../messenger/db/idempotency-keys';
-import { insertMessage, messagesAfter } from '../messenger/db/messages';
+import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumePoint, storedIds } from '../messenger/db/messages';
 import { advanceMarkers } from '../messenger/db/read_markers';
 import { searchExact } from '../messenger/db/search';
 import { AppError } from '../messenger/errors';
@@ -23,7 +23,7 @@ describe('db edges: the answers for what is missing or empty', () => {
     const { db } = harness().infra;
     const u = await buildUser(client);
     const chatId = uuid(await buildChat(client, u.session));
-    const memberId = uuid(await joinChat(client, chatId, u.session));
+    const memberId = uuid(await joinChat(client, chatId, u.session, 'nick_of_u'));
     const otherChat = uuid(await buildChat(client, u.session));
     const stranger = await accountOf((await buildUser(client)).userName);
     const count = async () => Number((await db('messages').whereIn('chat_id', [chatId, otherChat]).count<{ n: string }[]>('* as n'))[0].n);
@@ -96,6 +96,52 @@ describe('db edges: the answers for what is missing or empty', () => {
     const id = uuidv7();
     assert.equal(await reserveKey(fake, randomUUID(), 'k', id), id);
     assert.deepEqual(statements, ['INSERT', 'SELECT', 'INSERT', 'SELECT', 'INSERT', 'SELECT']);
+  });
+
+  it('storedIds answers exactly the ids that are stored, and nothing for no ids', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const chatId = uuid(await buildChat(client, u.session));
+    const memberId = uuid(await joinChat(client, chatId, u.session));
+    const a = await insertMessage(db, chatId, memberId, null, 'a');
+    const b = await insertMessage(db, chatId, memberId, null, 'b');
+    assert.ok('id' in a && 'id' in b);
+    const unknown = uuidv7();
+    assert.deepEqual([...(await storedIds(db, [a.id, unknown, b.id]))].sort(), [a.id, b.id].sort());
+    assert.deepEqual([...(await storedIds(db, [unknown]))], []);
+    assert.deepEqual([...(await storedIds(db, []))], []);
+  });
+
+  it('memberOfChat, pageOfChat and resumePoint name what is missing: the chat (unknown or not the account\'s), the member, or the cursor', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const account = await accountOf(u.userName);
+    const stranger = await accountOf((await buildUser(client)).userName);
+    const chatId = uuid(await buildChat(client, u.session));
+    const memberId = uuid(await joinChat(client, chatId, u.session, 'nick_of_u'));
+    const otherChat = uuid(await buildChat(client, u.session));
+    const stored = await insertMessage(db, chatId, memberId, account, 'one');
+    assert.ok('id' in stored);
+    const elsewhere = await insertMessage(db, otherChat, uuid(await joinChat(client, otherChat, u.session)), account, 'two');
+    assert.ok('id' in elsewhere);
+
+    assert.deepEqual(await memberOfChat(db, chatId, memberId, account), { userName: 'nick_of_u' });
+    assert.deepEqual(await memberOfChat(db, chatId, memberId, stranger), { missing: 'member' });
+    assert.deepEqual(await memberOfChat(db, otherChat, memberId, account), { missing: 'member' });
+    assert.deepEqual(await memberOfChat(db, randomUUID(), memberId, account), { missing: 'chat' });
+
+    assert.deepEqual(await pageOfChat(db, chatId, account, elsewhere.id, 10), { missing: 'cursor' });
+    assert.deepEqual(await pageOfChat(db, chatId, stranger, null, 10), { missing: 'chat' });
+    assert.deepEqual(await pageOfChat(db, randomUUID(), account, null, 10), { missing: 'chat' });
+    assert.deepEqual(await pageOfChat(db, chatId, account, stored.id, 10), { rows: [] });
+
+    assert.deepEqual(await resumePoint(db, chatId, account, null), { afterSeq: 0 });
+    assert.deepEqual(await resumePoint(db, chatId, account, stored.id), { afterSeq: 1 });
+    assert.deepEqual(await resumePoint(db, chatId, account, elsewhere.id), { missing: 'cursor' });
+    assert.deepEqual(await resumePoint(db, chatId, stranger, null), { missing: 'chat' });
+    assert.deepEqual(await resumePoint(db, randomUUID(), account, null), { missing: 'chat' });
   });
 
   it('sessionOf refuses a request that reached a handler without a session (401 auth-failed)', () => {
