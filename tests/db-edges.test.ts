@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { sessionOf } from '../messenger/apps/auth';
 import { deleteExpiredKeys, keyedMessage, releaseKey, reserveKey } from '../messenger/db/idempotency-keys';
 import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumePoint, storedIds } from '../messenger/db/messages';
 import { advanceMarkers } from '../messenger/db/read_markers';
 import { searchExact } from '../messenger/db/search';
+import { insertSession, markFirstUse, revokeSession } from '../messenger/db/sessions';
 import { AppError } from '../messenger/errors';
 import { parseId, uuidv7 } from '../messenger/ids';
 import type { ApiContext } from '../messenger/types';
@@ -142,6 +143,37 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.deepEqual(await resumePoint(db, chatId, account, elsewhere.id), { missing: 'cursor' });
     assert.deepEqual(await resumePoint(db, chatId, stranger, null), { missing: 'chat' });
     assert.deepEqual(await resumePoint(db, randomUUID(), account, null), { missing: 'chat' });
+  });
+
+  it('searchExact with a word and two symbol runs finds only the messages that have all of them', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const account = await accountOf(u.userName);
+    const chatId = await buildChat(client, u.session);
+    const memberId = await joinChat(client, chatId, u.session);
+    for (const message of ['party 🎉 🎂', 'party 🎉', 'party 🎂']) {
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message }, u.session).expect(201);
+    }
+    const found = await searchExact(harness().infra.db, account, 'party 🎉 🎂', 10, 5000);
+    assert.deepEqual(found.map((m) => m.text), ['party 🎉 🎂']);
+  });
+
+  it('markFirstUse records the first use of a live session once: true the first time, false after, and for revoked or unknown sessions', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const account = await accountOf((await buildUser(client)).userName);
+    const [live, revoked] = [randomBytes(32), randomBytes(32)];
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    await insertSession(db, live, account, expiresAt);
+    await insertSession(db, revoked, account, expiresAt);
+    assert.equal(await revokeSession(db, revoked), true);
+    assert.equal(await markFirstUse(db, live), true);
+    assert.equal(await markFirstUse(db, live), false);
+    assert.equal(await markFirstUse(db, revoked), false);
+    assert.equal(await markFirstUse(db, randomBytes(32)), false);
+    const rows = (await db('sessions').whereIn('token_hash', [live, revoked]).select('token_hash', 'first_used_at')) as { token_hash: Uint8Array; first_used_at: Date | null }[];
+    assert.equal(rows.find((r) => Buffer.from(r.token_hash).equals(live))?.first_used_at instanceof Date, true);
+    assert.equal(rows.find((r) => Buffer.from(r.token_hash).equals(revoked))?.first_used_at, null);
   });
 
   it('sessionOf refuses a request that reached a handler without a session (401 auth-failed)', () => {

@@ -21,4 +21,8 @@ describe('searchTerms: what a phrase asks for', () => {
   it('a phrase of punctuation only asks for its whitespace-separated pieces', () => {
     assert.deepEqual(searchTerms(' ?!  ... ?! '), { phrase: '?!  ... ?!', words: [], symbols: ['?!', '...'] });
   });
+
+  it('symbols with punctuation and no words: the symbol runs alone, not the whitespace-separated pieces', () => {
+    assert.deepEqual(searchTerms(' 👋 ?! '), { phrase: '👋 ?!', words: [], symbols: ['👋'] });
+  });
 });
