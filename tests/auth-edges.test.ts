@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { app as authModule } from '../messenger/apps/auth';
+import type { ApiContext, OperationInput } from '../messenger/types';
 import { harness } from './helpers/harness';
 import { buildUser, uniq } from './helpers/factories';
 
@@ -166,5 +168,23 @@ describe('auth edges: tokens, headers and the session store', () => {
     // The same name registers once the refusal is gone; a second time it is taken (400).
     await harness().app.client.post('/v1/auth/register', { user_name: name, password: 'a password' }).expect(201);
     await harness().app.client.post('/v1/auth/register', { user_name: name, password: 'a password' }).expect(400, { message: 'user-already-exists' });
+  });
+
+  it("the auth app's stop closes its bcrypt threads: a register after it fails and stores nothing", async () => {
+    const { infra } = harness();
+    const auth = authModule.create(infra, new Set(['auth']));
+    const register = auth.handlers.register;
+    assert.ok(register !== undefined && auth.stop !== undefined);
+    const attempt = async (userName: string) => {
+      const ctx = {} as ApiContext;
+      await register(ctx, { body: { user_name: userName, password: 'a password' } } as OperationInput<'register'>);
+      return ctx.status;
+    };
+    const [before, after] = [uniq('open'), uniq('closed')];
+    assert.equal(await attempt(before), 201);
+    await auth.stop();
+    await assert.rejects(attempt(after), /password hasher closed/);
+    const names = (await infra.db('users').whereIn('user_name', [before, after]).pluck('user_name')) as string[];
+    assert.deepEqual(names, [before]);
   });
 });
