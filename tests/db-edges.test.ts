@@ -18,13 +18,25 @@ async function accountOf(userName: string): Promise<string> {
   return ((await harness().infra.db('users').where({ user_name: userName }).first('id')) as { id: string }).id;
 }
 
+/** A new account with one chat in which it posted `messages` through the API; returns the account id. */
+async function accountWithMessages(messages: string[]): Promise<string> {
+  const { client } = harness().app;
+  const u = await buildUser(client);
+  const chatId = await buildChat(client, u.session);
+  const memberId = await joinChat(client, chatId, u.session);
+  for (const message of messages) {
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message }, u.session).expect(201);
+  }
+  return accountOf(u.userName);
+}
+
 describe('db edges: the answers for what is missing or empty', () => {
   it('insertMessage stores nothing and says which is missing: the chat, or a member of it owned by the account', async () => {
     const { client } = harness().app;
     const { db } = harness().infra;
     const u = await buildUser(client);
     const chatId = uuid(await buildChat(client, u.session));
-    const memberId = uuid(await joinChat(client, chatId, u.session, 'nick_of_u'));
+    const memberId = uuid(await joinChat(client, chatId, u.session));
     const otherChat = uuid(await buildChat(client, u.session));
     const stranger = await accountOf((await buildUser(client)).userName);
     const count = async () => Number((await db('messages').whereIn('chat_id', [chatId, otherChat]).count<{ n: string }[]>('* as n'))[0].n);
@@ -45,12 +57,7 @@ describe('db edges: the answers for what is missing or empty', () => {
   });
 
   it('searchExact with a phrase without words finds nothing (there is no full-text query for it)', async () => {
-    const { client } = harness().app;
-    const u = await buildUser(client);
-    const account = await accountOf(u.userName);
-    const chatId = await buildChat(client, u.session);
-    const memberId = await joinChat(client, chatId, u.session);
-    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'wave 👋🏽' }, u.session).expect(201);
+    const account = await accountWithMessages(['wave 👋🏽']);
     assert.deepEqual(await searchExact(harness().infra.db, account, '👋🏽', 10, 5000), []);
     assert.equal((await searchExact(harness().infra.db, account, 'wave', 10, 5000)).length, 1);
   });
@@ -146,14 +153,7 @@ describe('db edges: the answers for what is missing or empty', () => {
   });
 
   it('searchExact with a word and two symbol runs finds only the messages that have all of them', async () => {
-    const { client } = harness().app;
-    const u = await buildUser(client);
-    const account = await accountOf(u.userName);
-    const chatId = await buildChat(client, u.session);
-    const memberId = await joinChat(client, chatId, u.session);
-    for (const message of ['party 🎉 🎂', 'party 🎉', 'party 🎂']) {
-      await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message }, u.session).expect(201);
-    }
+    const account = await accountWithMessages(['party 🎉 🎂', 'party 🎉', 'party 🎂']);
     const found = await searchExact(harness().infra.db, account, 'party 🎉 🎂', 10, 5000);
     assert.deepEqual(found.map((m) => m.text), ['party 🎉 🎂']);
   });
