@@ -168,7 +168,8 @@ if (MODE === 'services') {
     /**
      * Runs the calls back to back in one MULTI between two TIMEs, and retries
      * until both TIMEs fall in the same millisecond: then every call saw the
-     * same `now`, and the results are exact.
+     * same `now`, and the results are exact. `calls` is asked again for each
+     * attempt and must name fresh keys: a missed attempt has charged its own.
      */
     async function atOneInstant(calls: (() => Call[])): Promise<RateLimitResult[]> {
       for (let attempt = 0; attempt < 20; attempt++) {
@@ -218,16 +219,23 @@ if (MODE === 'services') {
     });
 
     it('limit 3 per 1000 ms: exactly 3, and the stored TAT expires with it', async () => {
-      const k = key();
-      const got = await atOneInstant(() => Array.from({ length: 4 }, () => [k, 3, 1000] as Call));
+      // A fresh key for each attempt: an attempt that missed the millisecond has charged its key already.
+      let k = '';
+      const got = await atOneInstant(() => {
+        k = key();
+        return Array.from({ length: 4 }, () => [k, 3, 1000] as Call);
+      });
       assert.deepEqual(got.map((x) => [x.allowed, x.remaining]), [[true, 2], [true, 1], [true, 0], [false, 0]]);
       const pttl = await kv.redis.pttl(k);
       assert.ok(pttl > 0 && pttl <= 1001, `TAT key lives until the allowance is back (pttl ${pttl})`);
     });
 
     it('lets the next request through once the wait it announced has passed', async () => {
-      const k = key();
-      const [, , , , , refused] = await atOneInstant(() => Array.from({ length: 6 }, () => [k, 5, 1000] as Call));
+      let k = '';
+      const [, , , , , refused] = await atOneInstant(() => {
+        k = key();
+        return Array.from({ length: 6 }, () => [k, 5, 1000] as Call);
+      });
       assert.equal(refused.allowed, false);
       await new Promise((res) => setTimeout(res, refused.retryAfterMs + 5));
       assert.equal((await kv.rateLimit(k, 5, 1000)).allowed, true);
