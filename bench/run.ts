@@ -148,6 +148,9 @@ interface Row {
   target?: { label: string; p99: number };
 }
 
+/** The app whose workers' peak RSS is logged after each of its scenarios (app A: its peaks are the reported ones). */
+let measuredApp: ChildProcess | undefined;
+
 /** Runs the app and its baseline alternately, SETTINGS.runs times each after a warm-up; medians. */
 async function compare(scenario: string, app: () => Promise<Load>, baselineName?: string, baseline?: () => Promise<Load>): Promise<Row> {
   const a: Load[] = [];
@@ -161,6 +164,7 @@ async function compare(scenario: string, app: () => Promise<Load>, baselineName?
     rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), non2xx: xs.reduce((s, x) => s + x.non2xx, 0),
   });
   const appLoad = pick(a);
+  if (measuredApp !== undefined) log(`    peak RSS so far: ${workersPeak(measuredApp)}`);
   const row: Row = { scenario, app: appLoad };
   if (baseline !== undefined && baselineName !== undefined) {
     const base = pick(b);
@@ -199,6 +203,11 @@ function childPids(pid: number): number[] {
   } catch {
     return [];
   }
+}
+
+/** The peak RSS so far of each web worker of `app`, in MB, for the log after each scenario. */
+function workersPeak(app: ChildProcess): string {
+  return childPids(app.pid ?? 0).map((pid, i) => `web worker ${i + 1} ${peakRss(pid).toFixed(0)} MB`).join(', ');
 }
 
 async function fill(db: pg.Pool, chat: string, member: string, n: number, matchEvery: number, offset: number): Promise<void> {
@@ -284,6 +293,7 @@ async function main(): Promise<void> {
   // Servers: app A (all apps, throttling off), baselines.
   const [A, B, C, BP, BR, BS, BI, BL] = [18701, 18702, 18703, 18711, 18712, 18713, 18714, 18715];
   let appA = await startApp(A);
+  measuredApp = appA;
   const consumer = start(['dist/messenger/consumer.js'], appEnv(0, { METRICS_PORT: '0' }));
 
   // Data through the API: one account, chats it joined.
@@ -443,6 +453,7 @@ async function main(): Promise<void> {
   childPids(appA.pid ?? 0).forEach((pid, i) => (memory[`web worker ${i + 1}`] = peakRss(pid)));
   memory.consumer = peakRss(consumer.pid ?? 0);
   extra.memoryMb = memory;
+  measuredApp = undefined;
   await stop(appA);
 
   log('app B: caching off (uncached pages), throttling off');
@@ -746,7 +757,8 @@ async function report(rows: Row[], extra: Record<string, unknown>, notes: string
     md.push(`Middleware cost: throttling on ${fmt(cost.throttling.on)} vs off ${fmt(cost.throttling.off)} req/s on a cached page (${fmt(cost.throttling.usPerRequest, 1)} µs per request of the 2 workers' time); ` +
       `caching on POST message: on ${fmt(cost.cachingOnPost.on)} vs off ${fmt(cost.cachingOnPost.off)} req/s; a cached page against an uncached one is in the table above.`, '');
   }
-  if (ONLY === undefined) md.push('Peak RSS: ' + Object.entries(mem).map(([k, v]) => `${k} ${fmt(v)} MB`).join(', ') + '.', '');
+  // With --only the peaks are those of the selected scenarios alone: printed, never a target row.
+  md.push('Peak RSS: ' + Object.entries(mem).map(([k, v]) => `${k} ${fmt(v)} MB`).join(', ') + '.', '');
   md.push('| target | measured | met |', '|---|---|---|');
   for (const t of targets) md.push(`| ${t.target} | ${t.value} | ${t.met ? 'yes' : '**no**'} |`);
   for (const n of notes) md.push('', `Note: ${n}`);

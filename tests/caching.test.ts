@@ -26,6 +26,18 @@ describe('caching of chat pages', () => {
     assert.match(String(hit.headers['content-type']), /application\/json/);
   });
 
+  it('answers a hit byte for byte as the miss, also past ASCII, with the same Content-Type and Content-Length', async () => {
+    const { client } = harness().app;
+    const { u, chatId, userId } = await setup(client);
+    await postMessage(client, chatId, userId, 'привет 👋 naïve « ok »', u.session);
+    const miss = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'MISS');
+    const hit = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('X-Cache', 'HIT');
+    assert.equal(hit.text, miss.text);
+    assert.equal(hit.headers['content-type'], miss.headers['content-type']);
+    assert.equal(hit.headers['content-length'], String(Buffer.byteLength(miss.text)));
+    assert.ok((hit.body as Page).messages.some((m) => m.text === 'привет 👋 naïve « ok »'));
+  });
+
   it('keys pages by limit and cursor', async () => {
     const { client } = harness().app;
     const { u, chatId, userId } = await setup(client);

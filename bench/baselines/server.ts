@@ -22,7 +22,7 @@ const env = (name: string): string => {
   return v;
 };
 
-function json(res: http.ServerResponse, status: number, body: string): void {
+function json(res: http.ServerResponse, status: number, body: string | Buffer): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
@@ -80,7 +80,8 @@ async function handlerFor(): Promise<http.RequestListener> {
     const redis = new Redis(env('BENCH_REDIS_URL'));
     const key = env('BENCH_REDIS_KEY');
     return (_req, res) => {
-      redis.get(key).then((v) => json(res, 200, v ?? '{}'), () => json(res, 503, '{}'));
+      // As the caching app reads a page: its bytes, sent as they are.
+      redis.getBuffer(key).then((v) => json(res, 200, v ?? '{}'), () => json(res, 503, '{}'));
     };
   }
   const pool = new pg.Pool({ connectionString: env('BENCH_DATABASE_URL'), max: Number(process.env.BENCH_POOL ?? '10') });

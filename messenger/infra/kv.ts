@@ -10,6 +10,12 @@ import type { Logger } from './logger';
 export interface Kv {
   readonly kind: 'redis' | 'memory';
   get(key: string): Promise<string | null>;
+  /**
+   * The value as its UTF-8 bytes: what a response body that is a stored value
+   * (a cached page) is sent as, with no decoding into a string and encoding
+   * back on the way out.
+   */
+  getBytes(key: string): Promise<Buffer | null>;
   /** Stores `value`; with `ttlSeconds` it expires after that long. */
   set(key: string, value: string, ttlSeconds?: number): Promise<void>;
   del(key: string): Promise<void>;
@@ -153,6 +159,10 @@ export class RedisKv implements Kv {
     return this.redis.get(key);
   }
 
+  async getBytes(key: string): Promise<Buffer | null> {
+    return this.redis.getBuffer(key);
+  }
+
   async set(key: string, value: string, ttlSeconds?: number): Promise<void> {
     if (ttlSeconds === undefined) await this.redis.set(key, value);
     else await this.redis.set(key, value, 'EX', Math.max(1, Math.ceil(ttlSeconds)));
@@ -231,6 +241,11 @@ export class MemoryKv implements Kv {
 
   async get(key: string): Promise<string | null> {
     return this.live(key)?.value ?? null;
+  }
+
+  async getBytes(key: string): Promise<Buffer | null> {
+    const value = this.live(key)?.value;
+    return value === undefined ? null : Buffer.from(value, 'utf8');
   }
 
   async set(key: string, value: string, ttlSeconds?: number): Promise<void> {

@@ -43,7 +43,8 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
         const [version, allowed] = await kv.mget([versionKey(chat), aclKey]);
         const pageKey = `page:${chat}:${version ?? '0'}:${ctx.state.operationId ?? ''}:${query}`;
         if (allowed !== null) {
-          const page = await kv.get(pageKey);
+          // Bytes, not a string: sent as they are stored (see docs/performance.md, "Cached pages as bytes").
+          const page = await kv.getBytes(pageKey);
           if (page !== null) {
             ctx.set('X-Cache', 'HIT');
             ctx.status = 200;
