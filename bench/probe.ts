@@ -1,0 +1,104 @@
+/**
+ * npx tsx bench/probe.ts [page|<path>]   (npm run bench:probe -- [page|<path>])
+ *
+ * One route of one app, for comparing two builds or two settings: starts the
+ * built app (`dist/`, or PROBE_DIST) in the services mode with two web workers
+ * on a database of its own, stores a chat of 100 messages, then loads `page`
+ * (that chat's `GET /v1/chats/{id}/messages?limit=100`, the default) or
+ * `<path>` (GET, with the account's session) at 32 connections for
+ * PROBE_SECONDS (default 10). Prints one JSON line: req/s, p99, CPU time of
+ * the two web workers per request (from /proc) and each worker's peak RSS
+ * (VmHWM) before and after the load. PROBE_ENV (JSON) adds settings to the
+ * app's environment, e.g. '{"APPS":"auth,chats,messages,search"}' for
+ * uncached pages or '{"NODE_OPTIONS":"--max-semi-space-size=8"}'.
+ * Run it several times, alternating what you compare: the figures move with
+ * whatever else the machine does. Drops its database and stops what it started.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { killAll, start, stop, waitHttp } from './processes';
+
+const ID = randomBytes(4).toString('hex');
+const DB = `messenger_probe_${ID}`;
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const DATABASE_URL = (() => {
+  const u = new URL(PG_ADMIN);
+  u.pathname = `/${DB}`;
+  return u.toString();
+})();
+const PORT = 18790;
+const SECONDS = Number(process.env.PROBE_SECONDS ?? 10);
+const TARGET = process.argv[2] ?? 'page';
+const DIST = process.env.PROBE_DIST ?? 'dist';
+
+async function api(method: string, p: string, body: object, session?: string): Promise<Record<string, string>> {
+  const r = await fetch(`http://127.0.0.1:${PORT}${p}`, {
+    method, body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...(session ? { authorization: `session_id ${session}` } : {}) },
+  });
+  if (r.status >= 300) throw new Error(`${method} ${p} answered ${r.status}`);
+  return (await r.json()) as Record<string, string>;
+}
+
+/** User plus system CPU time of a process so far, in ms (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+function peakMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? 0 : Math.round(Number(m[1]) / 1024);
+}
+
+async function main(): Promise<void> {
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${DB}`);
+  const extra = process.env.PROBE_ENV ? (JSON.parse(process.env.PROBE_ENV) as Record<string, string>) : {};
+  try {
+    execFileSync(process.execPath, [`${DIST}/messenger/db-cli.js`, 'migrate'], { env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
+    const app = start([`${DIST}/messenger/main.js`], {
+      DATABASE_URL, REDIS_URL: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379', RMQ_URL: process.env.BENCH_RMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+      REDIS_PREFIX: `probe:${ID}:`, SEARCH_QUEUE: `probe.${ID}.search`, PORT: String(PORT), HOST: '127.0.0.1', WORKERS_NUM: '2',
+      LOG_LEVEL: 'warn', BCRYPT_COST: '4', NGINX_THROTTLING: '1', SEARCH_IN_PROCESS_CONSUMER: '0', ...extra,
+    });
+    try {
+      await waitHttp(PORT, '/ping', app);
+      await api('POST', '/v1/auth/register', { user_name: 'probe', password: 'correct horse battery' });
+      const session = (await api('POST', '/v1/auth/login', { user_name: 'probe', password: 'correct horse battery' })).session_id;
+      const chat = (await api('POST', '/v1/chats', { chat_name: 'probe' }, session)).chat_id;
+      const member = (await api('POST', `/v1/chats/${chat}/users`, { user_name: 'probe' }, session)).user_id;
+      for (let i = 0; i < 100; i++) {
+        await api('POST', `/v1/chats/${chat}/messages?user_id=${member}`, { message: `message ${i} about lunch and the deploy ${'x'.repeat(80)}` }, session);
+      }
+      const url = `http://127.0.0.1:${PORT}${TARGET === 'page' ? `/v1/chats/${chat}/messages?limit=100` : TARGET}`;
+      const headers = { authorization: `session_id ${session}` };
+      await (await fetch(url, { headers })).text(); // a cached page is cached from here on
+      const workers = fs.readFileSync(`/proc/${app.pid}/task/${app.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+      const peakBefore = workers.map(peakMb);
+      const cpuBefore = workers.reduce((s, pid) => s + cpuMs(pid), 0);
+      const r = await autocannon({ url, connections: 32, duration: SECONDS, headers });
+      const cpuUs = ((workers.reduce((s, pid) => s + cpuMs(pid), 0) - cpuBefore) * 1000) / Math.max(1, r.requests.total);
+      console.log(JSON.stringify({
+        target: TARGET, env: extra, rps: Math.round(r.requests.average), p99: r.latency.p99, non2xx: r.non2xx + r.errors,
+        cpuUsPerRequest: Math.round(cpuUs), peakMbBefore: peakBefore, peakMbAfter: workers.map(peakMb),
+      }));
+    } finally {
+      await stop(app);
+    }
+  } finally {
+    killAll();
+    await admin.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  killAll();
+  process.exit(1);
+});
