@@ -10,12 +10,6 @@ import type { Logger } from './logger';
 export interface Kv {
   readonly kind: 'redis' | 'memory';
   get(key: string): Promise<string | null>;
-  /**
-   * The value as its UTF-8 bytes: what a response body that is a stored value
-   * (a cached page) is sent as, with no decoding into a string and encoding
-   * back on the way out.
-   */
-  getBytes(key: string): Promise<Buffer | null>;
   /** Stores `value`; with `ttlSeconds` it expires after that long. */
   set(key: string, value: string, ttlSeconds?: number): Promise<void>;
   del(key: string): Promise<void>;
@@ -28,6 +22,12 @@ export interface Kv {
   incr(key: string, ttlSeconds?: number, by?: number): Promise<number>;
   /** Several values in one round trip (null for a missing key). */
   mget(keys: string[]): Promise<(string | null)[]>;
+  /**
+   * mget, with each value as its UTF-8 bytes: what a response body that is a
+   * stored value (a cached page) is sent as, with no decoding into a string
+   * and encoding back on the way out.
+   */
+  mgetBytes(keys: string[]): Promise<(Buffer | null)[]>;
   /** Seconds until `key` expires; 0 when it does not exist or never expires. */
   ttl(key: string): Promise<number>;
   /**
@@ -159,10 +159,6 @@ export class RedisKv implements Kv {
     return this.redis.get(key);
   }
 
-  async getBytes(key: string): Promise<Buffer | null> {
-    return this.redis.getBuffer(key);
-  }
-
   async set(key: string, value: string, ttlSeconds?: number): Promise<void> {
     if (ttlSeconds === undefined) await this.redis.set(key, value);
     else await this.redis.set(key, value, 'EX', Math.max(1, Math.ceil(ttlSeconds)));
@@ -182,6 +178,10 @@ export class RedisKv implements Kv {
 
   async mget(keys: string[]): Promise<(string | null)[]> {
     return keys.length === 0 ? [] : this.redis.mget(...keys);
+  }
+
+  async mgetBytes(keys: string[]): Promise<(Buffer | null)[]> {
+    return keys.length === 0 ? [] : this.redis.mgetBuffer(...keys);
   }
 
   async ttl(key: string): Promise<number> {
@@ -243,11 +243,6 @@ export class MemoryKv implements Kv {
     return this.live(key)?.value ?? null;
   }
 
-  async getBytes(key: string): Promise<Buffer | null> {
-    const value = this.live(key)?.value;
-    return value === undefined ? null : Buffer.from(value, 'utf8');
-  }
-
   async set(key: string, value: string, ttlSeconds?: number): Promise<void> {
     const expiresAt = ttlSeconds === undefined ? Infinity : this.now() + Math.max(1, Math.ceil(ttlSeconds)) * 1000;
     this.map.set(key, { value, expiresAt });
@@ -277,6 +272,13 @@ export class MemoryKv implements Kv {
 
   async mget(keys: string[]): Promise<(string | null)[]> {
     return keys.map((k) => this.live(k)?.value ?? null);
+  }
+
+  async mgetBytes(keys: string[]): Promise<(Buffer | null)[]> {
+    return keys.map((k) => {
+      const value = this.live(k)?.value;
+      return value === undefined ? null : Buffer.from(value, 'utf8');
+    });
   }
 
   async ttl(key: string): Promise<number> {
