@@ -12,12 +12,11 @@
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import amqp from 'amqplib';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { killAll, start, stop, waitHttp } from './processes';
+import { childPids, cpuTicks, killAll, peakRssMb, start, stop, TICK_MS, waitHttp } from './processes';
 
 const ROOT = path.resolve(__dirname, '..');
 const MODE = process.argv[2] ?? 'db_direct';
@@ -27,7 +26,6 @@ const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432
 const DB_NAME = `messenger_bench_${ID}`;
 const DATABASE_URL = PG_ADMIN.replace(/\/[^/]*$/, `/${DB_NAME}`);
 const PORT = 18791;
-const TICK_MS = 1000 / 100; // USER_HZ
 
 if (!['db_direct', 'rabbitmq', 'no_storage'].includes(MODE) || !(REQUESTS > 0)) {
   process.stderr.write('usage: bench/cpu.ts [db_direct|rabbitmq|no_storage] [requests]\n');
@@ -42,24 +40,6 @@ const env = (extra: Record<string, string> = {}): Record<string, string> => ({
   ...(process.env.BENCH_INDEX_CLEAN_MS ? { INDEX_CLEAN_MS: process.env.BENCH_INDEX_CLEAN_MS } : {}), ...extra,
 });
 
-/** CPU ticks (user + system) a process and its threads used so far; 0 once it is gone. */
-function ticks(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return 0;
-  }
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
 
 async function api(method: string, p: string, body: object, session?: string): Promise<Record<string, unknown>> {
   const r = await fetch(`http://127.0.0.1:${PORT}${p}`, {
@@ -100,7 +80,7 @@ async function main(): Promise<void> {
     const webPids = [web.pid as number, ...childPids(web.pid as number)];
     const groups: Record<string, number[]> = { web: webPids, postgres: await dbPids() };
     if (sync) groups.synchronizer = [sync.pid as number];
-    const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, new Map(pids.map((p) => [p, ticks(p)]))]));
+    const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, new Map(pids.map((p) => [p, cpuTicks(p)]))]));
     const t0 = performance.now();
     const r = await run(REQUESTS);
     const seconds = (performance.now() - t0) / 1000;
@@ -109,7 +89,7 @@ async function main(): Promise<void> {
       let last = -1;
       for (;;) {
         await new Promise((res) => setTimeout(res, 500));
-        const now = ticks(sync.pid as number);
+        const now = cpuTicks(sync.pid as number);
         if (now === last) break;
         last = now;
       }
@@ -119,17 +99,14 @@ async function main(): Promise<void> {
     const spent: Record<string, number> = {};
     for (const [k, m] of Object.entries(before)) {
       let sum = 0;
-      for (const [p, t] of m) sum += ticks(p) - t;
+      for (const [p, t] of m) sum += cpuTicks(p) - t;
       spent[k] = (sum * TICK_MS * 1000) / r.requests.total; // µs per request
     }
     const total = Object.values(spent).reduce((a, b) => a + b, 0);
-    const peakRssMb = webPids.slice(1).map((p) => {
-      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
-      return m === null ? 0 : Math.round(Number(m[1]) / 1024);
-    });
+    const peakRssMbOfWorkers = webPids.slice(1).map((p) => Math.round(peakRssMb(p)));
     const out = {
       mode: MODE, requests: r.requests.total, non2xx: r.non2xx + r.errors, seconds: Number(seconds.toFixed(1)), rps: Math.round(r.requests.total / seconds),
-      p99ms: r.latency.p99, peakRssMbOfWorkers: peakRssMb, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
+      p99ms: r.latency.p99, peakRssMbOfWorkers, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {

@@ -16,10 +16,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { killAll, start, stop, waitHttp } from './processes';
+import { childPids, cpuTicks, killAll, peakRssMb, start, stop, TICK_MS, waitHttp } from './processes';
 
 const ID = randomBytes(4).toString('hex');
 const DB = `messenger_probe_${ID}`;
@@ -41,17 +40,6 @@ async function api(method: string, p: string, body: object, session?: string): P
   });
   if (r.status >= 300) throw new Error(`${method} ${p} answered ${r.status}`);
   return (await r.json()) as Record<string, string>;
-}
-
-/** User plus system CPU time of a process so far, in ms (clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-function peakMb(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m === null ? 0 : Math.round(Number(m[1]) / 1024);
 }
 
 async function main(): Promise<void> {
@@ -78,14 +66,16 @@ async function main(): Promise<void> {
       const url = `http://127.0.0.1:${PORT}${TARGET === 'page' ? `/v1/chats/${chat}/messages?limit=100` : TARGET}`;
       const headers = { authorization: `session_id ${session}` };
       await (await fetch(url, { headers })).text(); // a cached page is cached from here on
-      const workers = fs.readFileSync(`/proc/${app.pid}/task/${app.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
-      const peakBefore = workers.map(peakMb);
-      const cpuBefore = workers.reduce((s, pid) => s + cpuMs(pid), 0);
+      const workers = childPids(app.pid ?? 0);
+      const peaks = () => workers.map((pid) => Math.round(peakRssMb(pid)));
+      const ticks = () => workers.reduce((sum, pid) => sum + cpuTicks(pid), 0);
+      const peakBefore = peaks();
+      const ticksBefore = ticks();
       const r = await autocannon({ url, connections: 32, duration: SECONDS, headers });
-      const cpuUs = ((workers.reduce((s, pid) => s + cpuMs(pid), 0) - cpuBefore) * 1000) / Math.max(1, r.requests.total);
+      const cpuUs = ((ticks() - ticksBefore) * TICK_MS * 1000) / Math.max(1, r.requests.total);
       console.log(JSON.stringify({
         target: TARGET, env: extra, rps: Math.round(r.requests.average), p99: r.latency.p99, non2xx: r.non2xx + r.errors,
-        cpuUsPerRequest: Math.round(cpuUs), peakMbBefore: peakBefore, peakMbAfter: workers.map(peakMb),
+        cpuUsPerRequest: Math.round(cpuUs), peakMbBefore: peakBefore, peakMbAfter: peaks(),
       }));
     } finally {
       await stop(app);

@@ -1,5 +1,6 @@
 /** The processes a benchmark starts: spawned, waited for, stopped, and all killed at the end. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -37,6 +38,35 @@ export async function waitHttp(port: number, pathName = '/ping', child?: ChildPr
     await sleep(100);
   }
   throw new Error(`nothing answers on port ${port}`);
+}
+
+/** Milliseconds per clock tick of /proc/<pid>/stat (USER_HZ). */
+export const TICK_MS = 1000 / 100;
+
+/** The processes `pid` started (a cluster primary's workers), from /proc; none once it is gone. */
+export function childPids(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** CPU ticks (user + system) a process and its threads used so far; 0 once it is gone. */
+export function cpuTicks(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** The peak resident memory (VmHWM) of a process so far, in MB. */
+export function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? 0 : Number(m[1]) / 1024;
 }
 
 /** Kills whatever is still running (the benchmark's last step, also on failure). */

@@ -20,7 +20,7 @@ import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { renderChart } from './chart';
-import { killAll, start, stop, waitHttp } from './processes';
+import { childPids, killAll, peakRssMb, start, stop, waitHttp } from './processes';
 
 const ROOT = path.resolve(__dirname, '..');
 const QUICK = process.argv.includes('--quick');
@@ -164,7 +164,9 @@ async function compare(scenario: string, app: () => Promise<Load>, baselineName?
     rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), non2xx: xs.reduce((s, x) => s + x.non2xx, 0),
   });
   const appLoad = pick(a);
-  if (measuredApp !== undefined) log(`    peak RSS so far: ${workersPeak(measuredApp)}`);
+  if (measuredApp !== undefined) {
+    log(`    peak RSS so far: ${Object.entries(workersPeak(measuredApp)).map(([who, mb]) => `${who} ${mb.toFixed(0)} MB`).join(', ')}`);
+  }
   const row: Row = { scenario, app: appLoad };
   if (baseline !== undefined && baselineName !== undefined) {
     const base = pick(b);
@@ -191,23 +193,9 @@ async function api(port: number, method: string, p: string, body?: object, sessi
   return (await r.json()) as Record<string, unknown>;
 }
 
-function peakRss(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /VmHWM:\s+(\d+) kB/.exec(status);
-  return m === null ? 0 : Number(m[1]) / 1024;
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** The peak RSS so far of each web worker of `app`, in MB, for the log after each scenario. */
-function workersPeak(app: ChildProcess): string {
-  return childPids(app.pid ?? 0).map((pid, i) => `web worker ${i + 1} ${peakRss(pid).toFixed(0)} MB`).join(', ');
+/** The peak RSS so far of each web worker of `app`, in MB, by name ("web worker 1", ...). */
+function workersPeak(app: ChildProcess): Record<string, number> {
+  return Object.fromEntries(childPids(app.pid ?? 0).map((pid, i) => [`web worker ${i + 1}`, peakRssMb(pid)]));
 }
 
 async function fill(db: pg.Pool, chat: string, member: string, n: number, matchEvery: number, offset: number): Promise<void> {
@@ -449,9 +437,7 @@ async function main(): Promise<void> {
   extra.search = { tasks: searchMs.length, p50: percentile(searchMs, 50), p99: percentile(searchMs, 99), results: searchResults, messages: total };
   }
 
-  const memory: Record<string, number> = {};
-  childPids(appA.pid ?? 0).forEach((pid, i) => (memory[`web worker ${i + 1}`] = peakRss(pid)));
-  memory.consumer = peakRss(consumer.pid ?? 0);
+  const memory: Record<string, number> = { ...workersPeak(appA), consumer: peakRssMb(consumer.pid ?? 0) };
   extra.memoryMb = memory;
   measuredApp = undefined;
   await stop(appA);
