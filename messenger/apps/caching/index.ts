@@ -66,9 +66,12 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
         ctx.set('X-Cache', 'MISS');
         await next();
         if (ctx.status !== 200) return;
+        // Serialised once: the same text is stored and sent (Koa keeps the JSON type it set for the object).
+        const body = JSON.stringify(ctx.body);
+        ctx.body = body;
         try {
           // Stryker disable next-line StringLiteral: the acl value is never read, only whether the key exists
-          await Promise.all([kv.set(pageKey, `${version}\n${JSON.stringify(ctx.body)}`, ttl), kv.set(aclKey, '1', ttl)]);
+          await Promise.all([kv.set(pageKey, `${version}\n${body}`, ttl), kv.set(aclKey, '1', ttl)]);
         } catch (err) {
           log.warn({ err }, 'could not cache a page');
         }
