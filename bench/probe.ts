@@ -6,7 +6,9 @@
  * on a database of its own, stores a chat of 100 messages, then loads `page`
  * (that chat's `GET /v1/chats/{id}/messages?limit=100`, the default) or
  * `<path>` (GET, with the account's session) at 32 connections for
- * PROBE_SECONDS (default 10). Prints one JSON line: req/s, p99, CPU time of
+ * PROBE_SECONDS (default 10). `list` loads the account's chat list
+ * (`GET /v1/chats?limit=100`) after filling it with 1,000 chats and
+ * PROBE_LIST_MESSAGES messages (default 1,000,000) as the benchmark does. Prints one JSON line: req/s, p99, CPU time of
  * the two web workers per request (from /proc) and each worker's peak RSS
  * (VmHWM) before and after the load. PROBE_ENV (JSON) adds settings to the
  * app's environment, e.g. '{"APPS":"auth,chats,messages,search"}' for
@@ -18,6 +20,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { fillChatList } from './fill';
 import { childPids, cpuTicks, killAll, peakRssMb, start, stop, TICK_MS, waitHttp } from './processes';
 
 const ID = randomBytes(4).toString('hex');
@@ -58,12 +61,24 @@ async function main(): Promise<void> {
       await waitHttp(PORT, '/ping', app);
       await api('POST', '/v1/auth/register', { user_name: 'probe', password: 'correct horse battery' });
       const session = (await api('POST', '/v1/auth/login', { user_name: 'probe', password: 'correct horse battery' })).session_id;
+      // Before the probe's own chat, which the fill would otherwise count as one of its chats.
+      if (TARGET === 'list') {
+        const db = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+        try {
+          const account = (await db.query<{ id: string }>(`SELECT id FROM users WHERE user_name = 'probe'`)).rows[0].id;
+          await fillChatList(db, account, 'probe', 1000, Number(process.env.PROBE_LIST_MESSAGES ?? 1_000_000));
+          await db.query('VACUUM ANALYZE');
+        } finally {
+          await db.end();
+        }
+      }
       const chat = (await api('POST', '/v1/chats', { chat_name: 'probe' }, session)).chat_id;
       const member = (await api('POST', `/v1/chats/${chat}/users`, { user_name: 'probe' }, session)).user_id;
       for (let i = 0; i < 100; i++) {
         await api('POST', `/v1/chats/${chat}/messages?user_id=${member}`, { message: `message ${i} about lunch and the deploy ${'x'.repeat(80)}` }, session);
       }
-      const url = `http://127.0.0.1:${PORT}${TARGET === 'page' ? `/v1/chats/${chat}/messages?limit=100` : TARGET}`;
+      const paths: Record<string, string> = { page: `/v1/chats/${chat}/messages?limit=100`, list: '/v1/chats?limit=100' };
+      const url = `http://127.0.0.1:${PORT}${paths[TARGET] ?? TARGET}`;
       const headers = { authorization: `session_id ${session}` };
       await (await fetch(url, { headers })).text(); // a cached page is cached from here on
       const workers = childPids(app.pid ?? 0);

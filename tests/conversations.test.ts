@@ -203,6 +203,25 @@ describe('conversations: two accounts, a group chat and a direct chat', () => {
     assert.equal(row.same, true);
   });
 
+  it('answers names and texts past ASCII, quotes and control characters exactly, the last message as the page has it', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const name = `Чат "q" \\ «ü» 🎉 ${uniq('x')}`;
+    const chat = await buildChat(client, u.session, name);
+    const me = await joinChat(client, chat, u.session, 'ник "n" \\');
+    const text = 'line\nnext\ttab \u0001 \u001f "quoted" \\ back / slash — Ж 🎉 \u2028';
+    await postMessage(client, chat, me, text, u.session);
+    const res = await client.get('/v1/chats', u.session).expect(200).expect('Content-Type', /^application\/json/);
+    // The body is compact JSON, as JSON.stringify would write it.
+    assert.equal(res.text, JSON.stringify(res.body));
+    const [item] = (res.body as { chats: ChatItem[] }).chats;
+    assert.equal(item.chat_name, name);
+    assert.equal(item.last_message?.text, text);
+    const page = await getPage(client, chat, u.session, 10);
+    assert.deepEqual(item.last_message, page.messages[0]);
+    assert.match(item.last_message.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  });
+
   it('answers 400 bad-parameters for a bad limit', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);

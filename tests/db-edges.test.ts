@@ -143,7 +143,13 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.deepEqual(await pageOfChat(db, chatId, account, elsewhere.id, 10), { missing: 'cursor' });
     assert.deepEqual(await pageOfChat(db, chatId, stranger, null, 10), { missing: 'chat' });
     assert.deepEqual(await pageOfChat(db, randomUUID(), account, null, 10), { missing: 'chat' });
-    assert.deepEqual(await pageOfChat(db, chatId, account, stored.id, 10), { rows: [] });
+    assert.deepEqual(await pageOfChat(db, chatId, account, stored.id, 10), { messages: '[]', lastId: null });
+    const first = await pageOfChat(db, chatId, account, null, 10);
+    assert.ok('messages' in first);
+    assert.equal(first.lastId, stored.id);
+    assert.deepEqual(JSON.parse(first.messages), [
+      { message_id: stored.id.replace(/-/g, ''), user_id: memberId.replace(/-/g, ''), user_name: 'nick_of_u', text: 'one', created_at: stored.created_at.toISOString() },
+    ]);
 
     assert.deepEqual(await resumePoint(db, chatId, account, null), { afterSeq: 0 });
     assert.deepEqual(await resumePoint(db, chatId, account, stored.id), { afterSeq: 1 });

@@ -120,6 +120,18 @@ describe('GET /v1/chats/{chat_id}/messages', () => {
     assert.equal(page.next.iterator, ids[2]);
   });
 
+  it('answers texts past ASCII, quotes and control characters exactly, in compact JSON, with the stored time to the millisecond', async () => {
+    const { client, u, chatId, userId } = await chatWithMember();
+    const text = 'line\nnext\ttab \u0001 \u001f "quoted" \\ back / slash — Ж 🎉 \u2028';
+    const id = await postMessage(client, chatId, userId, text, u.session);
+    const res = await client.get(`/v1/chats/${chatId}/messages?limit=10`, u.session).expect(200).expect('Content-Type', /^application\/json/);
+    assert.equal(res.text, JSON.stringify(res.body));
+    const [m] = (res.body as Page).messages;
+    assert.equal(m.text, text);
+    const row = (await harness().infra.db('messages').where({ id }).first('created_at')) as { created_at: Date };
+    assert.equal(m.created_at, row.created_at.toISOString());
+  });
+
   it('pages with limit and from without skipping or repeating', async () => {
     const { client, u, chatId, userId } = await chatWithMember();
     const ids: string[] = [];

@@ -11,7 +11,7 @@ import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { CHATS_OF_ACCOUNT_SQL, chatsOfAccountParams } from '../../messenger/db/chats';
-import { STORE_BATCH } from '../../messenger/db/messages';
+import { PAGE_OF_CHAT_SQL, pageOfChatParams, STORE_BATCH } from '../../messenger/db/messages';
 
 const [mode, portArg, workersArg] = process.argv.slice(2);
 const port = Number(portArg);
@@ -27,19 +27,11 @@ function json(res: http.ServerResponse, status: number, body: string | Buffer): 
   res.end(body);
 }
 
-// The app's page query (messenger/db/messages.ts pageOfChat): access, cursor and page in one statement.
-// Both statements are named prepared statements, as in the app.
-const PAGE_SQL = `WITH c AS (
-    SELECT c.id, ($1::uuid IS NULL OR c.owner_id = $1::uuid OR EXISTS (
-        SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = $1::uuid)) AS allowed,
-      CASE WHEN $2::uuid IS NULL THEN 0::bigint ELSE (SELECT seq FROM messages WHERE id = $2::uuid AND chat_id = c.id) END AS cursor_seq
-    FROM chats c WHERE c.id = $3)
-  SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok, p.id, p.text, p.member_id, p.user_name, p.created_at
-    FROM c LEFT JOIN LATERAL (
-      SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq
-        FROM messages m JOIN chat_members cm ON cm.id = m.member_id
-       WHERE c.allowed AND m.chat_id = c.id AND m.seq > c.cursor_seq ORDER BY m.seq LIMIT $4) p ON true
-   ORDER BY p.seq`;
+// The app's page query (messenger/db/messages.ts pageOfChat): access, cursor and page in one statement, the
+// page as JSON text. The very exported statement, its knex placeholders numbered for pg. Both statements are
+// named prepared statements, as in the app.
+let pageParam = 0;
+const PAGE_SQL = PAGE_OF_CHAT_SQL.replace(/\?/g, () => `$${++pageParam}`);
 // The app's insert (messenger/db/messages.ts insertMessage).
 const INSERT_SQL = `WITH member AS (
     SELECT id FROM chat_members WHERE id = $1 AND chat_id = $2 AND ($3::uuid IS NULL OR account_id = $3::uuid)),
@@ -90,36 +82,23 @@ async function handlerFor(): Promise<http.RequestListener> {
   if (mode === 'page') {
     return (_req, res) => {
       (async () => {
-        const r = await pool.query({ name: 'page-of-chat', text: PAGE_SQL, values: [account, null, chat, 100] });
-        if (!r.rows[0]?.allowed) return json(res, 404, '{}');
-        const messages = r.rows.filter((m: { id: string | null }) => m.id !== null).map((m: { id: string; member_id: string; user_name: string; text: string; created_at: Date }) => ({
-          message_id: hex(m.id), user_id: hex(m.member_id), user_name: m.user_name, text: m.text, created_at: m.created_at.toISOString(),
-        }));
-        json(res, 200, JSON.stringify({ messages, next: { iterator: messages.at(-1)?.message_id ?? '0'.repeat(32) } }));
+        const r = await pool.query({ name: 'page-of-chat', text: PAGE_SQL, values: pageOfChatParams(chat, account, null, 100) });
+        const row = r.rows[0] as { allowed: boolean; messages: string; last_id: string | null } | undefined;
+        if (!row?.allowed) return json(res, 404, '{}');
+        json(res, 200, `{"messages":${row.messages},"next":{"iterator":"${row.last_id === null ? '0'.repeat(32) : hex(row.last_id)}"}}`);
       })().catch(() => json(res, 503, '{}'));
     };
   }
   if (mode === 'chats') {
-    // The app's chat list (messenger/db/chats.ts chatsOfAccount): the very exported statement, its knex
+    // The app's chat list (messenger/db/chats.ts chatListJson): the very exported statement, its knex
     // placeholders numbered for pg, the same parameters (chatsOfAccountParams, limit 100), named
-    // prepared statement as in the app, presented as the app presents it.
+    // prepared statement as in the app; the statement answers the items as JSON text, sent as the app sends it.
     let n = 0;
     const sql = CHATS_OF_ACCOUNT_SQL.replace(/\?/g, () => `$${++n}`);
     const lister = env('BENCH_LIST_ACCOUNT');
     return (_req, res) => {
       pool.query({ name: 'chats-of-account', text: sql, values: chatsOfAccountParams(lister, 100) }).then((r) => {
-        const chats = r.rows.map((c: {
-          id: string; chat_name: string; direct: boolean; user_id: string | null; message_id: string | null; message_user_id: string | null;
-          message_user_name: string | null; message_text: string | null; message_created_at: Date | null; unread: number | string;
-        }) => ({
-          chat_id: hex(c.id), chat_name: c.chat_name, user_id: c.user_id === null ? null : hex(c.user_id), direct: c.direct,
-          last_message: c.message_id === null ? null : {
-            message_id: hex(c.message_id), user_id: hex(c.message_user_id as string), user_name: c.message_user_name as string,
-            text: c.message_text as string, created_at: (c.message_created_at as Date).toISOString(),
-          },
-          unread: Number(c.unread),
-        }));
-        json(res, 200, JSON.stringify({ chats }));
+        json(res, 200, `{"chats":${(r.rows[0] as { chats: string }).chats}}`);
       }, () => json(res, 503, '{}'));
     };
   }

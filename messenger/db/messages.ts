@@ -198,8 +198,49 @@ export async function memberOfChat(
   return { userName: row.user_name };
 }
 
-/** A page of a chat, or why there is none. */
-export type PageResult = { rows: MessageRow[] } | { missing: 'chat' | 'cursor' };
+/**
+ * A page of a chat: its messages as the JSON text of their wire form and the
+ * id of the last one (null on an empty page), or why there is none.
+ */
+export type PageResult = { messages: string; lastId: string | null } | { missing: 'chat' | 'cursor' };
+
+/**
+ * The page statement (exported for the benchmark's baseline; its parameters
+ * come from `pageOfChatParams`). The chat row answers whether the chat
+ * exists, whether the account may read it and where the cursor is; the page
+ * is an index range of (chat_id, seq) after the cursor. The messages come out
+ * as one text, the JSON array of their wire form (ids without dashes, times as
+ * ISO 8601 UTC with milliseconds, as `Date.toISOString` writes them), built by
+ * PostgreSQL, so the web process sends it without parsing rows and
+ * serialising them again (docs/performance.md, "Lists as JSON from
+ * PostgreSQL").
+ */
+export const PAGE_OF_CHAT_SQL = `WITH c AS (
+        SELECT c.id,
+               (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
+                  SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
+               CASE WHEN ?::uuid IS NULL THEN 0::bigint
+                    ELSE (SELECT seq FROM messages WHERE id = ?::uuid AND chat_id = c.id) END AS cursor_seq
+          FROM chats c WHERE c.id = ?),
+      p AS (
+        SELECT p.* FROM c CROSS JOIN LATERAL (
+          SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq
+            FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+           WHERE c.allowed AND m.chat_id = c.id AND m.seq > c.cursor_seq
+           ORDER BY m.seq
+           LIMIT ?) p)
+     SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok,
+            (SELECT '[' || coalesce(string_agg(row_to_json(item)::text, ',' ORDER BY p.seq), '') || ']'
+               FROM p CROSS JOIN LATERAL (
+                 SELECT replace(p.id::text, '-', '') AS message_id, replace(p.member_id::text, '-', '') AS user_id, p.user_name, p.text,
+                        to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at) item) AS messages,
+            (SELECT p.id FROM p ORDER BY p.seq DESC LIMIT 1) AS last_id
+       FROM c`;
+
+/** The parameters of PAGE_OF_CHAT_SQL, in order. */
+export function pageOfChatParams(chatId: string, accountId: string | null, cursorId: string | null, limit: number): (string | number | null)[] {
+  return [accountId, accountId, accountId, cursorId, cursorId, chatId, limit];
+}
 
 /**
  * Up to `limit` messages of the chat after the cursor message (null: from the
@@ -215,30 +256,13 @@ export async function pageOfChat(
   cursorId: string | null,
   limit: number,
 ): Promise<PageResult> {
-  const res = (await db.raw(
-    `WITH c AS (
-        SELECT c.id,
-               (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
-                  SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
-               CASE WHEN ?::uuid IS NULL THEN 0::bigint
-                    ELSE (SELECT seq FROM messages WHERE id = ?::uuid AND chat_id = c.id) END AS cursor_seq
-          FROM chats c WHERE c.id = ?)
-     SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok, p.id, p.text, p.member_id, p.user_name, p.created_at
-       FROM c LEFT JOIN LATERAL (
-         SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq
-           FROM messages m JOIN chat_members cm ON cm.id = m.member_id
-          WHERE c.allowed AND m.chat_id = c.id AND m.seq > c.cursor_seq
-          ORDER BY m.seq
-          LIMIT ?) p ON true
-      ORDER BY p.seq`,
-    [accountId, accountId, accountId, cursorId, cursorId, chatId, limit],
+  const res = (await db.raw(PAGE_OF_CHAT_SQL, pageOfChatParams(chatId, accountId, cursorId, limit))
   // Stryker disable next-line StringLiteral: only names the prepared statement (PGlite ignores it, PostgreSQL only caches the plan under it): same rows either way
-  ).options(prepared('page-of-chat'))) as { rows: (Omit<MessageRow, 'id'> & { allowed: boolean; cursor_ok: boolean; id: string | null })[] };
-  const first = res.rows[0];
-  if (first === undefined || !first.allowed) return { missing: 'chat' };
-  if (!first.cursor_ok) return { missing: 'cursor' };
-  if (first.id === null) return { rows: [] };
-  return { rows: res.rows.map(({ id, text, member_id, user_name, created_at }) => ({ id: id as string, text, member_id, user_name, created_at })) };
+    .options(prepared('page-of-chat'))) as { rows: { allowed: boolean; cursor_ok: boolean; messages: string; last_id: string | null }[] };
+  const row = res.rows[0];
+  if (row === undefined || !row.allowed) return { missing: 'chat' };
+  if (!row.cursor_ok) return { missing: 'cursor' };
+  return { messages: row.messages, lastId: row.last_id };
 }
 
 /** A stored message with its place in the chat, as the real-time gateway sends it. */

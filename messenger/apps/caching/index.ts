@@ -66,8 +66,9 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
         ctx.set('X-Cache', 'MISS');
         await next();
         if (ctx.status !== 200) return;
-        // Serialised once: the same text is stored and sent (Koa keeps the JSON type it set for the object).
-        const body = JSON.stringify(ctx.body);
+        // Serialised once: the same text is stored and sent. A handler that answers JSON text (the page,
+        // built by PostgreSQL) has set the JSON type; for an object, Koa keeps the type it set.
+        const body = typeof ctx.body === 'string' ? ctx.body : JSON.stringify(ctx.body);
         ctx.body = body;
         try {
           // Stryker disable next-line StringLiteral: the acl value is never read, only whether the key exists

@@ -1,4 +1,4 @@
-import { chatsOfAccount, openDirectChat, type ChatListRow } from '../../db/chats';
+import { chatListJson, openDirectChat } from '../../db/chats';
 import { advanceMarkers, markRead } from '../../db/read_markers';
 import { findUserByName, namesByPrefix } from '../../db/users';
 import { BadRequest, NotFound } from '../../errors';
@@ -6,27 +6,6 @@ import { parseId, toWireId } from '../../ids';
 import { sessionOf } from '../auth';
 import { intParam, queryParam } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
-
-/** The wire form of one chat of the list. */
-function presentChat(row: ChatListRow) {
-  return {
-    chat_id: toWireId(row.id),
-    chat_name: row.chat_name,
-    user_id: row.user_id === null ? null : toWireId(row.user_id),
-    direct: row.direct,
-    last_message:
-      row.message_id === null
-        ? null
-        : {
-            message_id: toWireId(row.message_id),
-            user_id: toWireId(row.message_user_id as string),
-            user_name: row.message_user_name as string,
-            text: row.message_text as string,
-            created_at: (row.message_created_at as Date).toISOString(),
-          },
-    unread: row.unread,
-  };
-}
 
 /** An optional integer query parameter within [min, max], `fallback` when absent. */
 function optionalInt(value: unknown, min: number, max: number, fallback: number): number {
@@ -80,9 +59,11 @@ const conversationsApp: AppFactory = (deps): App => {
       async listChats(ctx, req) {
         const { accountId } = sessionOf(ctx);
         const limit = optionalInt(req.query.limit, 1, 1000, 100);
-        const rows = await chatsOfAccount(db, accountId, limit);
+        // The items come from PostgreSQL already in their wire form, as JSON text (db/chats.ts).
+        const chats = await chatListJson(db, accountId, limit);
         ctx.status = 200;
-        ctx.body = { chats: rows.map(presentChat) };
+        ctx.type = 'application/json';
+        ctx.body = `{"chats":${chats}}`;
       },
 
       async markRead(ctx, req) {

@@ -1,4 +1,4 @@
-import { pageOfChat, type MessageRow } from '../../db/messages';
+import { pageOfChat } from '../../db/messages';
 import { deleteExpiredKeys } from '../../db/idempotency-keys';
 import { IDEMPOTENCY_KEY, postMessage } from './post';
 import { synchronizer } from './synchronizer';
@@ -7,17 +7,6 @@ import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { intParam, queryParam } from '../input';
 import type { ApiContext, App, AppFactory, AppModule } from '../../types';
-
-/** The wire form of one message. */
-function present(row: MessageRow) {
-  return {
-    message_id: toWireId(row.id),
-    user_id: toWireId(row.member_id),
-    user_name: row.user_name,
-    text: row.text,
-    created_at: row.created_at.toISOString(),
-  };
-}
 
 /** The `Idempotency-Key` header: absent, or 1..255 printable characters (else 400 bad-parameters). */
 function idempotencyKey(ctx: ApiContext): string | undefined {
@@ -76,13 +65,11 @@ const messagesApp: AppFactory = (deps): App => {
           if (page.missing === 'chat') throw new NotFound('chat-not-found');
           throw new BadRequest('bad-cursor');
         }
-        const rows = page.rows;
-        const last = rows.at(-1);
+        // The messages come from PostgreSQL already in their wire form, as JSON text (db/messages.ts).
+        const iterator = toWireId(page.lastId ?? cursorId);
         ctx.status = 200;
-        ctx.body = {
-          messages: rows.map(present),
-          next: { iterator: last === undefined ? toWireId(cursorId) : toWireId(last.id) },
-        };
+        ctx.type = 'application/json';
+        ctx.body = `{"messages":${page.messages},"next":{"iterator":"${iterator}"}}`;
       },
     },
 
