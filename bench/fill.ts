@@ -1,11 +1,12 @@
 import type pg from 'pg';
+import { FILL_LAST_MESSAGES_SQL } from '../migrations/011_chat_last_message';
 
 /**
  * The chat-list data: `chats` chats the account `account` (member name `name`) owns and joined, exactly
  * `messages` messages spread unevenly over them (chat k of 0..chats-1 gets about 2·messages·(k+1)/(chats·(chats+1)),
  * rounded so the counts add up; at 100,000 a few chats get none), last message times scattered so the
  * activity order is not the creation order, chats.last_seq/last_seq_at set from the stored messages, and read markers in two chats of
- * three (some fully read, some behind). Returns the number of messages stored.
+ * three (some fully read, some behind), each chat's last message on its row as the app keeps it. Returns the number of messages stored.
  */
 export async function fillChatList(db: pg.Pool, account: string, name: string, chats: number, messages: number): Promise<number> {
   await db.query(
@@ -37,6 +38,7 @@ export async function fillChatList(db: pg.Pool, account: string, name: string, c
       WHERE c.id = x.chat_id`,
     [account],
   );
+  await fillLastMessages(db);
   await db.query(
     `INSERT INTO read_markers (account_id, chat_id, seq)
      SELECT $1::uuid, x.id, CASE WHEN x.r % 3 = 1 THEN x.last_seq ELSE greatest(x.last_seq - x.r % 37, 0) END
@@ -47,4 +49,12 @@ export async function fillChatList(db: pg.Pool, account: string, name: string, c
     [account],
   );
   return stored.rowCount ?? 0;
+}
+
+/**
+ * Copies each chat's last message onto its row, as every write path of the app keeps it (migration 011's
+ * fill), for chats whose messages the bench stored with SQL of its own.
+ */
+export async function fillLastMessages(db: pg.Pool): Promise<void> {
+  await db.query(FILL_LAST_MESSAGES_SQL);
 }

@@ -209,8 +209,14 @@ async function fill(db: pg.Pool, chat: string, member: string, n: number, matchE
      FROM generate_series(1, $3) AS g`,
     [chat, member, n, matchEvery, offset],
   );
-  // As the app writes a chat: its counter and the stored time of its last message.
-  await db.query('UPDATE chats SET last_seq = $2, last_seq_at = (SELECT created_at FROM messages WHERE chat_id = $1 AND seq = $2) WHERE id = $1', [chat, n]);
+  // As the app writes a chat: its counter, the stored time of its last message and (migration 011) the message.
+  await db.query(
+    `UPDATE chats c SET last_seq = m.seq, last_seq_at = m.created_at,
+            last_message_id = m.id, last_member_id = m.member_id, last_user_name = cm.user_name, last_text = m.text
+       FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+      WHERE c.id = $1 AND m.chat_id = $1 AND m.seq = $2`,
+    [chat, n],
+  );
 }
 
 async function main(): Promise<void> {

@@ -9,6 +9,7 @@ import * as m007 from './007_chat_list';
 import * as m008 from './008_search_pending_list';
 import * as m009 from './009_fts_pending_list';
 import * as m010 from './010_pending_list_room';
+import * as m011 from './011_chat_last_message';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -28,6 +29,7 @@ const migrations: Record<string, Migration> = {
   '008_search_pending_list': m008,
   '009_fts_pending_list': m009,
   '010_pending_list_room': m010,
+  '011_chat_last_message': m011,
 };
 
 /** Knex migration source over the static list above. */

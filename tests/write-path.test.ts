@@ -110,6 +110,9 @@ for (const mode of STORING) {
       }
       const seqs = (await rows(chatId)).map((r) => Number(r.seq));
       assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), 'the chat order has a gap');
+      // The chat row keeps the last message of the last batch (migration 011); the chat list shows it.
+      const list = (await client.get('/v1/chats?limit=1000', owner.session).expect(200)).body as { chats: { chat_id: string; last_message: unknown }[] };
+      assert.deepEqual(list.chats.find((c) => c.chat_id === chatId)?.last_message, all.at(-1));
     });
 
     it('created_at never goes backwards in page order under concurrent writers', async () => {

@@ -11,7 +11,7 @@ import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { CHATS_OF_ACCOUNT_SQL, chatsOfAccountParams } from '../../messenger/db/chats';
-import { PAGE_OF_CHAT_SQL, pageOfChatParams, STORE_BATCH } from '../../messenger/db/messages';
+import { INSERT_MESSAGE_SQL, insertMessageParams, PAGE_OF_CHAT_SQL, pageOfChatParams, STORE_BATCH } from '../../messenger/db/messages';
 
 const [mode, portArg, workersArg] = process.argv.slice(2);
 const port = Number(portArg);
@@ -32,12 +32,9 @@ function json(res: http.ServerResponse, status: number, body: string | Buffer): 
 // named prepared statements, as in the app.
 let pageParam = 0;
 const PAGE_SQL = PAGE_OF_CHAT_SQL.replace(/\?/g, () => `$${++pageParam}`);
-// The app's insert (messenger/db/messages.ts insertMessage).
-const INSERT_SQL = `WITH member AS (
-    SELECT id FROM chat_members WHERE id = $1 AND chat_id = $2 AND ($3::uuid IS NULL OR account_id = $3::uuid)),
-  chat AS (UPDATE chats SET last_seq = last_seq + 1, last_seq_at = greatest(last_seq_at, clock_timestamp())
-             WHERE id = $2 AND EXISTS (SELECT 1 FROM member) RETURNING id, last_seq, last_seq_at)
-  INSERT INTO messages (chat_id, member_id, seq, text, created_at) SELECT chat.id, $1, chat.last_seq, $4, chat.last_seq_at FROM chat RETURNING id`;
+// The app's one-message insert (messenger/db/messages.ts insertMessage), the very exported statement.
+let insertParam = 0;
+const INSERT_SQL = INSERT_MESSAGE_SQL.replace(/\?/g, () => `$${++insertParam}`);
 
 const hex = (uuid: string) => uuid.replace(/-/g, '');
 const hexToUuid = (h: string | null) => (h === null ? undefined : `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
@@ -111,7 +108,7 @@ async function handlerFor(): Promise<http.RequestListener> {
         const text = (JSON.parse(body) as { message: string }).message;
         // ?chat=&member= picks another chat (the bench's writers spread over chats).
         const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
-        const values = [hexToUuid(q.get('member')) ?? member, hexToUuid(q.get('chat')) ?? chat, account, text];
+        const values = insertMessageParams(hexToUuid(q.get('chat')) ?? chat, hexToUuid(q.get('member')) ?? member, account, text);
         pool.query({ name: 'insert-message', text: INSERT_SQL, values }).then(
           (r) => json(res, 201, JSON.stringify({ message_id: hex(r.rows[0].id) })),
           () => json(res, 503, '{}'),

@@ -73,8 +73,11 @@ export async function openDirectChat(db: Queryable, callerId: string, otherId: s
  *   `last_seq_at` to the stored time of the chat's last message (the time its
  *   messages carry), and migration 007 backfilled the chats last written
  *   before that column existed, so no probe into messages is needed here.
- * - Each column of a page row is an index probe by key (scalar subqueries),
- *   whatever the row estimates of a generic plan say.
+ * - The last message is on the chat row (migration 011: every write path
+ *   keeps its id, author, name and text there, and `last_seq_at` is its
+ *   time), so the ranking carries it and no page row probes messages.
+ * - Each other column of a page row is an index probe by key (scalar
+ *   subqueries), whatever the row estimates of a generic plan say.
  * - The answer is one text: the JSON array of the list items in their wire
  *   form (ids without dashes, times as ISO 8601 UTC with milliseconds, the
  *   form `Date.toISOString` gives), built by PostgreSQL. The web process
@@ -83,17 +86,18 @@ export async function openDirectChat(db: Queryable, callerId: string, otherId: s
  *   (docs/performance.md, "Lists as JSON from PostgreSQL").
  */
 export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
-        SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at) AS activity
+        SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at) AS activity,
+               c.last_message_id, c.last_member_id, c.last_user_name, c.last_text, c.last_seq_at
           FROM chats c WHERE c.owner_id = ?::uuid
         UNION ALL
-        SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at)
+        SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at),
+               c.last_message_id, c.last_member_id, c.last_user_name, c.last_text, c.last_seq_at
           FROM chat_members m JOIN chats c ON c.id = m.chat_id
          WHERE m.account_id = ?::uuid AND c.owner_id IS DISTINCT FROM ?::uuid),
       page AS (
         SELECT * FROM mine ORDER BY activity DESC, id DESC LIMIT ?)
      SELECT '[' || coalesce(string_agg(row_to_json(item)::text, ',' ORDER BY c.activity DESC, c.id DESC), '') || ']' AS chats
        FROM page c
-       LEFT JOIN messages lm ON lm.chat_id = c.id AND lm.seq = c.last_seq
       CROSS JOIN LATERAL (
         SELECT replace(c.id::text, '-', '') AS chat_id,
                CASE WHEN c.direct_a IS NULL THEN c.chat_name
@@ -102,10 +106,10 @@ export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
                replace((SELECT me.id FROM chat_members me WHERE me.chat_id = c.id AND me.account_id = ?::uuid)::text, '-', '') AS user_id,
                c.direct_a IS NOT NULL AS direct,
                (SELECT row_to_json(l) FROM (
-                  SELECT replace(lm.id::text, '-', '') AS message_id, replace(lm.member_id::text, '-', '') AS user_id,
-                         (SELECT lmm.user_name FROM chat_members lmm WHERE lmm.id = lm.member_id) AS user_name,
-                         lm.text, to_char(lm.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at
-                  WHERE lm.id IS NOT NULL) l) AS last_message,
+                  SELECT replace(c.last_message_id::text, '-', '') AS message_id, replace(c.last_member_id::text, '-', '') AS user_id,
+                         c.last_user_name AS user_name, c.last_text AS text,
+                         to_char(c.last_seq_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at
+                  WHERE c.last_message_id IS NOT NULL) l) AS last_message,
                greatest(c.last_seq - coalesce((SELECT r.seq FROM read_markers r WHERE r.account_id = ?::uuid AND r.chat_id = c.id), 0), 0) AS unread
       ) item`;
 
@@ -119,9 +123,9 @@ export function chatsOfAccountParams(accountId: string, limit: number): (string 
  * last message, else its creation), as the JSON text of the list's items
  * (`chat_id`, `chat_name`, `user_id`, `direct`, `last_message`, `unread`, the
  * wire form SPEC.md gives), in one statement (no query per chat). Each chat
- * of the account costs one row of the ranking (read from its chat row); each
- * chat of the page a few index probes by key: membership, the last message by
- * (chat_id, seq = last_seq), its author, the read marker. Unread is
+ * of the account costs one row of the ranking (read from its chat row, which
+ * also holds its last message); each chat of the page two index probes by
+ * key: membership and the read marker. Unread is
  * `last_seq - marker`, never a count over messages. A direct chat is named
  * after the other account.
  */

@@ -19,12 +19,37 @@ export interface StoredMessage {
 export type InsertResult = StoredMessage | { missing: 'chat' | 'member' };
 
 /**
+ * `insertMessage`'s statement (exported for the benchmark's baseline; its
+ * parameters come from `insertMessageParams`). The message id is drawn first,
+ * so the chat-row update can keep it as the chat's last message.
+ */
+export const INSERT_MESSAGE_SQL = `WITH member AS (
+        SELECT id, user_name, gen_random_uuid() AS message_id FROM chat_members
+         WHERE id = ? AND chat_id = ? AND (?::uuid IS NULL OR account_id = ?::uuid)),
+      chat AS (
+        UPDATE chats c SET last_seq = c.last_seq + 1, last_seq_at = greatest(c.last_seq_at, clock_timestamp()),
+               last_message_id = member.message_id, last_member_id = member.id, last_user_name = member.user_name, last_text = ?
+          FROM member WHERE c.id = ?
+         RETURNING c.id, c.last_seq, c.last_seq_at, member.message_id),
+      ins AS (
+        INSERT INTO messages (id, chat_id, member_id, seq, text, created_at)
+        SELECT chat.message_id, chat.id, ?, chat.last_seq, ?, chat.last_seq_at FROM chat
+        RETURNING id, seq, created_at)
+     SELECT ins.id, ins.seq::int AS seq, ins.created_at, member.user_name FROM ins, member`;
+
+/** The parameters of INSERT_MESSAGE_SQL, in order. */
+export function insertMessageParams(chatId: string, memberId: string, accountId: string | null, text: string): (string | null)[] {
+  return [memberId, chatId, accountId, accountId, text, chatId, memberId, text];
+}
+
+/**
  * Stores a message as `memberId` in one statement. The chat row's counter is
  * taken with UPDATE, which holds the row lock until commit: per-chat sequence
  * order is therefore commit order, and a reader paging by sequence never
  * sees a later message before an earlier one. `accountId` (auth on) must own
  * the member, so nobody posts under another account's user_id. Sets the chat's
- * `last_seq_at` as `storeBatch` does (the chat list ranks by it).
+ * `last_seq_at` and last message as `storeBatch` does (the chat list ranks by
+ * the one and shows the other).
  */
 export async function insertMessage(
   db: Queryable,
@@ -33,22 +58,9 @@ export async function insertMessage(
   accountId: string | null,
   text: string,
 ): Promise<InsertResult> {
-  const res = (await db.raw(
-    `WITH member AS (
-        SELECT id, user_name FROM chat_members
-         WHERE id = ? AND chat_id = ? AND (?::uuid IS NULL OR account_id = ?::uuid)),
-      chat AS (
-        UPDATE chats SET last_seq = last_seq + 1, last_seq_at = greatest(last_seq_at, clock_timestamp())
-         WHERE id = ? AND EXISTS (SELECT 1 FROM member)
-         RETURNING id, last_seq, last_seq_at),
-      ins AS (
-        INSERT INTO messages (chat_id, member_id, seq, text, created_at)
-        SELECT chat.id, ?, chat.last_seq, ?, chat.last_seq_at FROM chat
-        RETURNING id, seq, created_at)
-     SELECT ins.id, ins.seq::int AS seq, ins.created_at, member.user_name FROM ins, member`,
-    [memberId, chatId, accountId, accountId, chatId, memberId, text],
+  const res = (await db.raw(INSERT_MESSAGE_SQL, insertMessageParams(chatId, memberId, accountId, text))
   // Stryker disable next-line StringLiteral: only names the prepared statement (PGlite ignores it, PostgreSQL only caches the plan under it): same rows either way
-  ).options(prepared('insert-message'))) as { rows: StoredMessage[] };
+    .options(prepared('insert-message'))) as { rows: StoredMessage[] };
   const row = res.rows[0];
   if (row !== undefined) return row;
   const chat = await db('chats').select('id').where({ id: chatId }).first();
@@ -88,9 +100,10 @@ export const IDEMPOTENCY_TTL_HOURS = 24;
 //   that item is dropped, and the caller answers the first message's id;
 // - locked: the chat rows, locked in id order, so two batches touching the
 //   same chats cannot deadlock;
-// - chat: one update per chat moves its counter by the number of its items
-//   and takes the time once the lock is held (never before an earlier
-//   message's time: max with the chat's last);
+// - chat: one update per chat moves its counter by the number of its items,
+//   takes the time once the lock is held (never before an earlier message's
+//   time: max with the chat's last) and keeps the chat's last item as its
+//   last message (migration 011: the chat list reads it there);
 // - ins: one multi-row insert, each item numbered after the counter's old value
 //   in batch order;
 // - the result: each inserted row with its author's name, by key. (It used to
@@ -120,8 +133,9 @@ WITH input AS (
 ), locked AS (
   SELECT c.id FROM chats c WHERE c.id IN (SELECT chat_id FROM accepted) ORDER BY c.id FOR UPDATE
 ), chat AS (
-  UPDATE chats c SET last_seq = c.last_seq + a.cnt, last_seq_at = greatest(c.last_seq_at, clock_timestamp())
-    FROM (SELECT chat_id, max(cnt) AS cnt FROM accepted GROUP BY chat_id) a
+  UPDATE chats c SET last_seq = c.last_seq + a.cnt, last_seq_at = greatest(c.last_seq_at, clock_timestamp()),
+         last_message_id = a.id, last_member_id = a.member_id, last_user_name = a.user_name, last_text = a.text
+    FROM (SELECT DISTINCT ON (chat_id) chat_id, cnt, id, member_id, user_name, text FROM accepted ORDER BY chat_id, n DESC) a
    WHERE c.id = a.chat_id AND c.id IN (SELECT id FROM locked)
   RETURNING c.id, c.last_seq - a.cnt AS base, c.last_seq_at AS at
 ), ins AS (
