@@ -1,7 +1,7 @@
 /**
  * npm run bench:cpu -- [db_direct|rabbitmq|no_storage] [requests]
  *
- * CPU time per POST message into one chat, by process: the web processes
+ * CPU time per POST message into one chat (BENCH_CPU_CHATS=<n>: round-robin into n chats), by process: the web processes
  * (master and workers), the synchronizer (rabbitmq mode) and the PostgreSQL
  * backends serving this benchmark's database. Requests per second depend on
  * whatever else the machine is doing; CPU time per request much less, so
@@ -66,13 +66,19 @@ async function main(): Promise<void> {
     await waitHttp(PORT, '/ping', web);
     await api('POST', '/v1/auth/register', { user_name: 'bench', password: 'correct horse battery' });
     const session = (await api('POST', '/v1/auth/login', { user_name: 'bench', password: 'correct horse battery' })).session_id as string;
-    const chat = (await api('POST', '/v1/chats', { chat_name: 'cpu' }, session)).chat_id as string;
-    const member = (await api('POST', `/v1/chats/${chat}/users`, { user_name: 'bench' }, session)).user_id as string;
+    // BENCH_CPU_CHATS (default 1): the posts go round-robin into that many chats, as the bench's "32 chats" rows do.
+    const paths: string[] = [];
+    for (let i = 0; i < Number(process.env.BENCH_CPU_CHATS ?? 1); i++) {
+      const chat = (await api('POST', '/v1/chats', { chat_name: `cpu ${i}` }, session)).chat_id as string;
+      const member = (await api('POST', `/v1/chats/${chat}/users`, { user_name: 'bench' }, session)).user_id as string;
+      paths.push(`/v1/chats/${chat}/messages?user_id=${member}`);
+    }
     const run = (amount: number) =>
       autocannon({
-        url: `http://127.0.0.1:${PORT}/v1/chats/${chat}/messages?user_id=${member}`, connections: 32, amount, method: 'POST',
+        url: `http://127.0.0.1:${PORT}${paths[0]}`, connections: 32, amount, method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `session_id ${session}` },
         body: JSON.stringify({ message: 'a benchmark message of ordinary length, about forty-eight characters' }),
+        requests: paths.length > 1 ? paths.map((p) => ({ path: p })) : undefined,
       });
     await run(Math.min(REQUESTS, 3000));
     const dbPids = async () =>
