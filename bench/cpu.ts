@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import amqp from 'amqplib';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { childPids, cpuTicks, killAll, peakRssMb, start, stop, TICK_MS, waitHttp } from './processes';
 
@@ -123,6 +124,12 @@ async function main(): Promise<void> {
     const ch = await conn.createChannel();
     for (const q of [`bench.${ID}.sync`, `bench.${ID}.sync.dead`, `bench.${ID}.search`, `bench.${ID}.search.dead`]) await ch.deleteQueue(q).catch(() => {});
     await conn.close();
+    // And its keys on the shared Redis (sessions; the chats' cache versions have no expiry).
+    const redis = new Redis(env().REDIS_URL);
+    for await (const keys of redis.scanStream({ match: `bench:${ID}:*`, count: 500 }) as AsyncIterable<string[]>) {
+      if (keys.length > 0) await redis.del(...keys);
+    }
+    redis.disconnect();
   }
 }
 

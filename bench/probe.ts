@@ -14,11 +14,13 @@
  * app's environment, e.g. '{"APPS":"auth,chats,messages,search"}' for
  * uncached pages or '{"NODE_OPTIONS":"--max-semi-space-size=8"}'.
  * Run it several times, alternating what you compare: the figures move with
- * whatever else the machine does. Drops its database and stops what it started.
+ * whatever else the machine does. Drops its database, queues and Redis keys and stops what it started.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import amqp from 'amqplib';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { fillChatList } from './fill';
 import { childPids, cpuTicks, killAll, peakRssMb, start, stop, TICK_MS, waitHttp } from './processes';
@@ -32,6 +34,8 @@ const DATABASE_URL = (() => {
   return u.toString();
 })();
 const PORT = 18790;
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const RMQ_URL = process.env.BENCH_RMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const SECONDS = Number(process.env.PROBE_SECONDS ?? 10);
 const TARGET = process.argv[2] ?? 'page';
 const DIST = process.env.PROBE_DIST ?? 'dist';
@@ -53,7 +57,7 @@ async function main(): Promise<void> {
   try {
     execFileSync(process.execPath, [`${DIST}/messenger/db-cli.js`, 'migrate'], { env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
     const app = start([`${DIST}/messenger/main.js`], {
-      DATABASE_URL, REDIS_URL: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379', RMQ_URL: process.env.BENCH_RMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+      DATABASE_URL, REDIS_URL, RMQ_URL,
       REDIS_PREFIX: `probe:${ID}:`, SEARCH_QUEUE: `probe.${ID}.search`, PORT: String(PORT), HOST: '127.0.0.1', WORKERS_NUM: '2',
       LOG_LEVEL: 'warn', BCRYPT_COST: '4', NGINX_THROTTLING: '1', SEARCH_IN_PROCESS_CONSUMER: '0', ...extra,
     });
@@ -99,6 +103,17 @@ async function main(): Promise<void> {
     killAll();
     await admin.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
     await admin.end();
+    // The app declared its search queues (and dead-letter queue) on the shared RabbitMQ: remove them.
+    const conn = await amqp.connect(RMQ_URL);
+    const ch = await conn.createChannel();
+    for (const q of [`probe.${ID}.search`, `probe.${ID}.search.dead`]) await ch.deleteQueue(q).catch(() => {});
+    await conn.close();
+    // And its keys on the shared Redis (the chats' cache versions have no expiry).
+    const redis = new Redis(REDIS_URL);
+    for await (const keys of redis.scanStream({ match: `probe:${ID}:*`, count: 500 }) as AsyncIterable<string[]>) {
+      if (keys.length > 0) await redis.del(...keys);
+    }
+    redis.disconnect();
   }
 }
 
