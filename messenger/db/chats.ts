@@ -1,4 +1,5 @@
 import { prepared, type Queryable } from '../infra/db';
+import { jsonArray, wireId, wireTime } from './wire';
 
 /** Creates a chat owned by `ownerId` (null when auth is off). */
 export async function insertChat(db: Queryable, chatName: string, ownerId: string | null): Promise<string> {
@@ -79,11 +80,11 @@ export async function openDirectChat(db: Queryable, callerId: string, otherId: s
  * - Each other column of a page row is an index probe by key (scalar
  *   subqueries), whatever the row estimates of a generic plan say.
  * - The answer is one text: the JSON array of the list items in their wire
- *   form (ids without dashes, times as ISO 8601 UTC with milliseconds, the
- *   form `Date.toISOString` gives), built by PostgreSQL. The web process
- *   sends it as it is, instead of parsing 100 rows of 10 columns into
- *   objects and serialising them again: 750 of its 860 µs per list
- *   (docs/performance.md, "Lists as JSON from PostgreSQL").
+ *   form (db/wire.ts), built by PostgreSQL. The web process sends it as it
+ *   is, instead of parsing 100 rows of 10 columns into objects and
+ *   serialising them again (750-780 µs of a worker's CPU per list against
+ *   109-116 µs for the one JSON column; docs/performance.md, "Lists as JSON
+ *   from PostgreSQL").
  */
 export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
         SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at) AS activity,
@@ -96,19 +97,19 @@ export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
          WHERE m.account_id = ?::uuid AND c.owner_id IS DISTINCT FROM ?::uuid),
       page AS (
         SELECT * FROM mine ORDER BY activity DESC, id DESC LIMIT ?)
-     SELECT '[' || coalesce(string_agg(row_to_json(item)::text, ',' ORDER BY c.activity DESC, c.id DESC), '') || ']' AS chats
+     SELECT ${jsonArray('item', 'c.activity DESC, c.id DESC')} AS chats
        FROM page c
       CROSS JOIN LATERAL (
-        SELECT replace(c.id::text, '-', '') AS chat_id,
+        SELECT ${wireId('c.id')} AS chat_id,
                CASE WHEN c.direct_a IS NULL THEN c.chat_name
                     ELSE coalesce((SELECT o.user_name FROM users o
                                     WHERE o.id = CASE WHEN c.direct_a = ?::uuid THEN c.direct_b ELSE c.direct_a END), c.chat_name) END AS chat_name,
-               replace((SELECT me.id FROM chat_members me WHERE me.chat_id = c.id AND me.account_id = ?::uuid)::text, '-', '') AS user_id,
+               ${wireId('(SELECT me.id FROM chat_members me WHERE me.chat_id = c.id AND me.account_id = ?::uuid)')} AS user_id,
                c.direct_a IS NOT NULL AS direct,
                (SELECT row_to_json(l) FROM (
-                  SELECT replace(c.last_message_id::text, '-', '') AS message_id, replace(c.last_member_id::text, '-', '') AS user_id,
+                  SELECT ${wireId('c.last_message_id')} AS message_id, ${wireId('c.last_member_id')} AS user_id,
                          c.last_user_name AS user_name, c.last_text AS text,
-                         to_char(c.last_seq_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at
+                         ${wireTime('c.last_seq_at')} AS created_at
                   WHERE c.last_message_id IS NOT NULL) l) AS last_message,
                greatest(c.last_seq - coalesce((SELECT r.seq FROM read_markers r WHERE r.account_id = ?::uuid AND r.chat_id = c.id), 0), 0) AS unread
       ) item`;

@@ -1,4 +1,5 @@
 import { prepared, type Queryable } from '../infra/db';
+import { jsonArray, wireId, wireTime } from './wire';
 
 export interface MessageRow {
   id: string;
@@ -223,8 +224,7 @@ export type PageResult = { messages: string; lastId: string | null } | { missing
  * come from `pageOfChatParams`). The chat row answers whether the chat
  * exists, whether the account may read it and where the cursor is; the page
  * is an index range of (chat_id, seq) after the cursor. The messages come out
- * as one text, the JSON array of their wire form (ids without dashes, times as
- * ISO 8601 UTC with milliseconds, as `Date.toISOString` writes them), built by
+ * as one text, the JSON array of their wire form (db/wire.ts), built by
  * PostgreSQL, so the web process sends it without parsing rows and
  * serialising them again (docs/performance.md, "Lists as JSON from
  * PostgreSQL").
@@ -244,10 +244,10 @@ export const PAGE_OF_CHAT_SQL = `WITH c AS (
            ORDER BY m.seq
            LIMIT ?) p)
      SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok,
-            (SELECT '[' || coalesce(string_agg(row_to_json(item)::text, ',' ORDER BY p.seq), '') || ']'
+            (SELECT ${jsonArray('item', 'p.seq')}
                FROM p CROSS JOIN LATERAL (
-                 SELECT replace(p.id::text, '-', '') AS message_id, replace(p.member_id::text, '-', '') AS user_id, p.user_name, p.text,
-                        to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at) item) AS messages,
+                 SELECT ${wireId('p.id')} AS message_id, ${wireId('p.member_id')} AS user_id, p.user_name, p.text,
+                        ${wireTime('p.created_at')} AS created_at) item) AS messages,
             (SELECT p.id FROM p ORDER BY p.seq DESC LIMIT 1) AS last_id
        FROM c`;
 
