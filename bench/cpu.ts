@@ -8,7 +8,8 @@
  * this is the figure to compare two builds by on a shared machine (run each
  * twice; docs/performance.md). Redis and RabbitMQ are shared servers whose
  * time cannot be told apart per client, so they are not counted. Also
- * prints the web workers' peak RSS.
+ * prints the web workers' peak RSS. BENCH_CPU_CONNECTIONS and BENCH_CPU_TEXT
+ * change the load: e.g. one poster of 5,000-character messages.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +28,11 @@ const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432
 const DB_NAME = `messenger_bench_${ID}`;
 const DATABASE_URL = PG_ADMIN.replace(/\/[^/]*$/, `/${DB_NAME}`);
 const PORT = 18791;
+/** BENCH_CPU_CONNECTIONS (default 32): concurrent posters. BENCH_CPU_TEXT=<n>: messages of n characters instead of an ordinary one. */
+const CONNECTIONS = Number(process.env.BENCH_CPU_CONNECTIONS ?? 32);
+const TEXT = process.env.BENCH_CPU_TEXT
+  ? 'x'.repeat(Number(process.env.BENCH_CPU_TEXT))
+  : 'a benchmark message of ordinary length, about forty-eight characters';
 
 if (!['db_direct', 'rabbitmq', 'no_storage'].includes(MODE) || !(REQUESTS > 0)) {
   process.stderr.write('usage: bench/cpu.ts [db_direct|rabbitmq|no_storage] [requests]\n');
@@ -76,9 +82,9 @@ async function main(): Promise<void> {
     }
     const run = (amount: number) =>
       autocannon({
-        url: `http://127.0.0.1:${PORT}${paths[0]}`, connections: 32, amount, method: 'POST',
+        url: `http://127.0.0.1:${PORT}${paths[0]}`, connections: CONNECTIONS, amount, method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `session_id ${session}` },
-        body: JSON.stringify({ message: 'a benchmark message of ordinary length, about forty-eight characters' }),
+        body: JSON.stringify({ message: TEXT }),
         requests: paths.length > 1 ? paths.map((p) => ({ path: p })) : undefined,
       });
     await run(Math.min(REQUESTS, 3000));
@@ -113,7 +119,7 @@ async function main(): Promise<void> {
     const peakRssMbOfWorkers = webPids.slice(1).map((p) => Math.round(peakRssMb(p)));
     const out = {
       mode: MODE, requests: r.requests.total, non2xx: r.non2xx + r.errors, seconds: Number(seconds.toFixed(1)), rps: Math.round(r.requests.total / seconds),
-      p99ms: r.latency.p99, peakRssMbOfWorkers, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
+      p50ms: r.latency.p50, p99ms: r.latency.p99, peakRssMbOfWorkers, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {
