@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { FILL_LAST_MESSAGES_SQL } from '../migrations/011_chat_last_message';
+import { FILL_LAST_MESSAGE_HEADS_SQL } from '../migrations/012_chat_last_message_json';
 
 /**
  * The chat-list data: `chats` chats the account `account` (member name `name`) owns and joined, exactly
@@ -52,9 +52,9 @@ export async function fillChatList(db: pg.Pool, account: string, name: string, c
 }
 
 /**
- * Copies each chat's last message onto its row, as every write path of the app keeps it (migration 011's
+ * Puts each chat's last message onto its row, as every write path of the app keeps it (migration 012's
  * fill), for chats whose messages the bench stored with SQL of its own.
  */
 export async function fillLastMessages(db: pg.Pool): Promise<void> {
-  await db.query(FILL_LAST_MESSAGES_SQL);
+  await db.query(FILL_LAST_MESSAGE_HEADS_SQL);
 }

@@ -56,7 +56,8 @@ async function main(): Promise<void> {
   const extra = process.env.PROBE_ENV ? (JSON.parse(process.env.PROBE_ENV) as Record<string, string>) : {};
   try {
     execFileSync(process.execPath, [`${DIST}/messenger/db-cli.js`, 'migrate'], { env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
-    const app = start([`${DIST}/messenger/main.js`], {
+    // BENCH_NODE_ARGS: options for the app's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (workers inherit them).
+    const app = start([...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), `${DIST}/messenger/main.js`], {
       DATABASE_URL, REDIS_URL, RMQ_URL,
       REDIS_PREFIX: `probe:${ID}:`, SEARCH_QUEUE: `probe.${ID}.search`, PORT: String(PORT), HOST: '127.0.0.1', WORKERS_NUM: '2',
       LOG_LEVEL: 'warn', BCRYPT_COST: '4', NGINX_THROTTLING: '1', SEARCH_IN_PROCESS_CONSUMER: '0', ...extra,

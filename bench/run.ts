@@ -22,6 +22,7 @@ import pg from 'pg';
 import { renderChart } from './chart';
 import { fillChatList } from './fill';
 import { childPids, killAll, peakRssMb, start, stop, waitHttp } from './processes';
+import { wireMessageHead } from '../messenger/db/wire';
 
 const ROOT = path.resolve(__dirname, '..');
 const QUICK = process.argv.includes('--quick');
@@ -209,10 +210,10 @@ async function fill(db: pg.Pool, chat: string, member: string, n: number, matchE
      FROM generate_series(1, $3) AS g`,
     [chat, member, n, matchEvery, offset],
   );
-  // As the app writes a chat: its counter, the stored time of its last message and (migration 011) the message.
+  // As the app writes a chat: its counter, the stored time of its last message and (migration 012) the message.
   await db.query(
     `UPDATE chats c SET last_seq = m.seq, last_seq_at = m.created_at,
-            last_message_id = m.id, last_member_id = m.member_id, last_user_name = cm.user_name, last_text = m.text
+            last_message_head = ${wireMessageHead('m.id', 'm.member_id', 'cm.user_name', 'm.text')}
        FROM messages m JOIN chat_members cm ON cm.id = m.member_id
       WHERE c.id = $1 AND m.chat_id = $1 AND m.seq = $2`,
     [chat, n],

@@ -10,6 +10,7 @@ import * as m008 from './008_search_pending_list';
 import * as m009 from './009_fts_pending_list';
 import * as m010 from './010_pending_list_room';
 import * as m011 from './011_chat_last_message';
+import * as m012 from './012_chat_last_message_json';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -30,6 +31,7 @@ const migrations: Record<string, Migration> = {
   '009_fts_pending_list': m009,
   '010_pending_list_room': m010,
   '011_chat_last_message': m011,
+  '012_chat_last_message_json': m012,
 };
 
 /** Knex migration source over the static list above. */

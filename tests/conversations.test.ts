@@ -4,7 +4,7 @@ import { badParameters, buildChat, buildUser, getPage, joinChat, postMessage, un
 import { CHATS_OF_ACCOUNT_SQL, chatsOfAccountParams } from '../messenger/db/chats';
 import { NAMES_BY_PREFIX_SQL, likePrefix } from '../messenger/db/users';
 import * as chatListMigration from '../migrations/007_chat_list';
-import { fillLastMessages } from '../migrations/011_chat_last_message';
+import * as lastMessageJson from '../migrations/012_chat_last_message_json';
 import { toWireId } from '../messenger/ids';
 import type { EventMap, EventName } from '../messenger/events';
 
@@ -191,11 +191,11 @@ describe('conversations: two accounts, a group chat and a direct chat', () => {
     await sleep(5);
     const posted = await postMessage(client, old, me, 'after recent was made', u.session);
     assert.deepEqual((await listChats(client, u.session)).map((c) => c.chat_id), [old, recent]);
-    // A chat last written before migration 005: neither the time nor (011) the last message on its row.
-    await db.raw('UPDATE chats SET last_seq_at = NULL, last_message_id = NULL, last_member_id = NULL, last_user_name = NULL, last_text = NULL WHERE id = ?', [old]);
+    // A chat last written before migration 005: neither the time nor (012) the last message on its row.
+    await db.raw('UPDATE chats SET last_seq_at = NULL, last_message_head = NULL WHERE id = ?', [old]);
     assert.deepEqual((await listChats(client, u.session)).map((c) => c.chat_id), [recent, old], 'without the time, the creation ranks it');
     await chatListMigration.up(db);
-    await fillLastMessages(db);
+    await lastMessageJson.fillLastMessages(db);
     const list = await listChats(client, u.session);
     assert.deepEqual(list.map((c) => c.chat_id), [old, recent]);
     assert.equal(list[0].last_message?.message_id, posted);
@@ -223,6 +223,22 @@ describe('conversations: two accounts, a group chat and a direct chat', () => {
     const page = await getPage(client, chat, u.session, 10);
     assert.deepEqual(item.last_message, page.messages[0]);
     assert.match(item.last_message.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  });
+
+  it('migration 012 (the last message as wire JSON on the chat row), rolled back to 011 and applied again, leaves the list byte for byte the same', async () => {
+    const { client, a, b, group, bInGroup, directChat, bDirect } = await twoAccounts();
+    const { db } = harness().infra;
+    await postMessage(client, group, bInGroup, 'line\nnext\t"quoted" \\ back — Ж 🎉 \u2028 \u0001', b.session);
+    await postMessage(client, directChat, bDirect, 'just us', b.session);
+    await buildChat(client, a.session, uniq('silent')); // no message: its last_message is null
+    const list = async () => (await client.get('/v1/chats?limit=1000', a.session).expect(200)).text;
+    const before = await list();
+    assert.match(before, /"last_message":null/);
+    await lastMessageJson.down(db);
+    const { rows } = (await db.raw('SELECT count(*)::int AS n FROM chats WHERE last_text IS NOT NULL AND id = ?::uuid', [group])) as { rows: { n: number }[] };
+    assert.equal(rows[0].n, 1, "011's columns are filled again from messages");
+    await lastMessageJson.up(db);
+    assert.equal(await list(), before);
   });
 
   it('answers 400 bad-parameters for a bad limit', async () => {
@@ -592,7 +608,7 @@ describe('conversation queries use indexes', () => {
     );
     // What the write paths keep on the chat row, filled as the migrations fill it for messages stored by hand.
     await chatListMigration.up(db);
-    await fillLastMessages(db);
+    await lastMessageJson.fillLastMessages(db);
     await db.raw('ANALYZE chats');
     await db.raw('ANALYZE chat_members');
     await db.raw('ANALYZE messages');

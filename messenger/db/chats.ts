@@ -1,5 +1,5 @@
 import { prepared, type Queryable } from '../infra/db';
-import { jsonArray, wireId, wireTime } from './wire';
+import { wireId, wireMessageEnd } from './wire';
 
 /** Creates a chat owned by `ownerId` (null when auth is off). */
 export async function insertChat(db: Queryable, chatName: string, ownerId: string | null): Promise<string> {
@@ -74,9 +74,10 @@ export async function openDirectChat(db: Queryable, callerId: string, otherId: s
  *   `last_seq_at` to the stored time of the chat's last message (the time its
  *   messages carry), and migration 007 backfilled the chats last written
  *   before that column existed, so no probe into messages is needed here.
- * - The last message is on the chat row (migration 011: every write path
- *   keeps its id, author, name and text there, and `last_seq_at` is its
- *   time), so the ranking carries it and no page row probes messages.
+ * - The last message is on the chat row as wire JSON up to its time
+ *   (migration 012: every write path keeps it there; `last_seq_at` is the
+ *   time), so the ranking carries it, no page row probes messages, and the
+ *   item only appends it.
  * - Each other column of a page row is an index probe by key (scalar
  *   subqueries), whatever the row estimates of a generic plan say.
  * - The answer is one text: the JSON array of the list items in their wire
@@ -84,35 +85,34 @@ export async function openDirectChat(db: Queryable, callerId: string, otherId: s
  *   is, instead of parsing 100 rows of 10 columns into objects and
  *   serialising them again (750-780 µs of a worker's CPU per list against
  *   109-116 µs for the one JSON column; docs/performance.md, "Lists as JSON
- *   from PostgreSQL").
+ *   from PostgreSQL"). Each item is concatenated in SPEC's key order, with
+ *   `to_json` escaping the texts exactly as row_to_json does, rather than
+ *   built with row_to_json over a row of subqueries: fewer objects per row
+ *   and the same bytes (docs/performance.md, "The last message as JSON on
+ *   the chat row").
  */
 export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
         SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at) AS activity,
-               c.last_message_id, c.last_member_id, c.last_user_name, c.last_text, c.last_seq_at
+               c.last_message_head, c.last_seq_at
           FROM chats c WHERE c.owner_id = ?::uuid
         UNION ALL
         SELECT c.id, c.chat_name, c.direct_a, c.direct_b, c.last_seq, coalesce(c.last_seq_at, c.created_at),
-               c.last_message_id, c.last_member_id, c.last_user_name, c.last_text, c.last_seq_at
+               c.last_message_head, c.last_seq_at
           FROM chat_members m JOIN chats c ON c.id = m.chat_id
          WHERE m.account_id = ?::uuid AND c.owner_id IS DISTINCT FROM ?::uuid),
       page AS (
         SELECT * FROM mine ORDER BY activity DESC, id DESC LIMIT ?)
-     SELECT ${jsonArray('item', 'c.activity DESC, c.id DESC')} AS chats
-       FROM page c
-      CROSS JOIN LATERAL (
-        SELECT ${wireId('c.id')} AS chat_id,
-               CASE WHEN c.direct_a IS NULL THEN c.chat_name
+     SELECT '[' || coalesce(string_agg(
+              '{"chat_id":"' || ${wireId('c.id')}
+              || '","chat_name":' || to_json(CASE WHEN c.direct_a IS NULL THEN c.chat_name
                     ELSE coalesce((SELECT o.user_name FROM users o
-                                    WHERE o.id = CASE WHEN c.direct_a = ?::uuid THEN c.direct_b ELSE c.direct_a END), c.chat_name) END AS chat_name,
-               ${wireId('(SELECT me.id FROM chat_members me WHERE me.chat_id = c.id AND me.account_id = ?::uuid)')} AS user_id,
-               c.direct_a IS NOT NULL AS direct,
-               (SELECT row_to_json(l) FROM (
-                  SELECT ${wireId('c.last_message_id')} AS message_id, ${wireId('c.last_member_id')} AS user_id,
-                         c.last_user_name AS user_name, c.last_text AS text,
-                         ${wireTime('c.last_seq_at')} AS created_at
-                  WHERE c.last_message_id IS NOT NULL) l) AS last_message,
-               greatest(c.last_seq - coalesce((SELECT r.seq FROM read_markers r WHERE r.account_id = ?::uuid AND r.chat_id = c.id), 0), 0) AS unread
-      ) item`;
+                                    WHERE o.id = CASE WHEN c.direct_a = ?::uuid THEN c.direct_b ELSE c.direct_a END), c.chat_name) END)::text
+              || ',"user_id":' || coalesce('"' || ${wireId('(SELECT me.id FROM chat_members me WHERE me.chat_id = c.id AND me.account_id = ?::uuid)')} || '"', 'null')
+              || ',"direct":' || (c.direct_a IS NOT NULL)::text
+              || ',"last_message":' || coalesce(c.last_message_head || ${wireMessageEnd('c.last_seq_at')}, 'null')
+              || ',"unread":' || greatest(c.last_seq - coalesce((SELECT r.seq FROM read_markers r WHERE r.account_id = ?::uuid AND r.chat_id = c.id), 0), 0)::text
+              || '}', ',' ORDER BY c.activity DESC, c.id DESC), '') || ']' AS chats
+       FROM page c`;
 
 /** The parameters of CHATS_OF_ACCOUNT_SQL, in order. */
 export function chatsOfAccountParams(accountId: string, limit: number): (string | number)[] {

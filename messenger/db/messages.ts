@@ -1,5 +1,5 @@
 import { prepared, type Queryable } from '../infra/db';
-import { jsonArray, wireId, wireTime } from './wire';
+import { jsonArray, wireId, wireMessageHead, wireTime } from './wire';
 
 export interface MessageRow {
   id: string;
@@ -29,7 +29,7 @@ export const INSERT_MESSAGE_SQL = `WITH member AS (
          WHERE id = ? AND chat_id = ? AND (?::uuid IS NULL OR account_id = ?::uuid)),
       chat AS (
         UPDATE chats c SET last_seq = c.last_seq + 1, last_seq_at = greatest(c.last_seq_at, clock_timestamp()),
-               last_message_id = member.message_id, last_member_id = member.id, last_user_name = member.user_name, last_text = ?
+               last_message_head = ${wireMessageHead('member.message_id', 'member.id', 'member.user_name', '?::text')}
           FROM member WHERE c.id = ?
          RETURNING c.id, c.last_seq, c.last_seq_at, member.message_id),
       ins AS (
@@ -104,7 +104,8 @@ export const IDEMPOTENCY_TTL_HOURS = 24;
 // - chat: one update per chat moves its counter by the number of its items,
 //   takes the time once the lock is held (never before an earlier message's
 //   time: max with the chat's last) and keeps the chat's last item as its
-//   last message (migration 011: the chat list reads it there);
+//   last message (migration 012: its wire JSON up to the time, which the
+//   chat list reads there);
 // - ins: one multi-row insert, each item numbered after the counter's old value
 //   in batch order;
 // - the result: each inserted row with its author's name, by key. (It used to
@@ -135,7 +136,7 @@ WITH input AS (
   SELECT c.id FROM chats c WHERE c.id IN (SELECT chat_id FROM accepted) ORDER BY c.id FOR UPDATE
 ), chat AS (
   UPDATE chats c SET last_seq = c.last_seq + a.cnt, last_seq_at = greatest(c.last_seq_at, clock_timestamp()),
-         last_message_id = a.id, last_member_id = a.member_id, last_user_name = a.user_name, last_text = a.text
+         last_message_head = ${wireMessageHead('a.id', 'a.member_id', 'a.user_name', 'a.text')}
     FROM (SELECT DISTINCT ON (chat_id) chat_id, cnt, id, member_id, user_name, text FROM accepted ORDER BY chat_id, n DESC) a
    WHERE c.id = a.chat_id AND c.id IN (SELECT id FROM locked)
   RETURNING c.id, c.last_seq - a.cnt AS base, c.last_seq_at AS at

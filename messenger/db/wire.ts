@@ -14,3 +14,18 @@ export const wireTime = (expr: string): string => `to_char(${expr} AT TIME ZONE 
 /** The rows `item` (a relation name) as the text of one compact JSON array in `orderBy` order; '[]' for none. */
 export const jsonArray = (item: string, orderBy: string): string =>
   `'[' || coalesce(string_agg(row_to_json(${item})::text, ',' ORDER BY ${orderBy}), '') || ']'`;
+
+/**
+ * A message's wire JSON up to its time: `{"message_id":"…","user_id":"…",
+ * "user_name":…,"text":…,"created_at":"` (row_to_json's escaping, as the
+ * page answers it). The chat row keeps this for its last message (migration
+ * 012) and the list finishes it with `wireMessageEnd` of the chat's
+ * `last_seq_at`: a write path takes that time only once it holds the chat
+ * row, in the same SET, so the head cannot carry it.
+ */
+export const wireMessageHead = (id: string, memberId: string, userName: string, text: string): string =>
+  `left((SELECT row_to_json(l)::text FROM (SELECT ${wireId(id)} AS message_id, ${wireId(memberId)} AS user_id, ` +
+  `${userName} AS user_name, ${text} AS text, '' AS created_at) l), -2)`;
+
+/** The rest of a message's wire JSON after `wireMessageHead`: its time and the closing brace. */
+export const wireMessageEnd = (at: string): string => `${wireTime(at)} || '"}'`;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { harness } from '../helpers/harness';
 import { uniq } from '../helpers/factories';
-import { fillLastMessages } from '../../migrations/011_chat_last_message';
+import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
 
 const ROOT = path.resolve(__dirname, '../..');
 const CHROMIUM = '/usr/bin/chromium';
@@ -228,7 +228,7 @@ describe('the web client at / in a browser', function () {
        SELECT ?, ?, c.last_seq - 10000 + g, 'message ' || g FROM c, generate_series(1, 10000) AS g`,
       [chatId, chatId, memberId],
     );
-    await fillLastMessages(infra.db); // what the app's write paths keep on the chat row (migration 011)
+    await fillLastMessages(infra.db); // what the app's write paths keep on the chat row (migration 012)
 
     const page = await newPage(1000, 800);
     const problems = watchProblems(page);
