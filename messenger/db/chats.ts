@@ -1,5 +1,5 @@
 import { prepared, type Queryable } from '../infra/db';
-import { wireId, wireMessageEnd } from './wire';
+import { jsonTextArray, wireId, wireMessageEnd } from './wire';
 
 /** Creates a chat owned by `ownerId` (null when auth is off). */
 export async function insertChat(db: Queryable, chatName: string, ownerId: string | null): Promise<string> {
@@ -102,8 +102,7 @@ export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
          WHERE m.account_id = ?::uuid AND c.owner_id IS DISTINCT FROM ?::uuid),
       page AS (
         SELECT * FROM mine ORDER BY activity DESC, id DESC LIMIT ?)
-     SELECT '[' || coalesce(string_agg(
-              '{"chat_id":"' || ${wireId('c.id')}
+     SELECT ${jsonTextArray(`'{"chat_id":"' || ${wireId('c.id')}
               || '","chat_name":' || to_json(CASE WHEN c.direct_a IS NULL THEN c.chat_name
                     ELSE coalesce((SELECT o.user_name FROM users o
                                     WHERE o.id = CASE WHEN c.direct_a = ?::uuid THEN c.direct_b ELSE c.direct_a END), c.chat_name) END)::text
@@ -111,7 +110,7 @@ export const CHATS_OF_ACCOUNT_SQL = `WITH mine AS (
               || ',"direct":' || (c.direct_a IS NOT NULL)::text
               || ',"last_message":' || coalesce(c.last_message_head || ${wireMessageEnd('c.last_seq_at')}, 'null')
               || ',"unread":' || greatest(c.last_seq - coalesce((SELECT r.seq FROM read_markers r WHERE r.account_id = ?::uuid AND r.chat_id = c.id), 0), 0)::text
-              || '}', ',' ORDER BY c.activity DESC, c.id DESC), '') || ']' AS chats
+              || '}'`, 'c.activity DESC, c.id DESC')} AS chats
        FROM page c`;
 
 /** The parameters of CHATS_OF_ACCOUNT_SQL, in order. */

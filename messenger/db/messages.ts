@@ -1,5 +1,5 @@
 import { prepared, type Queryable } from '../infra/db';
-import { jsonArray, wireId, wireMessageHead, wireTime } from './wire';
+import { jsonTextArray, wireMessageEnd, wireMessageHead } from './wire';
 
 export interface MessageRow {
   id: string;
@@ -245,10 +245,8 @@ export const PAGE_OF_CHAT_SQL = `WITH c AS (
            ORDER BY m.seq
            LIMIT ?) p)
      SELECT c.allowed, c.cursor_seq IS NOT NULL AS cursor_ok,
-            (SELECT ${jsonArray('item', 'p.seq')}
-               FROM p CROSS JOIN LATERAL (
-                 SELECT ${wireId('p.id')} AS message_id, ${wireId('p.member_id')} AS user_id, p.user_name, p.text,
-                        ${wireTime('p.created_at')} AS created_at) item) AS messages,
+            (SELECT ${jsonTextArray(`${wireMessageHead('p.id', 'p.member_id', 'p.user_name', 'p.text')} || ${wireMessageEnd('p.created_at')}`, 'p.seq')}
+               FROM p) AS messages,
             (SELECT p.id FROM p ORDER BY p.seq DESC LIMIT 1) AS last_id
        FROM c`;
 
