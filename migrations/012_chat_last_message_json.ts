@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { wireMessageHead } from '../messenger/db/wire';
-import { FILL_LAST_MESSAGES_SQL } from './011_chat_last_message';
+import * as lastMessageColumns from './011_chat_last_message';
 
 /**
  * The chat row keeps its last message as wire JSON (up to the time, which is
@@ -39,13 +39,8 @@ export const FILL_LAST_MESSAGE_HEADS_SQL = `
       FROM messages m JOIN chat_members cm ON cm.id = m.member_id
      WHERE c.last_seq > 0 AND m.chat_id = c.id AND m.seq = c.last_seq`;
 
+/** Back to 011: its columns, filled from `messages` as its migration fills them, then the head goes. */
 export async function down(knex: Knex): Promise<void> {
-  await knex.raw(`
-    ALTER TABLE chats
-      ADD COLUMN last_message_id uuid,
-      ADD COLUMN last_member_id uuid,
-      ADD COLUMN last_user_name text,
-      ADD COLUMN last_text text`);
-  await knex.raw(FILL_LAST_MESSAGES_SQL);
+  await lastMessageColumns.up(knex);
   await knex.raw('ALTER TABLE chats DROP COLUMN last_message_head');
 }
