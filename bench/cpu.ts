@@ -65,7 +65,8 @@ async function main(): Promise<void> {
   execFileSync(process.execPath, ['dist/messenger/db-cli.js', 'migrate'], { cwd: ROOT, env: { ...process.env, DATABASE_URL }, stdio: 'ignore' });
   const children: ChildProcess[] = [];
   try {
-    const sync = MODE === 'rabbitmq' ? start(['dist/messenger/synchronizer.js'], env({ WORKERS_NUM: '1', METRICS_PORT: '0' })) : undefined;
+    // BENCH_SYNC_NODE_ARGS: the same for the synchronizer's node (SYNC_FLUSH_MS and the like come from the environment).
+    const sync = MODE === 'rabbitmq' ? start([...(process.env.BENCH_SYNC_NODE_ARGS ?? '').split(' ').filter(Boolean), 'dist/messenger/synchronizer.js'], env({ WORKERS_NUM: '1', METRICS_PORT: '0' })) : undefined;
     if (sync) children.push(sync);
     // BENCH_NODE_ARGS: options for the web processes' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (workers inherit them).
     const web = start([...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), 'dist/messenger/main.js'], env());

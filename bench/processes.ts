@@ -8,9 +8,9 @@ const children: ChildProcess[] = [];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Runs `node <args>` from the repository root with `env` added; stdout dropped, stderr shown. */
-export function start(args: string[], env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+/** Runs `node <args>` from the repository root with `env` added; stdout dropped (or written to the file `out`), stderr shown. */
+export function start(args: string[], env: Record<string, string>, out?: string): ChildProcess {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', out === undefined ? 'ignore' : fs.openSync(out, 'w'), 'inherit'] });
   children.push(child);
   return child;
 }

@@ -52,7 +52,8 @@ const PREFIX = `bench:${ID}:`;
 const QUEUE = `bench.${ID}.search`;
 const SYNC_QUEUE = `bench.${ID}.sync`;
 const BASE_QUEUE = `bench.${ID}.baseline`;
-const SYNC_FLUSH_MS = 50;
+/** BENCH_SYNC_FLUSH_MS (default 50, the app's default): the synchronizer's SYNC_FLUSH_MS in the rabbitmq scenarios. */
+const SYNC_FLUSH_MS = Number(process.env.BENCH_SYNC_FLUSH_MS ?? 50);
 const WORKERS = 2;
 const CONNECTIONS = 32;
 const BCRYPT_COST = 10;
@@ -535,7 +536,9 @@ async function writeScenarios(db: pg.Pool, session: string, one: Chat, spread: C
 
   log('write path: rabbitmq (write-behind) with a synchronizer process');
   const syncEnv = { MESSAGE_STORAGE_TYPE: 'rabbitmq', SYNC_QUEUE: SYNC_QUEUE, SYNC_FLUSH_MS: String(SYNC_FLUSH_MS), SYNC_IN_PROCESS: '0' };
-  const synchronizer = start(['dist/messenger/synchronizer.js'], appEnv(0, { ...syncEnv, WORKERS_NUM: '1', METRICS_PORT: '0' }));
+  // BENCH_SYNC_LOG=<file>: the synchronizer's log at debug level (each batch: size, age of its oldest message, store time) into <file>.
+  const syncLog = process.env.BENCH_SYNC_LOG;
+  const synchronizer = start(['dist/messenger/synchronizer.js'], appEnv(0, { ...syncEnv, WORKERS_NUM: '1', METRICS_PORT: '0', ...(syncLog ? { LOG_LEVEL: 'debug' } : {}) }), syncLog);
   const queued = await startApp(R, syncEnv);
   const lags: number[] = [];
   // One more client beside the 32: posts a message every 20 ms and polls PostgreSQL for it.

@@ -322,7 +322,7 @@ export function loadConfig(env: Env = process.env): Config {
     sync: {
       queue: r.str('SYNC_QUEUE', 'messenger.sync'),
       bulkSize: r.int('SYNC_BULK_SIZE', 500, 1, 10_000),
-      flushMs: r.int('SYNC_FLUSH_MS', 50, 1, 60_000),
+      flushMs: r.int('SYNC_FLUSH_MS', 50, 0, 60_000),
       inProcess: r.bool('SYNC_IN_PROCESS', rmqUrl === undefined),
     },
     realtime: {

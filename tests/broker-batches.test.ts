@@ -69,6 +69,73 @@ describe(`broker batches (${MODE === 'services' ? 'RabbitMQ' : 'in-process'})`, 
     assert.equal(seen[0].n, 7);
     assert.ok(seen[0].at - sent >= 250, `handled ${seen[0].at - sent} ms after publishing, before the flush timer`);
   });
+
+  /** A handler that records each batch (its numbers and start time) and holds the first one until `release`. */
+  function heldFirst(): { handler: BatchHandler; batches: { ns: number[]; at: number }[]; release: () => void } {
+    const batches: { ns: number[]; at: number }[] = [];
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const handler: BatchHandler = async (bodies) => {
+      batches.push({ ns: bodies.map((b) => (JSON.parse(b.toString()) as { n: number }).n), at: Date.now() });
+      if (batches.length === 1) await gate;
+      return { poison: [] };
+    };
+    return { handler, batches, release: () => release() };
+  }
+
+  it('a batch whose SYNC_FLUSH_MS ran out while another ran starts as soon as that one finishes, with all that came meanwhile', async () => {
+    const { handler, batches, release } = heldFirst();
+    await broker.consumeBatches(queue, handler, { size: 10, flushMs: 200 });
+    await broker.publish(queue, { n: 1 });
+    await waitUntil('the first batch runs', async () => batches.length === 1, 5000);
+    await broker.publish(queue, { n: 2 });
+    await new Promise((r) => setTimeout(r, 350)); // the second batch's flush time runs out while the first runs
+    await broker.publish(queue, { n: 3 });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(batches.length, 1, 'nothing starts while a batch runs');
+    const released = Date.now();
+    release();
+    await waitUntil('the second batch runs', async () => batches.length === 2, 5000);
+    assert.deepEqual(batches[1].ns, [2, 3]);
+    assert.ok(batches[1].at - released < 150, `the due batch started ${batches[1].at - released} ms after the first finished`);
+    await broker.stopConsuming();
+    if (MODE === 'services') assert.equal(await queueDepth(queue), 0, 'every batch was acknowledged');
+  });
+
+  it('a batch not yet due when the one before finishes still waits SYNC_FLUSH_MS from its first message', async () => {
+    const { handler, batches, release } = heldFirst();
+    await broker.consumeBatches(queue, handler, { size: 10, flushMs: 400 });
+    await broker.publish(queue, { n: 1 });
+    await waitUntil('the first batch runs', async () => batches.length === 1, 5000);
+    const second = Date.now();
+    await broker.publish(queue, { n: 2 });
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await waitUntil('the second batch runs', async () => batches.length === 2, 5000);
+    assert.deepEqual(batches[1].ns, [2]);
+    assert.ok(batches[1].at - second >= 350, `the second batch started ${batches[1].at - second} ms after its message, before its flush time`);
+    await broker.stopConsuming();
+  });
+
+  it('with SYNC_FLUSH_MS 0 batches run back to back: a lone message at once, what came during a batch right after it', async () => {
+    const { handler, batches, release } = heldFirst();
+    await broker.consumeBatches(queue, handler, { size: 10, flushMs: 0 });
+    const sent = Date.now();
+    await broker.publish(queue, { n: 1 });
+    await waitUntil('the first batch runs', async () => batches.length === 1, 5000);
+    assert.ok(batches[0].at - sent < 150, `a lone message started ${batches[0].at - sent} ms after publishing`);
+    await broker.publish(queue, { n: 2 });
+    await broker.publish(queue, { n: 3 });
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(batches.length, 1, 'nothing starts while a batch runs');
+    const released = Date.now();
+    release();
+    await waitUntil('the second batch runs', async () => batches.length === 2, 5000);
+    assert.deepEqual(batches[1].ns, [2, 3]);
+    assert.ok(batches[1].at - released < 150, `the second batch started ${batches[1].at - released} ms after the first finished`);
+    await broker.stopConsuming();
+    if (MODE === 'services') assert.equal(await queueDepth(queue), 0, 'every batch was acknowledged');
+  });
 });
 
 /** Ready messages in `queue` (not delivered to any consumer yet). */

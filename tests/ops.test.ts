@@ -181,6 +181,14 @@ describe('GET /metrics', () => {
       return true;
     });
   });
+
+  it('takes SYNC_FLUSH_MS from 0 (batches back to back) to 60000 and refuses what is outside', () => {
+    assert.equal(loadConfig(testEnv({ SYNC_FLUSH_MS: '0' })).sync.flushMs, 0);
+    assert.equal(loadConfig(testEnv({ SYNC_FLUSH_MS: '60000' })).sync.flushMs, 60000);
+    for (const bad of ['-1', '60001', '1.5', 'soon']) {
+      assert.throws(() => loadConfig(testEnv({ SYNC_FLUSH_MS: bad })), (err: unknown) => err instanceof ConfigError && /SYNC_FLUSH_MS/.test(err.message), bad);
+    }
+  });
 });
 
 describe('GET /docs and /swagger.yml', () => {

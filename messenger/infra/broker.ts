@@ -201,24 +201,43 @@ export class RabbitBroker implements Broker {
       );
   }
 
-  /** Gathers deliveries into batches (size or time, whichever first) and runs them one after another. */
+  /**
+   * Gathers deliveries into batches and runs them one after another. A batch
+   * is due when it reaches `size` or when `flushMs` has passed since its first
+   * delivery; a due batch starts at once, or as soon as the one in progress
+   * finishes, and takes everything that came meanwhile (up to `size`). With
+   * `flushMs` 0 every delivery is due at once: batches run back to back and
+   * form from what arrives while the one before runs (group commit).
+   */
   private batcher(channel: Channel, handler: BatchHandler, opts: BatchOptions): (msg: ConsumeMessage) => void {
     let pending: ConsumeMessage[] = [];
     let timer: NodeJS.Timeout | undefined;
-    let chain: Promise<void> = Promise.resolve();
-    const flush = () => {
+    let running = false;
+    let due = false;
+    const next = () => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
-      const batch = pending;
-      pending = [];
-      if (batch.length === 0) return;
-      chain = chain.then(() => this.runBatch(channel, handler, batch));
-      this.track(chain);
+      if (pending.length === 0) return;
+      if (running) {
+        due = true;
+        return;
+      }
+      due = false;
+      const batch = pending.slice(0, opts.size);
+      pending = pending.slice(opts.size);
+      running = true;
+      this.track(
+        this.runBatch(channel, handler, batch).finally(() => {
+          running = false;
+          if (due || pending.length >= opts.size) next();
+          else if (pending.length > 0) timer ??= setTimeout(next, opts.flushMs);
+        }),
+      );
     };
     return (msg) => {
       pending.push(msg);
-      if (pending.length >= opts.size) flush();
-      else timer ??= setTimeout(flush, opts.flushMs);
+      if (pending.length >= opts.size) next();
+      else timer ??= setTimeout(next, opts.flushMs);
     };
   }
 
@@ -305,7 +324,7 @@ export class RabbitBroker implements Broker {
     const subs = this.subs;
     this.subs = [];
     await Promise.all(subs.map((s) => s.channel.cancel(s.tag).catch(() => {})));
-    // A batch cut by a timer while another runs joins the chain later: wait until none is left running.
+    // A due batch that starts when the one in progress finishes is tracked only then: wait until none is left running.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     await Promise.all(subs.map((s) => s.channel.close().catch(() => {})));
   }
@@ -340,6 +359,8 @@ interface MemoryQueue {
   consumer?: Consumer;
   running: number;
   timer?: NodeJS.Timeout;
+  /** Batch queues: the pending batch is to start as soon as none runs. */
+  due?: boolean;
 }
 
 /**
@@ -389,17 +410,28 @@ export class MemoryBroker implements Broker {
       while (q.running < c.prefetch && q.pending.length > 0) this.run(q, name, [q.pending.shift() as Buffer]);
       return;
     }
-    if (q.running > 0 || q.pending.length === 0) return;
-    if (q.pending.length >= c.opts.size) {
+    if (q.pending.length === 0) return;
+    // As RabbitBroker's batcher: due when full or flushMs after its first message; a due batch waits only for the one in progress.
+    if (q.pending.length >= c.opts.size) q.due = true;
+    if (q.running > 0) {
+      q.timer ??= q.due ? undefined : setTimeout(() => this.expire(q, name), c.opts.flushMs);
+      return;
+    }
+    if (q.due) {
       clearTimeout(q.timer);
       q.timer = undefined;
+      q.due = false;
       this.run(q, name, q.pending.splice(0, c.opts.size));
     } else {
-      q.timer ??= setTimeout(() => {
-        q.timer = undefined;
-        if (q.running === 0 && q.pending.length > 0) this.run(q, name, q.pending.splice(0, c.opts.size));
-      }, c.opts.flushMs);
+      q.timer ??= setTimeout(() => this.expire(q, name), c.opts.flushMs);
     }
+  }
+
+  /** The flush timer of a batch queue ran out: its batch is due (now, or when the one in progress finishes). */
+  private expire(q: MemoryQueue, name: string): void {
+    q.timer = undefined;
+    q.due = true;
+    this.pump(name);
   }
 
   private run(q: MemoryQueue, name: string, bodies: Buffer[]): void {
@@ -434,6 +466,7 @@ export class MemoryBroker implements Broker {
       q.consumer = undefined;
       clearTimeout(q.timer);
       q.timer = undefined;
+      q.due = false;
     }
     await Promise.allSettled([...this.inFlight]);
   }
