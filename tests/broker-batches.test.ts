@@ -83,6 +83,18 @@ describe(`broker batches (${MODE === 'services' ? 'RabbitMQ' : 'in-process'})`, 
     return { handler, batches, release: () => release() };
   }
 
+  /** With the first batch still held and messages 2 and 3 delivered: releasing it starts [2, 3] at once, and all is acknowledged. */
+  async function secondStartsOnRelease(batches: { ns: number[]; at: number }[], release: () => void): Promise<void> {
+    assert.equal(batches.length, 1, 'nothing starts while a batch runs');
+    const released = Date.now();
+    release();
+    await waitUntil('the second batch runs', async () => batches.length === 2, 5000);
+    assert.deepEqual(batches[1].ns, [2, 3]);
+    assert.ok(batches[1].at - released < 150, `the second batch started ${batches[1].at - released} ms after the first finished`);
+    await broker.stopConsuming();
+    if (MODE === 'services') assert.equal(await queueDepth(queue), 0, 'every batch was acknowledged');
+  }
+
   it('a batch whose SYNC_FLUSH_MS ran out while another ran starts as soon as that one finishes, with all that came meanwhile', async () => {
     const { handler, batches, release } = heldFirst();
     await broker.consumeBatches(queue, handler, { size: 10, flushMs: 200 });
@@ -92,14 +104,7 @@ describe(`broker batches (${MODE === 'services' ? 'RabbitMQ' : 'in-process'})`, 
     await new Promise((r) => setTimeout(r, 350)); // the second batch's flush time runs out while the first runs
     await broker.publish(queue, { n: 3 });
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(batches.length, 1, 'nothing starts while a batch runs');
-    const released = Date.now();
-    release();
-    await waitUntil('the second batch runs', async () => batches.length === 2, 5000);
-    assert.deepEqual(batches[1].ns, [2, 3]);
-    assert.ok(batches[1].at - released < 150, `the due batch started ${batches[1].at - released} ms after the first finished`);
-    await broker.stopConsuming();
-    if (MODE === 'services') assert.equal(await queueDepth(queue), 0, 'every batch was acknowledged');
+    await secondStartsOnRelease(batches, release);
   });
 
   it('a batch not yet due when the one before finishes still waits SYNC_FLUSH_MS from its first message', async () => {
@@ -127,14 +132,7 @@ describe(`broker batches (${MODE === 'services' ? 'RabbitMQ' : 'in-process'})`, 
     await broker.publish(queue, { n: 2 });
     await broker.publish(queue, { n: 3 });
     await new Promise((r) => setTimeout(r, 150));
-    assert.equal(batches.length, 1, 'nothing starts while a batch runs');
-    const released = Date.now();
-    release();
-    await waitUntil('the second batch runs', async () => batches.length === 2, 5000);
-    assert.deepEqual(batches[1].ns, [2, 3]);
-    assert.ok(batches[1].at - released < 150, `the second batch started ${batches[1].at - released} ms after the first finished`);
-    await broker.stopConsuming();
-    if (MODE === 'services') assert.equal(await queueDepth(queue), 0, 'every batch was acknowledged');
+    await secondStartsOnRelease(batches, release);
   });
 });
 
