@@ -22,6 +22,7 @@ import pg from 'pg';
 import { renderChart } from './chart';
 import { fillChatList } from './fill';
 import { childPids, killAll, peakRssMb, start, stop, waitHttp } from './processes';
+import { ALL_APPS } from '../messenger/config';
 import { wireMessageHead } from '../messenger/db/wire';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -402,8 +403,10 @@ async function main(): Promise<void> {
   measuredApp = undefined;
   await stop(appA);
 
-  log('app B: caching off (uncached pages), throttling off');
-  const appB = await startApp(B, { APPS: 'auth,chats,messages,search' });
+  log('app B: caching off (uncached pages), every other app on, throttling off');
+  // Every app but caching, so that "POST message, caching off" against app A's post is the caching app's cost alone
+  // (until 2026-12-02 app B ran auth, chats, messages and search only: that figure also counted conversations and realtime).
+  const appB = await startApp(B, { APPS: ALL_APPS.filter((a) => a !== 'caching').join(',') });
   await warm(pageUrl(B, small.chat), { headers: auth });
   await warm(`http://127.0.0.1:${BS}/`);
   if (wants('GET page, uncached')) {
