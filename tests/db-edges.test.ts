@@ -62,6 +62,16 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.equal((await searchExact(harness().infra.db, account, 'wave', 10, 5000)).length, 1);
   });
 
+  it('uuidv7: ids across several refills of its random pool are distinct, version 7 with the RFC 9562 variant, and ordered by their time', () => {
+    const ids = Array.from({ length: 2000 }, (_, i) => uuidv7(1_700_000_000_000 + i));
+    assert.equal(new Set(ids).size, ids.length);
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.deepEqual([...ids].sort(), ids);
+    // The random part differs from one id to the next even within one millisecond.
+    const same = Array.from({ length: 600 }, () => uuidv7(1_700_000_000_000).slice(15));
+    assert.equal(new Set(same).size, same.length);
+  });
+
   it('an idempotency key: reserved once, kept against other ids, released only by its own message, taken over once expired', async () => {
     const { db } = harness().infra;
     const owner = randomUUID();
