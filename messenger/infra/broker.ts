@@ -420,8 +420,9 @@ export class MemoryBroker implements Broker {
     if (q.due) {
       clearTimeout(q.timer);
       q.timer = undefined;
-      q.due = false;
       this.run(q, name, q.pending.splice(0, c.opts.size));
+      // This queue has no prefetch bound: what is left beyond the size waited with the batch, and goes right after it.
+      q.due = q.pending.length > 0;
     } else {
       q.timer ??= setTimeout(() => this.expire(q, name), c.opts.flushMs);
     }
