@@ -141,6 +141,21 @@ describe(`broker batches (${MODE === 'services' ? 'RabbitMQ' : 'in-process'})`, 
     await broker.stopConsuming();
   });
 
+  it('a batch whose handler fails is tried again after a pause, whole, and nothing is lost or handled twice', async () => {
+    const tries: number[][] = [];
+    const handler: BatchHandler = async (bodies) => {
+      tries.push(bodies.map((b) => (JSON.parse(b.toString()) as { n: number }).n));
+      if (tries.length === 1) throw new Error('database away');
+      return { poison: [] };
+    };
+    await broker.consumeBatches(queue, handler, { size: 10, flushMs: 200 });
+    for (const n of [1, 2, 3]) await broker.publish(queue, { n });
+    await waitUntil('the batch is tried again', async () => tries.length >= 2, 5000);
+    assert.deepEqual(tries, [[1, 2, 3], [1, 2, 3]]);
+    await broker.stopConsuming();
+    if (MODE === 'services') assert.equal(await queueDepth(queue), 0, 'the second try was acknowledged');
+  });
+
   it('with SYNC_FLUSH_MS 0 batches run back to back: a lone message at once, what came during a batch right after it', async () => {
     const { handler, batches, release } = heldFirst();
     await broker.consumeBatches(queue, handler, { size: 10, flushMs: 0 });

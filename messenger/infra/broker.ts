@@ -65,6 +65,72 @@ function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * Gathers items into batches and runs them one at a time (both brokers'
+ * batch consumers). A batch is due when it reaches `size` or when `flushMs`
+ * has passed since its first item; a due batch starts at once, or as soon as
+ * the one in progress finishes, and takes everything that came meanwhile (up
+ * to `size`; what is left beyond that waited with it and goes right after).
+ * With `flushMs` 0 every item is due at once: batches run back to back and
+ * form from what arrives while the one before runs (group commit).
+ */
+class Batcher<T> {
+  private pending: T[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private due = false;
+  private stopped = false;
+
+  constructor(
+    private readonly opts: BatchOptions,
+    private readonly run: (batch: T[]) => Promise<void>,
+    private readonly track: (p: Promise<void>) => void,
+  ) {}
+
+  push(item: T): void {
+    this.pending.push(item);
+    if (this.pending.length >= this.opts.size) this.next();
+    else this.timer ??= setTimeout(() => this.next(), this.opts.flushMs);
+  }
+
+  /** Puts a failed batch back in front, to be tried with the next one. */
+  requeue(items: T[]): void {
+    this.pending.unshift(...items);
+  }
+
+  /** Starts no more batches; the one in progress finishes. */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** What never ran (after `stop` and the batch in progress). */
+  drain(): T[] {
+    return this.pending.splice(0);
+  }
+
+  private next(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.stopped || this.pending.length === 0) return;
+    if (this.running) {
+      this.due = true;
+      return;
+    }
+    const batch = this.pending.splice(0, this.opts.size);
+    this.due = this.pending.length > 0;
+    this.running = true;
+    this.track(
+      this.run(batch).finally(() => {
+        this.running = false;
+        if (this.due || this.pending.length >= this.opts.size) this.next();
+        else if (this.pending.length > 0) this.timer ??= setTimeout(() => this.next(), this.opts.flushMs);
+      }),
+    );
+  }
+}
+
 type Consumer =
   | { queue: string; kind: 'single'; handler: MessageHandler; prefetch: number }
   | { queue: string; kind: 'batch'; handler: BatchHandler; opts: BatchOptions };
@@ -201,44 +267,10 @@ export class RabbitBroker implements Broker {
       );
   }
 
-  /**
-   * Gathers deliveries into batches and runs them one after another. A batch
-   * is due when it reaches `size` or when `flushMs` has passed since its first
-   * delivery; a due batch starts at once, or as soon as the one in progress
-   * finishes, and takes everything that came meanwhile (up to `size`). With
-   * `flushMs` 0 every delivery is due at once: batches run back to back and
-   * form from what arrives while the one before runs (group commit).
-   */
+  /** Deliveries into batches (Batcher), each run and then settled on `channel`. */
   private batcher(channel: Channel, handler: BatchHandler, opts: BatchOptions): (msg: ConsumeMessage) => void {
-    let pending: ConsumeMessage[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let running = false;
-    let due = false;
-    const next = () => {
-      if (timer !== undefined) clearTimeout(timer);
-      timer = undefined;
-      if (pending.length === 0) return;
-      if (running) {
-        due = true;
-        return;
-      }
-      due = false;
-      const batch = pending.slice(0, opts.size);
-      pending = pending.slice(opts.size);
-      running = true;
-      this.track(
-        this.runBatch(channel, handler, batch).finally(() => {
-          running = false;
-          if (due || pending.length >= opts.size) next();
-          else if (pending.length > 0) timer ??= setTimeout(next, opts.flushMs);
-        }),
-      );
-    };
-    return (msg) => {
-      pending.push(msg);
-      if (pending.length >= opts.size) next();
-      else timer ??= setTimeout(next, opts.flushMs);
-    };
+    const batches = new Batcher<ConsumeMessage>(opts, (batch) => this.runBatch(channel, handler, batch), (p) => this.track(p));
+    return (msg) => batches.push(msg);
   }
 
   private async runBatch(channel: Channel, handler: BatchHandler, batch: ConsumeMessage[]): Promise<void> {
@@ -358,9 +390,8 @@ interface MemoryQueue {
   pending: Buffer[];
   consumer?: Consumer;
   running: number;
-  timer?: NodeJS.Timeout;
-  /** Batch queues: the pending batch is to start as soon as none runs. */
-  due?: boolean;
+  /** Set while a batch consumer is attached: it holds the queue's messages. */
+  batches?: Batcher<Buffer>;
 }
 
 /**
@@ -388,8 +419,13 @@ export class MemoryBroker implements Broker {
   }
 
   async publish(queue: string, body: object): Promise<void> {
-    this.queue(queue).pending.push(Buffer.from(JSON.stringify(body)));
-    this.pump(queue);
+    const q = this.queue(queue);
+    const content = Buffer.from(JSON.stringify(body));
+    if (q.batches !== undefined) q.batches.push(content);
+    else {
+      q.pending.push(content);
+      this.pump(queue);
+    }
   }
 
   async consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
@@ -398,78 +434,75 @@ export class MemoryBroker implements Broker {
   }
 
   async consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void> {
-    this.queue(queue).consumer = { queue, kind: 'batch', handler, opts };
-    this.pump(queue);
+    const q = this.queue(queue);
+    q.consumer = { queue, kind: 'batch', handler, opts };
+    const batches: Batcher<Buffer> = new Batcher<Buffer>(opts, (bodies) => this.runBatch(batches, handler, bodies), (p) => this.track(p));
+    q.batches = batches;
+    for (const body of q.pending.splice(0)) batches.push(body);
   }
 
+  /** Single-message consumers: runs what is pending, up to `prefetch` at once. */
   private pump(name: string): void {
     const q = this.queue(name);
     const c = q.consumer;
-    if (c === undefined) return;
-    if (c.kind === 'single') {
-      while (q.running < c.prefetch && q.pending.length > 0) this.run(q, name, [q.pending.shift() as Buffer]);
-      return;
-    }
-    if (q.pending.length === 0) return;
-    // As RabbitBroker's batcher: due when full or flushMs after its first message; a due batch waits only for the one in progress.
-    if (q.pending.length >= c.opts.size) q.due = true;
-    if (q.running > 0) {
-      q.timer ??= q.due ? undefined : setTimeout(() => this.expire(q, name), c.opts.flushMs);
-      return;
-    }
-    if (q.due) {
-      clearTimeout(q.timer);
-      q.timer = undefined;
-      this.run(q, name, q.pending.splice(0, c.opts.size));
-      // This queue has no prefetch bound: what is left beyond the size waited with the batch, and goes right after it.
-      q.due = q.pending.length > 0;
-    } else {
-      q.timer ??= setTimeout(() => this.expire(q, name), c.opts.flushMs);
-    }
+    if (c?.kind !== 'single') return;
+    while (q.running < c.prefetch && q.pending.length > 0) this.runOne(q, name, c.handler, q.pending.shift() as Buffer);
   }
 
-  /** The flush timer of a batch queue ran out: its batch is due (now, or when the one in progress finishes). */
-  private expire(q: MemoryQueue, name: string): void {
-    q.timer = undefined;
-    q.due = true;
-    this.pump(name);
-  }
-
-  private run(q: MemoryQueue, name: string, bodies: Buffer[]): void {
-    const c = q.consumer as Consumer;
-    q.running++;
-    const p = (async () => {
-      try {
-        if (c.kind === 'single') await c.handler(bodies[0]);
-        else {
-          const { poison } = await c.handler(bodies);
-          if (poison.length > 0) this.log.error({ count: poison.length }, 'poison messages dropped');
-        }
-      } catch (err) {
-        if (err instanceof PoisonMessage) {
-          this.log.error({ err: err.message }, 'poison message dropped');
-          return;
-        }
-        this.log.warn({ err: reason(err) }, 'handler failed; will be retried');
-        await sleep(RETRY_PAUSE_MS);
-        q.pending.unshift(...bodies);
-      }
-    })().finally(() => {
-      q.running--;
-      this.inFlight.delete(p);
-      this.pump(name);
-    });
+  private track(p: Promise<void>): void {
     this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private runOne(q: MemoryQueue, name: string, handler: MessageHandler, body: Buffer): void {
+    q.running++;
+    this.track(
+      (async () => {
+        try {
+          await handler(body);
+        } catch (err) {
+          if (await this.dropOrPause(err)) q.pending.unshift(body);
+        }
+      })().finally(() => {
+        q.running--;
+        this.pump(name);
+      }),
+    );
+  }
+
+  private async runBatch(batches: Batcher<Buffer>, handler: BatchHandler, bodies: Buffer[]): Promise<void> {
+    try {
+      const { poison } = await handler(bodies);
+      if (poison.length > 0) this.log.error({ count: poison.length }, 'poison messages dropped');
+    } catch (err) {
+      if (await this.dropOrPause(err)) batches.requeue(bodies);
+    }
+  }
+
+  /** A failed handler: false for a poison message (dropped); else true after a pause, to be tried again. */
+  private async dropOrPause(err: unknown): Promise<boolean> {
+    if (err instanceof PoisonMessage) {
+      this.log.error({ err: err.message }, 'poison message dropped');
+      return false;
+    }
+    this.log.warn({ err: reason(err) }, 'handler failed; will be retried');
+    await sleep(RETRY_PAUSE_MS);
+    return true;
   }
 
   async stopConsuming(): Promise<void> {
+    const stopped: { q: MemoryQueue; batches: Batcher<Buffer> }[] = [];
     for (const q of this.queues.values()) {
       q.consumer = undefined;
-      clearTimeout(q.timer);
-      q.timer = undefined;
-      q.due = false;
+      if (q.batches !== undefined) {
+        q.batches.stop();
+        stopped.push({ q, batches: q.batches });
+        q.batches = undefined;
+      }
     }
     await Promise.allSettled([...this.inFlight]);
+    // What the batch consumers never ran waits for the next consumer, ahead of what was published since.
+    for (const { q, batches } of stopped) q.pending.unshift(...batches.drain());
   }
 
   async consumerCount(queue: string): Promise<number | undefined> {
