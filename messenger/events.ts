@@ -18,7 +18,9 @@
  * one flush. Each reactor gets the events of a flush as one list, in publish
  * order (one cache bump per chat, one read-marker statement for the lot), and
  * the flush crosses the pub/sub channel as one message. Under no load a flush
- * is a single event.
+ * is a single event. A reactor may add follow-up events to its flush (the
+ * read markers a post moved): their own reactors run next, and they cross
+ * the channel in the same message, after the events that caused them.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from './infra/logger';
@@ -151,8 +153,18 @@ function checkEvent(v: unknown): AnyEvent | undefined {
 }
 
 type Listener<K extends EventName> = (event: EventMap[K]) => void | Promise<void>;
-/** A reactor: the events of one flush with this name, in publish order (never empty). */
-export type Reactor<K extends EventName> = (events: EventMap[K][]) => Promise<void>;
+/** Adds an event to the flush being reacted to (see `Reactor`). */
+export type FollowUp = <K extends EventName>(name: K, data: EventMap[K]) => void;
+/**
+ * A reactor: the events of one flush with this name, in publish order (never
+ * empty). Events it causes go out with `also`, in the same flush, rather than
+ * through `publish` (which would wait for a flush of their own: one more
+ * pub/sub message, and a reactor awaiting it would hold this flush up).
+ */
+export type Reactor<K extends EventName> = (events: EventMap[K][], also: FollowUp) => Promise<void>;
+
+/** Rounds of follow-ups one flush may have; more means reactors that feed each other (a bug), logged and cut. */
+const MAX_ROUNDS = 4;
 
 interface Queued {
   name: EventName;
@@ -199,15 +211,45 @@ export class EventBus {
     });
   }
 
-  /** Sends what was published in the last turn: reactors (per name, concurrently), then one pub/sub message. */
+  /**
+   * Sends what was published in the last turn: reactors (per name,
+   * concurrently), then the reactors of their follow-ups, and so on; then one
+   * pub/sub message with all of it, in that order.
+   */
   private async flush(): Promise<void> {
     const batch = this.queued;
     this.queued = [];
+    const out: Envelope[] = [];
+    let round: Envelope[] = batch.map(({ name, data }) => ({ name, data }));
+    for (let n = 1; round.length > 0; n++) {
+      out.push(...round);
+      const next: Envelope[] = [];
+      if (n > MAX_ROUNDS) {
+        this.log.error({ events: round.map((e) => e.name) }, 'event reactors keep adding follow-ups; sent without their reactions');
+        break;
+      }
+      await this.runReactors(round, (name, data) => void next.push({ name, data }));
+      round = next;
+    }
+    const counts = new Map<EventName, number>();
+    for (const e of out) counts.set(e.name, (counts.get(e.name) ?? 0) + 1);
+    try {
+      await this.pubsub.publish(JSON.stringify({ events: out, origin: this.origin }));
+      for (const [name, n] of counts) eventsPublished.inc({ event: name, outcome: 'sent' }, n);
+    } catch (err) {
+      for (const [name, n] of counts) eventsPublished.inc({ event: name, outcome: 'lost' }, n);
+      this.log.warn({ err: err instanceof Error ? err.message : err, events: out.length }, 'events not broadcast; clients catch up with resume');
+    }
+    for (const q of batch) q.done();
+  }
+
+  /** Each reactor once with its events of `round` (by name, in order), all concurrently; failures logged. */
+  private async runReactors(round: Envelope[], also: FollowUp): Promise<void> {
     const byName = new Map<EventName, EventMap[EventName][]>();
-    for (const q of batch) {
-      const list = byName.get(q.name);
-      if (list === undefined) byName.set(q.name, [q.data]);
-      else list.push(q.data);
+    for (const { name, data } of round) {
+      const list = byName.get(name);
+      if (list === undefined) byName.set(name, [data as EventMap[EventName]]);
+      else list.push(data as EventMap[EventName]);
     }
     const reactions: Promise<void>[] = [];
     for (const [name, list] of byName) {
@@ -215,7 +257,7 @@ export class EventBus {
         reactions.push(
           (async () => {
             try {
-              await fn(list);
+              await fn(list, also);
             } catch (err) {
               this.log.error({ err, event: name }, 'event reactor failed');
             }
@@ -224,14 +266,6 @@ export class EventBus {
       }
     }
     await Promise.all(reactions);
-    try {
-      await this.pubsub.publish(JSON.stringify({ events: batch.map(({ name, data }) => ({ name, data })), origin: this.origin }));
-      for (const [name, list] of byName) eventsPublished.inc({ event: name, outcome: 'sent' }, list.length);
-    } catch (err) {
-      for (const [name, list] of byName) eventsPublished.inc({ event: name, outcome: 'lost' }, list.length);
-      this.log.warn({ err: err instanceof Error ? err.message : err, events: batch.length }, 'events not broadcast; clients catch up with resume');
-    }
-    for (const q of batch) q.done();
   }
 
   /**

@@ -8,7 +8,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Config } from './config';
-import type { EventBus, EventName, EventMap } from './events';
+import type { EventBus, EventName, Reactor } from './events';
 import type { Db } from './infra/db';
 import type { Kv } from './infra/kv';
 import type { Logger } from './infra/logger';
@@ -93,9 +93,10 @@ export type Stage = (typeof STAGES)[number];
 
 /**
  * Reactions to domain events, by event name, in the process that published
- * them: each gets the events of one flush (events.ts), in publish order, never empty.
+ * them: each gets the events of one flush (events.ts), in publish order, never
+ * empty, and may add follow-up events to that flush.
  */
-export type Reactors = { [K in EventName]?: (events: EventMap[K][]) => Promise<void> };
+export type Reactors = { [K in EventName]?: Reactor<K> };
 
 /**
  * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;

@@ -162,6 +162,51 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     await drained([a, b]);
   });
 
+  it("a reactor's follow-up events join its flush: their reactors run before publish resolves, one message carries all, causes first", async () => {
+    const [a, b] = await twoInstances();
+    const sent: string[] = [];
+    const counting = (a as unknown as { pubsub: PubSub }).pubsub;
+    const publish = counting.publish.bind(counting);
+    counting.publish = async (raw: string) => {
+      sent.push(raw);
+      await publish(raw);
+    };
+    const reacted: string[] = [];
+    a.react('message.stored', async (list, also) => {
+      await new Promise((r) => setTimeout(r, 10));
+      for (const e of list) also('read.moved', { accountId: 'a'.repeat(32), chatId: e.chatId, messageId: e.text.slice(-1).repeat(32), unread: 0 });
+    });
+    a.react('read.moved', async (list) => {
+      await new Promise((r) => setTimeout(r, 10));
+      reacted.push(...list.map((e) => e.messageId[0]));
+    });
+    const onB: string[] = [];
+    const done = collect<string>(4);
+    const mark = (s: string) => { onB.push(s); done.push(s); };
+    b.subscribe('message.stored', (e) => { if (e.text.startsWith('follow')) mark(`stored ${e.text.slice(-1)}`); });
+    b.subscribe('read.moved', (e) => mark(`read ${e.messageId[0]}`));
+    await Promise.all(['follow 1', 'follow 2'].map((t) => a.publish('message.stored', stored(t))));
+    assert.deepEqual(reacted, ['1', '2'], "the follow-ups' reactors ran before publish resolved");
+    assert.equal(sent.length, 1, 'one pub/sub message for the posts and their follow-ups');
+    assert.deepEqual(await done.done, ['stored 1', 'stored 2', 'read 1', 'read 2']);
+    await drained([a, b]);
+  });
+
+  it('reactors that keep adding follow-ups are cut off: publish still resolves, what was added still goes out', async () => {
+    const [a, b] = await twoInstances();
+    let rounds = 0;
+    a.react('read.moved', async (list, also) => {
+      rounds++;
+      also('read.moved', { ...list[0], unread: list[0].unread + 1 });
+    });
+    const unread: number[] = [];
+    b.subscribe('read.moved', (e) => { if (e.chatId === 'f'.repeat(32)) unread.push(e.unread); });
+    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'f'.repeat(32), messageId: '1'.repeat(32), unread: 0 });
+    assert.equal(rounds, 4, 'four rounds of reactions, then no more');
+    await drained([a, b]);
+    assert.deepEqual(unread, [0, 1, 2, 3, 4]);
+  });
+
   it('a stored message through the API publishes message.stored with its place in the chat', async () => {
     const { client } = harness().app;
     const events = harness().infra.events;

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { EventMap, EventName } from '../events';
+import type { EventName, Reactor } from '../events';
 import type { App, AppModule, Deps } from '../types';
 
 /** Apps that are always on and cannot be named in APPS. */
@@ -53,7 +53,7 @@ export function mountReactors(deps: Deps, apps: App[]): () => void {
   const undo: (() => void)[] = [];
   for (const app of apps) {
     for (const [name, fn] of Object.entries(app.reactors ?? {})) {
-      undo.push(deps.events.react(name as EventName, fn as (e: EventMap[EventName][]) => Promise<void>));
+      undo.push(deps.events.react(name as EventName, fn as Reactor<EventName>));
     }
   }
   return () => undo.forEach((u) => u());

@@ -31,7 +31,7 @@ const conversationsApp: AppFactory = (deps): App => {
       // furthest message; a marker only ever moves forward, whatever order
       // posts finish in. Messages of the no_storage mode (seq 0) have no place
       // to mark.
-      async 'message.stored'(stored) {
+      async 'message.stored'(stored, also) {
         const furthest = new Map<string, { accountId: string; chatId: string; seq: number; messageId: string }>();
         for (const e of stored) {
           const accountId = parseId(e.accountId);
@@ -43,16 +43,10 @@ const conversationsApp: AppFactory = (deps): App => {
         }
         if (furthest.size === 0) return;
         const moved = await advanceMarkers(db, [...furthest.values()]);
-        await Promise.all(
-          moved.map((m) =>
-            events.publish('read.moved', {
-              accountId: toWireId(m.accountId),
-              chatId: toWireId(m.chatId),
-              messageId: m.messageId,
-              unread: m.unread,
-            }),
-          ),
-        );
+        // In the same flush as the messages: one pub/sub message carries both.
+        for (const m of moved) {
+          also('read.moved', { accountId: toWireId(m.accountId), chatId: toWireId(m.chatId), messageId: m.messageId, unread: m.unread });
+        }
       },
     },
     handlers: {
