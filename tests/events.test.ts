@@ -81,6 +81,18 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
   }
   const real = (texts: string[]) => texts.filter((t) => !t.includes('end-marker'));
 
+  /** What `bus` sends on the pub/sub channel from now on, one string per message. */
+  function publishedBy(bus: EventBus): string[] {
+    const sent: string[] = [];
+    const port = (bus as unknown as { pubsub: PubSub }).pubsub;
+    const publish = port.publish.bind(port);
+    port.publish = async (raw: string) => {
+      sent.push(raw);
+      await publish(raw);
+    };
+    return sent;
+  }
+
   it('a subscriber on every instance gets each event once, with its payload intact', async () => {
     const [a, b] = await twoInstances();
     const onA = collect<MessageStored>(2);
@@ -139,13 +151,7 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
 
   it('events published in one turn reach each reactor as one list and cross the channel as one message, in publish order', async () => {
     const [a, b] = await twoInstances();
-    const sent: string[] = [];
-    const counting = (a as unknown as { pubsub: PubSub }).pubsub;
-    const publish = counting.publish.bind(counting);
-    counting.publish = async (raw: string) => {
-      sent.push(raw);
-      await publish(raw);
-    };
+    const sent = publishedBy(a);
     const lists: string[][] = [];
     a.react('message.stored', async (list) => { lists.push(list.map((e) => e.text)); });
     const onB = collect<string>(3);
@@ -164,13 +170,7 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
 
   it("a reactor's follow-up events join its flush: their reactors run before publish resolves, one message carries all, causes first", async () => {
     const [a, b] = await twoInstances();
-    const sent: string[] = [];
-    const counting = (a as unknown as { pubsub: PubSub }).pubsub;
-    const publish = counting.publish.bind(counting);
-    counting.publish = async (raw: string) => {
-      sent.push(raw);
-      await publish(raw);
-    };
+    const sent = publishedBy(a);
     const reacted: string[] = [];
     a.react('message.stored', async (list, also) => {
       await new Promise((r) => setTimeout(r, 10));
