@@ -10,6 +10,13 @@
  * time cannot be told apart per client, so they are not counted. Also
  * prints the web workers' peak RSS. BENCH_CPU_CONNECTIONS and BENCH_CPU_TEXT
  * change the load: e.g. one poster of 5,000-character messages.
+ *
+ * `callsPerRequest` counts round trips, which the noise of a shared machine
+ * does not move: each Redis command (INFO commandstats of the whole server
+ * before and after, so nothing else may use that Redis meanwhile; commands
+ * a script runs count too: the cache bump is an EVALSHA and its INCRBY) and
+ * the transactions of the benchmark's PostgreSQL database
+ * (pg_stat_database), per request.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -57,6 +64,16 @@ async function api(method: string, p: string, body: object, session?: string): P
   return (await r.json()) as Record<string, unknown>;
 }
 
+/** Calls so far: `redis <command>` from INFO commandstats, `postgres transactions` of the benchmark's database. */
+async function roundTrips(redis: Redis, admin: pg.Client): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(`redis ${m[1]}`, Number(m[2]));
+  await admin.query('SELECT pg_stat_clear_snapshot()');
+  const row = (await admin.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [DB_NAME])).rows[0] as { n: string };
+  calls.set('postgres transactions', Number(row.n));
+  return calls;
+}
+
 async function main(): Promise<void> {
   execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'ignore' });
   const admin = new pg.Client({ connectionString: PG_ADMIN });
@@ -95,6 +112,8 @@ async function main(): Promise<void> {
     const groups: Record<string, number[]> = { web: webPids, postgres: await dbPids() };
     if (sync) groups.synchronizer = [sync.pid as number];
     const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, new Map(pids.map((p) => [p, cpuTicks(p)]))]));
+    const redis = new Redis(env().REDIS_URL);
+    const callsBefore = await roundTrips(redis, admin);
     const t0 = performance.now();
     const r = await run(REQUESTS);
     const seconds = (performance.now() - t0) / 1000;
@@ -117,10 +136,20 @@ async function main(): Promise<void> {
       spent[k] = (sum * TICK_MS * 1000) / r.requests.total; // µs per request
     }
     const total = Object.values(spent).reduce((a, b) => a + b, 0);
+    // A backend reports its transactions to pg_stat_database at most once a second.
+    await new Promise((res) => setTimeout(res, 1500));
+    const callsAfter = await roundTrips(redis, admin);
+    redis.disconnect();
+    const callsPerRequest: Record<string, number> = {};
+    for (const [k, n] of callsAfter) {
+      const d = n - (callsBefore.get(k) ?? 0);
+      if (d > 0 && k !== 'redis info') callsPerRequest[k] = Number((d / r.requests.total).toFixed(3));
+    }
     const peakRssMbOfWorkers = webPids.slice(1).map((p) => Math.round(peakRssMb(p)));
     const out = {
       mode: MODE, requests: r.requests.total, non2xx: r.non2xx + r.errors, seconds: Number(seconds.toFixed(1)), rps: Math.round(r.requests.total / seconds),
       p50ms: r.latency.p50, p99ms: r.latency.p99, peakRssMbOfWorkers, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
+      callsPerRequest,
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {
