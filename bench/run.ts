@@ -375,7 +375,7 @@ async function main(): Promise<void> {
     }
     loginRow.baseline = { name: `bcryptjs compare, cost ${BCRYPT_COST}, ${WORKERS} threads`, rps: median(bcryptRates) };
     loginRow.ratio = loginRow.app.rps / loginRow.baseline.rps;
-    notes.push('login: the web process compares passwords in a pool of BCRYPT_THREADS worker threads (default one per core, niced by BCRYPT_NICE), off the event loop; the baseline is raw bcryptjs compare on as many threads as web workers');
+    notes.push('login: the web process compares passwords in a pool of BCRYPT_THREADS worker threads (default: one per core across the web workers, niced by BCRYPT_NICE), off the event loop; the baseline is raw bcryptjs compare on as many threads as web workers');
     rows.push(loginRow);
   }
 

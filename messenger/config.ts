@@ -274,10 +274,11 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const trusted = r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean);
 
+  const workersNum = r.int('WORKERS_NUM', 1, 1, 64);
   const config: Config = {
     host: r.str('HOST', '127.0.0.1'),
     port: r.int('PORT', 8080, 0, 65535),
-    workersNum: r.int('WORKERS_NUM', 1, 1, 64),
+    workersNum,
     dataDir: r.str('DATA_DIR', './data'),
     databaseUrl,
     poolSize: r.int('POOL_SIZE', 10, 1, 500),
@@ -289,7 +290,9 @@ export function loadConfig(env: Env = process.env): Config {
     sessionTtlSeconds: r.int('SESSION_TTL_SECONDS', 3600, 1, 365 * 24 * 3600),
     refreshTtlSeconds: r.int('REFRESH_TTL_SECONDS', 30 * 24 * 3600, 1, 365 * 24 * 3600),
     bcryptCost: r.int('BCRYPT_COST', 10, 4, 15),
-    bcryptThreads: r.int('BCRYPT_THREADS', Math.max(1, os.availableParallelism()), 1, 64),
+    // Per process: the workers share the cores, so by default all their threads together are one per core
+    // (each thread is an isolate of 11-19 MB; one per core in every worker grew with the square of the cores).
+    bcryptThreads: r.int('BCRYPT_THREADS', Math.max(1, Math.ceil(os.availableParallelism() / workersNum)), 1, 64),
     bcryptNice: r.int('BCRYPT_NICE', 10, 0, 19),
     messageMaxLength: r.int('MESSAGE_MAX_LENGTH', 16384, 1, 1_000_000),
     bodyLimitBytes: r.bytes('BODY_LIMIT', 1024 * 1024),

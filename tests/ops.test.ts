@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import addFormats from 'ajv-formats';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
@@ -180,6 +181,18 @@ describe('GET /metrics', () => {
       assert.match(err.message, /METRICS_TOKEN must be 16 to 256 printable characters/);
       return true;
     });
+  });
+
+  it('BCRYPT_THREADS defaults to one thread per core across all web workers, and an explicit value wins', () => {
+    const cores = os.availableParallelism();
+    const services = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/x', REDIS_URL: 'redis://127.0.0.1:6379' };
+    assert.equal(loadConfig(testEnv()).bcryptThreads, cores, 'one worker: a thread per core');
+    for (const workers of [1, 2, 3, cores, 2 * cores, 64]) {
+      const threads = loadConfig(testEnv({ ...services, WORKERS_NUM: String(workers) })).bcryptThreads;
+      assert.ok(threads >= 1 && workers * threads >= cores, `${workers} workers: every core can hash (${threads} each)`);
+      assert.ok(workers * (threads - 1) < cores, `${workers} workers: no more threads than the cores need (${threads} each)`);
+    }
+    assert.equal(loadConfig(testEnv({ ...services, WORKERS_NUM: '2', BCRYPT_THREADS: '3' })).bcryptThreads, 3);
   });
 
   it('takes SYNC_FLUSH_MS from 0 (batches back to back) to 60000 and refuses what is outside', () => {

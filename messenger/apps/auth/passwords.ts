@@ -39,8 +39,9 @@ interface Slot {
 }
 
 /**
- * bcrypt off the event loop: a small pool of worker threads (one per core
- * by default, `BCRYPT_THREADS`) runs every hash and compare, so a burst of
+ * bcrypt off the event loop: a small pool of worker threads
+ * (`BCRYPT_THREADS`; by default the cores divided among the web workers,
+ * rounded up) runs every hash and compare, so a burst of
  * logins does not stall the other requests of the process. Threads start on
  * first use; a thread that dies fails its job and is replaced. On Linux each
  * thread lowers its own priority by `nice` (BCRYPT_NICE): a hash is CPU work
