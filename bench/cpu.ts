@@ -7,7 +7,10 @@
  * whatever else the machine is doing; CPU time per request much less, so
  * this is the figure to compare two builds by on a shared machine (run each
  * twice; docs/performance.md). Redis and RabbitMQ are shared servers whose
- * time cannot be told apart per client, so they are not counted. Also
+ * time cannot be told apart per client, so they are not in `total`; their
+ * whole CPU time per request is printed apart
+ * (`sharedServersCpuMicrosPerRequest`: true only while nothing else uses
+ * them, as for `callsPerRequest`). Also
  * prints the web workers' peak RSS. BENCH_CPU_CONNECTIONS and BENCH_CPU_TEXT
  * change the load: e.g. one poster of 5,000-character messages.
  *
@@ -28,6 +31,24 @@ import pg from 'pg';
 import { childPids, cpuTicks, killAll, peakRssMb, start, stop, TICK_MS, waitHttp } from './processes';
 
 const ROOT = path.resolve(__dirname, '..');
+
+/**
+ * The local Redis and RabbitMQ servers (by process name): their CPU time per
+ * request is printed apart from the processes of this benchmark, as the
+ * whole server's, so it holds only while nothing else uses them (as for
+ * `callsPerRequest`).
+ */
+function sharedServers(): { name: string; pid: number }[] {
+  const found: { name: string; pid: number }[] = [];
+  for (const [name, pattern] of [['redis', 'redis-server'], ['rabbitmq', 'beam.smp']]) {
+    try {
+      for (const pid of execFileSync('pgrep', ['-f', pattern], { encoding: 'utf8' }).trim().split('\n')) found.push({ name, pid: Number(pid) });
+    } catch {
+      // pgrep answers 1 when nothing matches: that server runs elsewhere and is not counted.
+    }
+  }
+  return found;
+}
 const MODE = process.argv[2] ?? 'db_direct';
 const REQUESTS = Number(process.argv[3] ?? 20_000);
 const ID = randomBytes(4).toString('hex');
@@ -112,6 +133,7 @@ async function main(): Promise<void> {
     const groups: Record<string, number[]> = { web: webPids, postgres: await dbPids() };
     if (sync) groups.synchronizer = [sync.pid as number];
     const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, new Map(pids.map((p) => [p, cpuTicks(p)]))]));
+    const serversBefore = new Map(sharedServers().map((p) => [p, cpuTicks(p.pid)]));
     const redis = new Redis(env().REDIS_URL);
     const callsBefore = await roundTrips(redis, admin);
     const t0 = performance.now();
@@ -136,6 +158,8 @@ async function main(): Promise<void> {
       spent[k] = (sum * TICK_MS * 1000) / r.requests.total; // µs per request
     }
     const total = Object.values(spent).reduce((a, b) => a + b, 0);
+    const sharedCpu: Record<string, number> = {};
+    for (const [p, t] of serversBefore) sharedCpu[p.name] = Math.round(((sharedCpu[p.name] ?? 0) + ((cpuTicks(p.pid) - t) * TICK_MS * 1000) / r.requests.total));
     // A backend reports its transactions to pg_stat_database at most once a second.
     await new Promise((res) => setTimeout(res, 1500));
     const callsAfter = await roundTrips(redis, admin);
@@ -149,6 +173,7 @@ async function main(): Promise<void> {
     const out = {
       mode: MODE, requests: r.requests.total, non2xx: r.non2xx + r.errors, seconds: Number(seconds.toFixed(1)), rps: Math.round(r.requests.total / seconds),
       p50ms: r.latency.p50, p99ms: r.latency.p99, peakRssMbOfWorkers, cpuMicrosPerRequest: Object.fromEntries(Object.entries({ ...spent, total }).map(([k, v]) => [k, Math.round(v)])),
+      sharedServersCpuMicrosPerRequest: sharedCpu,
       callsPerRequest,
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
