@@ -42,7 +42,7 @@ function sharedServers(): { name: string; pid: number }[] {
   const found: { name: string; pid: number }[] = [];
   for (const [name, pattern] of [['redis', 'redis-server'], ['rabbitmq', 'beam.smp']]) {
     try {
-      for (const pid of execFileSync('pgrep', ['-f', pattern], { encoding: 'utf8' }).trim().split('\n')) found.push({ name, pid: Number(pid) });
+      for (const pid of execFileSync('pgrep', ['-x', pattern], { encoding: 'utf8' }).trim().split('\n')) found.push({ name, pid: Number(pid) });
     } catch {
       // pgrep answers 1 when nothing matches: that server runs elsewhere and is not counted.
     }
