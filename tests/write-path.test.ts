@@ -233,6 +233,19 @@ describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
     assert.equal((await rows(chatId)).length, 0);
   });
 
+  it('a live-only post changes no stored page: a cached page stays cached (X-Cache: HIT) after it', async () => {
+    const { client } = app;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session);
+    const page = `/v1/chats/${chatId}/messages?limit=10`;
+    await client.get(page, u.session).expect(200).expect('X-Cache', 'MISS');
+    await client.get(page, u.session).expect(200).expect('X-Cache', 'HIT');
+    await postOk(client, chatId, userId, 'live only', u.session);
+    const after = await client.get(page, u.session).expect(200).expect('X-Cache', 'HIT');
+    assert.deepEqual(after.body, { messages: [], next: { iterator: '0'.repeat(32) } });
+  });
+
   it('still refuses a non-member (404) and bad input (400)', async () => {
     const { client } = app;
     const u = await buildUser(client);

@@ -81,9 +81,12 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
     handlers: {},
     reactors: {
       // Runs in the process that stored the messages, before their 201s are sent: one bump per chat.
+      // A message with seq 0 was never stored (no_storage mode): no page changed, nothing to bump.
       async 'message.stored'(stored) {
+        const chats = new Set(stored.filter((e) => e.seq > 0).map((e) => e.chatId));
+        if (chats.size === 0) return;
         try {
-          await Promise.all([...new Set(stored.map((e) => e.chatId))].map((chat) => kv.incr(versionKey(chat))));
+          await Promise.all([...chats].map((chat) => kv.incr(versionKey(chat))));
         } catch (err) {
           // The message is stored; refusing the 201 now would invite a duplicate.
           log.error({ err }, 'could not invalidate cached pages; they may be stale until they expire');
