@@ -54,7 +54,8 @@ const BACKOFF_MS = [100, 200, 400, 800, 1600, 3200];
 
 /**
  * The synchronizer of the write-behind mode: takes batches from SYNC_QUEUE
- * (SYNC_BULK_SIZE messages, or what came within SYNC_FLUSH_MS), stores each
+ * (SYNC_BULK_SIZE messages, or what came within SYNC_FLUSH_MS; a message after
+ * SYNC_FLUSH_MS of quiet goes at once), stores each
  * batch in one transaction (chat rows locked in id order, then the same
  * statement as the group commit, which skips ids stored already, so a
  * redelivered batch stores nothing twice), and returns; the broker then
