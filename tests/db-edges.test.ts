@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { sessionOf } from '../messenger/apps/auth';
 import { deleteExpiredKeys, keyedMessage, releaseKey, reserveKey } from '../messenger/db/idempotency-keys';
-import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumePoint, storedIds } from '../messenger/db/messages';
+import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumePoint, storedMessages } from '../messenger/db/messages';
 import { advanceMarkers } from '../messenger/db/read_markers';
 import { searchExact } from '../messenger/db/search';
 import { insertSession, markFirstUse, revokeSession } from '../messenger/db/sessions';
@@ -116,7 +116,7 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.deepEqual(statements, ['INSERT', 'SELECT', 'INSERT', 'SELECT', 'INSERT', 'SELECT']);
   });
 
-  it('storedIds answers exactly the ids that are stored, and nothing for no ids', async () => {
+  it('storedMessages answers exactly the ids that are stored, each with its seq, time and author, and nothing for no ids', async () => {
     const { client } = harness().app;
     const { db } = harness().infra;
     const u = await buildUser(client);
@@ -126,9 +126,14 @@ describe('db edges: the answers for what is missing or empty', () => {
     const b = await insertMessage(db, chatId, memberId, null, 'b');
     assert.ok('id' in a && 'id' in b);
     const unknown = uuidv7();
-    assert.deepEqual([...(await storedIds(db, [a.id, unknown, b.id]))].sort(), [a.id, b.id].sort());
-    assert.deepEqual([...(await storedIds(db, [unknown]))], []);
-    assert.deepEqual([...(await storedIds(db, []))], []);
+    const found = await storedMessages(db, [a.id, unknown, b.id]);
+    assert.deepEqual([...found.keys()].sort(), [a.id, b.id].sort());
+    for (const m of [a, b]) {
+      const row = found.get(m.id);
+      assert.deepEqual([row?.seq, row?.created_at.getTime(), row?.user_name], [m.seq, m.created_at.getTime(), m.user_name]);
+    }
+    assert.deepEqual([...(await storedMessages(db, [unknown])).keys()], []);
+    assert.deepEqual([...(await storedMessages(db, [])).keys()], []);
   });
 
   it('memberOfChat, pageOfChat and resumePoint name what is missing: the chat (unknown or not the account\'s), the member, or the cursor', async () => {

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { MessageStored } from '../messenger/events';
+import { lockChats, storeBatch } from '../messenger/db/messages';
+import { queuedMessage, synchronizer } from '../messenger/apps/messages/synchronizer';
+import { loadConfig } from '../messenger/config';
+import { parseId, toWireId, uuidv7 } from '../messenger/ids';
+import { waitUntil } from './helpers/wait';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Client, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, uniq, type Page } from './helpers/factories';
@@ -202,6 +207,40 @@ for (const mode of STORING) {
     });
   });
 }
+
+describe('synchronizer: a redelivered message that a synchronizer stored and never announced', function () {
+  it('is announced when it comes back (once stored, same seq), so the poster\'s marker moves and the chat list shows nothing unread', async () => {
+    const { client } = harness().app;
+    const infra = harness().infra;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session, 'Poster');
+    const account = parseId((await infra.db('users').where('user_name', u.userName).first('id')).id as string) as string;
+    const queued = queuedMessage({ id: parseId(uuidv7()) as string, chatId: parseId(chatId) as string, memberId: parseId(userId) as string, accountId: account, userName: 'Poster', text: 'stored, then the process died' });
+    // What a synchronizer killed between its commit and its acknowledgement leaves: the row, no event.
+    const [row] = await infra.db.transaction(async (trx) => {
+      await lockChats(trx, [queued.chat_id]);
+      return storeBatch(trx, [{ id: queued.id, chatId: queued.chat_id, memberId: queued.member_id, accountId: queued.account_id, text: queued.text }]);
+    });
+    assert.equal(row.seq, 1);
+    const seen: MessageStored[] = [];
+    const undo = infra.events.react('message.stored', async (list) => {
+      seen.push(...list.filter((e) => e.messageId === toWireId(queued.id)));
+    });
+    try {
+      const sync = synchronizer({ ...infra, config: loadConfig(testEnv()) });
+      const { poison } = await sync.handle([Buffer.from(JSON.stringify(queued))]);
+      assert.deepEqual(poison, []);
+      await waitUntil('the message is announced', async () => seen.length === 1, 5000);
+      assert.deepEqual([seen[0].seq, seen[0].text, seen[0].userName, seen[0].chatId], [1, 'stored, then the process died', 'Poster', chatId]);
+      assert.equal((await rows(chatId)).length, 1, 'stored twice');
+      const list = (await client.get('/v1/chats', u.session).expect(200)).body as { chats: { chat_id: string; unread: number }[] };
+      assert.equal(list.chats.find((c) => c.chat_id === chatId)?.unread, 0, 'the poster\'s own message counts as unread');
+    } finally {
+      undo();
+    }
+  });
+});
 
 describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
   this.timeout(30_000);

@@ -182,13 +182,16 @@ export async function lockChats(trx: Queryable, chatIds: string[]): Promise<void
   );
 }
 
-/** Which of `ids` are stored already. */
-export async function storedIds(db: Queryable, ids: string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
-  const res = (await db.raw(`SELECT id FROM messages WHERE id IN (SELECT value::uuid FROM json_array_elements_text(?::json))`, [
-    JSON.stringify(ids),
-  ])) as { rows: { id: string }[] };
-  return new Set(res.rows.map((r) => r.id));
+/** Which of `ids` are stored already, each with its place, time and author's name, by id. */
+export async function storedMessages(db: Queryable, ids: string[]): Promise<Map<string, StoredMessage>> {
+  if (ids.length === 0) return new Map();
+  const res = (await db.raw(
+    `SELECT x.id, x.seq::int AS seq, x.created_at, m.user_name
+       FROM messages x JOIN chat_members m ON m.id = x.member_id
+      WHERE x.id IN (SELECT value::uuid FROM json_array_elements_text(?::json))`,
+    [JSON.stringify(ids)],
+  )) as { rows: StoredMessage[] };
+  return new Map(res.rows.map((r) => [r.id, r]));
 }
 
 /**

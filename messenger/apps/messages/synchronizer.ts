@@ -1,4 +1,4 @@
-import { lockChats, storeBatch, storedIds, type BatchItem, type StoredInBatch } from '../../db/messages';
+import { lockChats, storeBatch, storedMessages, type BatchItem, type StoredInBatch } from '../../db/messages';
 import { isUnavailable } from '../../errors';
 import { parseId, toWireId } from '../../ids';
 import { PoisonMessage, type BatchHandler, type Broker } from '../../infra/broker';
@@ -95,8 +95,11 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
     );
   };
 
-  /** Stores `items` in one transaction; returns what was inserted and what can never be. */
-  async function store(items: QueuedMessage[]): Promise<{ stored: StoredInBatch[]; dead: number[] }> {
+  /**
+   * Stores `items` in one transaction; returns what was inserted, what was
+   * stored before (a redelivery: see `handle`) and what can never be.
+   */
+  async function store(items: QueuedMessage[]): Promise<{ stored: StoredInBatch[]; before: StoredInBatch[]; dead: number[] }> {
     const batch: BatchItem[] = items.map((m) => ({ id: m.id, chatId: m.chat_id, memberId: m.member_id, accountId: m.account_id, text: m.text }));
     const stored = await db.transaction(async (trx) => {
       await lockChats(trx, batch.map((b) => b.chatId));
@@ -104,16 +107,24 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
     });
     const got = new Set(stored.map((r) => r.index));
     const left = items.map((m, i) => ({ m, i })).filter(({ i }) => !got.has(i));
-    const already = await storedIds(db, left.map(({ m }) => m.id));
-    return { stored, dead: left.filter(({ m }) => !already.has(m.id)).map(({ i }) => i) };
+    const already = await storedMessages(db, left.map(({ m }) => m.id));
+    const before: StoredInBatch[] = [];
+    const dead: number[] = [];
+    for (const { m, i } of left) {
+      const row = already.get(m.id);
+      if (row === undefined) dead.push(i);
+      else before.push({ ...row, index: i });
+    }
+    return { stored, before, dead };
   }
 
   /** Stores with backoff while the database is unavailable; splits a batch the database refuses until the bad row is alone. */
-  async function storeIsolating(items: QueuedMessage[], offset: number): Promise<{ stored: StoredInBatch[]; dead: number[] }> {
+  async function storeIsolating(items: QueuedMessage[], offset: number): Promise<{ stored: StoredInBatch[]; before: StoredInBatch[]; dead: number[] }> {
     for (let attempt = 0; ; attempt++) {
       try {
         const r = await store(items);
-        return { stored: r.stored.map((s) => ({ ...s, index: s.index + offset })), dead: r.dead.map((i) => i + offset) };
+        const shift = (rows: StoredInBatch[]) => rows.map((s) => ({ ...s, index: s.index + offset }));
+        return { stored: shift(r.stored), before: shift(r.before), dead: r.dead.map((i) => i + offset) };
       } catch (err) {
         if (isUnavailable(err) || (err as { code?: unknown }).code === '40P01') {
           if (attempt >= BACKOFF_MS.length) throw err; // back to the queue; the broker redelivers after a pause
@@ -123,12 +134,12 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
         }
         if (items.length === 1) {
           log.error({ err: err instanceof Error ? err.message : err, id: items[0].id }, 'message refused by the database; dead-lettered');
-          return { stored: [], dead: [offset] };
+          return { stored: [], before: [], dead: [offset] };
         }
         const mid = Math.ceil(items.length / 2);
         const a = await storeIsolating(items.slice(0, mid), offset);
         const b = await storeIsolating(items.slice(mid), offset + mid);
-        return { stored: [...a.stored, ...b.stored], dead: [...a.dead, ...b.dead] };
+        return { stored: [...a.stored, ...b.stored], before: [...a.before, ...b.before], dead: [...a.dead, ...b.dead] };
       }
     }
   }
@@ -147,15 +158,20 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
     if (good.length > 0) {
       const items = good.map((g) => g.m);
       const began = Date.now();
-      const { stored, dead } = await storeIsolating(items, 0);
+      const { stored, before, dead } = await storeIsolating(items, 0);
       const now = Date.now();
       log.debug({ size: items.length, stored: stored.length, oldestMs: began - Math.min(...items.map((m) => m.queued_at)), storeMs: now - began }, 'batch stored');
       for (const s of stored) syncLag.observe(Math.max(0, now - items[s.index].queued_at) / 1000);
       syncMessages.inc({ outcome: 'stored' }, stored.length);
-      syncMessages.inc({ outcome: 'duplicate' }, items.length - stored.length - dead.length);
+      syncMessages.inc({ outcome: 'duplicate' }, before.length);
       for (const i of dead) poison.push(good[i].at);
       if (dead.length > 0) log.error({ ids: dead.map((i) => items[i].id) }, 'messages whose chat or member is gone; dead-lettered');
-      announce(stored.map((row) => ({ item: items[row.index], row })));
+      // A message stored before comes back only when a synchronizer committed it and stopped before its
+      // acknowledgement, maybe before announcing it: announce it again (at least once). Every reaction is
+      // idempotent: a cache version bumped twice, a read marker that never moves back, frames a
+      // connection has had already are dropped by their seq.
+      if (before.length > 0) log.info({ count: before.length }, 'messages stored before (a redelivery) announced again');
+      announce([...stored, ...before].map((row) => ({ item: items[row.index], row })));
       if (stored.length > 0) cleaner.nudge();
     }
     syncMessages.inc({ outcome: 'dead' }, poison.length);
