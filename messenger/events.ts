@@ -27,7 +27,12 @@ import type { Logger } from './infra/logger';
 import type { PubSub } from './infra/pubsub';
 import { eventsPublished } from './infra/metrics';
 
-/** A message has its place in the chat order (committed). */
+/**
+ * A message has its place in the chat order (committed). At least once: the
+ * write-behind synchronizer announces a message again when it comes back
+ * after a crash between its commit and its acknowledgement
+ * (docs/storage-modes.md), so a reaction to it must take a repeat.
+ */
 export interface MessageStored {
   chatId: string;
   messageId: string;
