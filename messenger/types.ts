@@ -38,6 +38,8 @@ export interface State {
   operationId?: OperationId;
   /** Its decoded path parameters. */
   params?: Record<string, string>;
+  /** The query parameters the operation declares (others are ignored, never seen by a handler or a cache key). */
+  query?: Record<string, string | string[] | undefined>;
   /** The parsed JSON request body (undefined when there was none). */
   body?: unknown;
   /** The body's top-level number tokens as written (for numbers sent where text is expected). */

@@ -90,6 +90,7 @@ export async function createApp(deps: Deps): Promise<WebApp> {
     else {
       ctx.state.operationId = match.operationId;
       ctx.state.params = match.params;
+      ctx.state.query = validator.declaredQuery(match.operationId, ctx.query as Record<string, string | string[] | undefined>);
       const chatParam = cacheable.get(match.operationId);
       const chat = chatParam === undefined ? null : parseId(match.params[chatParam]);
       if (chat !== null) ctx.state.cacheChat = toWireId(chat);
@@ -132,7 +133,7 @@ export async function createApp(deps: Deps): Promise<WebApp> {
       for (const f of fields) if (typeof obj[f] === 'string' && !isStorableText(obj[f])) throw new BadRequest();
     }
     const params = ctx.state.params ?? {};
-    const query = validator.declaredQuery(operationId, ctx.query as Record<string, string | string[] | undefined>);
+    const query = ctx.state.query ?? {};
     const violation = validator.check(operationId, { params, query, headers: ctx.headers, body });
     // A path that names nothing is not found (SPEC: a malformed id in a path is "not found").
     if (violation?.in === 'path') throw new NotFound('not-found');

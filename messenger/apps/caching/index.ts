@@ -1,16 +1,23 @@
 import type { App, AppFactory, ApiContext, AppModule } from '../../types';
 
+// The spellings a cache key takes: a whole number without leading zeros, or
+// an id in its wire form. The handler reads other spellings of the same value
+// (`010`, a dashed or upper-case id) the same way; they are answered, never
+// cached, so that no client can multiply one page into many keys.
+const CANONICAL = /^(?:0|[1-9][0-9]{0,8}|[0-9a-f]{32})$/;
+
 /**
- * The cache key of a request: its query in a canonical order. Only requests
- * whose parameters are plain single values are cached (anything else goes to
- * the handler, which answers it).
+ * The cache key of a request: its declared query parameters (the handler
+ * ignores the rest, and so does the key) in a canonical order. Undefined,
+ * and the request goes past the cache, when a value is not a single
+ * canonical one.
  */
-function queryKey(ctx: ApiContext): string | undefined {
+function queryKey(query: ApiContext['state']['query']): string | undefined {
   const parts: string[] = [];
-  for (const name of Object.keys(ctx.query).sort()) {
-    const v = ctx.query[name];
-    if (typeof v !== 'string' || v.length > 64) return undefined;
-    parts.push(`${encodeURIComponent(name)}=${encodeURIComponent(v)}`);
+  for (const name of Object.keys(query ?? {}).sort()) {
+    const v = query?.[name];
+    if (typeof v !== 'string' || !CANONICAL.test(v)) return undefined;
+    parts.push(`${name}=${v}`);
   }
   return parts.join('&');
 }
@@ -34,10 +41,14 @@ function pageAt(stored: Buffer, version: string): Buffer | undefined {
  * allowed to read the chat (remembered from an earlier successful read;
  * membership never shrinks), so the cache leaks nothing. Hits touch no
  * database: with PostgreSQL down, cached pages are still served.
+ * Bounded: a chat's new pages, and the growth of its stored ones, may add
+ * at most CACHE_CHAT_MAX_BYTES per CACHE_TTL_SECONDS; past that its pages are
+ * answered from the database and not stored until the window ends.
  */
 const cachingApp: AppFactory = ({ config, kv, log }): App => {
-  const ttl = config.cache.ttlSeconds;
+  const { ttlSeconds: ttl, chatMaxBytes } = config.cache;
   const versionKey = (chat: string) => `cv:${chat}`;
+  const budgetKey = (chat: string) => `cb:${chat}`;
 
   return {
     name: 'caching',
@@ -46,7 +57,7 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
       cache: async function cache(ctx, next) {
         // Which operations are cacheable is swagger.yml's word (x-cache-chat), not this app's.
         const chat = ctx.state.cacheChat;
-        const query = chat === undefined || ctx.method !== 'GET' ? undefined : queryKey(ctx);
+        const query = chat === undefined || ctx.method !== 'GET' ? undefined : queryKey(ctx.state.query);
         if (chat === undefined || query === undefined) return next();
         const reader = ctx.state.session?.accountId ?? 'anyone';
         const aclKey = `acl:${chat}:${reader}`;
@@ -71,8 +82,16 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
         const body = typeof ctx.body === 'string' ? ctx.body : JSON.stringify(ctx.body);
         ctx.body = body;
         try {
+          // What storing adds to the chat's share: a new page whole, a stored one its growth (a page
+          // that changed size with a new message); re-storing a page of the same size adds nothing.
+          const value = `${version}\n${body}`;
+          const added = Buffer.byteLength(value) - (stored?.length ?? 0);
+          if (added > 0 && (await kv.incr(budgetKey(chat), ttl, added)) > chatMaxBytes) {
+            ctx.state.log.debug({ chat }, 'chat over its cache share: page not stored');
+            return;
+          }
           // Stryker disable next-line StringLiteral: the acl value is never read, only whether the key exists
-          await Promise.all([kv.set(pageKey, `${version}\n${body}`, ttl), kv.set(aclKey, '1', ttl)]);
+          await Promise.all([kv.set(pageKey, value, ttl), kv.set(aclKey, '1', ttl)]);
         } catch (err) {
           log.warn({ err }, 'could not cache a page');
         }
