@@ -96,7 +96,7 @@ describe('fuzzing requests generated from swagger.yml', function () {
    */
   async function kvState(): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
-    const keep = (k: string) => !k.startsWith('login:') && !k.startsWith('rl:') && !/^task:.*:results$/.test(k);
+    const keep = (k: string) => !k.startsWith('login:') && !k.startsWith('rw:') && !/^task:.*:results$/.test(k);
     const shown = (k: string, v: string) => (k.startsWith('task:') ? 'a task' : v);
     if (kv instanceof RedisKv) {
       let cursor = '0';

@@ -31,11 +31,11 @@ export interface Kv {
   /** Seconds until `key` expires; 0 when it does not exist or never expires. */
   ttl(key: string): Promise<number>;
   /**
-   * Takes one request from `key`'s allowance of `limit` per `periodMs`
-   * (GCRA: no more than `limit` in any window of `periodMs`, bursts included),
-   * atomically for every instance sharing the store. With `guardKey`, the
-   * request is also refused while that key's allowance is used up; the guard
-   * is read, not charged.
+   * Takes one request from `key`'s allowance of `limit` per `periodMs`: a
+   * sliding window, so no window of `periodMs` ever holds more than `limit`
+   * admitted requests, bursts included; atomically for every instance sharing
+   * the store. With `guardKey`, the request is also refused while that key's
+   * allowance is used up; the guard is read, not charged.
    */
   rateLimit(key: string, limit: number, periodMs: number, guardKey?: string): Promise<RateLimitResult>;
   ping(): Promise<void>;
@@ -54,43 +54,48 @@ export interface RateLimitResult {
 }
 
 /**
- * GCRA on a stored "theoretical arrival time" (TAT). Each request moves the
- * TAT one interval (period / limit) into the future; a request is refused when
- * that would put the TAT more than one period ahead of now. Redis's own clock
- * (TIME) is used, so instances with skewed clocks still share one limit.
+ * The sliding window's arithmetic, on the times (epoch ms) of the requests a
+ * key admitted within the last period, newest first. A request is admitted
+ * while fewer than `limit` of them are younger than `periodMs`; refused, it
+ * may come back when the `limit`-th newest leaves the window. Redis's own
+ * clock (TIME) is used in the script below, so instances with skewed clocks
+ * still share one limit.
  */
-function gcra(now: number, storedTat: number | undefined, limit: number, periodMs: number): RateLimitResult & { tat: number } {
-  const interval = periodMs / limit;
-  const tat = Math.max(storedTat ?? now, now);
-  const next = tat + interval;
-  if (next - now > periodMs) {
-    return { allowed: false, remaining: 0, resetMs: tat - now, retryAfterMs: next - now - periodMs, tat };
+function slidingWindow(now: number, times: number[], limit: number, periodMs: number): RateLimitResult {
+  const n = times.length;
+  if (n >= limit) {
+    return { allowed: false, remaining: 0, resetMs: times[0] + periodMs - now, retryAfterMs: times[limit - 1] + periodMs - now };
   }
-  const remaining = Math.floor((periodMs - (next - now)) / interval);
-  return { allowed: true, remaining, resetMs: next - now, retryAfterMs: 0, tat: next };
+  return { allowed: true, remaining: limit - n - 1, resetMs: periodMs, retryAfterMs: 0 };
 }
 
-// The same arithmetic as gcra() above, in one atomic step inside Redis.
+// slidingWindow() in one atomic step inside Redis. A key is a list of admission
+// times, newest first; the times that left the window are popped from its tail
+// (each once), and the key expires one period after its newest.
 const RATE_LIMIT_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
-local interval = period / limit
-if KEYS[2] ~= KEYS[1] then
-  local g = tonumber(redis.call('GET', KEYS[2]) or now)
-  if g + interval - now > period then
-    return {0, 0, math.ceil(g - now), math.ceil(g + interval - now - period)}
+local function live(key)
+  while true do
+    local oldest = redis.call('LINDEX', key, -1)
+    if not oldest or now - tonumber(oldest) < period then break end
+    redis.call('RPOP', key)
   end
+  return redis.call('LLEN', key)
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local nxt = tat + interval
-if nxt - now > period then
-  return {0, 0, math.ceil(tat - now), math.ceil(nxt - now - period)}
+local function refused(key)
+  local newest = tonumber(redis.call('LINDEX', key, 0))
+  local freeing = tonumber(redis.call('LINDEX', key, limit - 1))
+  return {0, 0, newest + period - now, freeing + period - now}
 end
-redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil(nxt - now) + 1)
-return {1, math.floor((period - (nxt - now)) / interval), math.ceil(nxt - now), 0}
+if KEYS[2] ~= KEYS[1] and live(KEYS[2]) >= limit then return refused(KEYS[2]) end
+local n = live(KEYS[1])
+if n >= limit then return refused(KEYS[1]) end
+redis.call('LPUSH', KEYS[1], now)
+redis.call('PEXPIRE', KEYS[1], period)
+return {1, limit - n - 1, period, 0}
 `;
 
 const INCR_SCRIPT = `
@@ -215,6 +220,8 @@ interface Entry {
 export class MemoryKv implements Kv {
   readonly kind = 'memory' as const;
   private readonly map = new Map<string, Entry>();
+  /** Rate-limit windows: each key's admission times within its period, newest first. */
+  private readonly windows = new Map<string, { times: number[]; periodMs: number }>();
   private readonly sweeper: NodeJS.Timeout;
 
   /** `now` is the clock (epoch ms); tests pass their own to reach exact GCRA and TTL boundaries. */
@@ -227,6 +234,15 @@ export class MemoryKv implements Kv {
   private sweep(): void {
     const now = this.now();
     for (const [k, e] of this.map) if (e.expiresAt <= now) this.map.delete(k);
+    for (const [k, w] of this.windows) if (this.window(k, w.periodMs, now).length === 0) this.windows.delete(k);
+  }
+
+  /** The admission times of `key` still within `periodMs` of `now`, newest first (older ones dropped). */
+  private window(key: string, periodMs: number, now: number): number[] {
+    const w = this.windows.get(key);
+    if (w === undefined) return [];
+    while (w.times.length > 0 && now - w.times[w.times.length - 1] >= periodMs) w.times.pop();
+    return w.times;
   }
 
   private live(key: string): Entry | undefined {
@@ -289,13 +305,15 @@ export class MemoryKv implements Kv {
   async rateLimit(key: string, limit: number, periodMs: number, guardKey = key): Promise<RateLimitResult> {
     const now = this.now();
     if (guardKey !== key) {
-      const g = this.live(guardKey);
-      const guard = gcra(now, g === undefined ? undefined : Number(g.value), limit, periodMs);
-      if (!guard.allowed) return { allowed: false, remaining: 0, resetMs: guard.resetMs, retryAfterMs: guard.retryAfterMs };
+      const guard = slidingWindow(now, this.window(guardKey, periodMs, now), limit, periodMs);
+      if (!guard.allowed) return guard;
     }
-    const stored = this.live(key);
-    const { tat, ...result } = gcra(now, stored === undefined ? undefined : Number(stored.value), limit, periodMs);
-    if (result.allowed) this.map.set(key, { value: String(tat), expiresAt: tat + 1 });
+    const times = this.window(key, periodMs, now);
+    const result = slidingWindow(now, times, limit, periodMs);
+    if (result.allowed) {
+      if (times.length === 0) this.windows.set(key, { times: [now], periodMs });
+      else times.unshift(now);
+    }
     return result;
   }
 
@@ -304,6 +322,7 @@ export class MemoryKv implements Kv {
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     this.map.clear();
+    this.windows.clear();
   }
 }
 

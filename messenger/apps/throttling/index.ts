@@ -30,10 +30,10 @@ const throttlingApp: AppFactory = ({ config, kv }): App => {
         // refused while that allowance is used up.
         const m = SESSION_HEADER.exec(ctx.get('authorization'));
         const address = clientAddress(ctx, trusted);
-        const badTokens = `rl:b:${address}`;
+        const badTokens = `rw:b:${address}`;
         const r = m === null
-          ? await kv.rateLimit(`rl:a:${address}`, limit, PERIOD_MS)
-          : await kv.rateLimit(`rl:s:${createHash('sha256').update(m[1].replace(/-/g, '').toLowerCase()).digest('hex')}`, limit, PERIOD_MS, badTokens);
+          ? await kv.rateLimit(`rw:a:${address}`, limit, PERIOD_MS)
+          : await kv.rateLimit(`rw:s:${createHash('sha256').update(m[1].replace(/-/g, '').toLowerCase()).digest('hex')}`, limit, PERIOD_MS, badTokens);
         ctx.set('X-RateLimit-Limit', String(limit));
         ctx.set('X-RateLimit-Remaining', String(r.remaining));
         ctx.set('X-RateLimit-Reset', String(Math.ceil(r.resetMs / 1000)));

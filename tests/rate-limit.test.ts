@@ -12,38 +12,66 @@ function manualClock(start = 1_700_000_000_000) {
 
 const r = (allowed: boolean, remaining: number, resetMs: number, retryAfterMs: number): RateLimitResult => ({ allowed, remaining, resetMs, retryAfterMs });
 
-describe('GCRA rate limit (memory store, controlled clock)', () => {
-  it('with limit 5 per 1000 ms lets exactly 5 through at one instant, then refuses with the exact wait', async () => {
+/** How many of `times` (sorted) fall in the busiest window of `periodMs`. */
+function busiestWindow(times: number[], periodMs: number): number {
+  let best = 0;
+  for (let i = 0, j = 0; j < times.length; j++) {
+    while (times[j] - times[i] >= periodMs) i++;
+    best = Math.max(best, j - i + 1);
+  }
+  return best;
+}
+
+describe('rate limit, sliding window (memory store, controlled clock)', () => {
+  it('with limit 5 per 1000 ms lets exactly 5 through at one instant, then refuses until they leave the window', async () => {
     const clock = manualClock();
     const kv = new MemoryKv(clock.now);
     const got: RateLimitResult[] = [];
     for (let i = 0; i < 7; i++) got.push(await kv.rateLimit('k', 5, 1000));
     assert.deepEqual(got, [
-      r(true, 4, 200, 0),
-      r(true, 3, 400, 0),
-      r(true, 2, 600, 0),
-      r(true, 1, 800, 0),
-      // The 5th lands exactly on the period: allowed (the comparison is strict).
+      r(true, 4, 1000, 0),
+      r(true, 3, 1000, 0),
+      r(true, 2, 1000, 0),
+      r(true, 1, 1000, 0),
       r(true, 0, 1000, 0),
-      r(false, 0, 1000, 200),
-      r(false, 0, 1000, 200),
+      r(false, 0, 1000, 1000),
+      r(false, 0, 1000, 1000),
     ]);
     await kv.close();
   });
 
-  it('refuses one millisecond before the next slot and allows at the slot exactly', async () => {
+  it('never lets more than the limit through in any window, also right after an idle spell (a request every millisecond for 3 s)', async () => {
     const clock = manualClock();
     const kv = new MemoryKv(clock.now);
-    for (let i = 0; i < 5; i++) assert.equal((await kv.rateLimit('k', 5, 1000)).allowed, true);
-    clock.advance(199);
-    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(false, 0, 801, 1));
-    clock.advance(1);
-    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(true, 0, 1000, 0));
-    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(false, 0, 1000, 200));
+    const admitted: number[] = [];
+    for (let t = 0; t < 3000; t++) {
+      if ((await kv.rateLimit('k', 100, 1000)).allowed) admitted.push(clock.now());
+      clock.advance(1);
+    }
+    // A token bucket (the GCRA this replaced) let 100 + 99 through in the first second.
+    assert.equal(busiestWindow(admitted, 1000), 100);
+    assert.equal(admitted.length, 300, 'and the whole allowance of each second is used');
     await kv.close();
   });
 
-  it('gives the whole burst back after an idle period, not more', async () => {
+  it('frees one request as each admitted one leaves the window, at the millisecond it announced', async () => {
+    const clock = manualClock();
+    const kv = new MemoryKv(clock.now);
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await kv.rateLimit('k', 5, 1000)).allowed, true);
+      clock.advance(100);
+    }
+    // t = 500: five in the window, the oldest (t = 0) leaves at 1000; all are gone at 1400.
+    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(false, 0, 900, 500));
+    clock.advance(499);
+    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(false, 0, 401, 1));
+    clock.advance(1);
+    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(true, 0, 1000, 0));
+    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(false, 0, 1000, 100));
+    await kv.close();
+  });
+
+  it('gives the whole allowance back after an idle period, not more', async () => {
     const clock = manualClock();
     const kv = new MemoryKv(clock.now);
     for (let i = 0; i < 5; i++) await kv.rateLimit('k', 5, 1000);
@@ -51,17 +79,6 @@ describe('GCRA rate limit (memory store, controlled clock)', () => {
     const burst: boolean[] = [];
     for (let i = 0; i < 6; i++) burst.push((await kv.rateLimit('k', 5, 1000)).allowed);
     assert.deepEqual(burst, [true, true, true, true, true, false]);
-    await kv.close();
-  });
-
-  it('spreads a partial refill: 500 ms after a used-up 5/s allowance, exactly 2 more', async () => {
-    const clock = manualClock();
-    const kv = new MemoryKv(clock.now);
-    for (let i = 0; i < 5; i++) await kv.rateLimit('k', 5, 1000);
-    clock.advance(500);
-    const burst: RateLimitResult[] = [];
-    for (let i = 0; i < 3; i++) burst.push(await kv.rateLimit('k', 5, 1000));
-    assert.deepEqual(burst, [r(true, 1, 700, 0), r(true, 0, 900, 0), r(false, 0, 900, 100)]);
     await kv.close();
   });
 
@@ -96,29 +113,17 @@ describe('GCRA rate limit (memory store, controlled clock)', () => {
     const clock = manualClock();
     const kv = new MemoryKv(clock.now);
     for (let i = 0; i < 5; i++) await kv.rateLimit('g', 5, 1000);
-    assert.deepEqual(await kv.rateLimit('k', 5, 1000, 'g'), r(false, 0, 1000, 200));
+    assert.deepEqual(await kv.rateLimit('k', 5, 1000, 'g'), r(false, 0, 1000, 1000));
     // Not charged by the refusal: the key's own allowance is whole.
-    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(true, 4, 200, 0));
+    assert.deepEqual(await kv.rateLimit('k', 5, 1000), r(true, 4, 1000, 0));
     // A guard with room left lets the key through and is not charged either.
-    assert.deepEqual(await kv.rateLimit('k2', 5, 1000, 'g2'), r(true, 4, 200, 0));
-    assert.deepEqual(await kv.rateLimit('g2', 5, 1000), r(true, 4, 200, 0));
-    // A guard one slot from free still refuses, and frees at the slot.
-    clock.advance(199);
+    assert.deepEqual(await kv.rateLimit('k2', 5, 1000, 'g2'), r(true, 4, 1000, 0));
+    assert.deepEqual(await kv.rateLimit('g2', 5, 1000), r(true, 4, 1000, 0));
+    // A guard one millisecond from free still refuses, and frees at that millisecond.
+    clock.advance(999);
     assert.equal((await kv.rateLimit('k3', 5, 1000, 'g')).allowed, false);
     clock.advance(1);
     assert.equal((await kv.rateLimit('k3', 5, 1000, 'g')).allowed, true);
-    await kv.close();
-  });
-
-  it('forgets a key once its arrival time has passed (the stored TAT expires)', async () => {
-    const clock = manualClock();
-    const kv = new MemoryKv(clock.now);
-    await kv.rateLimit('k', 5, 1000);
-    assert.equal(await kv.get('k'), String(clock.now() + 200));
-    clock.advance(200);
-    assert.equal(await kv.get('k'), String(clock.now()));
-    clock.advance(1);
-    assert.equal(await kv.get('k'), null);
     await kv.close();
   });
 });
@@ -154,10 +159,10 @@ describe('memory store TTLs (controlled clock)', () => {
 });
 
 if (MODE === 'services') {
-  describe('GCRA rate limit (Redis script, Redis clock)', () => {
+  describe('rate limit, sliding window (Redis script, Redis clock)', () => {
     let kv: RedisKv;
     let n = 0;
-    const key = () => `gcra:${++n}`;
+    const key = () => `rw:${++n}`;
     before(async () => {
       kv = new RedisKv(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379', `test:${RUN_ID}:`, createLogger('silent'));
       assert.equal(await kv.waitReady(5000), true);
@@ -194,20 +199,37 @@ if (MODE === 'services') {
       throw new Error('no attempt ran within one millisecond');
     }
 
-    it('with limit 5 per 1000 ms lets exactly 5 through at one instant, then refuses with the exact wait', async () => {
+    it('with limit 5 per 1000 ms lets exactly 5 through at one instant, then refuses until they leave the window', async () => {
       const got = await atOneInstant(() => {
         const k = key();
         return Array.from({ length: 7 }, () => [k, 5, 1000] as Call);
       });
       assert.deepEqual(got, [
-        r(true, 4, 200, 0),
-        r(true, 3, 400, 0),
-        r(true, 2, 600, 0),
-        r(true, 1, 800, 0),
+        r(true, 4, 1000, 0),
+        r(true, 3, 1000, 0),
+        r(true, 2, 1000, 0),
+        r(true, 1, 1000, 0),
         r(true, 0, 1000, 0),
-        r(false, 0, 1000, 200),
-        r(false, 0, 1000, 200),
+        r(false, 0, 1000, 1000),
+        r(false, 0, 1000, 1000),
       ]);
+    });
+
+    it('never lets more than the limit through in a second of back-to-back requests (by Redis\'s clock)', async () => {
+      const k = key();
+      const admitted: number[] = [];
+      const end = Date.now() + 1500;
+      while (Date.now() < end) {
+        const m = kv.redis.multi() as ChainableCommander & { msgRateLimit(key: string, guard: string, limit: number, period: number): ChainableCommander };
+        m.time();
+        m.msgRateLimit(k, k, 20, 1000);
+        const out = (await m.exec()) ?? [];
+        const [s, us] = out[0][1] as [string, string];
+        if ((out[1][1] as number[])[0] === 1) admitted.push(Number(s) * 1000 + Math.floor(Number(us) / 1000));
+      }
+      // A token bucket (the GCRA this replaced) let 20 + 19 through in the first second.
+      assert.equal(busiestWindow(admitted, 1000), 20);
+      assert.ok(admitted.length > 20, 'requests pass again once the first ones have left the window');
     });
 
     it('a used-up guard key refuses without charging the key', async () => {
@@ -215,10 +237,10 @@ if (MODE === 'services') {
         const [g, k] = [key(), key()];
         return [...Array.from({ length: 5 }, () => [g, 5, 1000] as Call), [k, 5, 1000, g], [k, 5, 1000]];
       });
-      assert.deepEqual(got.slice(5), [r(false, 0, 1000, 200), r(true, 4, 200, 0)]);
+      assert.deepEqual(got.slice(5), [r(false, 0, 1000, 1000), r(true, 4, 1000, 0)]);
     });
 
-    it('limit 3 per 1000 ms: exactly 3, and the stored TAT expires with it', async () => {
+    it('limit 3 per 1000 ms: exactly 3, and the key expires with its window', async () => {
       // A fresh key for each attempt: an attempt that missed the millisecond has charged its key already.
       let k = '';
       const got = await atOneInstant(() => {
@@ -227,7 +249,7 @@ if (MODE === 'services') {
       });
       assert.deepEqual(got.map((x) => [x.allowed, x.remaining]), [[true, 2], [true, 1], [true, 0], [false, 0]]);
       const pttl = await kv.redis.pttl(k);
-      assert.ok(pttl > 0 && pttl <= 1001, `TAT key lives until the allowance is back (pttl ${pttl})`);
+      assert.ok(pttl > 0 && pttl <= 1000, `the key lives until the allowance is back (pttl ${pttl})`);
     });
 
     it('lets the next request through once the wait it announced has passed', async () => {
