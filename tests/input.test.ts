@@ -24,6 +24,21 @@ describe('input: numbers where text is expected', () => {
     const row = await harness().infra.db('chats').where({ id: chat.chat_id }).first<{ chat_name: string }>();
     assert.equal(row?.chat_name, '98765432109876543210');
   });
+
+  it('keeps a number too large for a double (1e309, -1e309, 1e400) as written in a chat name and a message, not refused as Infinity', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const me = await joinChat(client, chat, u.session);
+    for (const written of ['1e309', '-1e309', '1e400']) {
+      const made = (await client.post('/v1/chats', `{"chat_name": ${written}}`, u.session).expect(201)).body as { chat_id: string };
+      const row = await harness().infra.db('chats').where({ id: made.chat_id }).first<{ chat_name: string }>();
+      assert.equal(row?.chat_name, written);
+      await client.post(`/v1/chats/${chat}/messages?user_id=${me}`, `{"message": ${written}}`, u.session).expect(201);
+    }
+    const page = await getPage(client, chat, u.session, 10);
+    assert.deepEqual(page.messages.map((m) => m.text), ['1e309', '-1e309', '1e400']);
+  });
 });
 
 describe('input: blank and deceptive names and messages', () => {
