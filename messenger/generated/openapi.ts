@@ -874,7 +874,7 @@ export interface components {
                 [key: string]: string;
             };
         };
-        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`; it is passed to the write path as the post's idempotency key (acted on once idempotent sends land). */
+        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`; it is passed to the write path as the post's idempotency key (acted on once idempotent sends land). A JSON number in `message` (or another text field) becomes exactly the text written, as over HTTP (`12345678901234567890`, `1e21`, `1e309` stay so). */
         WsSendFrame: {
             /** @enum {string} */
             type: "send";
