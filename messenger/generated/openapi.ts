@@ -702,8 +702,13 @@ export interface components {
         /**
          * @description A name people see (account, display or chat name): 1 to 255
          *     characters, no leading or trailing whitespace, no control characters
-         *     (newline, BEL), no invisible format characters (zero-width space,
-         *     right-to-left override). Stored and shown as typed.
+         *     (newline, BEL), no invisible characters: format characters (zero-width
+         *     space, right-to-left override) and anything else Unicode marks
+         *     Default_Ignorable_Code_Point (Hangul fillers U+115F, U+1160, U+3164,
+         *     U+FFA0; Khmer U+17B4, U+17B5; Mongolian U+180B–U+180F; combining
+         *     grapheme joiner U+034F; variation selectors), except an emoji's
+         *     variation selector (U+FE0E, U+FE0F) right after a pictograph, as in
+         *     ❤️. Stored and shown as typed.
          */
         Name: string;
         NewAccount: {
