@@ -468,7 +468,11 @@ export interface paths {
          *     create it at the same moment. Both accounts are members under their
          *     account names; asking again, from either side, answers the same
          *     `chat_id` and the caller's `user_id` (still `201`). Nobody else can
-         *     join or read it (`404 chat-not-found`). `user_name` is matched exactly.
+         *     join or read it (`404 chat-not-found`). `user_name` finds the account
+         *     as login does: by the normalised name (NFKC and case folding, so `DAVE`
+         *     and fullwidth `ｄａｖｅ` find `dave`), or by the exact name for an
+         *     account made before that rule. Your own name in any spelling is
+         *     `400 bad-parameters`.
          */
         post: operations["createDirectChat"];
         delete?: never;
@@ -1630,7 +1634,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `bad-parameters`: a missing or malformed `user_name`, or your own name. */
+            /** @description `bad-parameters`: a missing or malformed `user_name`, or your own name (in any spelling that normalises to it). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1640,7 +1644,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
-            /** @description `user-not-found`: no account has this name. */
+            /** @description `user-not-found`: no account has this name (compared after normalisation). */
             404: {
                 headers: {
                     [name: string]: unknown;
