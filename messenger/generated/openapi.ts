@@ -576,7 +576,9 @@ export interface paths {
          *     has joined (has a `user_id`) are searched. A search that runs past its
          *     deadline (`SEARCH_TIMEOUT_MS`, default 5 s) stops and keeps what it found.
          *     A finished task and its results expire `SEARCH_TASK_TTL_SECONDS` (default
-         *     300) after completion.
+         *     300) after completion. A task is retried up to `SEARCH_MAX_ATTEMPTS`
+         *     runs, except when PostgreSQL refuses it for what it asks (a data
+         *     exception or a program limit), which ends it `FAILED` after one run.
          */
         post: operations["startSearch"];
         delete?: never;
@@ -1805,7 +1807,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @description The phrase; more than 3 characters once trimmed. */
+                    /** @description The phrase; more than 3 characters once trimmed, at most 1000 characters (Unicode code points, spaces included). */
                     message: string;
                 };
             };
@@ -1822,7 +1824,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `bad-parameters` (missing phrase, or 3 or fewer characters). */
+            /** @description `bad-parameters` (missing phrase, 3 or fewer characters, or more than 1000); no task is recorded. */
             400: {
                 headers: {
                     [name: string]: unknown;
