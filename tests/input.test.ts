@@ -24,6 +24,21 @@ describe('input: numbers where text is expected', () => {
     const row = await harness().infra.db('chats').where({ id: chat.chat_id }).first<{ chat_name: string }>();
     assert.equal(row?.chat_name, '98765432109876543210');
   });
+
+  it('keeps a number too large for a double (1e309, -1e309, 1e400) as written in a chat name and a message, not refused as Infinity', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const me = await joinChat(client, chat, u.session);
+    for (const written of ['1e309', '-1e309', '1e400']) {
+      const made = (await client.post('/v1/chats', `{"chat_name": ${written}}`, u.session).expect(201)).body as { chat_id: string };
+      const row = await harness().infra.db('chats').where({ id: made.chat_id }).first<{ chat_name: string }>();
+      assert.equal(row?.chat_name, written);
+      await client.post(`/v1/chats/${chat}/messages?user_id=${me}`, `{"message": ${written}}`, u.session).expect(201);
+    }
+    const page = await getPage(client, chat, u.session, 10);
+    assert.deepEqual(page.messages.map((m) => m.text), ['1e309', '-1e309', '1e400']);
+  });
 });
 
 describe('input: blank and deceptive names and messages', () => {
@@ -58,6 +73,40 @@ describe('input: blank and deceptive names and messages', () => {
     await client.post('/v1/chats', { chat_name: `team\u202e${base}` }, u.session).expect(400).expect(badParameters);
     const chat = await buildChat(client, u.session);
     await client.post(`/v1/chats/${chat}/users`, { user_name: `${base}\u200d` }, u.session).expect(400).expect(badParameters);
+  });
+});
+
+describe('input: invisible (Default_Ignorable) characters in names', () => {
+  // Letters or marks that render as nothing: "\u115falice" looks like "alice".
+  const invisible = ['\u115f', '\u1160', '\u3164', '\uffa0', '\u17b4', '\u17b5', '\u180b', '\u180c', '\u180d', '\u180e', '\u180f', '\u034f', '\ufe00', '\ufe0f', '\u2065', '\ufff0', '\u{e0100}'];
+
+  it('refuses account, display and chat names holding one, storing nothing; the detail names the rule', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const users = await countRows('users');
+    const chats = await countRows('chats');
+    const members = await countRows('chat_members');
+    for (const ch of invisible) {
+      const base = uniq('di');
+      for (const name of [`${ch}${base}`, `${base}${ch}x`, `${base}${ch}`]) {
+        const res = await client.post('/v1/auth/register', { user_name: name, password: 'pw' }).expect(400).expect(badParameters);
+        assert.match((res.body as { detail: string }).detail, /^user_name: a name of 1 to 255 characters/, JSON.stringify(name));
+        await client.post('/v1/chats', { chat_name: name }, u.session).expect(400).expect(badParameters);
+        await client.post(`/v1/chats/${chat}/users`, { user_name: name }, u.session).expect(400).expect(badParameters);
+      }
+    }
+    assert.equal(await countRows('users'), users);
+    assert.equal(await countRows('chats'), chats);
+    assert.equal(await countRows('chat_members'), members);
+  });
+
+  it('keeps an emoji variation selector right after a pictograph (❤️, ❤︎), and visible marks and scripts', async () => {
+    const { client } = harness().app;
+    const base = uniq('vs');
+    for (const good of [`${base} \u2764\ufe0f`, `\u2764\ufe0e${base}`, `cafe\u0301 ${base}`, `한국 ${base}`]) {
+      await client.post('/v1/auth/register', { user_name: good, password: 'pw' }).expect(201);
+    }
   });
 });
 

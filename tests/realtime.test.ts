@@ -266,6 +266,22 @@ describe('real time: GET /v1/events', function () {
       assert.deepEqual(page.messages.map((m) => m.message_id), [ack.message_id]);
     });
 
+    it('send: a number as the message is stored as written, like over HTTP (12345678901234567890, 1e21, 1e309, -0.50)', async () => {
+      const s = await connect(alice.session, {});
+      const written = ['12345678901234567890', '1e21', '1e309', '-0.50'];
+      for (const [i, w] of written.entries()) {
+        const n = s.frames.length;
+        // Written by hand: JSON.stringify would send the rounded double.
+        s.ws.send(`{"type": "send", "client_id": "n${i}", "chat_id": "${chatId}", "user_id": "${aliceId}", "message": ${w}}`);
+        const ack = await s.next((f) => f.type === 'ack' || f.type === 'error', 5000, n);
+        assert.equal(ack.type, 'ack', JSON.stringify(ack));
+      }
+      const page = await getPage(harness().app.client, chatId, alice.session, 10);
+      assert.deepEqual(page.messages.map((m) => m.text), written);
+      await s.until('the message frames', () => s.texts(chatId).length === written.length);
+      assert.deepEqual(s.texts(chatId), written);
+    });
+
     it('send: errors carry client_id and the codes of POST messages; nothing is stored', async () => {
       const s = await connect(alice.session, {});
       const cases: [Record<string, unknown>, string][] = [

@@ -146,20 +146,31 @@ if (MODE === 'services') {
     });
 
     it('a task that keeps failing ends FAILED after SEARCH_MAX_ATTEMPTS, and a malformed message is dead-lettered', async () => {
-      await consumer({ SEARCH_MAX_ATTEMPTS: '2' });
-      // PostgreSQL refuses a NUL in text, so this task fails on every attempt.
+      // A database that does not exist: every run fails, for a reason that might pass (so it is retried).
+      const missing = new URL(env.DATABASE_URL);
+      missing.pathname = `${missing.pathname}_missing`;
+      await consumer({ SEARCH_MAX_ATTEMPTS: '2', DATABASE_URL: missing.toString() });
+      const id = await startSearch(web.client, user.session, 'consumer found');
+      ch.sendToQueue(queue, Buffer.from('this is not json'), { persistent: true });
+      assert.equal(await waitForTask(web.client, user.session, id, 30_000), 'FAILED');
+      await web.client.get(`/v1/chats/search/${id}/messages?limit=1`, user.session).expect(400, { message: 'task-failed' });
+      // Two runs that failed, then the third delivery marks it FAILED without running it.
+      assert.equal((await taskRecord(id))?.attempts, 2);
+      await eventually(10_000, async () => ((await ch.checkQueue(`${queue}.dead`)).messageCount === 1 ? true : undefined));
+      assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'nothing left looping in the queue');
+    });
+
+    it('a task PostgreSQL refuses for what it asks (a NUL in the phrase) ends FAILED after one run', async () => {
+      await consumer({ SEARCH_MAX_ATTEMPTS: '3' });
+      // The API refuses a NUL; a task recorded by hand has one, and PostgreSQL refuses it the same way every run.
       const store = new TaskStore(harness().infra.kv, 300);
       const owner = (await harness().infra.db('users').where({ user_name: user.userName }).first('id')).id as string;
       const poisonId = randomBytes(16).toString('hex');
       await store.create(poisonId, owner, 'bad \u0000 phrase');
       ch.sendToQueue(queue, Buffer.from(JSON.stringify({ task_id: poisonId })), { persistent: true });
-      ch.sendToQueue(queue, Buffer.from('this is not json'), { persistent: true });
       assert.equal(await waitForTask(web.client, user.session, poisonId, 30_000), 'FAILED');
-      await web.client.get(`/v1/chats/search/${poisonId}/messages?limit=1`, user.session).expect(400, { message: 'task-failed' });
-      // Two runs that failed, then the third delivery marks it FAILED without running it.
-      assert.equal((await taskRecord(poisonId))?.attempts, 2);
-      await eventually(10_000, async () => ((await ch.checkQueue(`${queue}.dead`)).messageCount === 1 ? true : undefined));
-      assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'nothing left looping in the queue');
+      assert.equal((await taskRecord(poisonId))?.attempts, 1);
+      assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'nothing left in the queue');
     });
   });
 

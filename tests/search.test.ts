@@ -48,6 +48,49 @@ describe('POST /v1/chats/search', () => {
     });
   }
 
+  /** `n` distinct two-letter words of a token's letters: the most words a phrase of 3n - 1 characters can hold. */
+  function manyWords(n: number): string {
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    return Array.from({ length: n }, (_, i) => `${letters[Math.floor(i / 26) % 26]}${letters[i % 26]}`).join(' ');
+  }
+
+  it('refuses a phrase over 1000 characters with 400 bad-parameters naming the limit, and records no task', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const kv = harness().infra.kv;
+    const set = kv.set.bind(kv);
+    const written: string[] = [];
+    kv.set = async (key, value, ttl) => {
+      written.push(key);
+      return set(key, value, ttl);
+    };
+    try {
+      // 20,000 words made the consumer fail every attempt (PostgreSQL: stack depth limit exceeded).
+      for (const phrase of [`${'x'.repeat(1000)}y`, `${manyWords(333)} abc`, 'word '.repeat(20_000)]) {
+        const res = await client.post('/v1/chats/search', { message: phrase }, u.session).expect(400).expect(badParameters);
+        assert.equal((res.body as { detail?: string }).detail, 'message: a phrase of 4 to 1000 characters', `${phrase.length} characters`);
+      }
+    } finally {
+      kv.set = set;
+    }
+    assert.deepEqual(written.filter((k) => k.includes('task:')), []);
+  });
+
+  it('runs a phrase of exactly 1000 characters (333 distinct words) to SUCCESS and finds the message holding it', async function () {
+    this.timeout(60_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const phrase = `${manyWords(333)} z`;
+    assert.equal(phrase.length, 1000);
+    const text = `${token()} ${phrase}`;
+    const id = await postMessage(client, chatId, userId, text, u.session);
+    const found = await searchAll(client, u.session, phrase);
+    assert.deepEqual(found.map((m) => [m.message_id, m.text]), [[id, text]]);
+    // Characters are code points: 1000 emoji (2000 UTF-16 units) are within the limit.
+    assert.equal(await waitForTask(client, u.session, await startSearch(client, u.session, '😀'.repeat(1000))), 'SUCCESS');
+  });
+
   it('returns 400 bad-parameters without a phrase, and 401 without a session', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
@@ -340,6 +383,30 @@ describe('the search worker', () => {
     assert.equal(record?.status, 'FAILED');
     assert.equal(record?.attempts, 3);
   });
+
+  for (const [code, what] of [
+    ['54001', 'stack depth limit exceeded'],
+    ['22021', 'invalid byte sequence for encoding "UTF8": 0x00'],
+  ]) {
+    it(`a task PostgreSQL refuses for what it asks (SQLSTATE ${code}: ${what}) ends FAILED after one run, not SEARCH_MAX_ATTEMPTS`, async () => {
+      let runs = 0;
+      const { store, worker } = testWorker({ SEARCH_MAX_ATTEMPTS: '3' }, {
+        exact: async () => {
+          runs++;
+          throw Object.assign(new Error(what), { code });
+        },
+      });
+      const u = await buildUser(harness().app.client);
+      const id = randomBytes(16).toString('hex');
+      await store.create(id, await accountId(u.userName), 'the same every time');
+      // Resolves: the message is acknowledged, not put back for another run.
+      await worker.handle(taskMessage(id));
+      assert.equal(runs, 1);
+      const record = await store.get(id);
+      assert.equal(record?.status, 'FAILED');
+      assert.equal(record?.attempts, 1);
+    });
+  }
 
   it('a task past its deadline during the near-match phase ends SUCCESS with the exact matches it found', async function () {
     this.timeout(20_000);

@@ -468,7 +468,11 @@ export interface paths {
          *     create it at the same moment. Both accounts are members under their
          *     account names; asking again, from either side, answers the same
          *     `chat_id` and the caller's `user_id` (still `201`). Nobody else can
-         *     join or read it (`404 chat-not-found`). `user_name` is matched exactly.
+         *     join or read it (`404 chat-not-found`). `user_name` finds the account
+         *     as login does: by the normalised name (NFKC and case folding, so `DAVE`
+         *     and fullwidth `ｄａｖｅ` find `dave`), or by the exact name for an
+         *     account made before that rule. Your own name in any spelling is
+         *     `400 bad-parameters`.
          */
         post: operations["createDirectChat"];
         delete?: never;
@@ -572,7 +576,9 @@ export interface paths {
          *     has joined (has a `user_id`) are searched. A search that runs past its
          *     deadline (`SEARCH_TIMEOUT_MS`, default 5 s) stops and keeps what it found.
          *     A finished task and its results expire `SEARCH_TASK_TTL_SECONDS` (default
-         *     300) after completion.
+         *     300) after completion. A task is retried up to `SEARCH_MAX_ATTEMPTS`
+         *     runs, except when PostgreSQL refuses it for what it asks (a data
+         *     exception or a program limit), which ends it `FAILED` after one run.
          */
         post: operations["startSearch"];
         delete?: never;
@@ -702,8 +708,13 @@ export interface components {
         /**
          * @description A name people see (account, display or chat name): 1 to 255
          *     characters, no leading or trailing whitespace, no control characters
-         *     (newline, BEL), no invisible format characters (zero-width space,
-         *     right-to-left override). Stored and shown as typed.
+         *     (newline, BEL), no invisible characters: format characters (zero-width
+         *     space, right-to-left override) and anything else Unicode marks
+         *     Default_Ignorable_Code_Point (Hangul fillers U+115F, U+1160, U+3164,
+         *     U+FFA0; Khmer U+17B4, U+17B5; Mongolian U+180B–U+180F; combining
+         *     grapheme joiner U+034F; variation selectors), except an emoji's
+         *     variation selector (U+FE0E, U+FE0F) right after a pictograph, as in
+         *     ❤️. Stored and shown as typed.
          */
         Name: string;
         NewAccount: {
@@ -874,7 +885,7 @@ export interface components {
                 [key: string]: string;
             };
         };
-        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`; it is passed to the write path as the post's idempotency key (acted on once idempotent sends land). */
+        /** @description Posts a message as POST messages does; `client_id` (1 to 255 printable characters) comes back in the `ack` or `error`; it is passed to the write path as the post's idempotency key (acted on once idempotent sends land). A JSON number in `message` (or another text field) becomes exactly the text written, as over HTTP (`12345678901234567890`, `1e21`, `1e309` stay so). */
         WsSendFrame: {
             /** @enum {string} */
             type: "send";
@@ -1625,7 +1636,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `bad-parameters`: a missing or malformed `user_name`, or your own name. */
+            /** @description `bad-parameters`: a missing or malformed `user_name`, or your own name (in any spelling that normalises to it). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1635,7 +1646,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
-            /** @description `user-not-found`: no account has this name. */
+            /** @description `user-not-found`: no account has this name (compared after normalisation). */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1796,7 +1807,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @description The phrase; more than 3 characters once trimmed. */
+                    /** @description The phrase; more than 3 characters once trimmed, at most 1000 characters (Unicode code points, spaces included). */
                     message: string;
                 };
             };
@@ -1813,7 +1824,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `bad-parameters` (missing phrase, or 3 or fewer characters). */
+            /** @description `bad-parameters` (missing phrase, 3 or fewer characters, or more than 1000); no task is recorded. */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -222,14 +222,18 @@ function bodyOperations(api: Api): Set<string> {
 /**
  * Turns numbers into text in the named fields of a plain object body, as
  * written in the request (`raw`, from the body reader), never as a rounded
- * double: `12345678901234567890` stays that, `1e21` stays `1e21`.
+ * double: `12345678901234567890` stays that, `1e21` stays `1e21`, and `1e309`,
+ * which JSON.parse makes Infinity, stays `1e309`.
  */
 export function numbersToStrings(body: unknown, fields: string[] | undefined, raw: Map<string, string> | undefined): unknown {
   if (fields === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) return body;
   const obj = body as Record<string, unknown>;
   for (const f of fields) {
     const v = obj[f];
-    if (typeof v === 'number' && Number.isFinite(v)) obj[f] = raw?.get(f) ?? String(v);
+    if (typeof v !== 'number') continue;
+    // Without the written token, only a finite double has decimal text worth keeping.
+    const written = raw?.get(f) ?? (Number.isFinite(v) ? String(v) : undefined);
+    if (written !== undefined) obj[f] = written;
   }
   return obj;
 }

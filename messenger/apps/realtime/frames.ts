@@ -6,6 +6,8 @@
 import type { MessageStored } from '../../events';
 import type { SeqMessageRow } from '../../db/messages';
 import { toWireId } from '../../ids';
+import { topLevelNumbers } from '../../http/body';
+import { numbersToStrings } from '../../http/openapi';
 import { isStorableText } from '../input';
 
 /** `resume`: the client's last seen message (iterator) per chat. */
@@ -36,11 +38,12 @@ export const MAX_RESUME_CHATS = 10_000;
 
 const CLIENT_ID = /^[\x20-\x7e]{1,255}$/;
 
-/** A string field, or a JSON number as its decimal text (as the HTTP API accepts). */
+/** The text fields of `send`; a JSON number in one becomes the text written, as over HTTP. */
+const SEND_TEXT_FIELDS = ['client_id', 'chat_id', 'user_id', 'message'];
+
+/** A string field (numbers were turned into their written text before). */
 function text(v: unknown): string | undefined {
-  if (typeof v === 'string') return v;
-  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
-  return undefined;
+  return typeof v === 'string' ? v : undefined;
 }
 
 /** Parses one text frame from a client; anything that is not exactly a known frame is `bad`. */
@@ -61,6 +64,8 @@ export function parseClientFrame(data: string): ClientFrame {
     return { type: 'resume', chats: entries as [string, string][] };
   }
   if (f.type === 'send') {
+    // HTTP's mechanism, so `12345678901234567890` and `1e21` are kept as written, not rounded or respelled.
+    numbersToStrings(f, SEND_TEXT_FIELDS, topLevelNumbers(data));
     const clientId = text(f.client_id);
     if (clientId === undefined || !CLIENT_ID.test(clientId)) return { type: 'bad' };
     const chatId = text(f.chat_id);

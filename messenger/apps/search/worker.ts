@@ -14,6 +14,17 @@ function isTimeout(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '57014';
 }
 
+/**
+ * A PostgreSQL error that the same task meets on every run: a data exception
+ * (class 22, such as a NUL in the phrase) or a program limit (class 54, such as
+ * a phrase query too deep for the server's stack). Retrying only delays FAILED;
+ * anything else (a lost connection, a restart) may pass and is retried.
+ */
+function failsEveryRun(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && /^(22|54)[0-9A-Z]{3}$/.test(code);
+}
+
 function present(m: FoundMessage): TaskResult {
   return {
     message_id: toWireId(m.id),
@@ -107,6 +118,12 @@ export class SearchWorker {
       searchTaskDuration.observe({ outcome }, (Date.now() - started) / 1000);
       log.info({ results: results.length, ms: Date.now() - started, attempt: running.attempts, timedOut }, 'search task done');
     } catch (err) {
+      if (failsEveryRun(err)) {
+        log.error({ err, attempt: running.attempts }, 'search task failed for a reason a retry cannot change; marked FAILED');
+        await this.tasks.fail(running);
+        searchTasks.inc({ outcome: 'failed' });
+        return;
+      }
       searchTasks.inc({ outcome: 'retry' });
       throw err;
     }
