@@ -305,20 +305,22 @@ export async function loadOlder(chatId: string): Promise<number> {
   }
 }
 
-/** Scrolling forward again after having scrolled back. */
-export async function loadNewer(chatId: string): Promise<void> {
+/** Scrolling forward again after having scrolled back. Returns how many were added. */
+export async function loadNewer(chatId: string): Promise<number> {
   const h = history(chatId);
   const v = h.view;
-  if (following(h) || v.loading || v.messages.length === 0) return;
+  if (following(h) || v.loading || v.messages.length === 0) return 0;
   v.loading = true;
   try {
     const msgs = await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK);
-    let next = v.messages.concat(msgs.slice(0, v.total - v.start - v.messages.length));
+    const newer = msgs.slice(0, v.total - v.start - v.messages.length);
+    let next = v.messages.concat(newer);
     if (next.length > WINDOW) {
       v.start += next.length - WINDOW;
       next = next.slice(next.length - WINDOW);
     }
     v.messages = next;
+    return newer.length;
   } finally {
     v.loading = false;
   }

