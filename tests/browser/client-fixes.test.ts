@@ -84,16 +84,18 @@ describe('the web client after the exploratory run', function () {
     return { page, context, problems };
   }
 
-  it('scrolling a 700-message chat back to its first message and forward again never jumps or sticks', async () => {
+  it('scrolling a 700-message chat (all read) back to its first message and forward again never jumps or sticks', async () => {
     const { client } = harness().app;
     const dave = await buildUser(client);
     const { chatId, memberId } = await chatWith(client, dave, 'long scroll');
     await seed(chatId, memberId, 699, 'message');
+    // Posting moves the poster's read marker: the chat is read, so it opens at its end.
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'message 700' }, dave.session).expect(201);
 
     const { page, problems } = await newPage(1000, 1500);
     await logIn(page, dave.userName);
     await page.goto(`${base}/#/chat/${chatId}`);
-    await until('the last message', async () => (await onScreen(page)).includes('message 699'), 30_000);
+    await until('the last message', async () => (await onScreen(page)).includes('message 700'), 30_000);
     await page.mouse.move(500, 500);
 
     // Up with the mouse wheel, less than a pane at a time: whatever was at the
@@ -113,7 +115,7 @@ describe('the web client after the exploratory run', function () {
     turns = 0;
     for (;;) {
       const before = await onScreen(page);
-      if (before.includes('message 699')) break;
+      if (before.includes('message 700')) break;
       assert.ok(++turns < 200, `stuck going down at ${before[before.length - 1]}`);
       await wheel(page, 1000);
       const after = await onScreen(page);
@@ -121,6 +123,53 @@ describe('the web client after the exploratory run', function () {
       assert.ok(num(after[after.length - 1]) >= num(before[before.length - 1]), 'went backwards');
     }
     assert.ok((await page.locator('.messages .msg').count()) <= 300);
+    assert.deepEqual(problems, []);
+  });
+
+  it('a chat with 320 unread messages opens at the oldest unread one, the divider on screen above it, and marks read only what was shown', async () => {
+    const { client } = harness().app;
+    const erin = await buildUser(client);
+    const frank = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, erin, 'many unread');
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: frank.userName }, frank.session).expect(201);
+    await seed(chatId, memberId, 5, 'old');
+    const page1 = (await client.get(`/v1/chats/${chatId}/messages?limit=10`, frank.session).expect(200)).body as { messages: Array<{ message_id: string }> };
+    await client.post(`/v1/chats/${chatId}/read`, { message_id: page1.messages[4].message_id }, frank.session).expect(200);
+    await seed(chatId, memberId, 320, 'new');
+
+    const { page, problems } = await newPage(1100, 800);
+    const reads: string[] = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith(`/v1/chats/${chatId}/read`)) reads.push((JSON.parse(r.postData() ?? '{}') as { message_id: string }).message_id);
+    });
+    await logIn(page, frank.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await until('unread 320', async () => (await item.locator('.badge').textContent().catch(() => '')) === '320');
+    await item.click();
+    await page.locator('.divider').waitFor();
+    await page.waitForTimeout(1_500);
+
+    // The divider sits right above "new 1", and both are on screen.
+    assert.equal(await page.$eval('.divider', (d) => d.nextElementSibling?.querySelector('.text')?.textContent), 'new 1');
+    const dividerShown = await page.$eval('.divider', (d) => {
+      const pane = (d.closest('.messages') as HTMLElement).getBoundingClientRect();
+      const r = d.getBoundingClientRect();
+      return r.top >= pane.top && r.bottom <= pane.bottom;
+    });
+    assert.ok(dividerShown, 'the divider is on screen');
+    const visible = await onScreen(page);
+    assert.ok(visible.includes('new 1'), JSON.stringify(visible));
+
+    // Read only up to what was on screen: every marker sent names a message shown, and the rest stays unread.
+    const shownIds = await page.$$eval('.messages .msg[data-id]', (els) => {
+      const pane = (els[0].closest('.messages') as HTMLElement).getBoundingClientRect();
+      return els.filter((m) => m.getBoundingClientRect().top < pane.bottom).map((m) => (m as HTMLElement).dataset.id);
+    });
+    assert.ok(reads.length > 0, 'something was marked read');
+    for (const id of reads) assert.ok(shownIds.includes(id), `marked read ${id}, which was not on screen`);
+    const unread = ((await client.get('/v1/chats', frank.session).expect(200)).body as { chats: Array<{ chat_id: string; unread: number }> }).chats.find((c) => c.chat_id === chatId)?.unread;
+    const newOnScreen = visible.filter((t) => t.startsWith('new ')).length;
+    assert.ok(unread !== undefined && unread >= 320 - newOnScreen, `unread ${unread} with ${newOnScreen} new messages on screen`);
     assert.deepEqual(problems, []);
   });
 });

@@ -326,16 +326,21 @@ export async function loadNewer(chatId: string): Promise<number> {
   }
 }
 
-/** Shows the window around message `messageId` (a search result); false when it is not in the chat. */
-export async function jumpTo(chatId: string, messageId: string): Promise<boolean> {
-  await scan(chatId);
+/** Loads the window around message number `i`: from the block before its block, up to WINDOW messages. */
+async function windowAround(chatId: string, i: number): Promise<void> {
   const h = history(chatId);
-  const i = h.index.get(messageId);
-  if (i === undefined) return false;
   const block = Math.max(0, Math.floor(i / BLOCK) - 1);
   const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK * 3);
   h.view.start = block * BLOCK;
   h.view.messages = msgs.slice(0, Math.min(WINDOW, h.view.total - block * BLOCK));
+}
+
+/** Shows the window around message `messageId` (a search result); false when it is not in the chat. */
+export async function jumpTo(chatId: string, messageId: string): Promise<boolean> {
+  await scan(chatId);
+  const i = history(chatId).index.get(messageId);
+  if (i === undefined) return false;
+  await windowAround(chatId, i);
   return true;
 }
 
@@ -357,17 +362,17 @@ export async function openChat(chatId: string): Promise<void> {
   const unread = store.chats[chatId]?.unread ?? 0;
   await scan(chatId);
   if (store.openChat !== chatId) return;
-  // The divider sits above the oldest unread message written by others.
-  const me = store.chats[chatId]?.user_id;
-  let count = 0;
+  // The divider sits above the oldest unread message. Unread counts every
+  // message after the read marker, and posting moves the poster's marker, so
+  // the oldest unread one is number total - unread. When it is older than the
+  // window kept at the end, the window around it is loaded instead: the chat
+  // opens on what has not been read, and nothing unseen is marked read.
   h.view.dividerId = '';
-  if (unread > 0) {
-    for (let i = h.view.messages.length - 1; i >= 0; i--) {
-      const m = h.view.messages[i];
-      if (m.user_id === me) continue;
-      h.view.dividerId = m.message_id;
-      if (++count >= unread) break;
-    }
+  if (unread > 0 && h.view.total > 0) {
+    const first = Math.max(0, h.view.total - unread);
+    if (first < h.view.start) await windowAround(chatId, first);
+    if (store.openChat !== chatId) return;
+    h.view.dividerId = h.view.messages[first - h.view.start]?.message_id ?? '';
   }
   void loadMembers(chatId).catch(() => undefined);
 }
