@@ -172,4 +172,38 @@ describe('the web client after the exploratory run', function () {
     assert.ok(unread !== undefined && unread >= 320 - newOnScreen, `unread ${unread} with ${newOnScreen} new messages on screen`);
     assert.deepEqual(problems, []);
   });
+
+  it('a message taller than the pane (16,000 characters) is marked read once its end has been on screen', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, alice, 'tall message');
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: bob.userName }, bob.session).expect(201);
+    const text = 'lorem ipsum dolor sit amet '.repeat(600).slice(0, 16_000);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: text }, alice.session).expect(201);
+    const unread = async () => ((await client.get('/v1/chats', bob.session).expect(200)).body as { chats: Array<{ chat_id: string; unread: number }> }).chats.find((c) => c.chat_id === chatId)?.unread;
+
+    const { page, problems } = await newPage(1100, 700);
+    await logIn(page, bob.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await until('unread 1', async () => (await item.locator('.badge').textContent().catch(() => '')) === '1');
+    await item.click();
+    await page.locator('.divider').waitFor();
+    const tall = await page.$eval('.messages', (el) => ({ pane: el.clientHeight, msg: (el.querySelector('.msg') as HTMLElement).offsetHeight }));
+    assert.ok(tall.msg > 2 * tall.pane, `the message (${tall.msg}px) is over twice the pane (${tall.pane}px)`);
+    // Opened at its top: its end has not been on screen, so it is not read yet.
+    await page.waitForTimeout(1_000);
+    assert.equal(await unread(), 1);
+    // Scrolled to its end: read.
+    await page.mouse.move(700, 400);
+    for (let i = 0; i < 40; i++) {
+      const atEnd = await page.$eval('.messages', (el) => el.scrollHeight - el.scrollTop - el.clientHeight < 2);
+      if (atEnd) break;
+      await page.mouse.wheel(0, 400);
+      await page.waitForTimeout(50);
+    }
+    await until('read on the server', async () => (await unread()) === 0, 5_000);
+    await until('badge cleared', async () => (await item.locator('.badge').count()) === 0);
+    assert.deepEqual(problems, []);
+  });
 });
