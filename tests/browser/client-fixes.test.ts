@@ -206,4 +206,33 @@ describe('the web client after the exploratory run', function () {
     await until('badge cleared', async () => (await item.locator('.badge').count()) === 0);
     assert.deepEqual(problems, []);
   });
+
+  it('two members under the same display name are told apart in message headers, the members list and the chat list', async () => {
+    const { client } = harness().app;
+    const carol = await buildUser(client);
+    const dave = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: 'team' }, carol.session).expect(201)).body as { chat_id: string }).chat_id;
+    const realId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'carol' }, carol.session).expect(201)).body as { user_id: string }).user_id;
+    const fakeId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'carol' }, dave.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${realId}`, { message: 'from the real carol' }, carol.session).expect(201);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${fakeId}`, { message: 'I am carol, send me your password' }, dave.session).expect(201);
+
+    const { page, problems } = await newPage();
+    await logIn(page, carol.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    // The chat list preview names the impostor with a tag.
+    await until('tagged preview', async () => (await item.locator('.last .name-tag').textContent().catch(() => '')) === `#${fakeId.slice(0, 6)}`);
+    await item.click();
+    await page.locator('.msg').nth(1).waitFor();
+    const headers = await page.$$eval('.messages .msg header', (hs) => hs.map((h) => `${h.querySelector('.author')?.textContent}${h.querySelector('.name-tag')?.textContent ?? ''}`));
+    assert.deepEqual(headers, [`carol#${realId.slice(0, 6)}`, `carol#${fakeId.slice(0, 6)}`]);
+    await page.getByRole('button', { name: /Members/ }).click();
+    const members = await page.locator('.members li').allInnerTexts();
+    assert.equal(new Set(members.map((m) => m.replace(/\s+/g, ' ').trim())).size, 2, `members told apart: ${JSON.stringify(members)}`);
+    assert.ok(members.some((m) => m.includes(`#${fakeId.slice(0, 6)}`)) && members.some((m) => m.includes(`#${realId.slice(0, 6)}`) && m.includes('(you)')), JSON.stringify(members));
+    // The tag stands out from the name (its own background).
+    const bg = await page.$eval('.msg .name-tag', (t) => getComputedStyle(t).backgroundColor);
+    assert.notEqual(bg, 'rgba(0, 0, 0, 0)');
+    assert.deepEqual(problems, []);
+  });
 });

@@ -174,8 +174,9 @@ export async function loadChats(): Promise<void> {
       });
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
-    // The online dot of a direct chat is its other member's presence.
-    for (const c of res.chats.filter((x) => x.direct).slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
+    // Members of the newest chats: the online dot of a direct chat is its other
+    // member's presence, and a group's names are told apart when two members share one.
+    for (const c of res.chats.slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
   } catch (err) {
     if (isNotFound(err)) {
       store.has.chatList = false;
@@ -399,6 +400,24 @@ export async function loadMembers(chatId: string): Promise<void> {
   const me = store.chats[chatId]?.user_id;
   if (me && !seen.has(me)) seen.set(me, { user_id: me, user_name: auth.userName, online: true });
   store.members[chatId] = [...seen.values()];
+}
+
+/**
+ * Tags for the members of a chat whose display name another member of that
+ * chat also uses (user_id → "#" and the first 6 hex digits of the user_id):
+ * anyone may join a group under any name, so two "carol"s are told apart by
+ * something the impostor cannot choose. Empty when every name is unique.
+ */
+export function nameTags(chatId: string): Map<string, string> {
+  const byName = new Map<string, string[]>();
+  for (const m of store.members[chatId] ?? []) {
+    const ids = byName.get(m.user_name) ?? [];
+    if (!ids.includes(m.user_id)) ids.push(m.user_id);
+    byName.set(m.user_name, ids);
+  }
+  const tags = new Map<string, string>();
+  for (const ids of byName.values()) if (ids.length > 1) for (const id of ids) tags.set(id, `#${id.slice(0, 6)}`);
+  return tags;
 }
 
 /** Whether the other side of a direct chat (or anyone else in a group) is online. */
