@@ -6,7 +6,7 @@
 // presence dots, over-long drafts. Each test fails on the client before the fix.
 import assert from 'node:assert/strict';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { harness, type Client } from '../helpers/harness';
+import { harness, startApp, type Client } from '../helpers/harness';
 import { buildUser, type TestUser } from '../helpers/factories';
 import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
 import { launchBrowser, logIn, until, watchProblems } from './helpers';
@@ -234,5 +234,38 @@ describe('the web client after the exploratory run', function () {
     const bg = await page.$eval('.msg .name-tag', (t) => getComputedStyle(t).backgroundColor);
     assert.notEqual(bg, 'rgba(0, 0, 0, 0)');
     assert.deepEqual(problems, []);
+  });
+
+  it('session refresh: one refresh per cycle, at least 10 s apart, the socket back on the new session, one clear sign-out at the end of the chain', async function () {
+    this.timeout(120_000);
+    // Sessions of 12 s in a login chain of 40 s.
+    const app = await startApp(harness().infra, { SESSION_TTL_SECONDS: '12', REFRESH_TTL_SECONDS: '40' });
+    try {
+      const at = `http://127.0.0.1:${app.client.port}`;
+      const user = await buildUser(app.client);
+      const { page, problems } = await newPage(1100, 800, at);
+      const t0 = Date.now();
+      const refreshes: number[] = [];
+      let sockets = 0;
+      page.on('request', (r) => {
+        if (r.method() === 'POST' && r.url().endsWith('/v1/auth/refresh')) refreshes.push(Date.now() - t0);
+      });
+      page.on('websocket', () => (sockets += 1));
+      await logIn(page, user.userName);
+      await page.locator('.conn.live').waitFor();
+      // Live again on the new session after the first two refreshes.
+      await until('two refreshes', async () => refreshes.length >= 2, 30_000);
+      await page.locator('.conn.live').waitFor({ timeout: 5_000 });
+      await page.getByRole('button', { name: 'Log in' }).waitFor({ timeout: 40_000 });
+      assert.equal(await page.locator('.auth .note').textContent(), 'Your session expired; sign in again.');
+      const gaps = refreshes.slice(1).map((t, i) => t - refreshes[i]);
+      assert.ok(gaps.every((g) => g >= 9_000), `refreshes at ${JSON.stringify(refreshes)} ms`);
+      assert.ok(refreshes.length >= 2 && refreshes.length <= 4, `refreshes at ${JSON.stringify(refreshes)} ms`);
+      // One connection per session: each refresh is followed by one reconnect, no more.
+      assert.ok(sockets <= refreshes.length + 1, `${sockets} WebSockets for ${refreshes.length} refreshes`);
+      assert.deepEqual(problems, []);
+    } finally {
+      await app.close();
+    }
   });
 });
