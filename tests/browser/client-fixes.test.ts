@@ -268,4 +268,28 @@ describe('the web client after the exploratory run', function () {
       await app.close();
     }
   });
+
+  it('right-to-left text: message text, names and previews take their direction from their content', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: 'צוות' }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const me = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'כרמל' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${me}`, { message: 'hello (world)' }, alice.session).expect(201);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${me}`, { message: 'שלום עולם!' }, alice.session).expect(201);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${me}`, { message: 'مرحبا بالعالم؟' }, alice.session).expect(201);
+
+    const { page, problems } = await newPage();
+    await logIn(page, alice.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await item.waitFor();
+    const dir = (sel: string) => page.$$eval(sel, (els) => els.map((e) => getComputedStyle(e).direction));
+    assert.deepEqual(await dir(`.chat-item[data-chat="${chatId}"] .name`), ['rtl']);
+    assert.deepEqual(await dir(`.chat-item[data-chat="${chatId}"] .last bdi`), ['rtl', 'rtl'], 'preview name and text');
+    await item.click();
+    await page.locator('.msg').nth(2).waitFor();
+    assert.deepEqual(await dir('.messages .msg .text'), ['ltr', 'rtl', 'rtl']);
+    assert.deepEqual(await dir('.messages .msg .author'), ['rtl', 'rtl', 'rtl']);
+    assert.deepEqual(await dir('.chat-name'), ['rtl']);
+    assert.deepEqual(problems, []);
+  });
 });
