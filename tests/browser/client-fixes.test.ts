@@ -292,4 +292,31 @@ describe('the web client after the exploratory run', function () {
     assert.deepEqual(await dir('.chat-name'), ['rtl']);
     assert.deepEqual(problems, []);
   });
+
+  it('the online dot of the chat list is for direct chats only, also after opening a group', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const { chatId: groupId } = await chatWith(client, alice, 'group with bob');
+    await client.post(`/v1/chats/${groupId}/users`, { user_name: bob.userName }, bob.session).expect(201);
+    const directId = ((await client.post('/v1/direct', { user_name: bob.userName }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+
+    const { page: bobPage } = await newPage();
+    await logIn(bobPage, bob.userName);
+    await bobPage.locator('.conn.live').waitFor();
+    const { page, problems } = await newPage();
+    await logIn(page, alice.userName);
+    const direct = page.locator(`.chat-item[data-chat="${directId}"]`);
+    const group = page.locator(`.chat-item[data-chat="${groupId}"]`);
+    await until('dot on the direct chat', async () => (await direct.locator('.dot').count()) === 1);
+    await group.click();
+    await page.getByRole('button', { name: /Members/ }).click();
+    // Presence is still shown in the group's members list …
+    await until('bob online in the members list', async () => (await page.locator('.members li', { hasText: bob.userName }).locator('.dot:not(.off)').count()) === 1);
+    // … but the list item of a group has no dot.
+    await page.waitForTimeout(500);
+    assert.equal(await group.locator('.dot').count(), 0);
+    assert.equal(await direct.locator('.dot').count(), 1);
+    assert.deepEqual(problems, []);
+  });
 });

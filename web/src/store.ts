@@ -420,10 +420,11 @@ export function nameTags(chatId: string): Map<string, string> {
   return tags;
 }
 
-/** Whether the other side of a direct chat (or anyone else in a group) is online. */
+/** Whether the other member of a direct chat is online (group chats have no dot: their members list shows presence). */
 export function chatOnline(chatId: string): boolean {
-  const me = store.chats[chatId]?.user_id;
-  return (store.members[chatId] ?? []).some((m) => m.user_id !== me && m.online === true);
+  const chat = store.chats[chatId];
+  if (!chat?.direct) return false;
+  return (store.members[chatId] ?? []).some((m) => m.user_id !== chat.user_id && m.online === true);
 }
 
 /** A message came into view: moves the read marker forward (batched). */
