@@ -319,4 +319,25 @@ describe('the web client after the exploratory run', function () {
     assert.equal(await direct.locator('.dot').count(), 1);
     assert.deepEqual(problems, []);
   });
+
+  it('a chat address whose id is not an id shows "Chat not found" and asks the API nothing', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    const asked: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/v1/chats/')) asked.push(`${r.method()} ${r.url()}`);
+    });
+    for (const hash of ['#/chat/..', '#/chat/garbage', '#/chat/..%2F..%2Fusers%3Fprefix%3Dcar%26x%3D', '#/chat/x%3Flimit%3D1%23']) {
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.getByRole('heading', { name: 'Chat not found' }).waitFor();
+      assert.equal(await page.locator('.chat-name').count(), 0, `no chat header for ${hash}`);
+      assert.equal(await page.getByRole('alert').textContent(), 'This address does not name a chat.');
+    }
+    await page.waitForTimeout(500);
+    assert.deepEqual(asked, []);
+    assert.deepEqual(problems, []);
+  });
 });
