@@ -62,6 +62,26 @@ export const auth = reactive({
 let session: string | undefined;
 let refreshTimer: ReturnType<typeof setTimeout> | undefined;
 let refreshing: Promise<boolean> | undefined;
+/** Bumped with every new session, so a 401 or a 4401 for a session we already replaced is told apart. */
+let generation = 0;
+let expiresAt = 0;
+let lastRefresh = 0;
+/** The login chain is ending: a refresh no longer moves the session's expiry. */
+let chainEnding = false;
+
+/** Refreshes are never closer together than this (the server's expires_in shrinks to 1 s at the end of a chain). */
+const REFRESH_GAP_MS = 10_000;
+export const SESSION_EXPIRED = 'Your session expired; sign in again.';
+
+/** Which session is in use (a counter; changes on every login and refresh). */
+export function sessionGeneration(): number {
+  return generation;
+}
+
+/** Why the session could not be renewed, in words. */
+export function endedWords(fallback: string): string {
+  return chainEnding ? SESSION_EXPIRED : fallback;
+}
 const signOutListeners: Array<() => void> = [];
 
 /** Runs `fn` whenever the session ends (logout, expiry that refresh could not repair). */
@@ -77,8 +97,9 @@ function storage(): Storage | undefined {
   }
 }
 
-function adopt(tokens: Tokens, userName: string): void {
+function adopt(tokens: Tokens, userName: string, refreshed = false): void {
   session = tokens.session_id;
+  generation += 1;
   auth.userName = userName;
   auth.signedIn = true;
   auth.reason = '';
@@ -86,10 +107,26 @@ function adopt(tokens: Tokens, userName: string): void {
   clearTimeout(refreshTimer);
   if (tokens.refresh_token !== undefined) {
     storage()?.setItem(REFRESH_KEY, tokens.refresh_token);
-    // Renew well before the session ends (at 80% of its life, at least 5 s ahead).
     const life = tokens.expires_in ?? 3600;
-    const inMs = Math.max(1000, Math.min(life * 800, (life - 5) * 1000));
-    refreshTimer = setTimeout(() => void refresh(), inMs);
+    const before = expiresAt;
+    expiresAt = Date.now() + life * 1000;
+    // The end of the login chain: the new session ends when the old one did
+    // (the server caps it at the chain's end). No more refreshes; sign out once when it ends.
+    chainEnding = refreshed && expiresAt - before < REFRESH_GAP_MS;
+    if (chainEnding) {
+      refreshTimer = setTimeout(() => signOut(SESSION_EXPIRED), life * 1000);
+      return;
+    }
+    // Renew well before the session ends (at 80% of its life, at least 5 s ahead), never within 10 s of the last renewal.
+    const inMs = Math.max(REFRESH_GAP_MS, Math.min(life * 800, (life - 5) * 1000));
+    refreshTimer = setTimeout(() => {
+      void refresh().then((ok) => {
+        if (ok || !auth.signedIn) return;
+        // A refused token is gone: signed out. A network failure keeps it: try again later.
+        if (storage()?.getItem(REFRESH_KEY)) refreshTimer = setTimeout(() => void refresh(), REFRESH_GAP_MS);
+        else signOut(endedWords('You were signed out. Please log in again.'));
+      });
+    }, inMs);
   } else {
     storage()?.removeItem(REFRESH_KEY);
   }
@@ -99,6 +136,9 @@ function adopt(tokens: Tokens, userName: string): void {
 export function signOut(reason = ''): void {
   const was = auth.signedIn;
   session = undefined;
+  expiresAt = 0;
+  lastRefresh = 0;
+  chainEnding = false;
   clearTimeout(refreshTimer);
   storage()?.removeItem(REFRESH_KEY);
   auth.signedIn = false;
@@ -109,11 +149,15 @@ export function signOut(reason = ''): void {
 /** Exchanges the refresh token for a new pair; one exchange at a time, whoever asks. */
 export function refresh(): Promise<boolean> {
   refreshing ??= (async () => {
+    if (chainEnding) return false; // a refresh would not give a longer session
+    const wait = lastRefresh + REFRESH_GAP_MS - Date.now();
+    if (lastRefresh > 0 && wait > 0) await new Promise((r) => setTimeout(r, wait));
     const token = storage()?.getItem(REFRESH_KEY);
     if (!token) return false;
     try {
+      lastRefresh = Date.now();
       const res = await raw('POST', '/v1/auth/refresh', { refresh_token: token });
-      adopt(res as Tokens, storage()?.getItem(NAME_KEY) ?? auth.userName);
+      adopt(res as Tokens, storage()?.getItem(NAME_KEY) ?? auth.userName, true);
       return true;
     } catch (err) {
       // A network failure keeps the token for the next try; a refused token is gone.
@@ -157,12 +201,15 @@ const SESSION_ENDED = new Set(['invalid-session-id', 'session-id-expired', 'auth
 
 /** Calls the API with the session; on a 401 refreshes once and retries, else signs out. */
 export async function api<T>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+  const used = generation;
   try {
     return (await raw(method, path, body, headers)) as T;
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 401 || !SESSION_ENDED.has(err.code)) throw err;
+    // Sent with a session we have since replaced (our own refresh ended it): again with the new one.
+    if (used !== generation && session !== undefined) return (await raw(method, path, body, headers)) as T;
     if (await refresh()) return (await raw(method, path, body, headers)) as T;
-    signOut(errorWords(err));
+    signOut(endedWords(errorWords(err)));
     throw err;
   }
 }

@@ -1,7 +1,7 @@
 // The real-time connection: GET /v1/events over WebSocket with a one-use
 // ticket, reconnecting with backoff; while it is down the store polls.
 import { reactive } from 'vue';
-import { api, ApiError, refresh, signOut } from './api';
+import { api, ApiError, endedWords, refresh, sessionGeneration, signOut } from './api';
 
 /** `live`: frames arrive over the socket; `polling`: the socket is down or the server has none. */
 export const connection = reactive({ state: 'off' as 'off' | 'connecting' | 'live' | 'polling' });
@@ -35,6 +35,7 @@ function schedule(ms: number): void {
 async function connect(): Promise<void> {
   if (!running || socket !== undefined) return;
   connection.state = 'connecting';
+  const generation = sessionGeneration();
   let ticket: string;
   try {
     ticket = (await api<{ ticket: string }>('POST', '/v1/events/ticket')).ticket;
@@ -69,10 +70,16 @@ async function connect(): Promise<void> {
     if (!running) return;
     connection.state = 'polling';
     if (ev.code === 4401) {
-      // The session ended (logout elsewhere, password change, expiry): a refresh may bring a new one.
+      // Our own refresh ended the session this socket was opened with: reconnect with the new one, no second refresh.
+      if (generation !== sessionGeneration()) {
+        schedule(0);
+        return;
+      }
+      // The session ended (logout elsewhere, password change, expiry): a refresh may bring a new one
+      // (one already under way, for instance ours, is joined rather than repeated).
       void refresh().then((ok) => {
         if (ok) schedule(0);
-        else signOut('You were signed out.');
+        else signOut(endedWords('You were signed out.'));
       });
       return;
     }

@@ -7,11 +7,22 @@ export interface Route {
   messageId: string;
 }
 
+/** An id from the address: 32 hex digits (or the dashed UUID form), as lower-case hex; '' for anything else. */
+export function validId(raw: string): string {
+  return /^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i.test(raw) ? raw.replace(/-/g, '').toLowerCase() : '';
+}
+
 function parse(hash: string): Route {
   const parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean);
   const [name = 'home', id = '', messageId = ''] = parts;
   const known: Route['name'][] = ['chat', 'join', 'new', 'people', 'search', 'settings'];
-  return { name: known.includes(name as Route['name']) ? (name as Route['name']) : 'home', id, messageId };
+  const route: Route = { name: known.includes(name as Route['name']) ? (name as Route['name']) : 'home', id, messageId };
+  // A chat's id and message id go into API paths: only well-formed ids ('' otherwise: "chat not found").
+  if (route.name === 'chat') {
+    route.id = validId(id);
+    route.messageId = validId(messageId);
+  }
+  return route;
 }
 
 /** The current route; follows the address bar. */

@@ -174,8 +174,9 @@ export async function loadChats(): Promise<void> {
       });
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
-    // The online dot of a direct chat is its other member's presence.
-    for (const c of res.chats.filter((x) => x.direct).slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
+    // Members of the newest chats: the online dot of a direct chat is its other
+    // member's presence, and a group's names are told apart when two members share one.
+    for (const c of res.chats.slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
   } catch (err) {
     if (isNotFound(err)) {
       store.has.chatList = false;
@@ -305,35 +306,42 @@ export async function loadOlder(chatId: string): Promise<number> {
   }
 }
 
-/** Scrolling forward again after having scrolled back. */
-export async function loadNewer(chatId: string): Promise<void> {
+/** Scrolling forward again after having scrolled back. Returns how many were added. */
+export async function loadNewer(chatId: string): Promise<number> {
   const h = history(chatId);
   const v = h.view;
-  if (following(h) || v.loading || v.messages.length === 0) return;
+  if (following(h) || v.loading || v.messages.length === 0) return 0;
   v.loading = true;
   try {
     const msgs = await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK);
-    let next = v.messages.concat(msgs.slice(0, v.total - v.start - v.messages.length));
+    const newer = msgs.slice(0, v.total - v.start - v.messages.length);
+    let next = v.messages.concat(newer);
     if (next.length > WINDOW) {
       v.start += next.length - WINDOW;
       next = next.slice(next.length - WINDOW);
     }
     v.messages = next;
+    return newer.length;
   } finally {
     v.loading = false;
   }
 }
 
-/** Shows the window around message `messageId` (a search result); false when it is not in the chat. */
-export async function jumpTo(chatId: string, messageId: string): Promise<boolean> {
-  await scan(chatId);
+/** Loads the window around message number `i`: from the block before its block, up to WINDOW messages. */
+async function windowAround(chatId: string, i: number): Promise<void> {
   const h = history(chatId);
-  const i = h.index.get(messageId);
-  if (i === undefined) return false;
   const block = Math.max(0, Math.floor(i / BLOCK) - 1);
   const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK * 3);
   h.view.start = block * BLOCK;
   h.view.messages = msgs.slice(0, Math.min(WINDOW, h.view.total - block * BLOCK));
+}
+
+/** Shows the window around message `messageId` (a search result); false when it is not in the chat. */
+export async function jumpTo(chatId: string, messageId: string): Promise<boolean> {
+  await scan(chatId);
+  const i = history(chatId).index.get(messageId);
+  if (i === undefined) return false;
+  await windowAround(chatId, i);
   return true;
 }
 
@@ -355,17 +363,17 @@ export async function openChat(chatId: string): Promise<void> {
   const unread = store.chats[chatId]?.unread ?? 0;
   await scan(chatId);
   if (store.openChat !== chatId) return;
-  // The divider sits above the oldest unread message written by others.
-  const me = store.chats[chatId]?.user_id;
-  let count = 0;
+  // The divider sits above the oldest unread message. Unread counts every
+  // message after the read marker, and posting moves the poster's marker, so
+  // the oldest unread one is number total - unread. When it is older than the
+  // window kept at the end, the window around it is loaded instead: the chat
+  // opens on what has not been read, and nothing unseen is marked read.
   h.view.dividerId = '';
-  if (unread > 0) {
-    for (let i = h.view.messages.length - 1; i >= 0; i--) {
-      const m = h.view.messages[i];
-      if (m.user_id === me) continue;
-      h.view.dividerId = m.message_id;
-      if (++count >= unread) break;
-    }
+  if (unread > 0 && h.view.total > 0) {
+    const first = Math.max(0, h.view.total - unread);
+    if (first < h.view.start) await windowAround(chatId, first);
+    if (store.openChat !== chatId) return;
+    h.view.dividerId = h.view.messages[first - h.view.start]?.message_id ?? '';
   }
   void loadMembers(chatId).catch(() => undefined);
 }
@@ -394,10 +402,29 @@ export async function loadMembers(chatId: string): Promise<void> {
   store.members[chatId] = [...seen.values()];
 }
 
-/** Whether the other side of a direct chat (or anyone else in a group) is online. */
+/**
+ * Tags for the members of a chat whose display name another member of that
+ * chat also uses (user_id → "#" and the first 6 hex digits of the user_id):
+ * anyone may join a group under any name, so two "carol"s are told apart by
+ * something the impostor cannot choose. Empty when every name is unique.
+ */
+export function nameTags(chatId: string): Map<string, string> {
+  const byName = new Map<string, string[]>();
+  for (const m of store.members[chatId] ?? []) {
+    const ids = byName.get(m.user_name) ?? [];
+    if (!ids.includes(m.user_id)) ids.push(m.user_id);
+    byName.set(m.user_name, ids);
+  }
+  const tags = new Map<string, string>();
+  for (const ids of byName.values()) if (ids.length > 1) for (const id of ids) tags.set(id, `#${id.slice(0, 6)}`);
+  return tags;
+}
+
+/** Whether the other member of a direct chat is online (group chats have no dot: their members list shows presence). */
 export function chatOnline(chatId: string): boolean {
-  const me = store.chats[chatId]?.user_id;
-  return (store.members[chatId] ?? []).some((m) => m.user_id !== me && m.online === true);
+  const chat = store.chats[chatId];
+  if (!chat?.direct) return false;
+  return (store.members[chatId] ?? []).some((m) => m.user_id !== chat.user_id && m.online === true);
 }
 
 /** A message came into view: moves the read marker forward (batched). */

@@ -1,0 +1,343 @@
+/// <reference lib="dom" />
+// The web client's fixes after an exploratory run in a real browser: scrolling
+// a long chat both ways, opening a chat on its unread messages, reading tall
+// messages, shared display names, session refresh, right-to-left text, the
+// offline state, sending while scrolled back, chat ids in the address,
+// presence dots, over-long drafts. Each test fails on the client before the fix.
+import assert from 'node:assert/strict';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { harness, startApp, type Client } from '../helpers/harness';
+import { buildUser, type TestUser } from '../helpers/factories';
+import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
+import { launchBrowser, logIn, until, watchProblems } from './helpers';
+
+/** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
+async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
+  const { infra } = harness();
+  await infra.db.raw(
+    `WITH c AS (UPDATE chats SET last_seq = last_seq + ${n} WHERE id = ? RETURNING last_seq)
+     INSERT INTO messages (chat_id, member_id, seq, text)
+     SELECT ?, ?, c.last_seq - ${n} + g, ${text('g')} FROM c, generate_series(1, ${n}) AS g`,
+    [chatId, chatId, memberId],
+  );
+  await fillLastMessages(infra.db);
+}
+
+async function chatWith(client: Client, owner: TestUser, name: string): Promise<{ chatId: string; memberId: string }> {
+  const chatId = ((await client.post('/v1/chats', { chat_name: name }, owner.session).expect(201)).body as { chat_id: string }).chat_id;
+  const memberId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: owner.userName }, owner.session).expect(201)).body as { user_id: string }).user_id;
+  return { chatId, memberId };
+}
+
+/** Texts of the messages at least partly inside the message pane, top to bottom. */
+function onScreen(page: Page): Promise<string[]> {
+  return page.$eval('.messages', (el) => {
+    const pane = el.getBoundingClientRect();
+    return [...el.querySelectorAll('.msg:not(.pending)')]
+      .filter((m) => {
+        const r = m.getBoundingClientRect();
+        return r.bottom > pane.top + 1 && r.top < pane.bottom - 1;
+      })
+      .map((m) => m.querySelector('.text')?.textContent ?? '');
+  });
+}
+
+/** Scrolls the message pane with the mouse wheel, then waits until it has moved, no block is loading and it has stopped. */
+async function wheel(page: Page, dy: number): Promise<void> {
+  const state = () => page.$eval('.messages', (el) => (el.querySelector('.more')?.textContent === 'Loading…' ? -1 : el.scrollTop));
+  const start = await state();
+  await page.mouse.wheel(0, dy);
+  let last = start;
+  let same = 0;
+  for (let i = 0; i < 100 && same < 2; i++) {
+    await page.waitForTimeout(50);
+    const now = await state();
+    same = now === last && now !== -1 && (now !== start || i > 20) ? same + 1 : 0;
+    last = now;
+  }
+}
+
+const num = (t: string): number => Number(t.replace(/^\D+/, ''));
+
+describe('the web client after the exploratory run', function () {
+  this.timeout(180_000);
+  let browser: Browser;
+  const contexts: BrowserContext[] = [];
+  let base = '';
+
+  before(async () => {
+    browser = await launchBrowser();
+    base = `http://127.0.0.1:${harness().app.client.port}`;
+  });
+
+  after(async () => {
+    for (const c of contexts) await c.close();
+    await browser?.close();
+  });
+
+  async function newPage(width = 1100, height = 800, at = base): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
+    const context = await browser.newContext({ viewport: { width, height } });
+    contexts.push(context);
+    const page = await context.newPage();
+    const problems = watchProblems(page);
+    await page.goto(`${at}/`);
+    return { page, context, problems };
+  }
+
+  it('scrolling a 700-message chat (all read) back to its first message and forward again never jumps or sticks', async () => {
+    const { client } = harness().app;
+    const dave = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, dave, 'long scroll');
+    await seed(chatId, memberId, 699, 'message');
+    // Posting moves the poster's read marker: the chat is read, so it opens at its end.
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'message 700' }, dave.session).expect(201);
+
+    const { page, problems } = await newPage(1000, 1500);
+    await logIn(page, dave.userName);
+    await page.goto(`${base}/#/chat/${chatId}`);
+    await until('the last message', async () => (await onScreen(page)).includes('message 700'), 30_000);
+    await page.mouse.move(500, 500);
+
+    // Up with the mouse wheel, less than a pane at a time: whatever was at the
+    // top of the pane before a turn is still on screen after it, loads included.
+    let turns = 0;
+    for (;;) {
+      const before = await onScreen(page);
+      if (before.includes('message 1')) break;
+      assert.ok(++turns < 200, `stuck: still ${JSON.stringify(before.slice(0, 2))} on screen after ${turns} turns`);
+      await wheel(page, -1000);
+      const after = await onScreen(page);
+      assert.ok(after.includes(before[0]), `jumped: ${before[0]} was at the top, now ${after[0]} … ${after[after.length - 1]}`);
+    }
+    assert.ok((await page.locator('.messages .msg').count()) <= 300);
+
+    // And down again to the end, by the same rule.
+    turns = 0;
+    for (;;) {
+      const before = await onScreen(page);
+      if (before.includes('message 700')) break;
+      assert.ok(++turns < 200, `stuck going down at ${before[before.length - 1]}`);
+      await wheel(page, 1000);
+      const after = await onScreen(page);
+      assert.ok(after.includes(before[before.length - 1]), `jumped: ${before[before.length - 1]} was at the bottom, now ${after[0]} … ${after[after.length - 1]}`);
+      assert.ok(num(after[after.length - 1]) >= num(before[before.length - 1]), 'went backwards');
+    }
+    assert.ok((await page.locator('.messages .msg').count()) <= 300);
+    assert.deepEqual(problems, []);
+  });
+
+  it('a chat with 320 unread messages opens at the oldest unread one, the divider on screen above it, and marks read only what was shown', async () => {
+    const { client } = harness().app;
+    const erin = await buildUser(client);
+    const frank = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, erin, 'many unread');
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: frank.userName }, frank.session).expect(201);
+    await seed(chatId, memberId, 5, 'old');
+    const page1 = (await client.get(`/v1/chats/${chatId}/messages?limit=10`, frank.session).expect(200)).body as { messages: Array<{ message_id: string }> };
+    await client.post(`/v1/chats/${chatId}/read`, { message_id: page1.messages[4].message_id }, frank.session).expect(200);
+    await seed(chatId, memberId, 320, 'new');
+
+    const { page, problems } = await newPage(1100, 800);
+    const reads: string[] = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith(`/v1/chats/${chatId}/read`)) reads.push((JSON.parse(r.postData() ?? '{}') as { message_id: string }).message_id);
+    });
+    await logIn(page, frank.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await until('unread 320', async () => (await item.locator('.badge').textContent().catch(() => '')) === '320');
+    await item.click();
+    await page.locator('.divider').waitFor();
+    await page.waitForTimeout(1_500);
+
+    // The divider sits right above "new 1", and both are on screen.
+    assert.equal(await page.$eval('.divider', (d) => d.nextElementSibling?.querySelector('.text')?.textContent), 'new 1');
+    const dividerShown = await page.$eval('.divider', (d) => {
+      const pane = (d.closest('.messages') as HTMLElement).getBoundingClientRect();
+      const r = d.getBoundingClientRect();
+      return r.top >= pane.top && r.bottom <= pane.bottom;
+    });
+    assert.ok(dividerShown, 'the divider is on screen');
+    const visible = await onScreen(page);
+    assert.ok(visible.includes('new 1'), JSON.stringify(visible));
+
+    // Read only up to what was on screen: every marker sent names a message shown, and the rest stays unread.
+    const shownIds = await page.$$eval('.messages .msg[data-id]', (els) => {
+      const pane = (els[0].closest('.messages') as HTMLElement).getBoundingClientRect();
+      return els.filter((m) => m.getBoundingClientRect().top < pane.bottom).map((m) => (m as HTMLElement).dataset.id);
+    });
+    assert.ok(reads.length > 0, 'something was marked read');
+    for (const id of reads) assert.ok(shownIds.includes(id), `marked read ${id}, which was not on screen`);
+    const unread = ((await client.get('/v1/chats', frank.session).expect(200)).body as { chats: Array<{ chat_id: string; unread: number }> }).chats.find((c) => c.chat_id === chatId)?.unread;
+    const newOnScreen = visible.filter((t) => t.startsWith('new ')).length;
+    assert.ok(unread !== undefined && unread >= 320 - newOnScreen, `unread ${unread} with ${newOnScreen} new messages on screen`);
+    assert.deepEqual(problems, []);
+  });
+
+  it('a message taller than the pane (16,000 characters) is marked read once its end has been on screen', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, alice, 'tall message');
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: bob.userName }, bob.session).expect(201);
+    const text = 'lorem ipsum dolor sit amet '.repeat(600).slice(0, 16_000);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: text }, alice.session).expect(201);
+    const unread = async () => ((await client.get('/v1/chats', bob.session).expect(200)).body as { chats: Array<{ chat_id: string; unread: number }> }).chats.find((c) => c.chat_id === chatId)?.unread;
+
+    const { page, problems } = await newPage(1100, 700);
+    await logIn(page, bob.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await until('unread 1', async () => (await item.locator('.badge').textContent().catch(() => '')) === '1');
+    await item.click();
+    await page.locator('.divider').waitFor();
+    const tall = await page.$eval('.messages', (el) => ({ pane: el.clientHeight, msg: (el.querySelector('.msg') as HTMLElement).offsetHeight }));
+    assert.ok(tall.msg > 2 * tall.pane, `the message (${tall.msg}px) is over twice the pane (${tall.pane}px)`);
+    // Opened at its top: its end has not been on screen, so it is not read yet.
+    await page.waitForTimeout(1_000);
+    assert.equal(await unread(), 1);
+    // Scrolled to its end: read.
+    await page.mouse.move(700, 400);
+    for (let i = 0; i < 40; i++) {
+      const atEnd = await page.$eval('.messages', (el) => el.scrollHeight - el.scrollTop - el.clientHeight < 2);
+      if (atEnd) break;
+      await page.mouse.wheel(0, 400);
+      await page.waitForTimeout(50);
+    }
+    await until('read on the server', async () => (await unread()) === 0, 5_000);
+    await until('badge cleared', async () => (await item.locator('.badge').count()) === 0);
+    assert.deepEqual(problems, []);
+  });
+
+  it('two members under the same display name are told apart in message headers, the members list and the chat list', async () => {
+    const { client } = harness().app;
+    const carol = await buildUser(client);
+    const dave = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: 'team' }, carol.session).expect(201)).body as { chat_id: string }).chat_id;
+    const realId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'carol' }, carol.session).expect(201)).body as { user_id: string }).user_id;
+    const fakeId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'carol' }, dave.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${realId}`, { message: 'from the real carol' }, carol.session).expect(201);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${fakeId}`, { message: 'I am carol, send me your password' }, dave.session).expect(201);
+
+    const { page, problems } = await newPage();
+    await logIn(page, carol.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    // The chat list preview names the impostor with a tag.
+    await until('tagged preview', async () => (await item.locator('.last .name-tag').textContent().catch(() => '')) === `#${fakeId.slice(0, 6)}`);
+    await item.click();
+    await page.locator('.msg').nth(1).waitFor();
+    const headers = await page.$$eval('.messages .msg header', (hs) => hs.map((h) => `${h.querySelector('.author')?.textContent}${h.querySelector('.name-tag')?.textContent ?? ''}`));
+    assert.deepEqual(headers, [`carol#${realId.slice(0, 6)}`, `carol#${fakeId.slice(0, 6)}`]);
+    await page.getByRole('button', { name: /Members/ }).click();
+    const members = await page.locator('.members li').allInnerTexts();
+    assert.equal(new Set(members.map((m) => m.replace(/\s+/g, ' ').trim())).size, 2, `members told apart: ${JSON.stringify(members)}`);
+    assert.ok(members.some((m) => m.includes(`#${fakeId.slice(0, 6)}`)) && members.some((m) => m.includes(`#${realId.slice(0, 6)}`) && m.includes('(you)')), JSON.stringify(members));
+    // The tag stands out from the name (its own background).
+    const bg = await page.$eval('.msg .name-tag', (t) => getComputedStyle(t).backgroundColor);
+    assert.notEqual(bg, 'rgba(0, 0, 0, 0)');
+    assert.deepEqual(problems, []);
+  });
+
+  it('session refresh: one refresh per cycle, at least 10 s apart, the socket back on the new session, one clear sign-out at the end of the chain', async function () {
+    this.timeout(120_000);
+    // Sessions of 12 s in a login chain of 40 s.
+    const app = await startApp(harness().infra, { SESSION_TTL_SECONDS: '12', REFRESH_TTL_SECONDS: '40' });
+    try {
+      const at = `http://127.0.0.1:${app.client.port}`;
+      const user = await buildUser(app.client);
+      const { page, problems } = await newPage(1100, 800, at);
+      const t0 = Date.now();
+      const refreshes: number[] = [];
+      let sockets = 0;
+      page.on('request', (r) => {
+        if (r.method() === 'POST' && r.url().endsWith('/v1/auth/refresh')) refreshes.push(Date.now() - t0);
+      });
+      page.on('websocket', () => (sockets += 1));
+      await logIn(page, user.userName);
+      await page.locator('.conn.live').waitFor();
+      // Live again on the new session after the first two refreshes.
+      await until('two refreshes', async () => refreshes.length >= 2, 30_000);
+      await page.locator('.conn.live').waitFor({ timeout: 5_000 });
+      await page.getByRole('button', { name: 'Log in' }).waitFor({ timeout: 40_000 });
+      assert.equal(await page.locator('.auth .note').textContent(), 'Your session expired; sign in again.');
+      const gaps = refreshes.slice(1).map((t, i) => t - refreshes[i]);
+      assert.ok(gaps.every((g) => g >= 9_000), `refreshes at ${JSON.stringify(refreshes)} ms`);
+      assert.ok(refreshes.length >= 2 && refreshes.length <= 4, `refreshes at ${JSON.stringify(refreshes)} ms`);
+      // One connection per session: each refresh is followed by one reconnect, no more.
+      assert.ok(sockets <= refreshes.length + 1, `${sockets} WebSockets for ${refreshes.length} refreshes`);
+      assert.deepEqual(problems, []);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('right-to-left text: message text, names and previews take their direction from their content', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: 'צוות' }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const me = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'כרמל' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${me}`, { message: 'hello (world)' }, alice.session).expect(201);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${me}`, { message: 'שלום עולם!' }, alice.session).expect(201);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${me}`, { message: 'مرحبا بالعالم؟' }, alice.session).expect(201);
+
+    const { page, problems } = await newPage();
+    await logIn(page, alice.userName);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await item.waitFor();
+    const dir = (sel: string) => page.$$eval(sel, (els) => els.map((e) => getComputedStyle(e).direction));
+    assert.deepEqual(await dir(`.chat-item[data-chat="${chatId}"] .name`), ['rtl']);
+    assert.deepEqual(await dir(`.chat-item[data-chat="${chatId}"] .last bdi`), ['rtl', 'rtl'], 'preview name and text');
+    await item.click();
+    await page.locator('.msg').nth(2).waitFor();
+    assert.deepEqual(await dir('.messages .msg .text'), ['ltr', 'rtl', 'rtl']);
+    assert.deepEqual(await dir('.messages .msg .author'), ['rtl', 'rtl', 'rtl']);
+    assert.deepEqual(await dir('.chat-name'), ['rtl']);
+    assert.deepEqual(problems, []);
+  });
+
+  it('the online dot of the chat list is for direct chats only, also after opening a group', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const { chatId: groupId } = await chatWith(client, alice, 'group with bob');
+    await client.post(`/v1/chats/${groupId}/users`, { user_name: bob.userName }, bob.session).expect(201);
+    const directId = ((await client.post('/v1/direct', { user_name: bob.userName }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+
+    const { page: bobPage } = await newPage();
+    await logIn(bobPage, bob.userName);
+    await bobPage.locator('.conn.live').waitFor();
+    const { page, problems } = await newPage();
+    await logIn(page, alice.userName);
+    const direct = page.locator(`.chat-item[data-chat="${directId}"]`);
+    const group = page.locator(`.chat-item[data-chat="${groupId}"]`);
+    await until('dot on the direct chat', async () => (await direct.locator('.dot').count()) === 1);
+    await group.click();
+    await page.getByRole('button', { name: /Members/ }).click();
+    // Presence is still shown in the group's members list …
+    await until('bob online in the members list', async () => (await page.locator('.members li', { hasText: bob.userName }).locator('.dot:not(.off)').count()) === 1);
+    // … but the list item of a group has no dot.
+    await page.waitForTimeout(500);
+    assert.equal(await group.locator('.dot').count(), 0);
+    assert.equal(await direct.locator('.dot').count(), 1);
+    assert.deepEqual(problems, []);
+  });
+
+  it('a chat address whose id is not an id shows "Chat not found" and asks the API nothing', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    const asked: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/v1/chats/')) asked.push(`${r.method()} ${r.url()}`);
+    });
+    for (const hash of ['#/chat/..', '#/chat/garbage', '#/chat/..%2F..%2Fusers%3Fprefix%3Dcar%26x%3D', '#/chat/x%3Flimit%3D1%23']) {
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.getByRole('heading', { name: 'Chat not found' }).waitFor();
+      assert.equal(await page.locator('.chat-name').count(), 0, `no chat header for ${hash}`);
+      assert.equal(await page.getByRole('alert').textContent(), 'This address does not name a chat.');
+    }
+    await page.waitForTimeout(500);
+    assert.deepEqual(asked, []);
+    assert.deepEqual(problems, []);
+  });
+});
