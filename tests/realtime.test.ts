@@ -426,6 +426,52 @@ describe('real time: GET /v1/events', function () {
     });
   });
 
+  describe('MESSAGE_STORAGE_TYPE=no_storage', () => {
+    it('delivers every live message (seq 0) once to every connection of every member, the poster\'s own tabs included, resumed or not', async () => {
+      const app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: 'no_storage' });
+      const mine: TestSocket[] = [];
+      try {
+        const p = app.client.port;
+        // A tab that resumed nothing, one that resumed the chat from the start, one that sent no frame (flows after the grace).
+        const poster = await openResumed(p, alice.session, {});
+        const posterResumed = await openResumed(p, alice.session, { [chatId]: ZERO });
+        const reader = await openSocket(p, { session: bob.session });
+        mine.push(poster, posterResumed, reader);
+        // Each answers bad-parameters once its resume (if any) was handled.
+        for (const s of mine) s.sendJson({ type: 'probe' });
+        for (const s of mine) await s.next((f) => f.type === 'error');
+        const want: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          await postMessage(app.client, chatId, aliceId, `http ${i}`, alice.session);
+          want.push(`http ${i}`);
+        }
+        for (let i = 0; i < 3; i++) {
+          poster.sendJson({ type: 'send', client_id: `ns-${i}`, chat_id: chatId, user_id: aliceId, message: `ws ${i}` });
+          await poster.next((f) => f.type === 'ack' && f.client_id === `ns-${i}`);
+          want.push(`ws ${i}`);
+        }
+        await postMessage(app.client, chatId, bobId, 'from bob', bob.session);
+        want.push('from bob');
+        for (const s of mine) await s.until('every message', () => s.texts(chatId).length >= want.length);
+        await sleep(100);
+        for (const s of mine) assert.deepEqual(s.texts(chatId), want);
+        // A later resume replays nothing (nothing is stored) and does not stop live ones.
+        const n = posterResumed.frames.length;
+        posterResumed.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+        posterResumed.sendJson({ type: 'probe' });
+        await posterResumed.next((f) => f.type === 'error', 5000, n);
+        await postMessage(app.client, chatId, bobId, 'after the resume', bob.session);
+        for (const s of mine) await s.until('the last message', () => s.texts(chatId).includes('after the resume'));
+        await sleep(100);
+        for (const s of mine) assert.deepEqual(s.texts(chatId), [...want, 'after the resume']);
+        assert.deepEqual((await getPage(app.client, chatId, alice.session, 10)).messages, []);
+      } finally {
+        for (const s of mine) if (s.closeCode === undefined) await s.close();
+        await app.close();
+      }
+    });
+  });
+
   describe('sessions and limits', () => {
     it('logout closes the session\'s connections with 4401 within a second; other sessions stay', async () => {
       const { client } = harness().app;

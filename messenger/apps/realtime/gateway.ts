@@ -31,6 +31,8 @@ const FIRST_FRAME_GRACE_MS = 500;
 const PRESENCE_HEARTBEAT_MS = 15_000;
 /** Chats whose creator is remembered (creators never change). */
 const OWNER_CACHE_MAX = 50_000;
+/** The seq of a no_storage message: delivered live only, never stored (docs/storage-modes.md). */
+const UNORDERED = 0;
 /** Longest timer Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -317,6 +319,10 @@ export class Gateway {
       this.hold(conn, c, e);
       return false;
     }
+    // A no_storage message (seq 0) has no place in the chat order: nothing to
+    // replay or repair it from, so it is sent as it comes and moves no position.
+    // The event is published once, so it reaches each connection once.
+    if (e.seq === UNORDERED) return conn.send(data, 'message', false);
     if (c.last === undefined || e.seq === c.last + 1) {
       c.last = e.seq;
       return conn.send(data, 'message', false);
@@ -338,9 +344,15 @@ export class Gateway {
    * when one further ahead remains (a gap only the database can fill).
    */
   private drainHeld(conn: Connection, c: ChatCursor): boolean {
+    // Stable: the unordered (seq 0) messages come first, in the order they arrived.
     c.held.sort((a, b) => a.seq - b.seq);
     while (c.held.length > 0) {
       const e = c.held[0];
+      if (e.seq === UNORDERED) {
+        c.held.shift();
+        conn.sendMessage(e, 'live');
+        continue;
+      }
       if (c.last !== undefined && e.seq <= c.last) {
         c.held.shift();
         continue;
