@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
 import { parseId } from '../messenger/ids';
@@ -519,6 +519,67 @@ describe('real time: GET /v1/events', function () {
       } finally {
         await app.close();
       }
+    });
+
+    /**
+     * A connection whose replay waits for a client that does not read: 12
+     * messages of 1 MB, more than the socket buffers take (about 4 MB here). Frames it sends
+     * meanwhile wait behind the `resume`.
+     */
+    async function stalledReplay(p: number): Promise<TestSocket> {
+      const big = 'x'.repeat(1_000_000);
+      const chat = parseId(chatId) as string;
+      const member = parseId(aliceId) as string;
+      for (let i = 0; i < 12; i++) await insertMessage(harness().infra.db, chat, member, null, `${i} ${big}`);
+      const s = track(await openSocket(p, { session: bob.session }));
+      s.pauseReading(true);
+      s.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+      return s;
+    }
+
+    it('closes with 4429 (inbox-full) a connection whose waiting frames pass BODY_LIMIT bytes; none of them is handled', async () => {
+      const s = await stalledReplay(port);
+      // 200 KB each: the sixth passes 1 MiB waiting.
+      for (let i = 0; i < 8; i++) s.sendJson({ type: 'probe', pad: 'y'.repeat(200_000) });
+      s.pauseReading(false);
+      // The old code answered each frame (bad-parameters) once the replay ended.
+      await s.until('the close', () => s.closeCode !== undefined || s.of('error').length > 0, 30_000);
+      assert.equal(s.closeCode, 4429);
+      assert.equal(s.closeReason, 'inbox-full');
+      assert.deepEqual(s.of('error'), []);
+    });
+
+    it('closes with 4429 (inbox-full) a connection with more than RPS_LIMIT frames waiting, even within the rate', async () => {
+      const app = await startApp(harness().infra, { RPS_LIMIT: '10' });
+      try {
+        const s = await stalledReplay(app.client.port);
+        for (let i = 0; i < 9; i++) s.sendJson({ type: 'probe' });
+        // The allowance refills (10 per second); the frames still wait.
+        await sleep(1100);
+        s.sendJson({ type: 'probe' });
+        s.sendJson({ type: 'probe' });
+        s.pauseReading(false);
+        await s.until('the close', () => s.closeCode !== undefined || s.of('error').length > 0, 30_000);
+        assert.equal(s.closeCode, 4429);
+        assert.equal(s.closeReason, 'inbox-full');
+        assert.deepEqual(s.of('error'), []);
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('answers a resume naming more than 1,000 chats with bad-parameters and looks none up; 1,000 are taken', async () => {
+      await postMessage(harness().app.client, chatId, aliceId, 'resumed', alice.session);
+      const s = await connect(bob.session);
+      const many: Record<string, string> = {};
+      for (let i = 0; i < 1000; i++) many[randomBytes(16).toString('hex')] = ZERO;
+      s.sendJson({ type: 'resume', chats: { ...many, [chatId]: ZERO } });
+      assert.deepEqual(await s.next((f) => f.type === 'error'), { type: 'error', message: 'bad-parameters' });
+      delete many[Object.keys(many)[0]];
+      s.sendJson({ type: 'resume', chats: { ...many, [chatId]: ZERO } });
+      await s.until('the replay', () => s.texts(chatId).length === 1, 30_000);
+      assert.equal(s.of('error').filter((f) => f.message === 'chat-not-found').length, 999);
+      assert.equal(s.of('error').length, 1000);
     });
 
     it('closes with 4429 past RPS_LIMIT frames per second', async () => {

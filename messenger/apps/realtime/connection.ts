@@ -41,6 +41,9 @@ export class Connection {
   closed = false;
   /** Client frames are handled one after another. */
   inbox: Promise<void> = Promise.resolve();
+  /** Frames received and waiting in `inbox` behind the one being handled, and their bytes (bounded: see `admit`). */
+  private waitingFrames = 0;
+  private waitingBytes = 0;
   expiryTimer: NodeJS.Timeout | undefined;
   graceTimer: NodeJS.Timeout | undefined;
   private tokens: number;
@@ -51,6 +54,7 @@ export class Connection {
     readonly session: Session,
     private readonly rps: number,
     private readonly maxBuffer: number,
+    private readonly maxWaitingBytes: number,
   ) {
     this.tokens = rps;
   }
@@ -73,6 +77,27 @@ export class Connection {
     if (this.tokens < 1) return false;
     this.tokens -= 1;
     return true;
+  }
+
+  /**
+   * Admits a received frame of `bytes` to wait its turn in `inbox`; false when
+   * that would pass the bound (at most `rps` frames, one second's allowance,
+   * and `maxWaitingBytes` bytes waiting). Frames wait while an earlier one is
+   * handled, and a replay to a peer that does not read waits for it: without
+   * the bound, a peer that stops reading while sending could make the server
+   * keep everything it sends.
+   */
+  admit(bytes: number): boolean {
+    if (this.waitingFrames + 1 > this.rps || this.waitingBytes + bytes > this.maxWaitingBytes) return false;
+    this.waitingFrames++;
+    this.waitingBytes += bytes;
+    return true;
+  }
+
+  /** A frame admitted by `admit` leaves the queue (its handling starts). */
+  dequeued(bytes: number): void {
+    this.waitingFrames--;
+    this.waitingBytes -= bytes;
   }
 
   /**
@@ -111,6 +136,11 @@ export class Connection {
       };
       check();
     });
+  }
+
+  /** True once the connection is closing or closed: its frames are no longer handled. */
+  get ending(): boolean {
+    return this.closed || this.ws.readyState !== this.ws.OPEN;
   }
 
   /** Closes with a code the client acts on (4401: log in again, 4429: slow down, 1001/1013: reconnect and resume). */

@@ -118,7 +118,7 @@ export class Gateway {
   /** Takes over an accepted WebSocket of `session`. */
   accept(ws: WebSocket, session: Session): void {
     const { config, log } = this.deps;
-    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes);
+    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes, config.bodyLimitBytes);
     const first = this.countFor(session.accountId) === 0;
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
@@ -135,12 +135,22 @@ export class Gateway {
     // Frames are read from the start (so none is lost) but handled once the chat list is loaded.
     ws.on('message', (data, isBinary) => {
       wsFrames.inc({ direction: 'in', type: isBinary ? 'binary' : 'text' });
+      // Frames that arrive after the server started closing are not handled (nor kept).
+      if (conn.ending) return;
       if (!conn.take()) {
         conn.close(CLOSE.rateLimited, 'rate-limited');
         return;
       }
+      const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
+      if (!conn.admit(bytes)) {
+        conn.close(CLOSE.rateLimited, 'inbox-full');
+        return;
+      }
       const text = isBinary ? undefined : (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)).toString('utf8');
-      conn.inbox = conn.inbox.then(() => this.onFrame(conn, text)).catch((err: unknown) => {
+      conn.inbox = conn.inbox.then(() => {
+        conn.dequeued(bytes);
+        return this.onFrame(conn, text);
+      }).catch((err: unknown) => {
         log.error({ err }, 'real-time frame failed');
         conn.close(CLOSE.internal, 'internal-error');
       });
