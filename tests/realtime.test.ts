@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
 import { parseId } from '../messenger/ids';
+import type { Presence } from '../messenger/infra/presence';
 import { ticketKey } from '../messenger/apps/realtime';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, postMessage, uniq, type TestUser } from './helpers/factories';
@@ -344,6 +345,78 @@ describe('real time: GET /v1/events', function () {
       assert.deepEqual(read, { type: 'read', chat_id: chatId, message_id: 'a'.repeat(32), unread: 3 });
       await sleep(100);
       assert.deepEqual(bobSocket.of('read'), []);
+    });
+  });
+
+  describe('presence', () => {
+    it('a tab closed while its open path asks who is online leaves the account offline: members list and last presence frame', async () => {
+      const { infra } = harness();
+      const { client } = harness().app;
+      const carol = await buildUser(client);
+      const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
+      const carolAccount = await accountOf(carol);
+      // The open path's first question (is carol online?) tells the test, which
+      // then cuts the tab, and is answered only once the close cleared carol's
+      // mark (or after 300 ms, when the close waits for the open path): the
+      // close lands inside the open path.
+      let asked: () => void = () => undefined;
+      const askedOnce = new Promise<void>((r) => (asked = r));
+      let left: () => void = () => undefined;
+      const leftOrLater = () => Promise.race([new Promise<void>((r) => (left = r)), sleep(300)]);
+      const presence: Presence = {
+        heartbeat: (instance, ids) => infra.presence.heartbeat(instance, ids),
+        async leave(instance, id) {
+          await infra.presence.leave(instance, id);
+          if (parseId(id) === carolAccount) left();
+        },
+        async online(ids) {
+          if (ids.some((id) => parseId(id) === carolAccount)) {
+            const wait = leftOrLater();
+            asked();
+            await wait;
+          }
+          return infra.presence.online(ids);
+        },
+      };
+      const app = await startApp({ ...infra, presence });
+      try {
+        const p = app.client.port;
+        const watcher = track(await openSocket(p, { session: alice.session }));
+        await sleep(100);
+        const s = await openSocket(p, { session: carol.session });
+        await askedOnce;
+        s.ws.terminate();
+        await s.closed;
+        // The server finishes the open path and the close (a presence frame, if any, comes meanwhile).
+        await sleep(800);
+        const users = ((await app.client.get(`/v1/chats/${chatId}/users`, alice.session).expect(200)).body as { users: { user_id: string; online: boolean }[] }).users;
+        assert.equal(users.find((u) => u.user_id === carolId)?.online, false);
+        const frames = watcher.of('presence').filter((f) => f.user_id === carolId);
+        assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames));
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('tabs opened and closed at once, many times, leave the account offline', async () => {
+      const { client } = harness().app;
+      const carol = await buildUser(client);
+      const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
+      const watcher = await connect(alice.session, {});
+      await sleep(100);
+      // Cut at different points of the open path: at once, and after 1..9 turns of the event loop.
+      for (let i = 0; i < 40; i++) {
+        const s = await openSocket(port, { session: carol.session });
+        for (let k = 0; k < i % 10; k++) await new Promise((r) => setImmediate(r));
+        s.ws.terminate();
+        await s.closed;
+      }
+      // The server finishes what the last open and close started.
+      await sleep(500);
+      const users = ((await client.get(`/v1/chats/${chatId}/users`, alice.session).expect(200)).body as { users: { user_id: string; online: boolean }[] }).users;
+      assert.equal(users.find((u) => u.user_id === carolId)?.online, false);
+      const frames = watcher.of('presence').filter((f) => f.user_id === carolId);
+      assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames.slice(-3)));
     });
   });
 

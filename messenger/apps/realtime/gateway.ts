@@ -59,6 +59,8 @@ export class Gateway {
   private readonly owners = new Map<string, string | null>();
   /** Events of a chat whose creator is being looked up wait here, in order. */
   private readonly chains = new Map<string, Promise<void>>();
+  /** Each account's presence changes (open, close) run one after another here. */
+  private readonly presenceSteps = new Map<string, Promise<void>>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly undo: (() => void)[] = [];
   closing = false;
@@ -173,13 +175,32 @@ export class Gateway {
       return;
     }
     if (!first) return;
-    try {
+    await this.presenceStep(accountId, 'presence not recorded', async () => {
+      // The account's connections here may all have closed meanwhile (a tab
+      // closed within ms of opening): then there is nothing to mark, and the
+      // close's step, queued after this one, clears what this one set.
+      if (this.countFor(accountId) === 0) return;
       const before = await presence.online([accountId]);
+      if (this.countFor(accountId) === 0) return;
       await presence.heartbeat(events.origin, [accountId]);
       if (!before.has(accountId)) await events.publish('presence.changed', { accountId, online: true });
-    } catch (err) {
-      log.warn({ err: String(err) }, 'presence not recorded');
-    }
+    });
+  }
+
+  /**
+   * Runs one presence change of an account after the previous one on this
+   * process: an open's mark and its `online` frame can then never land after
+   * the removal and the `offline` frame of a close that came later.
+   */
+  private presenceStep(accountId: string, failure: string, step: () => Promise<void>): Promise<void> {
+    const next = (this.presenceSteps.get(accountId) ?? Promise.resolve())
+      .then(step)
+      .catch((err: unknown) => this.deps.log.warn({ err: String(err) }, failure))
+      .finally(() => {
+        if (this.presenceSteps.get(accountId) === next) this.presenceSteps.delete(accountId);
+      });
+    this.presenceSteps.set(accountId, next);
+    return next;
   }
 
   private index(conn: Connection, chatId: string): void {
@@ -199,14 +220,15 @@ export class Gateway {
     remove(this.bySession, conn.session.tokenHash, conn);
     for (const chatId of conn.chats.keys()) remove(this.byChat, chatId, conn);
     if (this.countFor(accountId) > 0 || this.closing) return;
-    const { presence, events, log } = this.deps;
-    void (async () => {
+    const { presence, events } = this.deps;
+    void this.presenceStep(accountId, 'presence not cleared', async () => {
+      // Another tab may have opened meanwhile, here (its open step comes next) or elsewhere.
+      if (this.countFor(accountId) > 0) return;
       await presence.leave(events.origin, accountId);
-      // Another tab may have opened meanwhile, here or elsewhere.
       if (this.countFor(accountId) > 0) return;
       const still = await presence.online([accountId]);
       if (!still.has(accountId)) await events.publish('presence.changed', { accountId, online: false });
-    })().catch((err: unknown) => log.warn({ err: String(err) }, 'presence not cleared'));
+    });
   }
 
   private ping(): void {
