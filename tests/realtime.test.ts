@@ -435,6 +435,24 @@ describe('real time: GET /v1/events', function () {
       assert.deepEqual(fromStart.texts(chatId), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']);
     });
 
+    it('a chat named by its dashed upper-case id gets a message held before the resume exactly once', async () => {
+      const watcher = await connect(alice.session, {});
+      const s = await connect(bob.session);
+      await sleep(50);
+      const id = await postMessage(harness().app.client, chatId, aliceId, 'held', alice.session);
+      // The watcher has it live: the same fan-out offered it to s, which holds it until its first frame.
+      await watcher.until('the message', () => watcher.texts(chatId).length === 1);
+      const dashed = (parseId(chatId) as string).toUpperCase();
+      s.sendJson({ type: 'resume', chats: { [dashed]: ZERO } });
+      s.sendJson({ type: 'probe' });
+      await s.next((f) => f.type === 'error');
+      await postMessage(harness().app.client, chatId, aliceId, 'after', alice.session);
+      await s.until('the next message', () => s.texts(chatId).includes('after'));
+      assert.deepEqual(s.texts(chatId), ['held', 'after']);
+      assert.equal(s.of('message')[0].message_id, id);
+      assert.deepEqual(s.of('error'), [{ type: 'error', message: 'bad-parameters' }]);
+    });
+
     it('answers a cursor that is not a message of the chat with an error frame (bad-cursor)', async () => {
       const s = await connect(bob.session, { [chatId]: 'f'.repeat(32) });
       const err = await s.next((f) => f.type === 'error');

@@ -5,7 +5,7 @@
  */
 import type { MessageStored } from '../../events';
 import type { SeqMessageRow } from '../../db/messages';
-import { toWireId } from '../../ids';
+import { parseId, toWireId } from '../../ids';
 import { isStorableText } from '../input';
 
 /** `resume`: the client's last seen message (iterator) per chat. */
@@ -63,7 +63,17 @@ export function parseClientFrame(data: string): ClientFrame {
     if (typeof chats !== 'object' || chats === null || Array.isArray(chats)) return { type: 'bad' };
     const entries = Object.entries(chats as Record<string, unknown>);
     if (entries.length > MAX_RESUME_CHATS || entries.some(([, it]) => typeof it !== 'string')) return { type: 'bad' };
-    return { type: 'resume', chats: entries as [string, string][] };
+    // Chat ids in their wire form (32 lower-case hex), the key connections are
+    // indexed by: a dashed or upper-case spelling must hold the same chat's
+    // live messages while it replays (else they flow live, then come again in
+    // the replay). A malformed id stays as sent (answered chat-not-found);
+    // two spellings of one chat count once, the last iterator given wins.
+    const canonical = new Map<string, string>();
+    for (const [chatId, iterator] of entries as [string, string][]) {
+      const id = parseId(chatId);
+      canonical.set(id === null ? chatId : toWireId(id), iterator);
+    }
+    return { type: 'resume', chats: [...canonical] };
   }
   if (f.type === 'send') {
     const clientId = text(f.client_id);
