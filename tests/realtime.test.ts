@@ -274,6 +274,9 @@ describe('real time: GET /v1/events', function () {
         [{ chat_id: 'f'.repeat(32), user_id: aliceId, message: 'nowhere' }, 'chat-not-found'],
         [{ chat_id: 'nonsense', user_id: aliceId, message: 'nowhere' }, 'chat-not-found'],
         [{ chat_id: chatId, user_id: aliceId, message: '' }, 'bad-parameters'],
+        // Refused by POST messages too (swagger.yml: not only whitespace).
+        [{ chat_id: chatId, user_id: aliceId, message: '   ' }, 'bad-parameters'],
+        [{ chat_id: chatId, user_id: aliceId, message: '\n\t' }, 'bad-parameters'],
         [{ chat_id: chatId, user_id: aliceId, message: 'x'.repeat(16385) }, 'bad-parameters'],
         [{ chat_id: chatId, user_id: aliceId, message: 'nul \u0000 inside' }, 'bad-parameters'],
         [{ chat_id: chatId, user_id: aliceId }, 'bad-parameters'],
@@ -285,6 +288,10 @@ describe('real time: GET /v1/events', function () {
         assert.deepEqual(err, { type: 'error', client_id: `e${i}`, message: code }, JSON.stringify(fields));
       }
       assert.deepEqual((await getPage(harness().app.client, chatId, alice.session, 10)).messages, []);
+      // The same texts over HTTP.
+      for (const message of ['   ', '\n\t']) {
+        await harness().app.client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message }, alice.session).expect(400);
+      }
     });
 
     it('bad frames get {"type":"error","message":"bad-parameters"}, change nothing, and the connection stays open', async () => {

@@ -323,6 +323,12 @@ export class Gateway {
   }
 
   private async send(conn: Connection, f: SendFrame): Promise<void> {
+    // A send is a POST messages: its body is refused by the same rule (a
+    // message that is only whitespace, ...) before the write path.
+    if (this.deps.checkBody?.('postMessage', { message: f.message }) !== undefined) {
+      conn.send(frame('error', { client_id: f.clientId, message: 'bad-parameters' }), 'error');
+      return;
+    }
     try {
       const { messageId } = await postMessage(this.deps, {
         chatId: f.chatId,
