@@ -347,11 +347,35 @@ describe('real time: GET /v1/events', function () {
       await s.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === false);
 
       const bobSocket = await connect(bob.session, {});
-      await harness().infra.events.publish('read.moved', { accountId: await accountOf(alice), chatId, messageId: 'a'.repeat(32), unread: 3 });
+      await harness().infra.events.publish('read.moved', { accountId: await accountOf(alice), chatId, messageId: 'a'.repeat(32), unread: 3, seq: 1 });
       const read = await s.next((f) => f.type === 'read');
       assert.deepEqual(read, { type: 'read', chat_id: chatId, message_id: 'a'.repeat(32), unread: 3 });
       await sleep(100);
       assert.deepEqual(bobSocket.of('read'), []);
+    });
+  });
+
+  describe('read frames', () => {
+    it('never tell a connection of a marker behind one it was sent (moves crossing between instances)', async () => {
+      const { events } = harness().infra;
+      const account = await accountOf(alice);
+      const s = await connect(alice.session, {});
+      const other = await buildChat(harness().app.client, alice.session);
+      await sleep(100);
+      const move = (chat: string, seq: number, unread: number) =>
+        events.publish('read.moved', { accountId: account, chatId: chat, messageId: String(seq).repeat(32).slice(0, 32), unread, seq });
+      // Published in this order, as two instances' events may arrive: 7, then 5 (older), 7 again, 9; the other chat has its own order.
+      await move(chatId, 7, 2);
+      await move(chatId, 5, 4);
+      await move(other, 3, 0);
+      await move(chatId, 7, 2);
+      await move(chatId, 9, 0);
+      await s.until('the last move', () => s.of('read').some((f) => f.unread === 0 && f.chat_id === chatId));
+      await sleep(100);
+      assert.deepEqual(
+        s.of('read').map((f) => [f.chat_id, f.unread]),
+        [[chatId, 2], [other, 0], [chatId, 0]],
+      );
     });
   });
 

@@ -39,6 +39,8 @@ export class Connection {
   holding = true;
   alive = true;
   closed = false;
+  /** Per chat, the position of the last read marker sent on this connection. */
+  private readonly readSent = new Map<string, number>();
   /** Client frames are handled one after another. */
   inbox: Promise<void> = Promise.resolve();
   /** Frames received and waiting in `inbox` behind the one being handled, and their bytes (bounded: see `admit`). */
@@ -67,6 +69,17 @@ export class Connection {
       this.chats.set(chatId, c);
     }
     return c;
+  }
+
+  /**
+   * Whether a read marker at `seq` in a chat is news for this connection
+   * (further than the last one sent), and if so remembers it.
+   */
+  readMoved(chatId: string, seq: number): boolean {
+    const sent = this.readSent.get(chatId);
+    if (sent !== undefined && seq <= sent) return false;
+    this.readSent.set(chatId, seq);
+    return true;
   }
 
   /** Takes one client frame from the allowance (RPS_LIMIT per second, bursts up to it); false past it. */

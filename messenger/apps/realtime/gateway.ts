@@ -528,7 +528,9 @@ export class Gateway {
     const conns = this.byAccount.get(toOwnerKey(e.accountId));
     if (conns === undefined) return;
     const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
-    for (const conn of conns) conn.send(data, 'read');
+    // Two moves can cross on the way (two instances' posts or reads): a
+    // connection never gets a marker behind one it was already sent.
+    for (const conn of conns) if (conn.readMoved(e.chatId, e.seq)) conn.send(data, 'read');
   }
 
   private onSessionEnded(e: SessionEnded): void {
