@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
@@ -90,6 +91,26 @@ async function allIds(chatId: string, session: string): Promise<string[]> {
     out.push(...page.messages.map((m) => m.message_id));
     from = page.next.iterator;
   }
+}
+
+/** One raw HTTP/1.1 request on its own TCP connection (headers as given, no client library fixing them); the answer as read until the server closes. */
+async function rawRequest(port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+  const lines = [`${method} ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+  const text = await new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`${lines.join('\r\n')}\r\n\r\n`));
+    socket.on('data', (c) => chunks.push(c));
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    socket.on('error', reject);
+  });
+  const [head, body = ''] = text.split('\r\n\r\n');
+  const [statusLine, ...fields] = head.split('\r\n');
+  const out: Record<string, string> = {};
+  for (const f of fields) {
+    const i = f.indexOf(':');
+    out[f.slice(0, i).trim().toLowerCase()] = f.slice(i + 1).trim();
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers: out, body };
 }
 
 describe('real time: GET /v1/events', function () {
@@ -189,6 +210,33 @@ describe('real time: GET /v1/events', function () {
 
     it('GET /v1/events without an upgrade answers 400 bad-parameters', async () => {
       await harness().app.client.get('/v1/events', alice.session).expect(400, { message: 'bad-parameters' });
+    });
+
+    it('a malformed handshake gets the API\'s JSON error (405 with Allow, 400 bad-parameters), before the ticket is taken', async () => {
+      const key = 'dGhlIHNhbXBsZSBub25jZQ==';
+      const handshake = (method: string, headers: Record<string, string>) =>
+        rawRequest(port, method, '/v1/events', { Authorization: `session_id ${alice.session}`, Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': key, 'Sec-WebSocket-Version': '13', ...headers });
+      const cases: [string, Record<string, string>, number, string][] = [
+        ['GET', { 'Sec-WebSocket-Key': '' }, 400, 'bad-parameters'],
+        ['GET', { 'Sec-WebSocket-Key': 'short' }, 400, 'bad-parameters'],
+        ['GET', { Upgrade: 'h2c' }, 400, 'bad-parameters'],
+        ['GET', { 'Sec-WebSocket-Version': '12' }, 400, 'bad-parameters'],
+        ['GET', { 'Sec-WebSocket-Protocol': 'a b' }, 400, 'bad-parameters'],
+        ['POST', { 'Content-Length': '0' }, 405, 'method-not-allowed'],
+      ];
+      for (const [method, headers, status, code] of cases) {
+        const r = await handshake(method, headers);
+        const what = `${method} ${JSON.stringify(headers)}`;
+        assert.equal(r.status, status, what);
+        assert.match(r.headers['content-type'] ?? '', /^application\/json/, what);
+        assert.deepEqual(JSON.parse(r.body), { message: code }, what);
+        if (status === 405) assert.equal(r.headers.allow, 'GET', what);
+      }
+      const { client } = harness().app;
+      const ticket = ((await client.post('/v1/events/ticket', undefined, alice.session).expect(201)).body as { ticket: string }).ticket;
+      const r = await rawRequest(port, 'GET', `/v1/events?ticket=${ticket}`, { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' });
+      assert.equal(r.status, 400);
+      track(await openSocket(port, { ticket }));
     });
 
     it('caps connections per account (WS_MAX_PER_ACCOUNT) with 429 request-limit-exceeded', async () => {

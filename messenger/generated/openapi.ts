@@ -684,7 +684,11 @@ export interface paths {
          *     30 s) are dropped, and so is one that does not read (unsent frames past
          *     `WS_MAX_BUFFER_BYTES`).
          *
-         *     Without an `Upgrade: websocket` header this path answers `400 bad-parameters`.
+         *     Without an `Upgrade: websocket` header this path answers `400 bad-parameters`,
+         *     and so does a handshake ws would not take (a missing or malformed
+         *     `Sec-WebSocket-Key`, a `Sec-WebSocket-Version` other than 13, a malformed
+         *     `Sec-WebSocket-Protocol`); another method answers `405 method-not-allowed`
+         *     with `Allow: GET`. Both come before authentication (a ticket is not spent).
          */
         get: operations["openEvents"];
         put?: never;
