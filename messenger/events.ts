@@ -65,6 +65,12 @@ export interface ReadMoved {
   chatId: string;
   messageId: string;
   unread: number;
+  /**
+   * The marker's position (the message's seq): markers only move forward,
+   * so of two events for one account and chat, the one with the higher seq
+   * is the newer, whatever order they arrive in.
+   */
+  seq: number;
 }
 
 /** Sessions that stopped working (logout, expiry, refresh, password change, theft). */
@@ -97,7 +103,7 @@ const SHAPES: { [K in EventName]: Record<keyof EventMap[K], FieldKind> } = {
     accountId: 'string|null', text: 'string', createdAt: 'string', seq: 'number',
   },
   'member.joined': { chatId: 'string', userId: 'string', userName: 'string', accountId: 'string|null' },
-  'read.moved': { accountId: 'string', chatId: 'string', messageId: 'string', unread: 'number' },
+  'read.moved': { accountId: 'string', chatId: 'string', messageId: 'string', unread: 'number', seq: 'number' },
   'session.ended': { accountId: 'string', tokenHashes: 'string[]', reason: 'string' },
   'presence.changed': { accountId: 'string', online: 'boolean' },
 };

@@ -118,6 +118,13 @@ export interface Deps {
   presence: Presence;
   /** Named queues; present when an enabled app queues anything. */
   broker?: Broker;
+  /**
+   * The HTTP API's own body validation (swagger.yml, through openapi-backend)
+   * for an operation, for edges other than HTTP that take the same input (a
+   * WebSocket `send` is a POST messages): why `body` does not match, or
+   * undefined when it does. Set by createApp (web processes).
+   */
+  checkBody?: (operationId: OperationId, body: unknown) => string | undefined;
 }
 
 /** One app: owns its operations, middleware, event reactions and start/stop hooks, and names what it needs. */

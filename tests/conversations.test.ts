@@ -516,11 +516,11 @@ describe('conversation events', () => {
       const m1 = await postMessage(client, group, bInGroup, 'one', b.session);
       const m2 = await postMessage(client, group, bInGroup, 'two', b.session);
       assert.deepEqual(await moved.until((e) => e.accountId === accountB && e.messageId === m2, 'for B posting'), {
-        accountId: accountB, chatId: group, messageId: m2, unread: 0,
+        accountId: accountB, chatId: group, messageId: m2, unread: 0, seq: 2,
       });
       await read(client, a.session, group, m1);
       assert.deepEqual(await moved.until((e) => e.accountId === accountA && e.messageId === m1, 'for A reading'), {
-        accountId: accountA, chatId: group, messageId: m1, unread: 1,
+        accountId: accountA, chatId: group, messageId: m1, unread: 1, seq: 1,
       });
       await read(client, a.session, group, m1);
       const m3 = await postMessage(client, group, aInGroup, 'mine', a.session);

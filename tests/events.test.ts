@@ -140,11 +140,11 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     const undo = a.subscribe('read.moved', (e) => { got.push(e.messageId); });
     const first = collect<string>(1);
     const undoFirst = a.subscribe('read.moved', (e) => first.push(e.messageId));
-    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '1'.repeat(32), unread: 0 });
+    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '1'.repeat(32), unread: 0, seq: 1 });
     await first.done;
     undoFirst();
     undo();
-    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '2'.repeat(32), unread: 0 });
+    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'b'.repeat(32), messageId: '2'.repeat(32), unread: 0, seq: 1 });
     await drained([a]);
     assert.deepEqual(got, ['1'.repeat(32)]);
   });
@@ -174,7 +174,7 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     const reacted: string[] = [];
     a.react('message.stored', async (list, also) => {
       await new Promise((r) => setTimeout(r, 10));
-      for (const e of list) also('read.moved', { accountId: 'a'.repeat(32), chatId: e.chatId, messageId: e.text.slice(-1).repeat(32), unread: 0 });
+      for (const e of list) also('read.moved', { accountId: 'a'.repeat(32), chatId: e.chatId, messageId: e.text.slice(-1).repeat(32), unread: 0, seq: 1 });
     });
     a.react('read.moved', async (list) => {
       await new Promise((r) => setTimeout(r, 10));
@@ -201,7 +201,7 @@ describe(`domain events (${MODE === 'services' ? 'Redis pub/sub' : 'in-memory'} 
     });
     const unread: number[] = [];
     b.subscribe('read.moved', (e) => { if (e.chatId === 'f'.repeat(32)) unread.push(e.unread); });
-    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'f'.repeat(32), messageId: '1'.repeat(32), unread: 0 });
+    await a.publish('read.moved', { accountId: 'a'.repeat(32), chatId: 'f'.repeat(32), messageId: '1'.repeat(32), unread: 0, seq: 1 });
     assert.equal(rounds, 4, 'four rounds of reactions, then no more');
     await drained([a, b]);
     assert.deepEqual(unread, [0, 1, 2, 3, 4]);
@@ -251,7 +251,7 @@ describe('event parsing', () => {
   });
 
   it('reads a flush: the good events in order, the malformed ones counted and dropped', () => {
-    const good = { name: 'read.moved', data: { accountId: 'a', chatId: 'b', messageId: 'c', unread: 2 } };
+    const good = { name: 'read.moved', data: { accountId: 'a', chatId: 'b', messageId: 'c', unread: 2, seq: 5 } };
     const flush = parseFlush(JSON.stringify({ events: [good, { name: 'read.moved', data: { accountId: 'a' } }, { ...good, data: { ...good.data, unread: 0 } }, 7], origin: 'x' }));
     assert.deepEqual(flush, { events: [good, { ...good, data: { ...good.data, unread: 0 } }], rejected: 2 });
     for (const bad of ['not json', 'null', '[]', JSON.stringify({ events: 'x' }), JSON.stringify(good)]) assert.equal(parseFlush(bad), undefined, bad);

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
 import { parseId } from '../messenger/ids';
+import type { Presence } from '../messenger/infra/presence';
 import { ticketKey } from '../messenger/apps/realtime';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, postMessage, uniq, type TestUser } from './helpers/factories';
@@ -89,6 +91,26 @@ async function allIds(chatId: string, session: string): Promise<string[]> {
     out.push(...page.messages.map((m) => m.message_id));
     from = page.next.iterator;
   }
+}
+
+/** One raw HTTP/1.1 request on its own TCP connection (headers as given, no client library fixing them); the answer as read until the server closes. */
+async function rawRequest(port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+  const lines = [`${method} ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+  const text = await new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`${lines.join('\r\n')}\r\n\r\n`));
+    socket.on('data', (c) => chunks.push(c));
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    socket.on('error', reject);
+  });
+  const [head, body = ''] = text.split('\r\n\r\n');
+  const [statusLine, ...fields] = head.split('\r\n');
+  const out: Record<string, string> = {};
+  for (const f of fields) {
+    const i = f.indexOf(':');
+    out[f.slice(0, i).trim().toLowerCase()] = f.slice(i + 1).trim();
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers: out, body };
 }
 
 describe('real time: GET /v1/events', function () {
@@ -190,6 +212,33 @@ describe('real time: GET /v1/events', function () {
       await harness().app.client.get('/v1/events', alice.session).expect(400, { message: 'bad-parameters' });
     });
 
+    it('a malformed handshake gets the API\'s JSON error (405 with Allow, 400 bad-parameters), before the ticket is taken', async () => {
+      const key = 'dGhlIHNhbXBsZSBub25jZQ==';
+      const handshake = (method: string, headers: Record<string, string>) =>
+        rawRequest(port, method, '/v1/events', { Authorization: `session_id ${alice.session}`, Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': key, 'Sec-WebSocket-Version': '13', ...headers });
+      const cases: [string, Record<string, string>, number, string][] = [
+        ['GET', { 'Sec-WebSocket-Key': '' }, 400, 'bad-parameters'],
+        ['GET', { 'Sec-WebSocket-Key': 'short' }, 400, 'bad-parameters'],
+        ['GET', { Upgrade: 'h2c' }, 400, 'bad-parameters'],
+        ['GET', { 'Sec-WebSocket-Version': '12' }, 400, 'bad-parameters'],
+        ['GET', { 'Sec-WebSocket-Protocol': 'a b' }, 400, 'bad-parameters'],
+        ['POST', { 'Content-Length': '0' }, 405, 'method-not-allowed'],
+      ];
+      for (const [method, headers, status, code] of cases) {
+        const r = await handshake(method, headers);
+        const what = `${method} ${JSON.stringify(headers)}`;
+        assert.equal(r.status, status, what);
+        assert.match(r.headers['content-type'] ?? '', /^application\/json/, what);
+        assert.deepEqual(JSON.parse(r.body), { message: code }, what);
+        if (status === 405) assert.equal(r.headers.allow, 'GET', what);
+      }
+      const { client } = harness().app;
+      const ticket = ((await client.post('/v1/events/ticket', undefined, alice.session).expect(201)).body as { ticket: string }).ticket;
+      const r = await rawRequest(port, 'GET', `/v1/events?ticket=${ticket}`, { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' });
+      assert.equal(r.status, 400);
+      track(await openSocket(port, { ticket }));
+    });
+
     it('caps connections per account (WS_MAX_PER_ACCOUNT) with 429 request-limit-exceeded', async () => {
       const app = await startApp(harness().infra, { WS_MAX_PER_ACCOUNT: '2' });
       const mine: TestSocket[] = [];
@@ -289,6 +338,9 @@ describe('real time: GET /v1/events', function () {
         [{ chat_id: 'f'.repeat(32), user_id: aliceId, message: 'nowhere' }, 'chat-not-found'],
         [{ chat_id: 'nonsense', user_id: aliceId, message: 'nowhere' }, 'chat-not-found'],
         [{ chat_id: chatId, user_id: aliceId, message: '' }, 'bad-parameters'],
+        // Refused by POST messages too (swagger.yml: not only whitespace).
+        [{ chat_id: chatId, user_id: aliceId, message: '   ' }, 'bad-parameters'],
+        [{ chat_id: chatId, user_id: aliceId, message: '\n\t' }, 'bad-parameters'],
         [{ chat_id: chatId, user_id: aliceId, message: 'x'.repeat(16385) }, 'bad-parameters'],
         [{ chat_id: chatId, user_id: aliceId, message: 'nul \u0000 inside' }, 'bad-parameters'],
         [{ chat_id: chatId, user_id: aliceId }, 'bad-parameters'],
@@ -300,6 +352,10 @@ describe('real time: GET /v1/events', function () {
         assert.deepEqual(err, { type: 'error', client_id: `e${i}`, message: code }, JSON.stringify(fields));
       }
       assert.deepEqual((await getPage(harness().app.client, chatId, alice.session, 10)).messages, []);
+      // The same texts over HTTP.
+      for (const message of ['   ', '\n\t']) {
+        await harness().app.client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message }, alice.session).expect(400);
+      }
     });
 
     it('bad frames get {"type":"error","message":"bad-parameters"}, change nothing, and the connection stays open', async () => {
@@ -355,11 +411,107 @@ describe('real time: GET /v1/events', function () {
       await s.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === false);
 
       const bobSocket = await connect(bob.session, {});
-      await harness().infra.events.publish('read.moved', { accountId: await accountOf(alice), chatId, messageId: 'a'.repeat(32), unread: 3 });
+      await harness().infra.events.publish('read.moved', { accountId: await accountOf(alice), chatId, messageId: 'a'.repeat(32), unread: 3, seq: 1 });
       const read = await s.next((f) => f.type === 'read');
       assert.deepEqual(read, { type: 'read', chat_id: chatId, message_id: 'a'.repeat(32), unread: 3 });
       await sleep(100);
       assert.deepEqual(bobSocket.of('read'), []);
+    });
+  });
+
+  describe('read frames', () => {
+    it('never tell a connection of a marker behind one it was sent (moves crossing between instances)', async () => {
+      const { events } = harness().infra;
+      const account = await accountOf(alice);
+      const s = await connect(alice.session, {});
+      const other = await buildChat(harness().app.client, alice.session);
+      await sleep(100);
+      const move = (chat: string, seq: number, unread: number) =>
+        events.publish('read.moved', { accountId: account, chatId: chat, messageId: String(seq).repeat(32).slice(0, 32), unread, seq });
+      // Published in this order, as two instances' events may arrive: 7, then 5 (older), 7 again, 9; the other chat has its own order.
+      await move(chatId, 7, 2);
+      await move(chatId, 5, 4);
+      await move(other, 3, 0);
+      await move(chatId, 7, 2);
+      await move(chatId, 9, 0);
+      await s.until('the last move', () => s.of('read').some((f) => f.unread === 0 && f.chat_id === chatId));
+      await sleep(100);
+      assert.deepEqual(
+        s.of('read').map((f) => [f.chat_id, f.unread]),
+        [[chatId, 2], [other, 0], [chatId, 0]],
+      );
+    });
+  });
+
+  describe('presence', () => {
+    it('a tab closed while its open path asks who is online leaves the account offline: members list and last presence frame', async () => {
+      const { infra } = harness();
+      const { client } = harness().app;
+      const carol = await buildUser(client);
+      const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
+      const carolAccount = await accountOf(carol);
+      // The open path's first question (is carol online?) tells the test, which
+      // then cuts the tab, and is answered only once the close cleared carol's
+      // mark (or after 300 ms, when the close waits for the open path): the
+      // close lands inside the open path.
+      let asked: () => void = () => undefined;
+      const askedOnce = new Promise<void>((r) => (asked = r));
+      let left: () => void = () => undefined;
+      const leftOrLater = () => Promise.race([new Promise<void>((r) => (left = r)), sleep(300)]);
+      const presence: Presence = {
+        heartbeat: (instance, ids) => infra.presence.heartbeat(instance, ids),
+        async leave(instance, id) {
+          await infra.presence.leave(instance, id);
+          if (parseId(id) === carolAccount) left();
+        },
+        async online(ids) {
+          if (ids.some((id) => parseId(id) === carolAccount)) {
+            const wait = leftOrLater();
+            asked();
+            await wait;
+          }
+          return infra.presence.online(ids);
+        },
+      };
+      const app = await startApp({ ...infra, presence });
+      try {
+        const p = app.client.port;
+        const watcher = track(await openSocket(p, { session: alice.session }));
+        await sleep(100);
+        const s = await openSocket(p, { session: carol.session });
+        await askedOnce;
+        s.ws.terminate();
+        await s.closed;
+        // The server finishes the open path and the close (a presence frame, if any, comes meanwhile).
+        await sleep(800);
+        const users = ((await app.client.get(`/v1/chats/${chatId}/users`, alice.session).expect(200)).body as { users: { user_id: string; online: boolean }[] }).users;
+        assert.equal(users.find((u) => u.user_id === carolId)?.online, false);
+        const frames = watcher.of('presence').filter((f) => f.user_id === carolId);
+        assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames));
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('tabs opened and closed at once, many times, leave the account offline', async () => {
+      const { client } = harness().app;
+      const carol = await buildUser(client);
+      const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
+      const watcher = await connect(alice.session, {});
+      await sleep(100);
+      // Cut at different points of the open path: at once, and after 1..9 turns of the event loop.
+      for (let i = 0; i < 40; i++) {
+        const s = await openSocket(port, { session: carol.session });
+        for (let k = 0; k < i % 10; k++) await new Promise((r) => setImmediate(r));
+        s.ws.terminate();
+        await s.closed;
+      }
+      // The server finishes what the last open and close started.
+      await sleep(500);
+      const users = ((await client.get(`/v1/chats/${chatId}/users`, alice.session).expect(200)).body as { users: { user_id: string; online: boolean }[] }).users;
+      assert.equal(users.find((u) => u.user_id === carolId)?.online, false);
+      const frames = watcher.of('presence').filter((f) => f.user_id === carolId);
+      assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames.slice(-3)));
     });
   });
 
@@ -376,6 +528,24 @@ describe('real time: GET /v1/events', function () {
       const fromStart = await connect(bob.session, { [chatId]: ZERO });
       await fromStart.until('all', () => fromStart.texts(chatId).length === 6);
       assert.deepEqual(fromStart.texts(chatId), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']);
+    });
+
+    it('a chat named by its dashed upper-case id gets a message held before the resume exactly once', async () => {
+      const watcher = await connect(alice.session, {});
+      const s = await connect(bob.session);
+      await sleep(50);
+      const id = await postMessage(harness().app.client, chatId, aliceId, 'held', alice.session);
+      // The watcher has it live: the same fan-out offered it to s, which holds it until its first frame.
+      await watcher.until('the message', () => watcher.texts(chatId).length === 1);
+      const dashed = (parseId(chatId) as string).toUpperCase();
+      s.sendJson({ type: 'resume', chats: { [dashed]: ZERO } });
+      s.sendJson({ type: 'probe' });
+      await s.next((f) => f.type === 'error');
+      await postMessage(harness().app.client, chatId, aliceId, 'after', alice.session);
+      await s.until('the next message', () => s.texts(chatId).includes('after'));
+      assert.deepEqual(s.texts(chatId), ['held', 'after']);
+      assert.equal(s.of('message')[0].message_id, id);
+      assert.deepEqual(s.of('error'), [{ type: 'error', message: 'bad-parameters' }]);
     });
 
     it('answers a cursor that is not a message of the chat with an error frame (bad-cursor)', async () => {
@@ -442,6 +612,52 @@ describe('real time: GET /v1/events', function () {
     });
   });
 
+  describe('MESSAGE_STORAGE_TYPE=no_storage', () => {
+    it('delivers every live message (seq 0) once to every connection of every member, the poster\'s own tabs included, resumed or not', async () => {
+      const app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: 'no_storage' });
+      const mine: TestSocket[] = [];
+      try {
+        const p = app.client.port;
+        // A tab that resumed nothing, one that resumed the chat from the start, one that sent no frame (flows after the grace).
+        const poster = await openResumed(p, alice.session, {});
+        const posterResumed = await openResumed(p, alice.session, { [chatId]: ZERO });
+        const reader = await openSocket(p, { session: bob.session });
+        mine.push(poster, posterResumed, reader);
+        // Each answers bad-parameters once its resume (if any) was handled.
+        for (const s of mine) s.sendJson({ type: 'probe' });
+        for (const s of mine) await s.next((f) => f.type === 'error');
+        const want: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          await postMessage(app.client, chatId, aliceId, `http ${i}`, alice.session);
+          want.push(`http ${i}`);
+        }
+        for (let i = 0; i < 3; i++) {
+          poster.sendJson({ type: 'send', client_id: `ns-${i}`, chat_id: chatId, user_id: aliceId, message: `ws ${i}` });
+          await poster.next((f) => f.type === 'ack' && f.client_id === `ns-${i}`);
+          want.push(`ws ${i}`);
+        }
+        await postMessage(app.client, chatId, bobId, 'from bob', bob.session);
+        want.push('from bob');
+        for (const s of mine) await s.until('every message', () => s.texts(chatId).length >= want.length);
+        await sleep(100);
+        for (const s of mine) assert.deepEqual(s.texts(chatId), want);
+        // A later resume replays nothing (nothing is stored) and does not stop live ones.
+        const n = posterResumed.frames.length;
+        posterResumed.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+        posterResumed.sendJson({ type: 'probe' });
+        await posterResumed.next((f) => f.type === 'error', 5000, n);
+        await postMessage(app.client, chatId, bobId, 'after the resume', bob.session);
+        for (const s of mine) await s.until('the last message', () => s.texts(chatId).includes('after the resume'));
+        await sleep(100);
+        for (const s of mine) assert.deepEqual(s.texts(chatId), [...want, 'after the resume']);
+        assert.deepEqual((await getPage(app.client, chatId, alice.session, 10)).messages, []);
+      } finally {
+        for (const s of mine) if (s.closeCode === undefined) await s.close();
+        await app.close();
+      }
+    });
+  });
+
   describe('sessions and limits', () => {
     it('logout closes the session\'s connections with 4401 within a second; other sessions stay', async () => {
       const { client } = harness().app;
@@ -489,6 +705,67 @@ describe('real time: GET /v1/events', function () {
       } finally {
         await app.close();
       }
+    });
+
+    /**
+     * A connection whose replay waits for a client that does not read: 12
+     * messages of 1 MB, more than the socket buffers take (about 4 MB here). Frames it sends
+     * meanwhile wait behind the `resume`.
+     */
+    async function stalledReplay(p: number): Promise<TestSocket> {
+      const big = 'x'.repeat(1_000_000);
+      const chat = parseId(chatId) as string;
+      const member = parseId(aliceId) as string;
+      for (let i = 0; i < 12; i++) await insertMessage(harness().infra.db, chat, member, null, `${i} ${big}`);
+      const s = track(await openSocket(p, { session: bob.session }));
+      s.pauseReading(true);
+      s.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+      return s;
+    }
+
+    it('closes with 4429 (inbox-full) a connection whose waiting frames pass BODY_LIMIT bytes; none of them is handled', async () => {
+      const s = await stalledReplay(port);
+      // 200 KB each: the sixth passes 1 MiB waiting.
+      for (let i = 0; i < 8; i++) s.sendJson({ type: 'probe', pad: 'y'.repeat(200_000) });
+      s.pauseReading(false);
+      // The old code answered each frame (bad-parameters) once the replay ended.
+      await s.until('the close', () => s.closeCode !== undefined || s.of('error').length > 0, 30_000);
+      assert.equal(s.closeCode, 4429);
+      assert.equal(s.closeReason, 'inbox-full');
+      assert.deepEqual(s.of('error'), []);
+    });
+
+    it('closes with 4429 (inbox-full) a connection with more than RPS_LIMIT frames waiting, even within the rate', async () => {
+      const app = await startApp(harness().infra, { RPS_LIMIT: '10' });
+      try {
+        const s = await stalledReplay(app.client.port);
+        for (let i = 0; i < 9; i++) s.sendJson({ type: 'probe' });
+        // The allowance refills (10 per second); the frames still wait.
+        await sleep(1100);
+        s.sendJson({ type: 'probe' });
+        s.sendJson({ type: 'probe' });
+        s.pauseReading(false);
+        await s.until('the close', () => s.closeCode !== undefined || s.of('error').length > 0, 30_000);
+        assert.equal(s.closeCode, 4429);
+        assert.equal(s.closeReason, 'inbox-full');
+        assert.deepEqual(s.of('error'), []);
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('answers a resume naming more than 1,000 chats with bad-parameters and looks none up; 1,000 are taken', async () => {
+      await postMessage(harness().app.client, chatId, aliceId, 'resumed', alice.session);
+      const s = await connect(bob.session);
+      const many: Record<string, string> = {};
+      for (let i = 0; i < 1000; i++) many[randomBytes(16).toString('hex')] = ZERO;
+      s.sendJson({ type: 'resume', chats: { ...many, [chatId]: ZERO } });
+      assert.deepEqual(await s.next((f) => f.type === 'error'), { type: 'error', message: 'bad-parameters' });
+      delete many[Object.keys(many)[0]];
+      s.sendJson({ type: 'resume', chats: { ...many, [chatId]: ZERO } });
+      await s.until('the replay', () => s.texts(chatId).length === 1, 30_000);
+      assert.equal(s.of('error').filter((f) => f.message === 'chat-not-found').length, 999);
+      assert.equal(s.of('error').length, 1000);
     });
 
     it('closes with 4429 past RPS_LIMIT frames per second', async () => {

@@ -684,11 +684,17 @@ export interface paths {
          *     frame over `BODY_LIMIT`, `1011`/`1013` the server could not keep the
          *     connection in order (reconnect and `resume`), `4401` the session ended
          *     (logout, expiry, ...), `4429` more than `RPS_LIMIT` client frames per
-         *     second. Peers that do not answer a ping within `WS_PING_MS` (default
+         *     second, or client frames piling up unhandled (more than `RPS_LIMIT` of
+         *     them or `BODY_LIMIT` bytes waiting behind the one being handled; reason
+         *     `inbox-full`). Peers that do not answer a ping within `WS_PING_MS` (default
          *     30 s) are dropped, and so is one that does not read (unsent frames past
          *     `WS_MAX_BUFFER_BYTES`).
          *
-         *     Without an `Upgrade: websocket` header this path answers `400 bad-parameters`.
+         *     Without an `Upgrade: websocket` header this path answers `400 bad-parameters`,
+         *     and so does a handshake ws would not take (a missing or malformed
+         *     `Sec-WebSocket-Key`, a `Sec-WebSocket-Version` other than 13, a malformed
+         *     `Sec-WebSocket-Protocol`); another method answers `405 method-not-allowed`
+         *     with `Allow: GET`. Both come before authentication (a ticket is not spent).
          */
         get: operations["openEvents"];
         put?: never;
@@ -872,6 +878,7 @@ export interface components {
          *     last message it has (iterator rules as for `from`; the all-zero id means
          *     from the start). Every message after it is sent, then live ones, with no gap
          *     and no duplicate at the seam. More than 1,000 missed messages: `reset`.
+         *     At most 1,000 chats in one frame (more: `bad-parameters`, none is looked up).
          */
         WsResumeFrame: {
             /** @enum {string} */

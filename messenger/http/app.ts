@@ -61,11 +61,12 @@ const UPGRADE_NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nContent-Type: application/j
  * authenticate, cache) → 404/405 → body → validation against swagger.yml →
  * the operation's handler with typed input.
  */
-export async function createApp(deps: Deps): Promise<WebApp> {
-  const apps = buildApps(deps);
+export async function createApp(webDeps: Deps): Promise<WebApp> {
   const api = await createApi();
   const router = new OperationRouter(api);
   const validator = new RequestValidator(api);
+  const deps: Deps = { ...webDeps, checkBody: (operationId, body) => validator.checkBody(operationId, body) };
+  const apps = buildApps(deps);
   const stringsByOp = stringFields(api);
   const isPublic = publicPathMatcher(api);
   const cacheable = cacheableOperations(api);

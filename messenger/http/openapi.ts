@@ -123,6 +123,21 @@ export class RequestValidator {
     return out;
   }
 
+  /**
+   * Why a body does not match the operation's request body schema (as
+   * `check` sees it, with nothing else of the request), or undefined when it
+   * does: the same rule for input that comes another way (a WebSocket `send`).
+   */
+  checkBody(operationId: string, body: unknown): string | undefined {
+    for (const validate of this.validators.get(operationId) ?? []) {
+      // openapi-backend compiles the body on its own, as the property `requestBody` of its input.
+      const schema = validate.schema as { properties?: Record<string, unknown> } | undefined;
+      if (schema?.properties?.requestBody === undefined) continue;
+      if (!validate({ requestBody: body })) return violation(validate.errors?.[0]).detail;
+    }
+    return undefined;
+  }
+
   /** Why the request does not match the operation's parameters and body schema, or undefined when it does. */
   check(operationId: string, req: RequestParts): Violation | undefined {
     const validators = this.validators.get(operationId) ?? [];

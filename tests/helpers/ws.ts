@@ -8,6 +8,8 @@ export type Frame = Record<string, unknown> & { type: string };
 export class TestSocket {
   readonly frames: Frame[] = [];
   closeCode: number | undefined;
+  /** The reason text of the close frame received. */
+  closeReason: string | undefined;
   readonly closed: Promise<number>;
   private readonly waiters = new Set<() => void>();
 
@@ -18,8 +20,9 @@ export class TestSocket {
       for (const w of this.waiters) w();
     });
     this.closed = new Promise((resolve) =>
-      ws.on('close', (code) => {
+      ws.on('close', (code, reason) => {
         this.closeCode = code;
+        this.closeReason = reason.toString('utf8');
         for (const w of this.waiters) w();
         resolve(code);
       }),
@@ -64,6 +67,13 @@ export class TestSocket {
     let found: Frame | undefined;
     await this.until('a frame', () => (found = this.frames.slice(after).find(test)) !== undefined, ms);
     return found as Frame;
+  }
+
+  /** Stops (true) or resumes (false) reading from the TCP socket: a client that does not read. */
+  pauseReading(paused: boolean): void {
+    const socket = (this.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    if (paused) socket.pause();
+    else socket.resume();
   }
 
   close(): Promise<number> {

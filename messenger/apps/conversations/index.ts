@@ -45,7 +45,7 @@ const conversationsApp: AppFactory = (deps): App => {
         const moved = await advanceMarkers(db, [...furthest.values()]);
         // In the same flush as the messages: one pub/sub message carries both.
         for (const m of moved) {
-          also('read.moved', { accountId: toWireId(m.accountId), chatId: toWireId(m.chatId), messageId: m.messageId, unread: m.unread });
+          also('read.moved', { accountId: toWireId(m.accountId), chatId: toWireId(m.chatId), messageId: m.messageId, unread: m.unread, seq: m.seq });
         }
       },
     },
@@ -76,6 +76,7 @@ const conversationsApp: AppFactory = (deps): App => {
             chatId: toWireId(chatId),
             messageId: toWireId(messageId as string),
             unread: res.unread,
+            seq: res.seq,
           });
         }
         ctx.status = 200;

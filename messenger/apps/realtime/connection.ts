@@ -39,8 +39,13 @@ export class Connection {
   holding = true;
   alive = true;
   closed = false;
+  /** Per chat, the position of the last read marker sent on this connection. */
+  private readonly readSent = new Map<string, number>();
   /** Client frames are handled one after another. */
   inbox: Promise<void> = Promise.resolve();
+  /** Frames received and waiting in `inbox` behind the one being handled, and their bytes (bounded: see `admit`). */
+  private waitingFrames = 0;
+  private waitingBytes = 0;
   expiryTimer: NodeJS.Timeout | undefined;
   graceTimer: NodeJS.Timeout | undefined;
   private tokens: number;
@@ -51,6 +56,7 @@ export class Connection {
     readonly session: Session,
     private readonly rps: number,
     private readonly maxBuffer: number,
+    private readonly maxWaitingBytes: number,
   ) {
     this.tokens = rps;
   }
@@ -65,6 +71,17 @@ export class Connection {
     return c;
   }
 
+  /**
+   * Whether a read marker at `seq` in a chat is news for this connection
+   * (further than the last one sent), and if so remembers it.
+   */
+  readMoved(chatId: string, seq: number): boolean {
+    const sent = this.readSent.get(chatId);
+    if (sent !== undefined && seq <= sent) return false;
+    this.readSent.set(chatId, seq);
+    return true;
+  }
+
   /** Takes one client frame from the allowance (RPS_LIMIT per second, bursts up to it); false past it. */
   take(): boolean {
     const now = Date.now();
@@ -73,6 +90,27 @@ export class Connection {
     if (this.tokens < 1) return false;
     this.tokens -= 1;
     return true;
+  }
+
+  /**
+   * Admits a received frame of `bytes` to wait its turn in `inbox`; false when
+   * that would pass the bound (at most `rps` frames, one second's allowance,
+   * and `maxWaitingBytes` bytes waiting). Frames wait while an earlier one is
+   * handled, and a replay to a peer that does not read waits for it: without
+   * the bound, a peer that stops reading while sending could make the server
+   * keep everything it sends.
+   */
+  admit(bytes: number): boolean {
+    if (this.waitingFrames + 1 > this.rps || this.waitingBytes + bytes > this.maxWaitingBytes) return false;
+    this.waitingFrames++;
+    this.waitingBytes += bytes;
+    return true;
+  }
+
+  /** A frame admitted by `admit` leaves the queue (its handling starts). */
+  dequeued(bytes: number): void {
+    this.waitingFrames--;
+    this.waitingBytes -= bytes;
   }
 
   /**
@@ -111,6 +149,11 @@ export class Connection {
       };
       check();
     });
+  }
+
+  /** True once the connection is closing or closed: its frames are no longer handled. */
+  get ending(): boolean {
+    return this.closed || this.ws.readyState !== this.ws.OPEN;
   }
 
   /** Closes with a code the client acts on (4401: log in again, 4429: slow down, 1001/1013: reconnect and resume). */

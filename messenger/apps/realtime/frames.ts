@@ -5,7 +5,7 @@
  */
 import type { MessageStored } from '../../events';
 import type { SeqMessageRow } from '../../db/messages';
-import { toWireId } from '../../ids';
+import { parseId, toWireId } from '../../ids';
 import { topLevelNumbers } from '../../http/body';
 import { numbersToStrings } from '../../http/openapi';
 import { isStorableText } from '../input';
@@ -33,8 +33,13 @@ export interface BadFrame {
 
 export type ClientFrame = ResumeFrame | SendFrame | BadFrame;
 
-/** At most this many chats in one `resume` frame (a client has fewer). */
-export const MAX_RESUME_CHATS = 10_000;
+/**
+ * At most this many chats in one `resume` frame (as many as one page of the
+ * chat list, GET /v1/chats?limit=1000). Each named chat costs a membership
+ * check and a replay read, one after another: 10,000 chats held the
+ * connection's frames for 3.3 s of database work.
+ */
+export const MAX_RESUME_CHATS = 1000;
 
 const CLIENT_ID = /^[\x20-\x7e]{1,255}$/;
 
@@ -61,7 +66,17 @@ export function parseClientFrame(data: string): ClientFrame {
     if (typeof chats !== 'object' || chats === null || Array.isArray(chats)) return { type: 'bad' };
     const entries = Object.entries(chats as Record<string, unknown>);
     if (entries.length > MAX_RESUME_CHATS || entries.some(([, it]) => typeof it !== 'string')) return { type: 'bad' };
-    return { type: 'resume', chats: entries as [string, string][] };
+    // Chat ids in their wire form (32 lower-case hex), the key connections are
+    // indexed by: a dashed or upper-case spelling must hold the same chat's
+    // live messages while it replays (else they flow live, then come again in
+    // the replay). A malformed id stays as sent (answered chat-not-found);
+    // two spellings of one chat count once, the last iterator given wins.
+    const canonical = new Map<string, string>();
+    for (const [chatId, iterator] of entries as [string, string][]) {
+      const id = parseId(chatId);
+      canonical.set(id === null ? chatId : toWireId(id), iterator);
+    }
+    return { type: 'resume', chats: [...canonical] };
   }
   if (f.type === 'send') {
     // HTTP's mechanism, so `12345678901234567890` and `1e21` are kept as written, not rounded or respelled.

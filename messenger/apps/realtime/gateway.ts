@@ -31,6 +31,8 @@ const FIRST_FRAME_GRACE_MS = 500;
 const PRESENCE_HEARTBEAT_MS = 15_000;
 /** Chats whose creator is remembered (creators never change). */
 const OWNER_CACHE_MAX = 50_000;
+/** The seq of a no_storage message: delivered live only, never stored (docs/storage-modes.md). */
+const UNORDERED = 0;
 /** Longest timer Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -57,6 +59,8 @@ export class Gateway {
   private readonly owners = new Map<string, string | null>();
   /** Events of a chat whose creator is being looked up wait here, in order. */
   private readonly chains = new Map<string, Promise<void>>();
+  /** Each account's presence changes (open, close) run one after another here. */
+  private readonly presenceSteps = new Map<string, Promise<void>>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly undo: (() => void)[] = [];
   closing = false;
@@ -116,7 +120,7 @@ export class Gateway {
   /** Takes over an accepted WebSocket of `session`. */
   accept(ws: WebSocket, session: Session): void {
     const { config, log } = this.deps;
-    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes);
+    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes, config.bodyLimitBytes);
     const first = this.countFor(session.accountId) === 0;
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
@@ -133,12 +137,22 @@ export class Gateway {
     // Frames are read from the start (so none is lost) but handled once the chat list is loaded.
     ws.on('message', (data, isBinary) => {
       wsFrames.inc({ direction: 'in', type: isBinary ? 'binary' : 'text' });
+      // Frames that arrive after the server started closing are not handled (nor kept).
+      if (conn.ending) return;
       if (!conn.take()) {
         conn.close(CLOSE.rateLimited, 'rate-limited');
         return;
       }
+      const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
+      if (!conn.admit(bytes)) {
+        conn.close(CLOSE.rateLimited, 'inbox-full');
+        return;
+      }
       const text = isBinary ? undefined : (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)).toString('utf8');
-      conn.inbox = conn.inbox.then(() => this.onFrame(conn, text)).catch((err: unknown) => {
+      conn.inbox = conn.inbox.then(() => {
+        conn.dequeued(bytes);
+        return this.onFrame(conn, text);
+      }).catch((err: unknown) => {
         log.error({ err }, 'real-time frame failed');
         conn.close(CLOSE.internal, 'internal-error');
       });
@@ -161,13 +175,32 @@ export class Gateway {
       return;
     }
     if (!first) return;
-    try {
+    await this.presenceStep(accountId, 'presence not recorded', async () => {
+      // The account's connections here may all have closed meanwhile (a tab
+      // closed within ms of opening): then there is nothing to mark, and the
+      // close's step, queued after this one, clears what this one set.
+      if (this.countFor(accountId) === 0) return;
       const before = await presence.online([accountId]);
+      if (this.countFor(accountId) === 0) return;
       await presence.heartbeat(events.origin, [accountId]);
       if (!before.has(accountId)) await events.publish('presence.changed', { accountId, online: true });
-    } catch (err) {
-      log.warn({ err: String(err) }, 'presence not recorded');
-    }
+    });
+  }
+
+  /**
+   * Runs one presence change of an account after the previous one on this
+   * process: an open's mark and its `online` frame can then never land after
+   * the removal and the `offline` frame of a close that came later.
+   */
+  private presenceStep(accountId: string, failure: string, step: () => Promise<void>): Promise<void> {
+    const next = (this.presenceSteps.get(accountId) ?? Promise.resolve())
+      .then(step)
+      .catch((err: unknown) => this.deps.log.warn({ err: String(err) }, failure))
+      .finally(() => {
+        if (this.presenceSteps.get(accountId) === next) this.presenceSteps.delete(accountId);
+      });
+    this.presenceSteps.set(accountId, next);
+    return next;
   }
 
   private index(conn: Connection, chatId: string): void {
@@ -187,14 +220,15 @@ export class Gateway {
     remove(this.bySession, conn.session.tokenHash, conn);
     for (const chatId of conn.chats.keys()) remove(this.byChat, chatId, conn);
     if (this.countFor(accountId) > 0 || this.closing) return;
-    const { presence, events, log } = this.deps;
-    void (async () => {
+    const { presence, events } = this.deps;
+    void this.presenceStep(accountId, 'presence not cleared', async () => {
+      // Another tab may have opened meanwhile, here (its open step comes next) or elsewhere.
+      if (this.countFor(accountId) > 0) return;
       await presence.leave(events.origin, accountId);
-      // Another tab may have opened meanwhile, here or elsewhere.
       if (this.countFor(accountId) > 0) return;
       const still = await presence.online([accountId]);
       if (!still.has(accountId)) await events.publish('presence.changed', { accountId, online: false });
-    })().catch((err: unknown) => log.warn({ err: String(err) }, 'presence not cleared'));
+    });
   }
 
   private ping(): void {
@@ -289,6 +323,12 @@ export class Gateway {
   }
 
   private async send(conn: Connection, f: SendFrame): Promise<void> {
+    // A send is a POST messages: its body is refused by the same rule (a
+    // message that is only whitespace, ...) before the write path.
+    if (this.deps.checkBody?.('postMessage', { message: f.message }) !== undefined) {
+      conn.send(frame('error', { client_id: f.clientId, message: 'bad-parameters' }), 'error');
+      return;
+    }
     try {
       const { messageId } = await postMessage(this.deps, {
         chatId: f.chatId,
@@ -317,6 +357,10 @@ export class Gateway {
       this.hold(conn, c, e);
       return false;
     }
+    // A no_storage message (seq 0) has no place in the chat order: nothing to
+    // replay or repair it from, so it is sent as it comes and moves no position.
+    // The event is published once, so it reaches each connection once.
+    if (e.seq === UNORDERED) return conn.send(data, 'message', false);
     if (c.last === undefined || e.seq === c.last + 1) {
       c.last = e.seq;
       return conn.send(data, 'message', false);
@@ -338,9 +382,15 @@ export class Gateway {
    * when one further ahead remains (a gap only the database can fill).
    */
   private drainHeld(conn: Connection, c: ChatCursor): boolean {
+    // Stable: the unordered (seq 0) messages come first, in the order they arrived.
     c.held.sort((a, b) => a.seq - b.seq);
     while (c.held.length > 0) {
       const e = c.held[0];
+      if (e.seq === UNORDERED) {
+        c.held.shift();
+        conn.sendMessage(e, 'live');
+        continue;
+      }
       if (c.last !== undefined && e.seq <= c.last) {
         c.held.shift();
         continue;
@@ -478,7 +528,9 @@ export class Gateway {
     const conns = this.byAccount.get(toOwnerKey(e.accountId));
     if (conns === undefined) return;
     const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
-    for (const conn of conns) conn.send(data, 'read');
+    // Two moves can cross on the way (two instances' posts or reads): a
+    // connection never gets a marker behind one it was already sent.
+    for (const conn of conns) if (conn.readMoved(e.chatId, e.seq)) conn.send(data, 'read');
   }
 
   private onSessionEnded(e: SessionEnded): void {

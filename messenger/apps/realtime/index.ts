@@ -33,8 +33,8 @@ export function originAllowed(origin: string | undefined, host: string | undefin
   }
 }
 
-/** Answers a refused upgrade with the API's usual JSON error body and closes the socket. */
-function refuse(socket: Duplex, status: number, code: string, retryAfter?: number): void {
+/** Answers a refused upgrade with the API's usual JSON error body (and `headers`) and closes the socket. */
+function refuse(socket: Duplex, status: number, code: string, headers: Record<string, string> = {}): void {
   const body = JSON.stringify({ message: code });
   const head = [
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
@@ -44,8 +44,28 @@ function refuse(socket: Duplex, status: number, code: string, retryAfter?: numbe
     'Connection: close',
     `Content-Length: ${Buffer.byteLength(body)}`,
   ];
-  if (retryAfter !== undefined) head.push(`Retry-After: ${retryAfter}`);
+  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+}
+
+/** A Sec-WebSocket-Key as RFC 6455 makes it (16 random bytes in base64), as ws checks it. */
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/**
+ * Why an upgrade request is not a WebSocket handshake ws would take: 405 for
+ * a method other than GET (with Allow), 400 bad-parameters for an `Upgrade`
+ * other than websocket (swagger.yml: as without one), a missing or malformed
+ * Sec-WebSocket-Key, or a version other than 13 (or 8).
+ */
+export function handshakeProblem(req: http.IncomingMessage): { status: number; code: string; headers?: Record<string, string> } | undefined {
+  // GET is the only method of /v1/events (swagger.yml).
+  if (req.method !== 'GET') return { status: 405, code: 'method-not-allowed', headers: { Allow: 'GET' } };
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') return { status: 400, code: 'bad-parameters' };
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !WS_KEY.test(key)) return { status: 400, code: 'bad-parameters' };
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return { status: 400, code: 'bad-parameters', headers: { 'Sec-WebSocket-Version': '13, 8' } };
+  return undefined;
 }
 
 /**
@@ -65,6 +85,8 @@ const realtimeApp: AppFactory = (deps): App => {
     perMessageDeflate: false,
     clientTracking: false,
   });
+  // Whatever ws still refuses after handshakeProblem (a malformed Sec-WebSocket-Protocol) gets the API's error body too.
+  wss.on('wsClientError', (_err: Error, socket: Duplex) => refuse(socket, 400, 'bad-parameters'));
 
   /** The session an upgrade request opens: by one-use ticket, or by the Authorization header. */
   async function authenticate(req: http.IncomingMessage, ticket: string | null): Promise<Session> {
@@ -78,6 +100,10 @@ const realtimeApp: AppFactory = (deps): App => {
 
   async function handle(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
     if (gateway.closing) return refuse(socket, 503, 'service-unavailable');
+    // Not a WebSocket handshake: answered as the API answers (ws would send
+    // text/html), and before authentication, so no ticket is spent on it.
+    const problem = handshakeProblem(req);
+    if (problem !== undefined) return refuse(socket, problem.status, problem.code, problem.headers);
     const origin = req.headers.origin;
     if (!originAllowed(origin, req.headers.host, config.corsOrigins)) {
       return refuse(socket, 403, 'origin-not-allowed');
@@ -93,7 +119,7 @@ const realtimeApp: AppFactory = (deps): App => {
     if (socket.destroyed) return;
     if (gateway.countFor(session.accountId) >= config.realtime.maxPerAccount) {
       const e = new TooManyRequests('request-limit-exceeded', 1);
-      return refuse(socket, e.status, e.code, e.retryAfter);
+      return refuse(socket, e.status, e.code, e.retryAfter === undefined ? {} : { 'Retry-After': String(e.retryAfter) });
     }
     wss.handleUpgrade(req, socket, head, (ws) => gateway.accept(ws, session));
   }
