@@ -36,4 +36,18 @@ describe(`presence (${MODE === 'services' ? 'Redis' : 'memory'})`, () => {
       await new Promise((r) => setTimeout(r, 100));
     }
   });
+
+  it('arrive says whether the account came online, leave whether it is offline now, each in one step with its mark', async () => {
+    const presence = createPresence(harness().infra.kv);
+    const id = randomUUID();
+    assert.equal(await presence.arrive('a', id), true, 'the first instance brings it online');
+    assert.equal(await presence.arrive('a', id), true, 'its own mark again: no other instance has it');
+    assert.equal(await presence.arrive('b', id), false, 'a second instance finds it online');
+    assert.equal(await presence.leave('a', id), false, 'b still holds a mark');
+    assert.equal(await presence.leave('a', id), false, 'leaving twice changes nothing');
+    assert.equal(await presence.leave('b', id), true, 'the last mark gone: offline');
+    assert.equal((await presence.online([id])).size, 0);
+    assert.equal(await presence.arrive('b', id.replace(/-/g, '').toUpperCase()), true, 'any spelling of the id');
+    assert.deepEqual([...(await presence.online([id]))], [id]);
+  });
 });

@@ -444,34 +444,36 @@ describe('real time: GET /v1/events', function () {
   });
 
   describe('presence', () => {
-    it('a tab closed while its open path asks who is online leaves the account offline: members list and last presence frame', async () => {
+    it('a tab closed while its open path marks the account leaves it offline: members list and last presence frame', async () => {
       const { infra } = harness();
       const { client } = harness().app;
       const carol = await buildUser(client);
       const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
       const carolAccount = await accountOf(carol);
-      // The open path's first question (is carol online?) tells the test, which
-      // then cuts the tab, and is answered only once the close cleared carol's
-      // mark (or after 300 ms, when the close waits for the open path): the
-      // close lands inside the open path.
+      // The open path's mark (carol arrives) tells the test, which then cuts
+      // the tab, and goes on only once the close cleared carol's mark (or
+      // after 300 ms, when the close waits for the open path): the close
+      // lands inside the open path.
       let asked: () => void = () => undefined;
       const askedOnce = new Promise<void>((r) => (asked = r));
       let left: () => void = () => undefined;
       const leftOrLater = () => Promise.race([new Promise<void>((r) => (left = r)), sleep(300)]);
       const presence: Presence = {
         heartbeat: (instance, ids) => infra.presence.heartbeat(instance, ids),
-        async leave(instance, id) {
-          await infra.presence.leave(instance, id);
-          if (parseId(id) === carolAccount) left();
-        },
-        async online(ids) {
-          if (ids.some((id) => parseId(id) === carolAccount)) {
+        async arrive(instance, id) {
+          if (parseId(id) === carolAccount) {
             const wait = leftOrLater();
             asked();
             await wait;
           }
-          return infra.presence.online(ids);
+          return infra.presence.arrive(instance, id);
         },
+        async leave(instance, id) {
+          const gone = await infra.presence.leave(instance, id);
+          if (parseId(id) === carolAccount) left();
+          return gone;
+        },
+        online: (ids) => infra.presence.online(ids),
       };
       const app = await startApp({ ...infra, presence });
       try {
@@ -490,6 +492,60 @@ describe('real time: GET /v1/events', function () {
         assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames));
       } finally {
         await app.close();
+      }
+    });
+
+    it('presence events that cross on the way: a frame says what holds when it is sent, once per change', async () => {
+      const { client } = harness().app;
+      const { infra } = harness();
+      const carol = await buildUser(client);
+      const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
+      const carolAccount = await accountOf(carol);
+      const watcher = track(await openSocket(port, { session: alice.session }));
+      await sleep(100);
+      const seen = () => watcher.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online);
+      // Waits for the nth frame, or (when fewer are right) a second for one that should not come.
+      const settle = async (n: number) => {
+        const deadline = Date.now() + 1000;
+        while (seen().length < n && Date.now() < deadline) await sleep(20);
+        await sleep(200);
+      };
+      // Carol's tab opens on another instance, which announces it; then the offline of a tab she
+      // closed on a third instance arrives late, and is repeated: she is still online.
+      assert.equal(await infra.presence.arrive('instance-x', carolAccount), true);
+      await infra.events.publish('presence.changed', { accountId: carolAccount, online: true });
+      await settle(1);
+      await infra.events.publish('presence.changed', { accountId: carolAccount, online: false });
+      await infra.events.publish('presence.changed', { accountId: carolAccount, online: true });
+      await settle(2);
+      assert.deepEqual(seen(), [true]);
+      // Her last tab closes: offline, said once however often the event comes.
+      assert.equal(await infra.presence.leave('instance-x', carolAccount), true);
+      await infra.events.publish('presence.changed', { accountId: carolAccount, online: false });
+      await infra.events.publish('presence.changed', { accountId: carolAccount, online: false });
+      await settle(2);
+      assert.deepEqual(seen(), [true, false]);
+    });
+
+    it('an instance that shuts down announces its accounts offline at once (not after the marks expire)', async () => {
+      const { infra } = harness();
+      const { client } = harness().app;
+      const carol = await buildUser(client);
+      const carolId = await joinChat(client, chatId, carol.session, uniq('carol'));
+      const other = await startApp(infra);
+      let closed = false;
+      try {
+        const watcher = track(await openSocket(port, { session: alice.session }));
+        await sleep(100);
+        await openSocket(other.client.port, { session: carol.session });
+        await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === true);
+        await other.close();
+        closed = true;
+        await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === false);
+        const users = ((await client.get(`/v1/chats/${chatId}/users`, alice.session).expect(200)).body as { users: { user_id: string; online: boolean }[] }).users;
+        assert.equal(users.find((u) => u.user_id === carolId)?.online, false);
+      } finally {
+        if (!closed) await other.close();
       }
     });
 

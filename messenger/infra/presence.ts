@@ -11,10 +11,20 @@ import { RedisKv } from './kv';
  * compared in one form, and `online` answers with the ids as they were asked.
  */
 export interface Presence {
-  /** Marks (or re-marks) these accounts as connected to this instance. */
+  /** Re-marks these accounts as connected to this instance (the periodic renewal). */
   heartbeat(instance: string, accountIds: string[]): Promise<void>;
-  /** This instance no longer has a connection for the account. */
-  leave(instance: string, accountId: string): Promise<void>;
+  /**
+   * Marks the account as connected to this instance, in one atomic step with
+   * the question whether another instance had it online: true when the
+   * account came online with this mark.
+   */
+  arrive(instance: string, accountId: string): Promise<boolean>;
+  /**
+   * This instance no longer has a connection for the account: its mark goes,
+   * in one atomic step with the question whether one is left anywhere. True
+   * when the account is offline now.
+   */
+  leave(instance: string, accountId: string): Promise<boolean>;
   /** Which of these accounts are online on any instance. */
   online(accountIds: string[]): Promise<Set<string>>;
 }
@@ -32,7 +42,11 @@ class NormalisedPresence implements Presence {
     return this.inner.heartbeat(instance, accountIds.map(idKey));
   }
 
-  leave(instance: string, accountId: string): Promise<void> {
+  arrive(instance: string, accountId: string): Promise<boolean> {
+    return this.inner.arrive(instance, idKey(accountId));
+  }
+
+  leave(instance: string, accountId: string): Promise<boolean> {
     return this.inner.leave(instance, idKey(accountId));
   }
 
@@ -44,6 +58,23 @@ class NormalisedPresence implements Presence {
 
 /** Default lifetime of a presence mark; instances renew marks more often than this. */
 export const PRESENCE_TTL_SECONDS = 45;
+
+// KEYS[1] the account's set; ARGV: instance, now, until, ttl seconds. The number
+// of live marks of other instances, read in the same step as this one's is set.
+const ARRIVE_SCRIPT = `
+local others = redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf')
+local own = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if own and tonumber(own) >= tonumber(ARGV[2]) then others = others - 1 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return others
+`;
+
+// KEYS[1] the account's set; ARGV: instance, now. The live marks left once this one is gone.
+const LEAVE_SCRIPT = `
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf')
+`;
 
 /**
  * Redis: one sorted set per account, `presence:<account>`, whose members are
@@ -68,8 +99,14 @@ class RedisPresence implements Presence {
     await pipe.exec();
   }
 
-  async leave(instance: string, accountId: string): Promise<void> {
-    await this.redis.zrem(`presence:${accountId}`, instance);
+  async arrive(instance: string, accountId: string): Promise<boolean> {
+    const now = Date.now();
+    const others = await this.redis.eval(ARRIVE_SCRIPT, 1, `presence:${accountId}`, instance, now, now + this.ttlSeconds * 1000, this.ttlSeconds);
+    return Number(others) === 0;
+  }
+
+  async leave(instance: string, accountId: string): Promise<boolean> {
+    return Number(await this.redis.eval(LEAVE_SCRIPT, 1, `presence:${accountId}`, instance, Date.now())) === 0;
   }
 
   async online(accountIds: string[]): Promise<Set<string>> {
@@ -101,10 +138,18 @@ class MemoryPresence implements Presence {
     }
   }
 
-  async leave(instance: string, accountId: string): Promise<void> {
+  async arrive(instance: string, accountId: string): Promise<boolean> {
+    const now = Date.now();
+    const others = [...(this.marks.get(accountId) ?? [])].some(([i, until]) => i !== instance && until > now);
+    await this.heartbeat(instance, [accountId]);
+    return !others;
+  }
+
+  async leave(instance: string, accountId: string): Promise<boolean> {
     const m = this.marks.get(accountId);
     m?.delete(instance);
     if (m !== undefined && m.size === 0) this.marks.delete(accountId);
+    return (await this.online([accountId])).size === 0;
   }
 
   async online(accountIds: string[]): Promise<Set<string>> {

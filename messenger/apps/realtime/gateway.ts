@@ -27,6 +27,8 @@ import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame,
 export const REPLAY_MAX = 1000;
 /** How long live messages wait for the client's first frame (a `resume`) before flowing. */
 const FIRST_FRAME_GRACE_MS = 500;
+/** How long what was said about an account's presence is remembered (a repeat after that costs one duplicate frame). */
+const PRESENCE_SAID_MS = 5 * 60_000;
 /** Presence marks are renewed this often (they expire after 45 s). */
 const PRESENCE_HEARTBEAT_MS = 15_000;
 /** Chats whose creator is remembered (creators never change). */
@@ -61,6 +63,8 @@ export class Gateway {
   private readonly chains = new Map<string, Promise<void>>();
   /** Each account's presence changes (open, close) run one after another here. */
   private readonly presenceSteps = new Map<string, Promise<void>>();
+  /** What this process last told its connections about an account's presence (kept PRESENCE_SAID_MS). */
+  private readonly presenceSaid = new Map<string, { online: boolean; at: number }>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly undo: (() => void)[] = [];
   closing = false;
@@ -94,7 +98,11 @@ export class Gateway {
     this.timers.push(
       setInterval(() => {
         const accounts = [...this.byAccount.keys()];
-        this.deps.presence.heartbeat(events.origin, accounts).catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
+        this.deps.presence
+          .heartbeat(events.origin, accounts)
+          // An account whose last tab here closed while the renewal was on its way has just been marked again.
+          .then(() => Promise.all(accounts.filter((a) => this.countFor(a) === 0).map((a) => this.depart(a))))
+          .catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
       }, PRESENCE_HEARTBEAT_MS),
     );
     for (const t of this.timers) t.unref();
@@ -106,7 +114,10 @@ export class Gateway {
     const all = [...this.bySession.values()].flatMap((s) => [...s]);
     const gone = all.map((c) => new Promise<void>((resolve) => (c.closed ? resolve() : c.ws.once('close', () => resolve()))));
     for (const c of all) c.close(CLOSE.goingAway, 'server-shutdown');
-    await Promise.race([Promise.all(gone), new Promise((r) => setTimeout(r, 1000).unref())]);
+    // Nobody stays "online" on a process that is going away: its marks go now, and the
+    // accounts left with none anywhere are announced offline (not after the marks' TTL).
+    const departed = Promise.all([...this.byAccount.keys()].map((a) => this.depart(a)));
+    await Promise.race([Promise.all([...gone, departed]), new Promise((r) => setTimeout(r, 1000).unref())]);
     for (const c of all) c.drop('server-shutdown');
   }
 
@@ -180,10 +191,10 @@ export class Gateway {
       // closed within ms of opening): then there is nothing to mark, and the
       // close's step, queued after this one, clears what this one set.
       if (this.countFor(accountId) === 0) return;
-      const before = await presence.online([accountId]);
-      if (this.countFor(accountId) === 0) return;
-      await presence.heartbeat(events.origin, [accountId]);
-      if (!before.has(accountId)) await events.publish('presence.changed', { accountId, online: true });
+      // Marked and asked in one step: of two instances an account reaches at
+      // once, exactly one sees it come online.
+      const cameOnline = await presence.arrive(events.origin, accountId);
+      if (cameOnline && this.countFor(accountId) > 0) await events.publish('presence.changed', { accountId, online: true });
     });
   }
 
@@ -220,18 +231,26 @@ export class Gateway {
     remove(this.bySession, conn.session.tokenHash, conn);
     for (const chatId of conn.chats.keys()) remove(this.byChat, chatId, conn);
     if (this.countFor(accountId) > 0 || this.closing) return;
+    void this.depart(accountId);
+  }
+
+  /**
+   * Clears this process's mark of an account that has no connection here
+   * any more, and says so when no instance has one left. Queued behind the
+   * account's other presence steps here.
+   */
+  private depart(accountId: string): Promise<void> {
     const { presence, events } = this.deps;
-    void this.presenceStep(accountId, 'presence not cleared', async () => {
+    return this.presenceStep(accountId, 'presence not cleared', async () => {
       // Another tab may have opened meanwhile, here (its open step comes next) or elsewhere.
-      if (this.countFor(accountId) > 0) return;
-      await presence.leave(events.origin, accountId);
-      if (this.countFor(accountId) > 0) return;
-      const still = await presence.online([accountId]);
-      if (!still.has(accountId)) await events.publish('presence.changed', { accountId, online: false });
+      if (this.countFor(accountId) > 0 && !this.closing) return;
+      if (await presence.leave(events.origin, accountId)) await events.publish('presence.changed', { accountId, online: false });
     });
   }
 
   private ping(): void {
+    const forgotten = Date.now() - PRESENCE_SAID_MS;
+    for (const [account, said] of this.presenceSaid) if (said.at < forgotten) this.presenceSaid.delete(account);
     for (const [hash, set] of this.bySession) {
       this.verify(hash).catch((err: unknown) => {
         // Only a definite "this session is over"; an unreachable store proves nothing.
@@ -542,15 +561,23 @@ export class Gateway {
   private async onPresence(e: PresenceChanged): Promise<void> {
     if (this.byChat.size === 0) return;
     const account = toOwnerKey(e.accountId);
+    // Events of two instances can cross on the way (a reload that lands on
+    // another instance: its online and the old tab's offline), so the frame
+    // says what holds now, read when the event is handled, and only when that
+    // differs from what this process last said about the account.
+    const online = (await this.deps.presence.online([account])).has(account);
+    if (this.presenceSaid.get(account)?.online === online) return;
+    this.presenceSaid.set(account, { online, at: Date.now() });
     const identities = await identitiesOf(this.deps.db, account);
     for (const id of identities) {
       const chatId = toWireId(id.chat_id);
       const conns = this.byChat.get(chatId);
       if (conns === undefined) continue;
-      const data = frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online: e.online });
+      const data = frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online });
       for (const conn of conns) if (conn.session.accountId !== account) conn.send(data, 'presence');
     }
   }
+
 }
 
 /**
