@@ -9,7 +9,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness, startApp, type Client } from '../helpers/harness';
 import { buildUser, type TestUser } from '../helpers/factories';
 import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
-import { launchBrowser, logIn, until, watchProblems } from './helpers';
+import { launchBrowser, logIn, relay, until, watchProblems, type Relay } from './helpers';
 
 /** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
 async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
@@ -63,6 +63,7 @@ describe('the web client after the exploratory run', function () {
   this.timeout(180_000);
   let browser: Browser;
   const contexts: BrowserContext[] = [];
+  const relays: Relay[] = [];
   let base = '';
 
   before(async () => {
@@ -73,7 +74,15 @@ describe('the web client after the exploratory run', function () {
   after(async () => {
     for (const c of contexts) await c.close();
     await browser?.close();
+    for (const r of relays) await r.stop();
   });
+
+  /** A way to the server that the test can take away and bring back (connection refused meanwhile). */
+  async function outage(): Promise<Relay> {
+    const r = await relay(harness().app.client.port);
+    relays.push(r);
+    return r;
+  }
 
   async function newPage(width = 1100, height = 800, at = base): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
     const context = await browser.newContext({ viewport: { width, height } });
@@ -338,6 +347,56 @@ describe('the web client after the exploratory run', function () {
     }
     await page.waitForTimeout(500);
     assert.deepEqual(asked, []);
+    assert.deepEqual(problems, []);
+  });
+
+  it('while the server is down the header says "Offline, reconnecting…" and presence is unknown; back, both come from the server', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const directId = ((await client.post('/v1/direct', { user_name: bob.userName }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const server = await outage();
+
+    const { page: bobPage, context: bobContext } = await newPage();
+    await logIn(bobPage, bob.userName);
+    await bobPage.locator('.conn.live').waitFor();
+    const { page, problems } = await newPage(1100, 800, `http://127.0.0.1:${server.port}`);
+    await logIn(page, alice.userName);
+    await page.locator('.conn.live').waitFor();
+    const item = page.locator(`.chat-item[data-chat="${directId}"]`);
+    const bobMember = page.locator('.members li', { hasText: bob.userName });
+    await until('bob online in the list', async () => (await item.locator('.dot').count()) === 1);
+    await item.click();
+    await page.getByRole('button', { name: /Members/ }).click();
+    await until('bob online in the members list', async () => (await bobMember.locator('.dot:not(.off)').count()) === 1);
+
+    // The server goes away: every request is refused and the socket cannot come back.
+    await server.stop();
+    const status = page.locator('.conn');
+    await until('offline status', async () => (await status.textContent()) === 'Offline, reconnecting…');
+    // For several failed polls and reconnects: still offline, and nobody shown online.
+    for (let i = 0; i < 10; i++) {
+      assert.equal(await status.textContent(), 'Offline, reconnecting…');
+      assert.equal(await item.locator('.dot').count(), 0, 'no online dot in the chat list while offline');
+      assert.equal(await bobMember.locator('.dot:not(.off)').count(), 0, 'bob not shown online while offline');
+      await page.waitForTimeout(400);
+    }
+    assert.ok(await page.getByText('who is online is not known').isVisible());
+
+    // Meanwhile Bob leaves (the server has him offline), then the server is back.
+    await bobContext.close();
+    await server.start();
+    await page.locator('.conn.live').waitFor({ timeout: 30_000 });
+    assert.equal(await status.textContent(), 'Live');
+    // Presence as the server has it now: Bob offline (not the green of before the outage) …
+    await page.waitForTimeout(1_000);
+    assert.equal(await item.locator('.dot').count(), 0);
+    assert.equal(await bobMember.locator('.dot.off').count(), 1);
+    // … and online again, live, when he comes back.
+    const { page: bobAgain } = await newPage();
+    await logIn(bobAgain, bob.userName);
+    await until('bob online again in the list', async () => (await item.locator('.dot').count()) === 1);
+    await until('bob online again in the members list', async () => (await bobMember.locator('.dot:not(.off)').count()) === 1);
     assert.deepEqual(problems, []);
   });
 });
