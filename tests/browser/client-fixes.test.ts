@@ -9,7 +9,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness, startApp, type Client } from '../helpers/harness';
 import { buildUser, type TestUser } from '../helpers/factories';
 import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
-import { launchBrowser, logIn, relay, until, watchProblems, type Relay } from './helpers';
+import { launchBrowser, logIn, relay, send, shown, until, watchProblems, type Relay } from './helpers';
 
 /** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
 async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
@@ -397,6 +397,55 @@ describe('the web client after the exploratory run', function () {
     await logIn(bobAgain, bob.userName);
     await until('bob online again in the list', async () => (await item.locator('.dot').count()) === 1);
     await until('bob online again in the members list', async () => (await bobMember.locator('.dot:not(.off)').count()) === 1);
+    assert.deepEqual(problems, []);
+  });
+
+  it('sending while scrolled back with the server unreachable: a visible "sending" note, no script error, then the message once where it goes', async () => {
+    const { client } = harness().app;
+    const dave = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, dave, 'scrolled back');
+    await seed(chatId, memberId, 399, 'message');
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'message 400' }, dave.session).expect(201);
+    const server = await outage();
+
+    const { page, problems } = await newPage(1100, 800, `http://127.0.0.1:${server.port}`);
+    await logIn(page, dave.userName);
+    await page.goto(`http://127.0.0.1:${server.port}/#/chat/${chatId}`);
+    await page.locator('.conn.live').waitFor();
+    await until('the last message', async () => (await shown(page)).includes('message 400'), 30_000);
+    // Back to the chat's first message: the newest ones leave the window.
+    const newest = page.getByRole('button', { name: 'Newest messages ↓' });
+    await until('scrolled back to the start', async () => {
+      await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+      return (await shown(page)).includes('message 1') && (await newest.isVisible());
+    });
+
+    await server.stop();
+    await page.locator('.conn.offline').waitFor({ timeout: 10_000 });
+    await send(page, 'sent while scrolled back');
+    assert.equal(await page.locator('#composer-text').inputValue(), '');
+    const note = page.locator('.outbox-note');
+    await note.waitFor({ timeout: 5_000 });
+    assert.equal(await note.textContent(), '1 message sending… (shown with the newest messages)');
+    assert.equal(await note.getAttribute('role'), 'status');
+    // The newest messages cannot be loaded: still scrolled back, the note stays, nothing thrown.
+    await page.waitForTimeout(3_000);
+    assert.ok(await note.isVisible());
+    assert.ok((await shown(page)).includes('message 1'));
+    assert.deepEqual(problems, []);
+
+    // The server is back: the newest messages, the message among them once, stored once.
+    await server.start();
+    await until('the message shown where it goes', async () => (await shown(page)).includes('sent while scrolled back'), 40_000);
+    await page.waitForTimeout(2_000);
+    const texts = await shown(page);
+    assert.equal(texts.filter((t) => t === 'sent while scrolled back').length, 1);
+    assert.equal(texts[texts.length - 1], 'sent while scrolled back');
+    assert.equal(await page.locator('.msg.pending').count(), 0);
+    assert.equal(await note.count(), 0);
+    const stored = ((await client.get(`/v1/chats/${chatId}/messages?limit=1000`, dave.session).expect(200)).body as { messages: Array<{ text: string }> }).messages;
+    assert.equal(stored.filter((m) => m.text === 'sent while scrolled back').length, 1);
+    assert.equal(stored.length, 401);
     assert.deepEqual(problems, []);
   });
 });
