@@ -448,4 +448,57 @@ describe('the web client after the exploratory run', function () {
     assert.equal(stored.length, 401);
     assert.deepEqual(problems, []);
   });
+
+  it('a pasted message over 16,384 characters is kept whole and said to be too long, not cut; the limit counts characters as the server does', async () => {
+    const { client } = harness().app;
+    const erin = await buildUser(client);
+    const { chatId } = await chatWith(client, erin, 'long paste');
+    const stored = async () => ((await client.get(`/v1/chats/${chatId}/messages?limit=10`, erin.session).expect(200)).body as { messages: Array<{ text: string }> }).messages.map((m) => m.text);
+
+    const { page, problems } = await newPage();
+    await logIn(page, erin.userName);
+    await page.goto(`${base}/#/chat/${chatId}`);
+    await page.locator('.conn.live').waitFor();
+    const box = page.locator('#composer-text');
+    const note = page.locator('.composer-count');
+    await box.click();
+    assert.equal(await note.count(), 0, 'no counter for a short draft');
+
+    // Pasted (inserted as the user's edit, like Ctrl+V): all 20,000 characters stay, and the note says so.
+    const long = '0123456789'.repeat(2_000);
+    await page.keyboard.insertText(long);
+    assert.equal((await box.inputValue()).length, 20_000, 'the draft is not cut');
+    assert.equal(await note.textContent(), 'Too long to send: 20,000 characters, the limit is 16,384. Remove 3,616 or send it in parts.');
+    assert.ok(await note.isVisible());
+    assert.equal(await page.getByRole('alert').filter({ hasText: 'too long' }).count(), 1);
+    assert.ok(await page.getByRole('button', { name: 'Send' }).isDisabled());
+    // Enter does not send it (nothing pending, nothing stored), and the draft stays.
+    await box.press('End');
+    await box.press('Enter');
+    await page.waitForTimeout(1_000);
+    assert.equal(await page.locator('.msg.pending').count(), 0);
+    assert.deepEqual(await stored(), []);
+    assert.equal((await box.inputValue()).length, 20_000);
+
+    // Cut to the limit: sendable, sent whole.
+    await box.fill(long.slice(0, 16_384));
+    assert.equal(await note.textContent(), '0 of 16,384 characters left');
+    assert.ok(await page.getByRole('button', { name: 'Send' }).isEnabled());
+    await box.press('Enter');
+    await until('stored', async () => (await stored()).length === 1);
+    assert.equal((await stored())[0], long.slice(0, 16_384));
+    assert.equal(await box.inputValue(), '');
+    assert.equal(await note.count(), 0);
+
+    // 16,000 emoji are 32,000 UTF-16 units but 16,000 characters for the server: under the limit, sent whole.
+    const emoji = '😀'.repeat(16_000);
+    await box.click();
+    await page.keyboard.insertText(emoji);
+    assert.equal(await box.inputValue(), emoji);
+    assert.equal(await note.textContent(), '384 of 16,384 characters left');
+    await box.press('Enter');
+    await until('stored', async () => (await stored()).length === 2);
+    assert.equal((await stored())[1], emoji);
+    assert.deepEqual(problems, []);
+  });
 });
