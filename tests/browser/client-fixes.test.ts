@@ -9,7 +9,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness, startApp, type Client } from '../helpers/harness';
 import { buildUser, type TestUser } from '../helpers/factories';
 import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
-import { launchBrowser, logIn, until, watchProblems } from './helpers';
+import { launchBrowser, logIn, relay, send, shown, until, watchProblems, type Relay } from './helpers';
 
 /** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
 async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
@@ -63,6 +63,7 @@ describe('the web client after the exploratory run', function () {
   this.timeout(180_000);
   let browser: Browser;
   const contexts: BrowserContext[] = [];
+  const relays: Relay[] = [];
   let base = '';
 
   before(async () => {
@@ -73,7 +74,15 @@ describe('the web client after the exploratory run', function () {
   after(async () => {
     for (const c of contexts) await c.close();
     await browser?.close();
+    for (const r of relays) await r.stop();
   });
+
+  /** A way to the server that the test can take away and bring back (connection refused meanwhile). */
+  async function outage(): Promise<Relay> {
+    const r = await relay(harness().app.client.port);
+    relays.push(r);
+    return r;
+  }
 
   async function newPage(width = 1100, height = 800, at = base): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
     const context = await browser.newContext({ viewport: { width, height } });
@@ -338,6 +347,158 @@ describe('the web client after the exploratory run', function () {
     }
     await page.waitForTimeout(500);
     assert.deepEqual(asked, []);
+    assert.deepEqual(problems, []);
+  });
+
+  it('while the server is down the header says "Offline, reconnecting…" and presence is unknown; back, both come from the server', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const directId = ((await client.post('/v1/direct', { user_name: bob.userName }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const server = await outage();
+
+    const { page: bobPage, context: bobContext } = await newPage();
+    await logIn(bobPage, bob.userName);
+    await bobPage.locator('.conn.live').waitFor();
+    const { page, problems } = await newPage(1100, 800, `http://127.0.0.1:${server.port}`);
+    await logIn(page, alice.userName);
+    await page.locator('.conn.live').waitFor();
+    const item = page.locator(`.chat-item[data-chat="${directId}"]`);
+    const bobMember = page.locator('.members li', { hasText: bob.userName });
+    await until('bob online in the list', async () => (await item.locator('.dot').count()) === 1);
+    await item.click();
+    await page.getByRole('button', { name: /Members/ }).click();
+    await until('bob online in the members list', async () => (await bobMember.locator('.dot:not(.off)').count()) === 1);
+
+    // The server goes away: every request is refused and the socket cannot come back.
+    await server.stop();
+    const status = page.locator('.conn');
+    await until('offline status', async () => (await status.textContent()) === 'Offline, reconnecting…');
+    // For several failed polls and reconnects: still offline, and nobody shown online.
+    for (let i = 0; i < 10; i++) {
+      assert.equal(await status.textContent(), 'Offline, reconnecting…');
+      assert.equal(await item.locator('.dot').count(), 0, 'no online dot in the chat list while offline');
+      assert.equal(await bobMember.locator('.dot:not(.off)').count(), 0, 'bob not shown online while offline');
+      await page.waitForTimeout(400);
+    }
+    assert.ok(await page.getByText('who is online is not known').isVisible());
+
+    // Meanwhile Bob leaves (the server has him offline), then the server is back.
+    await bobContext.close();
+    await server.start();
+    await page.locator('.conn.live').waitFor({ timeout: 30_000 });
+    assert.equal(await status.textContent(), 'Live');
+    // Presence as the server has it now: Bob offline (not the green of before the outage) …
+    await page.waitForTimeout(1_000);
+    assert.equal(await item.locator('.dot').count(), 0);
+    assert.equal(await bobMember.locator('.dot.off').count(), 1);
+    // … and online again, live, when he comes back.
+    const { page: bobAgain } = await newPage();
+    await logIn(bobAgain, bob.userName);
+    await until('bob online again in the list', async () => (await item.locator('.dot').count()) === 1);
+    await until('bob online again in the members list', async () => (await bobMember.locator('.dot:not(.off)').count()) === 1);
+    assert.deepEqual(problems, []);
+  });
+
+  it('sending while scrolled back with the server unreachable: a visible "sending" note, no script error, then the message once where it goes', async () => {
+    const { client } = harness().app;
+    const dave = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, dave, 'scrolled back');
+    await seed(chatId, memberId, 399, 'message');
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'message 400' }, dave.session).expect(201);
+    const server = await outage();
+
+    const { page, problems } = await newPage(1100, 800, `http://127.0.0.1:${server.port}`);
+    await logIn(page, dave.userName);
+    await page.goto(`http://127.0.0.1:${server.port}/#/chat/${chatId}`);
+    await page.locator('.conn.live').waitFor();
+    await until('the last message', async () => (await shown(page)).includes('message 400'), 30_000);
+    // Back to the chat's first message: the newest ones leave the window.
+    const newest = page.getByRole('button', { name: 'Newest messages ↓' });
+    await until('scrolled back to the start', async () => {
+      await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+      return (await shown(page)).includes('message 1') && (await newest.isVisible());
+    });
+
+    await server.stop();
+    await page.locator('.conn.offline').waitFor({ timeout: 10_000 });
+    await send(page, 'sent while scrolled back');
+    assert.equal(await page.locator('#composer-text').inputValue(), '');
+    const note = page.locator('.outbox-note');
+    await note.waitFor({ timeout: 5_000 });
+    assert.equal(await note.textContent(), '1 message sending… (shown with the newest messages)');
+    assert.equal(await note.getAttribute('role'), 'status');
+    // The newest messages cannot be loaded: still scrolled back, the note stays, nothing thrown.
+    await page.waitForTimeout(3_000);
+    assert.ok(await note.isVisible());
+    assert.ok((await shown(page)).includes('message 1'));
+    assert.deepEqual(problems, []);
+
+    // The server is back: the newest messages, the message among them once, stored once.
+    await server.start();
+    await until('the message shown where it goes', async () => (await shown(page)).includes('sent while scrolled back'), 40_000);
+    await page.waitForTimeout(2_000);
+    const texts = await shown(page);
+    assert.equal(texts.filter((t) => t === 'sent while scrolled back').length, 1);
+    assert.equal(texts[texts.length - 1], 'sent while scrolled back');
+    assert.equal(await page.locator('.msg.pending').count(), 0);
+    assert.equal(await note.count(), 0);
+    const stored = ((await client.get(`/v1/chats/${chatId}/messages?limit=1000`, dave.session).expect(200)).body as { messages: Array<{ text: string }> }).messages;
+    assert.equal(stored.filter((m) => m.text === 'sent while scrolled back').length, 1);
+    assert.equal(stored.length, 401);
+    assert.deepEqual(problems, []);
+  });
+
+  it('a pasted message over 16,384 characters is kept whole and said to be too long, not cut; the limit counts characters as the server does', async () => {
+    const { client } = harness().app;
+    const erin = await buildUser(client);
+    const { chatId } = await chatWith(client, erin, 'long paste');
+    const stored = async () => ((await client.get(`/v1/chats/${chatId}/messages?limit=10`, erin.session).expect(200)).body as { messages: Array<{ text: string }> }).messages.map((m) => m.text);
+
+    const { page, problems } = await newPage();
+    await logIn(page, erin.userName);
+    await page.goto(`${base}/#/chat/${chatId}`);
+    await page.locator('.conn.live').waitFor();
+    const box = page.locator('#composer-text');
+    const note = page.locator('.composer-count');
+    await box.click();
+    assert.equal(await note.count(), 0, 'no counter for a short draft');
+
+    // Pasted (inserted as the user's edit, like Ctrl+V): all 20,000 characters stay, and the note says so.
+    const long = '0123456789'.repeat(2_000);
+    await page.keyboard.insertText(long);
+    assert.equal((await box.inputValue()).length, 20_000, 'the draft is not cut');
+    assert.equal(await note.textContent(), 'Too long to send: 20,000 characters, the limit is 16,384. Remove 3,616 or send it in parts.');
+    assert.ok(await note.isVisible());
+    assert.equal(await page.getByRole('alert').filter({ hasText: 'too long' }).count(), 1);
+    assert.ok(await page.getByRole('button', { name: 'Send' }).isDisabled());
+    // Enter does not send it (nothing pending, nothing stored), and the draft stays.
+    await box.press('End');
+    await box.press('Enter');
+    await page.waitForTimeout(1_000);
+    assert.equal(await page.locator('.msg.pending').count(), 0);
+    assert.deepEqual(await stored(), []);
+    assert.equal((await box.inputValue()).length, 20_000);
+
+    // Cut to the limit: sendable, sent whole.
+    await box.fill(long.slice(0, 16_384));
+    assert.equal(await note.textContent(), '0 of 16,384 characters left');
+    assert.ok(await page.getByRole('button', { name: 'Send' }).isEnabled());
+    await box.press('Enter');
+    await until('stored', async () => (await stored()).length === 1);
+    assert.equal((await stored())[0], long.slice(0, 16_384));
+    assert.equal(await box.inputValue(), '');
+    assert.equal(await note.count(), 0);
+
+    // 16,000 emoji are 32,000 UTF-16 units but 16,000 characters for the server: under the limit, sent whole.
+    const emoji = '😀'.repeat(16_000);
+    await box.click();
+    await page.keyboard.insertText(emoji);
+    assert.equal(await box.inputValue(), emoji);
+    assert.equal(await note.textContent(), '384 of 16,384 characters left');
+    await box.press('Enter');
+    await until('stored', async () => (await stored()).length === 2);
+    assert.equal((await stored())[1], emoji);
     assert.deepEqual(problems, []);
   });
 });

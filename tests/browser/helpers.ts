@@ -3,6 +3,7 @@
 // through playwright-core, and the few steps every test takes in the page.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 
@@ -78,4 +79,58 @@ export function chatIdOf(page: Page): string {
   const id = /#\/chat\/([0-9a-f]{32})$/.exec(page.url())?.[1];
   assert.ok(id, `not on a chat: ${page.url()}`);
   return id;
+}
+
+/** A TCP relay to a server, on a port of its own: the page is opened through it, and the test takes the server away and back. */
+export interface Relay {
+  readonly port: number;
+  /** The server goes away: open connections (the WebSocket too) are cut, new ones are refused. */
+  stop(): Promise<void>;
+  /** The server is back, on the same port (same origin for the page). */
+  start(): Promise<void>;
+}
+
+export async function relay(targetPort: number): Promise<Relay> {
+  const open = new Set<net.Socket>();
+  let server: net.Server | undefined;
+  let port = 0;
+  async function start(): Promise<void> {
+    const s = net.createServer((client) => {
+      const upstream = net.connect(targetPort, '127.0.0.1');
+      open.add(client);
+      open.add(upstream);
+      const end = (): void => {
+        client.destroy();
+        upstream.destroy();
+        open.delete(client);
+        open.delete(upstream);
+      };
+      for (const sock of [client, upstream]) {
+        sock.on('error', end);
+        sock.on('close', end);
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(port, '127.0.0.1', () => resolve());
+    });
+    port = (s.address() as AddressInfo).port;
+    server = s;
+  }
+  await start();
+  return {
+    get port() {
+      return port;
+    },
+    async stop() {
+      const s = server;
+      server = undefined;
+      for (const sock of open) sock.destroy();
+      open.clear();
+      if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    },
+    start,
+  };
 }

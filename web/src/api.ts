@@ -42,6 +42,14 @@ export function errorWords(err: unknown): string {
   return 'Something went wrong.';
 }
 
+/**
+ * Whether the server answered the last request: false after a request failed
+ * without any answer (connection refused, no network), true again at the next
+ * answer, whatever its status. The header shows "Offline, reconnecting…" and
+ * presence is unknown while it is false.
+ */
+export const network = reactive({ reachable: true });
+
 const REFRESH_KEY = 'messenger.refresh';
 const NAME_KEY = 'messenger.user';
 
@@ -184,8 +192,10 @@ async function raw(method: string, path: string, body?: unknown, headers: Record
   try {
     res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'omit' });
   } catch {
+    network.reachable = false;
     throw new ApiError(0, 'network');
   }
+  network.reachable = true;
   // Bodies are JSON; anything else (a proxy's HTML page) counts as none.
   const data: unknown = await res.json().catch(() => undefined);
   if (!res.ok) {

@@ -1,10 +1,20 @@
 // The real-time connection: GET /v1/events over WebSocket with a one-use
 // ticket, reconnecting with backoff; while it is down the store polls.
-import { reactive } from 'vue';
-import { api, ApiError, endedWords, refresh, sessionGeneration, signOut } from './api';
+import { computed, reactive, watch } from 'vue';
+import { api, ApiError, endedWords, network, refresh, sessionGeneration, signOut } from './api';
 
-/** `live`: frames arrive over the socket; `polling`: the socket is down or the server has none. */
-export const connection = reactive({ state: 'off' as 'off' | 'connecting' | 'live' | 'polling' });
+/**
+ * `live`: frames arrive over the socket; `polling`: the socket is down or the
+ * server has none. `events`: false once the server answered that it has no
+ * real-time endpoint. Whether the server answers at all is `network.reachable`.
+ */
+export const connection = reactive({ state: 'off' as 'off' | 'connecting' | 'live' | 'polling', events: true });
+
+/**
+ * The server does not answer (connection refused, no network) and no socket is
+ * open: the header says "Offline, reconnecting…" and presence is unknown.
+ */
+export const offline = computed(() => !network.reachable && connection.state !== 'live' && connection.state !== 'off');
 
 /** A frame from the server; fields are checked by whoever reads them. */
 export type Frame = Record<string, unknown> & { type?: unknown };
@@ -20,6 +30,8 @@ let socket: WebSocket | undefined;
 let attempt = 0;
 let timer: ReturnType<typeof setTimeout> | undefined;
 let running = false;
+/** A ticket request is under way: a second connect() would open a second socket. */
+let opening = false;
 
 function backoff(): number {
   const base = Math.min(30_000, 500 * 2 ** attempt);
@@ -33,18 +45,24 @@ function schedule(ms: number): void {
 }
 
 async function connect(): Promise<void> {
-  if (!running || socket !== undefined) return;
+  if (!running || socket !== undefined || opening) return;
   connection.state = 'connecting';
   const generation = sessionGeneration();
   let ticket: string;
+  opening = true;
   try {
     ticket = (await api<{ ticket: string }>('POST', '/v1/events/ticket')).ticket;
+    connection.events = true;
   } catch (err) {
     connection.state = 'polling';
     // No real-time endpoint on this server (yet): poll, and look again now and then.
-    if (err instanceof ApiError && err.code === 'not-found') schedule(60_000);
-    else if (running) schedule(backoff());
+    if (err instanceof ApiError && err.code === 'not-found') {
+      connection.events = false;
+      schedule(60_000);
+    } else if (running) schedule(backoff());
     return;
+  } finally {
+    opening = false;
   }
   if (!running) return;
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -104,6 +122,7 @@ export function stopRealtime(): void {
   socket = undefined;
   ws?.close(1000);
   connection.state = 'off';
+  connection.events = true;
 }
 
 /** Sends a frame when the socket is open; false otherwise (the caller falls back to HTTP). */
@@ -113,10 +132,19 @@ export function sendFrame(frame: object): boolean {
   return true;
 }
 
-// Back online: try at once instead of waiting out the backoff.
-window.addEventListener('online', () => {
-  if (running && socket === undefined) {
+/** Tries to connect at once instead of waiting out the backoff (which grows to 30 s during an outage). */
+function reconnectNow(): void {
+  if (running && socket === undefined && !opening && connection.events) {
     attempt = 0;
     schedule(0);
   }
-});
+}
+
+// Back online: the browser says so, or the server answered a request (a poll) again.
+window.addEventListener('online', reconnectNow);
+watch(
+  () => network.reachable,
+  (up) => {
+    if (up) reconnectNow();
+  },
+);

@@ -1,9 +1,9 @@
 // The client's state: chats, the history of each opened chat (a bounded
 // window of messages), members and presence, and the outbox of messages not
 // yet acknowledged by the server.
-import { computed, reactive, shallowReactive } from 'vue';
+import { computed, reactive, shallowReactive, watch } from 'vue';
 import { api, ApiError, auth, errorWords, newId, onSignOut } from './api';
-import { connection, sendFrame, startRealtime, stopRealtime, type Frame } from './realtime';
+import { connection, offline, sendFrame, startRealtime, stopRealtime, type Frame } from './realtime';
 
 /** One message as the API and the `message` frame give it. */
 export interface Msg {
@@ -595,7 +595,28 @@ function onFrame(f: Frame): void {
   }
 }
 
+/** Socket openings in this session: from the second on, presence frames may have been missed meanwhile. */
+let opened = 0;
+
+/** Presence as the server has it now, for every chat whose members are loaded. */
+function reloadPresence(): void {
+  for (const id of Object.keys(store.members)) void loadMembers(id).catch(() => undefined);
+}
+
+// While the server cannot be reached, nobody's presence is known: every dot
+// goes grey (rather than showing what was true before the outage). When it
+// answers again, presence is asked anew: by the socket's reopening, or at
+// once on a server without a real-time endpoint (no socket will open).
+watch(offline, (now) => {
+  if (!auth.signedIn) return;
+  if (now) {
+    for (const list of Object.values(store.members)) for (const m of list) m.online = null;
+  } else if (!connection.events) reloadPresence();
+});
+
 function onOpened(): void {
+  opened += 1;
+  if (opened > 1) reloadPresence();
   const chats: Record<string, string> = {};
   for (const [id, h] of histories) if (h.scanned) chats[id] = h.tail;
   sendFrame({ type: 'resume', chats });
@@ -621,6 +642,7 @@ export async function startSession(): Promise<void> {
 
 onSignOut(() => {
   stopRealtime();
+  opened = 0;
   clearInterval(pollTimer);
   clearInterval(listTimer);
   for (const t of retryTimers.values()) clearTimeout(t);
