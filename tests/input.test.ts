@@ -87,26 +87,13 @@ describe('input: invisible (Default_Ignorable) characters in names', () => {
     const users = await countRows('users');
     const chats = await countRows('chats');
     const members = await countRows('chat_members');
-    // 153 requests: more than one session's RPS_LIMIT (100) in a second, so a 429 is waited out.
-    const refused = async (send: () => ReturnType<typeof client.get>) => {
-      for (;;) {
-        const res = await send();
-        if (res.status !== 429) return res;
-        await new Promise((r) => setTimeout(r, 1000 * Number(res.headers['retry-after'] ?? 1)));
-      }
-    };
     for (const ch of invisible) {
       const base = uniq('di');
       for (const name of [`${ch}${base}`, `${base}${ch}x`, `${base}${ch}`]) {
-        const res = await refused(() => client.post('/v1/auth/register', { user_name: name, password: 'pw' }));
-        assert.equal(res.status, 400);
-        badParameters(res);
+        const res = await client.post('/v1/auth/register', { user_name: name, password: 'pw' }).expect(400).expect(badParameters);
         assert.match((res.body as { detail: string }).detail, /^user_name: a name of 1 to 255 characters/, JSON.stringify(name));
-        for (const send of [() => client.post('/v1/chats', { chat_name: name }, u.session), () => client.post(`/v1/chats/${chat}/users`, { user_name: name }, u.session)]) {
-          const r = await refused(send);
-          assert.equal(r.status, 400, JSON.stringify(name));
-          badParameters(r);
-        }
+        await client.post('/v1/chats', { chat_name: name }, u.session).expect(400).expect(badParameters);
+        await client.post(`/v1/chats/${chat}/users`, { user_name: name }, u.session).expect(400).expect(badParameters);
       }
     }
     assert.equal(await countRows('users'), users);

@@ -27,6 +27,10 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     // Every test logs in from 127.0.0.1; the lockout tests set their own limit
     // and give each client its own forwarded address.
     LOGIN_MAX_FAILURES: '1000',
+    // Every test's requests without a session share one allowance (127.0.0.1's),
+    // and the limit is a sliding window: a hundred registrations across tests in a
+    // second would meet a 429. The throttling tests start apps with their own limit.
+    RPS_LIMIT: '100000',
     DATA_DIR: 'memory://',
     // Worker processes serve /health and /metrics; several run at once in some tests.
     METRICS_PORT: '0',
