@@ -399,8 +399,9 @@ export interface paths {
         /**
          * The members of a chat in join order, with whether each is online.
          * @description `online` is true while the member's account has an open real-time
-         *     connection on any instance (it turns false within 60 s after the last
-         *     one closed or its instance died); always false for a member without an
+         *     connection on any instance: it turns false when the last one closes or
+         *     its instance shuts down, and within 45 s (SPEC: 60 s) when its instance
+         *     dies; always false for a member without an
          *     account (authentication off). Who may read the chat may list its
          *     members: its creator and its members; anyone else gets
          *     `404 chat-not-found`. With authentication off, anyone may list a group
@@ -834,7 +835,9 @@ export interface components {
         };
         /**
          * @description A member of a chat shared with the account came online (first real-time
-         *     connection on any instance) or went offline (last one closed). One frame per
+         *     connection on any instance) or went offline (last one closed, or its
+         *     instance shut down). `online` is what holds when the frame is sent, and a
+         *     change is sent once, also when two instances announce it. One frame per
          *     shared chat, naming the member's identity there (`user_id`, `user_name`).
          *     Not sent for the account's own identities.
          */

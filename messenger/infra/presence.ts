@@ -59,15 +59,12 @@ class NormalisedPresence implements Presence {
 /** Default lifetime of a presence mark; instances renew marks more often than this. */
 export const PRESENCE_TTL_SECONDS = 45;
 
-// KEYS[1] the account's set; ARGV: instance, now, until, ttl seconds. The number
-// of live marks of other instances, read in the same step as this one's is set.
+// KEYS[1] the account's set; ARGV: instance, now, until, ttl seconds. Sets this
+// instance's mark, then counts the live marks of the others in the same step.
 const ARRIVE_SCRIPT = `
-local others = redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf')
-local own = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if own and tonumber(own) >= tonumber(ARGV[2]) then others = others - 1 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-return others
+return redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf') - 1
 `;
 
 // KEYS[1] the account's set; ARGV: instance, now. The live marks left once this one is gone.

@@ -577,7 +577,6 @@ export class Gateway {
       for (const conn of conns) if (conn.session.accountId !== account) conn.send(data, 'presence');
     }
   }
-
 }
 
 /**
