@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EXACT_SEARCH_SQL, nearSearchSql, searchExact, searchFuzzy, withDeadline } from '../messenger/db/search';
+import { storeBatch } from '../messenger/db/messages';
+import { parseId, uuidv7 } from '../messenger/ids';
 import { TaskStore } from '../messenger/apps/search/tasks';
 import { SearchWorker, type SearchQueries } from '../messenger/apps/search/worker';
 import { loadConfig } from '../messenger/config';
@@ -246,6 +248,23 @@ describe('POST /v1/chats/search', () => {
     const found = await searchAll(client, u.session, word, 30);
     assert.equal(found.length, 100);
     assert.deepEqual(found.map((m) => m.message_id), ids.slice(10).reverse());
+  });
+
+  it('orders messages stored in one batch (one created_at) by their place in the chat, and keeps the 100 latest of them', async function () {
+    this.timeout(30_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    // One group commit (or synchronizer batch) gives its messages one time; their ids come from the
+    // posting processes and need not follow the chat order: here they run against it.
+    const now = Date.now();
+    const ids = Array.from({ length: 102 }, () => parseId(uuidv7(now)) as string).sort().reverse();
+    const stored = await storeBatch(harness().infra.db, ids.map((id, i) => ({ id, chatId: parseId(chatId) as string, memberId: parseId(userId) as string, accountId: null, text: `${word} in a batch ${i}` })));
+    assert.equal(new Set(stored.map((r) => r.created_at.getTime())).size, 1);
+    const chatOrder = (await client.get(`/v1/chats/${chatId}/messages?limit=1000`, u.session).expect(200)).body as { messages: { message_id: string }[] };
+    const found = await searchAll(client, u.session, word, 30);
+    assert.deepEqual(found.map((m) => m.message_id), chatOrder.messages.map((m) => m.message_id).reverse().slice(0, 100));
   });
 
   it('an empty results page repeats the cursor; the all-zero cursor means the start', async () => {

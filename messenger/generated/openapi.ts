@@ -572,7 +572,8 @@ export interface paths {
          *     any order (a message lacking one of the words is never a result). Emoji
          *     and other symbols in the phrase must occur in the message as typed, so a
          *     phrase of emoji alone finds the messages that contain it. At most 100
-         *     results in all, ordered newest first; each names its author (`user_id`,
+         *     results in all, ordered newest first (messages of one chat stored at the
+         *     same instant in their chat order, the later first); each names its author (`user_id`,
          *     `user_name` in that chat). Only chats where your account
          *     has joined (has a `user_id`) are searched. A search that runs past its
          *     deadline (`SEARCH_TIMEOUT_MS`, default 5 s) stops and keeps what it found.

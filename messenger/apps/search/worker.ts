@@ -152,7 +152,9 @@ export class SearchWorker {
       }
     }
     const results = [...exact, ...fuzzy]
-      .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.id < b.id ? 1 : -1))
+      // Newest first as the queries order them: the messages of one batch share a time, and their
+      // places in the chat (seq), not their ids, say which came later.
+      .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || b.seq - a.seq || (a.id < b.id ? 1 : -1))
       .map(present);
     return { results, timedOut };
   }
