@@ -135,3 +135,21 @@ export async function searchFuzzy(
     return res.rows;
   });
 }
+
+/**
+ * The messages of a search result page by id (dashed), in the order given; an
+ * id that is not stored is left out. A task keeps only the ids of its results,
+ * so what it holds does not grow with the length of the messages found.
+ */
+export async function foundMessages(db: Db, ids: string[]): Promise<FoundMessage[]> {
+  if (ids.length === 0) return [];
+  const res = (await db.raw(
+    `SELECT m.id, m.chat_id, m.member_id, cm.user_name, m.text, m.created_at, m.seq::int AS seq
+       FROM json_array_elements_text(?::json) WITH ORDINALITY AS r(id, n)
+       JOIN messages m ON m.id = r.id::uuid
+       JOIN chat_members cm ON cm.id = m.member_id
+      ORDER BY r.n`,
+    [JSON.stringify(ids)],
+  )) as { rows: FoundMessage[] };
+  return res.rows;
+}

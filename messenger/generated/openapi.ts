@@ -624,6 +624,8 @@ export interface paths {
          * @description Same cursor rules as chat messages: `next.iterator` is the `message_id` of
          *     the last result returned, or on an empty page the cursor that was sent (the
          *     all-zero id when there was none); `from` must be one of this task's results.
+         *     The task keeps the ids of its results; each page reads those messages from
+         *     PostgreSQL (`503` while it is down).
          */
         get: operations["searchMessages"];
         put?: never;
