@@ -540,7 +540,8 @@ export interface paths {
          *     this chat that belongs to the caller's account; anything else is
          *     `404 user-not-found` (nobody can post under another account's id).
          *     The message is 1 to `MESSAGE_MAX_LENGTH` characters (default 16384,
-         *     counted as Unicode code points); a longer one is refused, never truncated.
+         *     counted as Unicode code points); a longer one is refused, never truncated
+         *     (`400 bad-parameters`, its `detail` naming the limit this server is set to).
          */
         post: operations["postMessage"];
         delete?: never;
