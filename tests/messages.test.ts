@@ -47,9 +47,11 @@ describe('POST /v1/chats/{chat_id}/messages', () => {
     }
   });
 
-  it('returns 400 bad-parameters for a message over MESSAGE_MAX_LENGTH and stores nothing', async () => {
+  it('returns 400 bad-parameters for a message over MESSAGE_MAX_LENGTH, its detail naming the limit, and stores nothing', async () => {
     const { client, u, chatId, userId } = await chatWithMember();
-    await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: 'x'.repeat(16385) }, u.session).expect(400).expect(badParameters);
+    const res = await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: 'x'.repeat(16385) }, u.session).expect(400).expect(badParameters);
+    // The limit is the server's setting: the detail is how a client learns it (as for every other refused field).
+    assert.equal((res.body as { detail?: string }).detail, 'message: a message that is not only whitespace, of at most 16384 characters');
     assert.equal(await messageCount(chatId), 0);
   });
 

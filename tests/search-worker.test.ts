@@ -44,8 +44,8 @@ const newId = (): string => randomBytes(16).toString('hex');
 const owner = (): string => '0190f0e0-0000-7000-8000-' + randomBytes(6).toString('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A found message as the queries return it (dashed UUIDs, a Date). */
-function found(createdAt: number, id = owner()): FoundMessage {
+/** A found message as the queries return it (dashed UUIDs, a Date, its place in its chat). */
+function found(createdAt: number, id = owner(), seq = 1): FoundMessage {
   return {
     id,
     chat_id: owner(),
@@ -53,6 +53,7 @@ function found(createdAt: number, id = owner()): FoundMessage {
     user_name: `name ${id.slice(-4)}`,
     text: `text ${id.slice(-4)}`,
     created_at: new Date(createdAt),
+    seq,
   };
 }
 
@@ -147,12 +148,12 @@ describe('search worker: queue messages', () => {
 });
 
 describe('search worker: running a task', () => {
-  it('stores the results in wire form, newest first, ties broken by the larger message id first', async () => {
+  it('stores the results as message ids in wire form, newest first, ties broken by the later place in the chat (seq), then the larger id', async () => {
     const t = Date.now() - 60_000;
-    // Same instant for three of them: the order among those is by id, descending.
-    const a = found(t, '0190f0e0-0000-7000-8000-00000000000a');
-    const b = found(t, '0190f0e0-0000-7000-8000-00000000000b');
-    const c = found(t, '0190f0e0-0000-7000-8000-00000000000c');
+    // Same instant for three of them (one batch): the later place first, whatever the ids; then the larger id.
+    const a = found(t, '0190f0e0-0000-7000-8000-00000000000a', 3);
+    const b = found(t, '0190f0e0-0000-7000-8000-00000000000b', 2);
+    const c = found(t, '0190f0e0-0000-7000-8000-00000000000c', 2);
     const newest = found(t + 1000, '0190f0e0-0000-7000-8000-000000000001');
     const oldest = found(t - 1000, '0190f0e0-0000-7000-8000-0000000000ff');
     const { store, worker } = testWorker({}, {
@@ -163,15 +164,8 @@ describe('search worker: running a task', () => {
     await store.create(id, owner(), 'some phrase');
     await worker.handle(taskMessage(id));
     assert.equal((await store.get(id))?.status, 'SUCCESS');
-    const wire = (m: FoundMessage) => ({
-      message_id: m.id.replace(/-/g, ''),
-      chat_id: m.chat_id.replace(/-/g, ''),
-      user_id: m.member_id.replace(/-/g, ''),
-      user_name: m.user_name,
-      text: m.text,
-      created_at: m.created_at.toISOString(),
-    });
-    assert.deepEqual(await store.results(id), [newest, c, b, a, oldest].map(wire));
+    const wire = (m: FoundMessage) => m.id.replace(/-/g, '');
+    assert.deepEqual(await store.results(id), [newest, a, c, b, oldest].map(wire));
   });
 
   it('passes the owner, the phrase, the limits, the exact matches to exclude and the time left to the queries', async () => {
@@ -301,7 +295,7 @@ describe('search worker: running a task', () => {
     const before = await metrics();
     await worker.handle(taskMessage(id));
     assert.equal((await store.get(id))?.status, 'SUCCESS');
-    assert.deepEqual((await store.results(id))?.map((r) => r.message_id), [exact[0].id.replace(/-/g, '')]);
+    assert.deepEqual(await store.results(id), [exact[0].id.replace(/-/g, '')]);
     assert.deepEqual(delta(before, await metrics()).tasks, { timeout: 1 });
   });
 
@@ -321,7 +315,7 @@ describe('search worker: running a task', () => {
     await worker.handle(taskMessage(id));
     assert.equal(nearCalls, 0, 'no time was left for the near query');
     assert.equal((await store.get(id))?.status, 'SUCCESS');
-    assert.deepEqual((await store.results(id))?.map((r) => r.message_id), [exact[0].id.replace(/-/g, '')]);
+    assert.deepEqual(await store.results(id), [exact[0].id.replace(/-/g, '')]);
     assert.deepEqual(delta(before, await metrics()).tasks, { timeout: 1 });
   });
 
@@ -359,7 +353,7 @@ describe('search worker: running a task', () => {
     const took = Date.now() - started;
     assert.ok(took >= TIMEOUT + 200 - 5, `gave up after ${took} ms`);
     assert.ok(took < 5000, `gave up after ${took} ms`);
-    assert.deepEqual((await store.results(id))?.map((r) => r.message_id), [exact[0].id.replace(/-/g, '')]);
+    assert.deepEqual(await store.results(id), [exact[0].id.replace(/-/g, '')]);
     assert.deepEqual(delta(before, await metrics()).tasks, { timeout: 1 });
   });
 });

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EXACT_SEARCH_SQL, nearSearchSql, searchExact, searchFuzzy, withDeadline } from '../messenger/db/search';
+import { storeBatch } from '../messenger/db/messages';
+import { parseId, uuidv7 } from '../messenger/ids';
 import { TaskStore } from '../messenger/apps/search/tasks';
 import { SearchWorker, type SearchQueries } from '../messenger/apps/search/worker';
 import { loadConfig } from '../messenger/config';
@@ -248,6 +250,45 @@ describe('POST /v1/chats/search', () => {
     assert.deepEqual(found.map((m) => m.message_id), ids.slice(10).reverse());
   });
 
+  it('orders messages stored in one batch (one created_at) by their place in the chat, and keeps the 100 latest of them', async function () {
+    this.timeout(30_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    // One group commit (or synchronizer batch) gives its messages one time; their ids come from the
+    // posting processes and need not follow the chat order: here they run against it.
+    const now = Date.now();
+    const ids = Array.from({ length: 102 }, () => parseId(uuidv7(now)) as string).sort().reverse();
+    const stored = await storeBatch(harness().infra.db, ids.map((id, i) => ({ id, chatId: parseId(chatId) as string, memberId: parseId(userId) as string, accountId: null, text: `${word} in a batch ${i}` })));
+    assert.equal(new Set(stored.map((r) => r.created_at.getTime())).size, 1);
+    const chatOrder = (await client.get(`/v1/chats/${chatId}/messages?limit=1000`, u.session).expect(200)).body as { messages: { message_id: string }[] };
+    const found = await searchAll(client, u.session, word, 30);
+    assert.deepEqual(found.map((m) => m.message_id), chatOrder.messages.map((m) => m.message_id).reverse().slice(0, 100));
+  });
+
+  it('a task stores its results\' ids, not their texts: what it keeps does not grow with the messages found; pages still carry them whole', async function () {
+    this.timeout(30_000);
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const word = token();
+    // Three messages of 16,000 emoji: 64 kB each. Kept whole, every search for them held 192 kB for
+    // SEARCH_TASK_TTL_SECONDS (100 such results: 6 MB per task, however many tasks a client starts).
+    const texts = [0, 1, 2].map((i) => `${word} ${i} ${'\u{1F600}'.repeat(16_000)}`);
+    const ids: string[] = [];
+    for (const text of texts) ids.push(await postMessage(client, chatId, userId, text, u.session));
+    const taskId = await startSearch(client, u.session, word);
+    assert.equal(await waitForTask(client, u.session, taskId), 'SUCCESS');
+    const kept = await harness().infra.kv.get(`task:${taskId}:results`);
+    assert.ok(kept !== null && kept.length < 200, `the task keeps ${kept?.length} characters for 3 results`);
+    const page = (await client.get(`/v1/chats/search/${taskId}/messages?limit=2`, u.session).expect(200)).body as SearchPage;
+    assert.deepEqual(page.messages.map((m) => [m.message_id, m.chat_id, m.user_id, m.text]), [[ids[2], chatId, userId, texts[2]], [ids[1], chatId, userId, texts[1]]]);
+    assert.equal(page.next.iterator, ids[1]);
+    const rest = (await client.get(`/v1/chats/search/${taskId}/messages?limit=2&from=${ids[1]}`, u.session).expect(200)).body as SearchPage;
+    assert.deepEqual(rest.messages.map((m) => m.text), [texts[0]]);
+  });
+
   it('an empty results page repeats the cursor; the all-zero cursor means the start', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
@@ -442,7 +483,7 @@ describe('the search worker', () => {
     assert.equal(nearStarted, 1, 'the near-match phase ran');
     assert.ok(took < SLOW_MS - 1000, `the task kept its deadline (took ${took} ms)`);
     assert.equal((await store.get(id))?.status, 'SUCCESS');
-    assert.deepEqual((await store.results(id))?.map((r) => r.message_id), [newer, older]);
+    assert.deepEqual(await store.results(id), [newer, older]);
   });
 });
 

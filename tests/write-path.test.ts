@@ -242,6 +242,40 @@ describe('synchronizer: a redelivered message that a synchronizer stored and nev
   });
 });
 
+describe('synchronizer: one message queued twice in one batch (an Idempotency-Key retry re-publishes under the first id)', function () {
+  it('is stored once and takes one place: no hole in the chat order, the others\' unread count is the messages there are', async () => {
+    const { client } = harness().app;
+    const infra = harness().infra;
+    const u = await buildUser(client);
+    const reader = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session, 'Poster');
+    await joinChat(client, chatId, reader.session, 'Reader');
+    const account = parseId((await infra.db('users').where('user_name', u.userName).first('id')).id as string) as string;
+    const queued = queuedMessage({ id: parseId(uuidv7()) as string, chatId: parseId(chatId) as string, memberId: parseId(userId) as string, accountId: account, userName: 'Poster', text: 'sent, retried' });
+    const seen: MessageStored[] = [];
+    const undo = infra.events.react('message.stored', async (list) => {
+      seen.push(...list.filter((e) => e.chatId === chatId));
+    });
+    try {
+      const sync = synchronizer({ ...infra, config: loadConfig(testEnv()) });
+      const body = Buffer.from(JSON.stringify(queued));
+      const { poison } = await sync.handle([body, Buffer.from(body)]);
+      assert.deepEqual(poison, []);
+      await waitUntil('the message is announced', async () => seen.length >= 1, 5000);
+      await sleep(50);
+      assert.deepEqual(seen.map((e) => [e.messageId, e.seq]), [[toWireId(queued.id), 1]], 'announced other than once at seq 1');
+      assert.deepEqual((await rows(chatId)).map((r) => Number(r.seq)), [1]);
+      const chat = await infra.db('chats').where('id', parseId(chatId)).first('last_seq');
+      assert.equal(Number(chat.last_seq), 1, 'the chat counted a place for the copy');
+      const list = (await client.get('/v1/chats', reader.session).expect(200)).body as { chats: { chat_id: string; unread: number }[] };
+      assert.equal(list.chats.find((c) => c.chat_id === chatId)?.unread, 1, 'one message, counted unread more than once');
+    } finally {
+      undo();
+    }
+  });
+});
+
 describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
   this.timeout(30_000);
   let app: Running;

@@ -9,6 +9,8 @@ export interface FoundMessage {
   user_name: string;
   text: string;
   created_at: Date;
+  /** Its place in its chat: orders the messages of one chat that share a time (one batch). */
+  seq: number;
 }
 
 /**
@@ -38,7 +40,7 @@ export function searchTerms(phrase: string): SearchTerms {
 }
 
 const SELECT = `
-  SELECT m.id, m.chat_id, m.member_id, cm.user_name, m.text, m.created_at
+  SELECT m.id, m.chat_id, m.member_id, cm.user_name, m.text, m.created_at, m.seq::int AS seq
     FROM messages m
     JOIN chat_members cm ON cm.id = m.member_id
    WHERE m.chat_id IN (SELECT chat_id FROM chat_members WHERE account_id = ?)`;
@@ -48,7 +50,7 @@ const SELECT = `
 const EXACT = `${SELECT}
      AND to_tsvector('simple'::regconfig, m.text) @@ phraseto_tsquery('simple'::regconfig, ?)
      %SYMBOLS%
-   ORDER BY m.created_at DESC, m.id DESC
+   ORDER BY m.created_at DESC, m.seq DESC, m.id DESC
    LIMIT ?`;
 
 // The full-text parser drops symbols, so each symbol run is checked as it is.
@@ -74,7 +76,7 @@ function nearSql(terms: SearchTerms): { sql: string; bindings: string[] } {
      ${terms.words.map(() => 'AND ? <<% m.text').join('\n     ')}
      ${symbolConditions(terms)}
      AND NOT (m.id = ANY (?::uuid[]))
-   ORDER BY m.created_at DESC, m.id DESC
+   ORDER BY m.created_at DESC, m.seq DESC, m.id DESC
    LIMIT ?`;
   return { sql, bindings: [...terms.words, ...terms.symbols] };
 }
@@ -132,4 +134,22 @@ export async function searchFuzzy(
     const res = (await trx.raw(sql, [accountId, ...bindings, exclude, limit])) as { rows: FoundMessage[] };
     return res.rows;
   });
+}
+
+/**
+ * The messages of a search result page by id (dashed), in the order given; an
+ * id that is not stored is left out. A task keeps only the ids of its results,
+ * so what it holds does not grow with the length of the messages found.
+ */
+export async function foundMessages(db: Db, ids: string[]): Promise<FoundMessage[]> {
+  if (ids.length === 0) return [];
+  const res = (await db.raw(
+    `SELECT m.id, m.chat_id, m.member_id, cm.user_name, m.text, m.created_at, m.seq::int AS seq
+       FROM json_array_elements_text(?::json) WITH ORDINALITY AS r(id, n)
+       JOIN messages m ON m.id = r.id::uuid
+       JOIN chat_members cm ON cm.id = m.member_id
+      ORDER BY r.n`,
+    [JSON.stringify(ids)],
+  )) as { rows: FoundMessage[] };
+  return res.rows;
 }

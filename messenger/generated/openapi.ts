@@ -540,7 +540,8 @@ export interface paths {
          *     this chat that belongs to the caller's account; anything else is
          *     `404 user-not-found` (nobody can post under another account's id).
          *     The message is 1 to `MESSAGE_MAX_LENGTH` characters (default 16384,
-         *     counted as Unicode code points); a longer one is refused, never truncated.
+         *     counted as Unicode code points); a longer one is refused, never truncated
+         *     (`400 bad-parameters`, its `detail` naming the limit this server is set to).
          */
         post: operations["postMessage"];
         delete?: never;
@@ -572,7 +573,8 @@ export interface paths {
          *     any order (a message lacking one of the words is never a result). Emoji
          *     and other symbols in the phrase must occur in the message as typed, so a
          *     phrase of emoji alone finds the messages that contain it. At most 100
-         *     results in all, ordered newest first; each names its author (`user_id`,
+         *     results in all, ordered newest first (messages of one chat stored at the
+         *     same instant in their chat order, the later first); each names its author (`user_id`,
          *     `user_name` in that chat). Only chats where your account
          *     has joined (has a `user_id`) are searched. A search that runs past its
          *     deadline (`SEARCH_TIMEOUT_MS`, default 5 s) stops and keeps what it found.
@@ -623,6 +625,8 @@ export interface paths {
          * @description Same cursor rules as chat messages: `next.iterator` is the `message_id` of
          *     the last result returned, or on an empty page the cursor that was sent (the
          *     all-zero id when there was none); `from` must be one of this task's results.
+         *     The task keeps the ids of its results; each page reads those messages from
+         *     PostgreSQL (`503` while it is down).
          */
         get: operations["searchMessages"];
         put?: never;

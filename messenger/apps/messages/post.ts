@@ -82,7 +82,10 @@ export async function postMessage(deps: Deps, input: PostInput): Promise<PostRes
   const chatId = parseId(input.chatId);
   if (chatId === null) throw new NotFound('chat-not-found');
   const length = charLength(input.text);
-  if (length === 0 || length > config.messageMaxLength || !isStorableText(input.text)) throw new BadRequest();
+  if (length === 0 || length > config.messageMaxLength || !isStorableText(input.text)) {
+    // swagger.yml's rule for the field, with the limit this server is set to (a client cannot know it otherwise).
+    throw new BadRequest('bad-parameters', `message: a message that is not only whitespace, of at most ${config.messageMaxLength} characters`);
+  }
   const memberId = parseId(input.userId);
   if (memberId === null) throw new NotFound('user-not-found');
   const rawKey = input.idempotencyKey;

@@ -147,9 +147,20 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
   const handle: BatchHandler = async (bodies) => {
     const poison: number[] = [];
     const good: { m: QueuedMessage; at: number }[] = [];
+    // A post retried with its Idempotency-Key is queued again under the first id, so one batch may
+    // hold a message twice. Only its first copy is stored: the statement would count a place in the
+    // chat for every copy and insert one, leaving a hole that inflates every member's unread count.
+    const ids = new Set<string>();
+    let copies = 0;
     bodies.forEach((b, at) => {
       try {
-        good.push({ m: parseQueued(b), at });
+        const m = parseQueued(b);
+        if (ids.has(m.id)) {
+          copies++;
+          return;
+        }
+        ids.add(m.id);
+        good.push({ m, at });
       } catch (err) {
         log.error({ err: err instanceof Error ? err.message : err }, 'unreadable queued message; dead-lettered');
         poison.push(at);
@@ -174,6 +185,7 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
       announce([...stored, ...before].map((row) => ({ item: items[row.index], row })));
       if (stored.length > 0) cleaner.nudge();
     }
+    syncMessages.inc({ outcome: 'duplicate' }, copies);
     syncMessages.inc({ outcome: 'dead' }, poison.length);
     return { poison };
   };

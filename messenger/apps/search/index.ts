@@ -5,8 +5,21 @@ import type { Broker } from '../../infra/broker';
 import { sessionOf } from '../auth';
 import { charLength, intParam, queryParam } from '../input';
 import type { App, AppFactory, ApiContext, AppModule, Deps } from '../../types';
-import { TaskStore, type Task } from './tasks';
+import { foundMessages, type FoundMessage } from '../../db/search';
+import { TaskStore, type Task, type TaskResult } from './tasks';
 import { SearchWorker } from './worker';
+
+/** A found message in the wire form of a search result. */
+function present(m: FoundMessage): TaskResult {
+  return {
+    message_id: toWireId(m.id),
+    chat_id: toWireId(m.chat_id),
+    user_id: toWireId(m.member_id),
+    user_name: m.user_name,
+    text: m.text,
+    created_at: m.created_at.toISOString(),
+  };
+}
 
 /** Shortest phrase worth searching for, in characters (after trimming). */
 const MIN_PHRASE = 4;
@@ -69,13 +82,15 @@ const searchApp: AppFactory = (deps): App => {
         if (results === undefined) throw new NotFound('task-not-found');
         let start = 0;
         if (cursor !== ZERO_ID) {
-          const at = results.findIndex((r) => r.message_id === cursor);
+          const at = results.indexOf(cursor);
           if (at < 0) throw new BadRequest('bad-cursor');
           start = at + 1;
         }
-        const page = results.slice(start, start + limit);
+        // The task keeps the ids; the messages are read for the page (they never change once stored).
+        const ids = results.slice(start, start + limit);
+        const page = (await foundMessages(deps.db, ids.map((id) => parseId(id) as string))).map(present);
         ctx.status = 200;
-        ctx.body = { messages: page, next: { iterator: page.at(-1)?.message_id ?? cursor } };
+        ctx.body = { messages: page, next: { iterator: ids.at(-1) ?? cursor } };
       },
     },
 

@@ -13,7 +13,7 @@ export interface Task {
   finishedAt?: number;
 }
 
-/** One stored result, already in its wire form. */
+/** One result as the results page answers it (read from PostgreSQL by its stored id). */
 export interface TaskResult {
   message_id: string;
   chat_id: string;
@@ -47,11 +47,13 @@ function parseTask(raw: string | null): Task | undefined {
   return undefined;
 }
 
-function parseResults(raw: string | null): TaskResult[] | undefined {
+// Results are kept as message ids. Records written before 2026-12-07 held whole results; their ids still count.
+function parseResults(raw: string | null): string[] | undefined {
   if (raw === null) return undefined;
   try {
     const v: unknown = JSON.parse(raw);
-    return Array.isArray(v) ? (v as TaskResult[]) : undefined;
+    if (!Array.isArray(v)) return undefined;
+    return v.map((r: unknown) => (typeof r === 'object' && r !== null ? (r as { message_id?: unknown }).message_id : r)).filter((r): r is string => typeof r === 'string');
   } catch {
     return undefined;
   }
@@ -96,8 +98,12 @@ export class TaskStore {
     return next;
   }
 
-  /** Stores the results, then marks SUCCESS: a reader who sees SUCCESS always finds the results. */
-  async succeed(task: Task, results: TaskResult[]): Promise<void> {
+  /**
+   * Stores the results (their message ids in wire form, in result order), then marks SUCCESS: a
+   * reader who sees SUCCESS always finds the results. Ids, not texts: 100 results of long
+   * messages would be 6 MB per task, kept for SEARCH_TASK_TTL_SECONDS, however often a client searches.
+   */
+  async succeed(task: Task, results: string[]): Promise<void> {
     // The results outlive the record by a little, never the other way round.
     await this.kv.set(TaskStore.resultsKey(task.id), JSON.stringify(results), this.doneTtlSeconds + 5);
     await this.finish(task, 'SUCCESS');
@@ -113,8 +119,8 @@ export class TaskStore {
     await this.kv.set(TaskStore.key(task.id), JSON.stringify(done), this.doneTtlSeconds);
   }
 
-  /** The stored results of a finished task. */
-  async results(id: string): Promise<TaskResult[] | undefined> {
+  /** The stored results of a finished task: message ids in wire form, in result order. */
+  async results(id: string): Promise<string[] | undefined> {
     return parseResults(await this.kv.get(TaskStore.resultsKey(id)));
   }
 

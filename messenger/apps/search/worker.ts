@@ -5,7 +5,7 @@ import type { Logger } from '../../infra/logger';
 import { searchTaskDuration, searchTasks } from '../../infra/metrics';
 import { PoisonMessage, type MessageHandler } from '../../infra/broker';
 import { toWireId } from '../../ids';
-import type { TaskResult, TaskStore } from './tasks';
+import type { TaskStore } from './tasks';
 
 /** Most results a task keeps. */
 export const MAX_RESULTS = 100;
@@ -23,17 +23,6 @@ function isTimeout(err: unknown): boolean {
 function failsEveryRun(err: unknown): boolean {
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === 'string' && /^(22|54)[0-9A-Z]{3}$/.test(code);
-}
-
-function present(m: FoundMessage): TaskResult {
-  return {
-    message_id: toWireId(m.id),
-    chat_id: toWireId(m.chat_id),
-    user_id: toWireId(m.member_id),
-    user_name: m.user_name,
-    text: m.text,
-    created_at: m.created_at.toISOString(),
-  };
 }
 
 /** The two queries a task runs; tests replace them to make one slow or failing. */
@@ -129,7 +118,7 @@ export class SearchWorker {
     }
   };
 
-  private async search(owner: string, phrase: string, deadline: number): Promise<{ results: TaskResult[]; timedOut: boolean }> {
+  private async search(owner: string, phrase: string, deadline: number): Promise<{ results: string[]; timedOut: boolean }> {
     let exact: FoundMessage[];
     try {
       const left = deadline - Date.now();
@@ -152,8 +141,10 @@ export class SearchWorker {
       }
     }
     const results = [...exact, ...fuzzy]
-      .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.id < b.id ? 1 : -1))
-      .map(present);
+      // Newest first as the queries order them: the messages of one batch share a time, and their
+      // places in the chat (seq), not their ids, say which came later.
+      .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || b.seq - a.seq || (a.id < b.id ? 1 : -1))
+      .map((m) => toWireId(m.id));
     return { results, timedOut };
   }
 }
