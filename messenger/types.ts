@@ -51,6 +51,12 @@ export interface State {
   cacheChat?: string;
   /** Why no operation matched, when none did. */
   routeError?: 'not-found' | 'method-not-allowed';
+  /**
+   * True on a path of an operation swagger.yml marks `security: []` (set by
+   * routing): no session is checked there, so an Authorization header names
+   * no session and the request counts as one without.
+   */
+  publicPath?: boolean;
 }
 
 export type ApiContext = Koa.ParameterizedContext<State>;

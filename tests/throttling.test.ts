@@ -337,6 +337,30 @@ describe('throttling: what is counted, and against which key (controlled clock)'
       await c.close();
     }
   });
+
+  it('on the public operations (register, login, refresh) a session header, made up or real, counts against the client address', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const sends: [string, object][] = [
+        ['/v1/auth/register', { user_name: '', password: 'x' }],
+        ['/v1/auth/login', { user_name: uniq('nobody'), password: '' }],
+        ['/v1/auth/refresh', {}],
+      ];
+      for (const [i, [path, body]] of sends.entries()) {
+        const from = `198.51.100.5${i}`;
+        // A fresh made-up id each time used to be a fresh allowance that no 401 ever charged (no session is checked there).
+        const statuses = await burst(5, () => c.app.client.post(path, body, randomBytes(16).toString('hex')).set('X-Forwarded-For', from));
+        assert.deepEqual(statuses, [400, 400, 400, 429, 429], path);
+        await c.app.client.post(path, body, u.session).set('X-Forwarded-For', from).expect(429, { message: 'request-limit-exceeded' });
+        await c.app.client.get('/ping_db').set('X-Forwarded-For', from).expect(429);
+        // The real session's own allowance was not touched.
+        await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(201);
+      }
+    } finally {
+      await c.close();
+    }
+  });
 });
 
 describe('login lockout at exact boundaries (controlled clock)', () => {

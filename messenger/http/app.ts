@@ -86,6 +86,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
   // Routing only records where the request goes: a session is checked first,
   // so an unknown path without one is 401, not 404.
   koa.use(async function route(ctx, next) {
+    ctx.state.publicPath = isPublic(ctx.path);
     const match = router.match(ctx.method, ctx.path);
     if (typeof match === 'string') ctx.state.routeError = match;
     else {
@@ -104,7 +105,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
       const mw = app.middleware[stage];
       if (mw === undefined) continue;
       // Paths of operations swagger.yml marks `security: []` skip the session check; everything else, existing or not, needs one.
-      koa.use(stage === 'authenticate' ? (ctx, next) => (isPublic(ctx.path) ? next() : mw(ctx, next)) : mw);
+      koa.use(stage === 'authenticate' ? (ctx, next) => (ctx.state.publicPath === true ? next() : mw(ctx, next)) : mw);
     }
   }
 
