@@ -539,6 +539,9 @@ export interface paths {
          *     (docs/storage-modes.md). `user_id` must be a member of
          *     this chat that belongs to the caller's account; anything else is
          *     `404 user-not-found` (nobody can post under another account's id).
+         *     An account that may not read the chat (neither its creator nor a
+         *     member) gets `404 chat-not-found` whatever `user_id` it sends, as for
+         *     a chat that does not exist.
          *     The message is 1 to `MESSAGE_MAX_LENGTH` characters (default 16384,
          *     counted as Unicode code points); a longer one is refused, never truncated.
          */
