@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
+import type http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import supertest from 'supertest';
+import { WebSocket } from 'ws';
 import { MODE, testEnv } from './helpers/env';
 import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
 import { MemoryKv } from '../messenger/infra/kv';
 import { waitUntil } from './helpers/wait';
+import { refused, type OpenOptions } from './helpers/ws';
 
 async function burst(n: number, send: () => Promise<{ status: number }>): Promise<number[]> {
   const statuses: number[] = [];
@@ -357,6 +360,43 @@ describe('throttling: what is counted, and against which key (controlled clock)'
         // The real session's own allowance was not touched.
         await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(201);
       }
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('throttling WebSocket upgrades (controlled clock)', () => {
+  it('GET /v1/events upgrades are counted like requests: made-up session ids or tickets get RPS_LIMIT 401s a second, then 429 without a lookup', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const port = c.app.client.port;
+      const statuses = async (o: () => OpenOptions) => {
+        const seen: number[] = [];
+        for (let i = 0; i < 5; i++) seen.push((await refused(port, o())).status);
+        return seen;
+      };
+      // Upgrades never enter Koa: before, every one was looked up, none was ever limited (401 five times).
+      const from = '198.51.100.61';
+      assert.deepEqual(await statuses(() => ({ session: randomBytes(16).toString('hex'), headers: { 'X-Forwarded-For': from } })), [401, 401, 401, 429, 429]);
+      const r = await refused(port, { session: u.session, headers: { 'X-Forwarded-For': from } });
+      assert.deepEqual([r.status, r.body, r.headers['retry-after'], r.headers['x-ratelimit-limit']], [429, { message: 'request-limit-exceeded' }, '1', '3']);
+      // A ticket upgrade carries no session id: the client address is the key.
+      const other = '198.51.100.62';
+      assert.deepEqual(await statuses(() => ({ ticket: randomBytes(16).toString('hex'), headers: { 'X-Forwarded-For': other } })), [401, 401, 401, 429, 429]);
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', other).expect(429);
+      // A second later the real session opens its socket; the 101 carries the rate-limit headers.
+      c.advance(1000);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/events`, { headers: { Authorization: `session_id ${u.session}`, 'X-Forwarded-For': from } });
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        ws.once('upgrade', resolve);
+        ws.once('error', reject);
+      });
+      assert.deepEqual([res.statusCode, res.headers['x-ratelimit-limit'], res.headers['x-ratelimit-remaining']], [101, '3', '2']);
+      const closed = new Promise((resolve) => ws.once('close', resolve));
+      ws.close();
+      await closed;
     } finally {
       await c.close();
     }

@@ -1,5 +1,5 @@
+import type http from 'node:http';
 import { isIP } from 'node:net';
-import type { ApiContext } from '../types';
 
 function normalize(addr: string | undefined): string {
   if (addr === undefined || addr === '') return 'unknown';
@@ -8,16 +8,18 @@ function normalize(addr: string | undefined): string {
 }
 
 /**
- * The client's address. `X-Forwarded-For` is believed only when the request
- * comes from a trusted proxy, and then only up to the first hop (from the
- * right) that is not itself trusted: a client cannot dodge per-address limits
- * by sending the header itself.
+ * The client's address (of an API request or a WebSocket upgrade).
+ * `X-Forwarded-For` is believed only when the request comes from a trusted
+ * proxy, and then only up to the first hop (from the right) that is not
+ * itself trusted: a client cannot dodge per-address limits by sending the
+ * header itself.
  */
-export function clientAddress(ctx: ApiContext, trustedProxies: ReadonlySet<string>): string {
-  const peer = normalize(ctx.req.socket.remoteAddress);
+export function clientAddress(req: http.IncomingMessage, trustedProxies: ReadonlySet<string>): string {
+  const peer = normalize(req.socket.remoteAddress);
   if (!trustedProxies.has(peer)) return peer;
-  const hops = ctx
-    .get('x-forwarded-for')
+  const hops = [req.headers['x-forwarded-for'] ?? '']
+    .flat()
+    .join(',')
     .split(',')
     .map((h) => normalize(h.trim()))
     .filter((h) => h !== 'unknown');

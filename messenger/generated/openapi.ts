@@ -2006,7 +2006,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `request-limit-exceeded`: the account already has `WS_MAX_PER_ACCOUNT` (default 20) connections open on this instance. */
+            /** @description `request-limit-exceeded`: the account already has `WS_MAX_PER_ACCOUNT` (default 20) connections open on this instance; or (throttling app) past `RPS_LIMIT`: an upgrade is counted like any request before its session or ticket is looked up (per session id, per client address with a ticket; a 401 charges the address's bad-token allowance), and its answers, the `101` included, carry `X-RateLimit-*`. */
             429: {
                 headers: {
                     "Retry-After": components["headers"]["RetryAfter"];

@@ -5,7 +5,7 @@ import { AppError, BadRequest, NotFound } from '../errors';
 import { parseId, toWireId } from '../ids';
 import { loadAppModules, mountReactors } from '../apps/registry';
 import { isStorableText } from '../apps/input';
-import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State } from '../types';
+import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State, type UpgradeAdmission } from '../types';
 import { jsonBody } from './body';
 import { errorHandler, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
@@ -144,6 +144,19 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     await handler(ctx, { params, query, body } as unknown as OperationInput<OperationId>);
   });
 
+  // Upgrades never enter Koa: the apps that count requests (throttling) count them here.
+  const admitters = apps.flatMap((app) => (app.admitUpgrade === undefined ? [] : [app.admitUpgrade]));
+  async function admitUpgrade(req: http.IncomingMessage): Promise<UpgradeAdmission> {
+    const said = await Promise.all(admitters.map((admit) => admit(req)));
+    return {
+      refused: said.find((a) => a.refused !== undefined)?.refused,
+      headers: Object.assign({}, ...said.map((a) => a.headers)) as Record<string, string>,
+      unauthorized: async () => {
+        await Promise.all(said.map((a) => a.unauthorized()));
+      },
+    };
+  }
+
   let unmount: (() => void) | undefined;
   return {
     koa,
@@ -151,7 +164,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     router,
     apps,
     upgrade(req, socket, head) {
-      for (const app of apps) if (app.upgrade?.(req, socket, head) === true) return;
+      for (const app of apps) if (app.upgrade?.(req, socket, head, admitUpgrade) === true) return;
       socket.end(UPGRADE_NOT_FOUND);
     },
     async closeUpgrades() {

@@ -50,7 +50,7 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
 
   /** Compares a password under the lockout rules; `hash` undefined means no such account (same cost). */
   async function checkPassword(ctx: ApiContext, userName: string, given: string, hash: () => Promise<string | undefined>): Promise<{ known: boolean; ok: boolean }> {
-    const address = clientAddress(ctx, trusted);
+    const address = clientAddress(ctx.req, trusted);
     // Counted per account, not per spelling: `Alice` and `ＡＬＩＣＥ` share one limit.
     const name = nameKey(userName);
     await guard.begin(name, address);
