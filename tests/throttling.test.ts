@@ -366,6 +366,23 @@ describe('throttling: what is counted, and against which key (controlled clock)'
   });
 });
 
+describe('throttling with AUTH_DISABLED=1 (controlled clock)', () => {
+  it('counts every request against the client address: a session header names no session there, made up or not', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', AUTH_DISABLED: '1', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const from = '198.51.100.71';
+      // Before, each made-up id was a fresh allowance that no 401 ever charged: five 201s.
+      const statuses = await burst(5, () => c.app.client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', from));
+      assert.deepEqual(statuses, [201, 201, 201, 429, 429]);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }).set('X-Forwarded-For', from).expect(429, { message: 'request-limit-exceeded' });
+      // Another address has its own allowance.
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', '198.51.100.72').expect(201);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('throttling WebSocket upgrades (controlled clock)', () => {
   it('GET /v1/events upgrades are counted like requests: made-up session ids or tickets get RPS_LIMIT 401s a second, then 429 without a lookup', async () => {
     const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });

@@ -12,13 +12,17 @@ const EXEMPT = new Set(['/ping', '/health', '/metrics']);
 
 /**
  * Request throttling: at most RPS_LIMIT requests per second per session (per
- * client address without one), counted in the shared store so every instance
- * enforces one limit. `/ping`, `/health` and `/metrics` are exempt: probes
- * and scrapes must answer even when Redis, which holds the counts, is down.
+ * client address without one, and always with auth off), counted in the
+ * shared store so every instance enforces one limit. `/ping`, `/health` and
+ * `/metrics` are exempt: probes and scrapes must answer even when Redis,
+ * which holds the counts, is down.
  * WebSocket upgrades (`GET /v1/events`) are counted the same way.
  */
-const throttlingApp: AppFactory = ({ config, kv }): App => {
+const throttlingApp: AppFactory = ({ config, kv }, enabled): App => {
   const limit = config.throttling.rpsLimit;
+  // Without the auth app (AUTH_DISABLED=1) no request has a session: a header
+  // names nothing that a 401 could ever charge, so the address is the key.
+  const sessions = enabled.has('auth');
   const trusted = new Set(config.throttling.trustedProxies);
 
   /**
@@ -58,7 +62,8 @@ const throttlingApp: AppFactory = ({ config, kv }): App => {
         if (EXEMPT.has(ctx.path)) return next();
         // A public path checks no session: a header there would be a fresh
         // allowance per made-up id that no 401 ever charges, so it counts as none.
-        const { r, charge } = await count(ctx.req, ctx.state.publicPath === true ? undefined : ctx.get('authorization'));
+        const checked = sessions && ctx.state.publicPath !== true;
+        const { r, charge } = await count(ctx.req, checked ? ctx.get('authorization') : undefined);
         ctx.set(headers(r));
         if (!r.allowed) throw new TooManyRequests('request-limit-exceeded', r.retryAfterMs / 1000);
         try {
@@ -70,7 +75,7 @@ const throttlingApp: AppFactory = ({ config, kv }): App => {
       },
     },
     async admitUpgrade(req) {
-      const { r, charge } = await count(req, req.headers.authorization);
+      const { r, charge } = await count(req, sessions ? req.headers.authorization : undefined);
       return {
         refused: r.allowed ? undefined : new TooManyRequests('request-limit-exceeded', r.retryAfterMs / 1000),
         headers: headers(r),
