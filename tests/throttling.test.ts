@@ -366,6 +366,32 @@ describe('throttling: what is counted, and against which key (controlled clock)'
   });
 });
 
+describe('per-address limits and IPv6 (controlled clock)', () => {
+  it('an IPv6 client is one address per /64: the request limit and the failed-login limit do not restart with each address it picks', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', LOGIN_MAX_FAILURES: '2', LOGIN_MAX_FAILURES_PER_ADDRESS: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      // Before, each address of the /64 was a fresh allowance: five 200s.
+      const statuses: number[] = [];
+      for (let i = 1; i <= 5; i++) statuses.push((await c.app.client.get('/ping_db').set('X-Forwarded-For', `2001:db8:5:6::${i}`)).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+      // Written another way, the same /64 is the same client; another /64 is another.
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', '2001:0DB8:0005:0006:aaaa:bbbb:cccc:dddd').expect(429);
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', '2001:db8:5:7::1').expect(200);
+      c.advance(1000);
+      // Password spraying: one wrong password for each of three names, each from a new address of one /64.
+      const names = [uniq('spray'), uniq('spray'), uniq('spray'), uniq('spray')];
+      const tries: number[] = [];
+      for (const [i, user_name] of names.entries()) {
+        tries.push((await c.app.client.post('/v1/auth/login', { user_name, password: 'x' }).set('X-Forwarded-For', `2001:db8:9:9:${i}::1`)).status);
+        c.advance(1000);
+      }
+      assert.deepEqual(tries, [400, 400, 400, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('throttling with AUTH_DISABLED=1 (controlled clock)', () => {
   it('counts every request against the client address: a session header names no session there, made up or not', async () => {
     const c = await clockedApp({ RPS_LIMIT: '3', AUTH_DISABLED: '1', TRUSTED_PROXIES: '127.0.0.1,::1' });
