@@ -724,7 +724,11 @@ export interface components {
          *     U+FFA0; Khmer U+17B4, U+17B5; Mongolian U+180B–U+180F; combining
          *     grapheme joiner U+034F; variation selectors), except an emoji's
          *     variation selector (U+FE0E, U+FE0F) right after a pictograph, as in
-         *     ❤️. Stored and shown as typed.
+         *     ❤️, and the zero-width joiners where writing needs them: ZWJ inside
+         *     an emoji sequence (👨‍👩‍👧, 🏳️‍🌈, 👩🏽‍💻), ZWJ or ZWNJ after an Indic
+         *     virama (क्‍ष), ZWNJ between Arabic-script letters (Persian
+         *     `علی‌رضا`). Stored and shown as typed; account names are unique
+         *     without the joiners (`علی‌رضا` and `علیرضا` are one account).
          */
         Name: string;
         NewAccount: {
