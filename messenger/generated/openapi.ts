@@ -228,7 +228,11 @@ export interface paths {
          *     a refresh token for `POST /v1/auth/refresh`. The chain lives at most
          *     `REFRESH_TTL_SECONDS` (default 30 days) from the login. Several chains of
          *     one account may be live at once. The password is compared off the event
-         *     loop, and an unknown name costs as much time as a wrong password.
+         *     loop, and an unknown name costs as much time as a wrong password. A
+         *     login whose password was being compared while a password change of the
+         *     account committed answers `400 bad-password` and issues nothing (the
+         *     password it was checked against is no longer the account's), so no
+         *     login with the old password outlives the change.
          */
         post: operations["login"];
         delete?: never;
@@ -328,7 +332,10 @@ export interface paths {
          *     rules (1 to 72 bytes in UTF-8). This session and its login chain are
          *     kept; every other session and chain of the account ends at once, on
          *     every instance. A wrong `password` counts as a failed login for the
-         *     account's name (same lockout as login).
+         *     account's name (same lockout as login). Of two changes sent at once
+         *     with the same current password, the first to commit stands; the other
+         *     answers `400 bad-password` and changes nothing (its `password` is no
+         *     longer the current one).
          */
         post: operations["changePassword"];
         delete?: never;
