@@ -4,7 +4,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { AppError, BadRequest, TooManyRequests, toWireError, Unauthorized } from '../../errors';
-import type { App, AppFactory, AppModule, Session, UpgradeHandler } from '../../types';
+import type { App, AppFactory, AppModule, Session, UpgradeAdmission, UpgradeHandler } from '../../types';
 import { SessionStore } from '../auth/sessions';
 import { Gateway } from './gateway';
 
@@ -113,21 +113,20 @@ const realtimeApp: AppFactory = (deps): App => {
     if (!originAllowed(origin, req.headers.host, config.corsOrigins)) {
       return refuse(socket, 403, 'origin-not-allowed');
     }
-    // Counted like every API request (RPS_LIMIT), before the session is looked up:
-    // made-up session ids and tickets cost a lookup each.
-    const admission = await admit(req);
-    if (admission.refused !== undefined) {
-      const retry = admission.refused.retryAfter;
-      return refuse(socket, admission.refused.status, admission.refused.code, { ...admission.headers, ...(retry === undefined ? {} : { 'Retry-After': String(retry) }) });
-    }
+    let admission: UpgradeAdmission | undefined;
     let session: Session;
     try {
+      // Counted like every API request (RPS_LIMIT), before the session is looked up:
+      // made-up session ids and tickets cost a lookup each.
+      admission = await admit(req);
+      if (admission.refused !== undefined) throw admission.refused;
       session = await authenticate(req, url.searchParams.get('ticket'));
     } catch (err) {
+      // Refusals and a store that does not answer (503) alike, as the HTTP API answers them.
       const wire = toWireError(err);
       if (wire.unexpected) log.error({ err }, 'real-time upgrade failed');
-      if (wire.status === 401) await admission.unauthorized();
-      return refuse(socket, wire.status, wire.code, admission.headers);
+      if (wire.status === 401) await admission?.unauthorized();
+      return refuse(socket, wire.status, wire.code, { ...admission?.headers, ...(wire.retryAfter === undefined ? {} : { 'Retry-After': String(wire.retryAfter) }) });
     }
     if (socket.destroyed) return;
     if (gateway.countFor(session.accountId) >= config.realtime.maxPerAccount) {
