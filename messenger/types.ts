@@ -8,6 +8,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Config } from './config';
+import type { AppError } from './errors';
 import type { EventBus, EventName, Reactor } from './events';
 import type { Db } from './infra/db';
 import type { Kv } from './infra/kv';
@@ -51,6 +52,12 @@ export interface State {
   cacheChat?: string;
   /** Why no operation matched, when none did. */
   routeError?: 'not-found' | 'method-not-allowed';
+  /**
+   * True on a path of an operation swagger.yml marks `security: []` (set by
+   * routing): no session is checked there, so an Authorization header names
+   * no session and the request counts as one without.
+   */
+  publicPath?: boolean;
 }
 
 export type ApiContext = Koa.ParameterizedContext<State>;
@@ -101,10 +108,24 @@ export type Stage = (typeof STAGES)[number];
 export type Reactors = { [K in EventName]?: Reactor<K> };
 
 /**
- * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;
- * returns false to leave it to the next app (the last answers 404).
+ * What the apps that limit requests (throttling) say about an upgrade
+ * request, asked before it is authenticated: `refused` (a 429 to answer
+ * instead), the headers to send with any refusal, and `unauthorized`, to be
+ * called when the upgrade is refused 401 (a made-up session id or ticket).
  */
-export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => boolean;
+export interface UpgradeAdmission {
+  refused?: AppError;
+  headers: Record<string, string>;
+  unauthorized(): Promise<void>;
+}
+
+/**
+ * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;
+ * returns false to leave it to the next app (the last answers 404). `admit`
+ * counts the request as every API request is counted (throttling), and must
+ * be asked before the upgrade is authenticated.
+ */
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer, admit: (req: http.IncomingMessage) => Promise<UpgradeAdmission>) => boolean;
 
 /** The infrastructure every app and service may use. */
 export interface Deps {
@@ -137,6 +158,8 @@ export interface App {
   reactors?: Reactors;
   /** HTTP upgrades (WebSocket) it serves. */
   upgrade?: UpgradeHandler;
+  /** Counts an upgrade request as its `throttle` middleware counts API requests (see UpgradeAdmission). */
+  admitUpgrade?: (req: http.IncomingMessage) => Promise<UpgradeAdmission>;
   /** Closes the connections it took over by `upgrade` (at shutdown, before HTTP drains). */
   closeUpgrades?: () => Promise<void>;
   start?: () => Promise<void>;

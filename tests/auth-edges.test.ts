@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { app as authModule } from '../messenger/apps/auth';
+import { SessionStore } from '../messenger/apps/auth/sessions';
+import type { Kv } from '../messenger/infra/kv';
 import type { ApiContext, OperationInput } from '../messenger/types';
 import { harness } from './helpers/harness';
 import { buildUser, uniq } from './helpers/factories';
@@ -186,5 +188,63 @@ describe('auth edges: tokens, headers and the session store', () => {
     await assert.rejects(attempt(after), /password hasher closed/);
     const names = (await infra.db('users').whereIn('user_name', [before, after]).pluck('user_name')) as string[];
     assert.deepEqual(names, [before]);
+  });
+});
+
+describe('auth edges: a login racing a password change', () => {
+  const store = (kv: Kv = harness().infra.kv) => new SessionStore(harness().infra.db, kv, harness().infra.events, 3600, 86_400);
+  const account = async (userName: string) => (await harness().infra.db('users').where({ user_name: userName }).first('id', 'password_hash')) as { id: string; password_hash: string };
+
+  it('a login whose password was checked against the hash a password change replaced issues nothing (the login answers bad-password)', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const before = await account(u.userName);
+    // The change commits while the login's comparison (against the old hash) is still running...
+    await client.post('/v1/auth/password', { password: u.password, new_password: 'changed' }, u.session).expect(200);
+    const sessions = async () => Number((await db('sessions').where({ user_id: before.id }).count<{ n: string }[]>('* as n'))[0].n);
+    const count = await sessions();
+    // ...then the login goes on to issue: before, a session made with the old password outlived the change.
+    assert.equal(await store().login(before.id, u.userName, before.password_hash), undefined);
+    assert.equal(await sessions(), count);
+    const now = await account(u.userName);
+    const pair = await store().login(now.id, u.userName, now.password_hash);
+    assert.ok(pair !== undefined);
+    await client.get('/v1/auth/me', pair.sessionId).expect(200);
+  });
+
+  it('a login session ended between its commit and its caching is not left live in the store', async () => {
+    const { client } = harness().app;
+    const { db, kv } = harness().infra;
+    const u = await buildUser(client);
+    const { id, password_hash } = await account(u.userName);
+    // As if a password change ended every session (and dropped them from the store) just before this login cached its own.
+    const racing: Kv = Object.create(kv) as Kv;
+    racing.set = async (key, value, ttl) => {
+      if (key.startsWith('session:')) await db('sessions').where({ user_id: id }).whereNull('revoked_at').update({ revoked_at: new Date() });
+      return kv.set(key, value, ttl);
+    };
+    const pair = await store(racing).login(id, u.userName, password_hash);
+    assert.ok(pair !== undefined);
+    assert.equal(await kv.get(sessionKey(pair.sessionId)), null);
+    await client.get('/v1/auth/me', pair.sessionId).expect(401, { message: 'invalid-session-id' });
+  });
+
+  it('of two password changes made with the same current password at once, one answers 200 and keeps its session; the other 400 bad-password', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const other = (await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).expect(201)).body as Pair;
+    const [a, b] = await Promise.all([
+      client.post('/v1/auth/password', { password: u.password, new_password: 'first' }, u.session),
+      client.post('/v1/auth/password', { password: u.password, new_password: 'second' }, other.session_id),
+    ]);
+    // Before, both answered 200, each ended the other's session, and one of the two new passwords silently did not hold.
+    assert.deepEqual([a.status, b.status].sort(), [200, 400]);
+    const [won, lost, wonSession] = a.status === 200 ? [a, b, u.session] : [b, a, other.session_id];
+    assert.deepEqual(lost.body, { message: 'bad-password' });
+    await client.get('/v1/auth/me', wonSession).expect(200);
+    const password = won === a ? 'first' : 'second';
+    await client.post('/v1/auth/login', { user_name: u.userName, password }).expect(201);
+    await client.post('/v1/auth/login', { user_name: u.userName, password: password === 'first' ? 'second' : 'first' }).expect(400, { message: 'bad-password' });
   });
 });

@@ -110,6 +110,46 @@ describe('input: invisible (Default_Ignorable) characters in names', () => {
   });
 });
 
+describe('input: zero-width joiners in names', () => {
+  it('keeps them where writing needs them (emoji sequences, after an Indic virama, Persian ZWNJ) in account, chat and display names', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    // Before, every one of these was 400 bad-parameters: the joiners are Default_Ignorable format characters.
+    const written = ['👨\u200d👩\u200d👧', '🏳\ufe0f\u200d🌈', '👩🏽\u200d💻', '👩\u200d❤\ufe0f\u200d👨', 'क्\u200dष', 'ക്\u200cക', 'علی\u200cرضا', 'کتاب\u200cخانه'];
+    for (const w of written) {
+      const name = `${uniq('zw')} ${w}`;
+      await client.post('/v1/auth/register', { user_name: name, password: 'pw' }).expect(201);
+      const login = await client.post('/v1/auth/login', { user_name: name, password: 'pw' }).expect(201);
+      const me = await client.get('/v1/auth/me', (login.body as { session_id: string }).session_id).expect(200);
+      assert.equal((me.body as { user_name: string }).user_name, name);
+      await client.post('/v1/chats', { chat_name: name }, u.session).expect(201);
+      await client.post(`/v1/chats/${chat}/users`, { user_name: name }, (login.body as { session_id: string }).session_id).expect(201);
+    }
+  });
+
+  it('refuses them anywhere else, storing nothing: between Latin letters, at either end, doubled, after a plain letter', async () => {
+    const { client } = harness().app;
+    const users = await countRows('users');
+    const base = uniq('zw');
+    for (const bad of [`${base}\u200d`, `\u200d${base}`, `ali\u200dce ${base}`, `ali\u200cce ${base}`, `${base} 😀\u200d\u200d😀`, `${base} a\u200d😀`, `${base} علی\u200c`, `${base} क\u200dष`]) {
+      await client.post('/v1/auth/register', { user_name: bad, password: 'pw' }).expect(400).expect(badParameters);
+    }
+    assert.equal(await countRows('users'), users);
+  });
+
+  it('an account name with a joiner is the same account as without it: the twin is refused, and either spelling logs in', async () => {
+    const { client } = harness().app;
+    const base = uniq('fa');
+    const withJoiner = `${base} علی\u200cرضا`;
+    await client.post('/v1/auth/register', { user_name: withJoiner, password: 'pw' }).expect(201);
+    await client.post('/v1/auth/register', { user_name: `${base} علیرضا`, password: 'other' }).expect(400, { message: 'user-already-exists' });
+    const login = await client.post('/v1/auth/login', { user_name: `${base} علیرضا`, password: 'pw' }).expect(201);
+    const me = await client.get('/v1/auth/me', (login.body as { session_id: string }).session_id).expect(200);
+    assert.equal((me.body as { user_name: string }).user_name, withJoiner);
+  });
+});
+
 describe('input: account names are unique after normalisation', () => {
   it('refuses Alice, ALICE and fullwidth ａｌｉｃｅ once alice exists; logs in with any spelling; stores the name as typed', async () => {
     const { client } = harness().app;

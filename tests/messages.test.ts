@@ -90,6 +90,22 @@ describe('POST /v1/chats/{chat_id}/messages', () => {
     assert.equal(await messageCount(chatId), 0);
   });
 
+  it('returns 404 chat-not-found to an account that may not read the chat, whatever user_id it sends, as for a chat that does not exist', async () => {
+    const { client, u, chatId, userId } = await chatWithMember();
+    const stranger = await buildUser(client);
+    const other = await buildUser(client);
+    const direct = (await client.post('/v1/direct', { user_name: other.userName }, u.session).expect(201)).body as { chat_id: string; user_id: string };
+    // Neither its creator nor a member: the chat's existence is not told (before: 404 user-not-found here, chat-not-found for a made-up id).
+    for (const [chat, member] of [[chatId, userId], [chatId, 'b'.repeat(32)], [direct.chat_id, direct.user_id], ['f'.repeat(32), userId]]) {
+      await client.post(`/v1/chats/${chat}/messages?user_id=${member}`, { message: 'x' }, stranger.session).expect(404, { message: 'chat-not-found' });
+    }
+    assert.equal(await messageCount(chatId), 0);
+    assert.equal(await messageCount(direct.chat_id), 0);
+    // The creator may read the chat before joining: a user_id that is not its own there is still user-not-found.
+    const own = await buildChat(client, stranger.session);
+    await client.post(`/v1/chats/${own}/messages?user_id=${userId}`, { message: 'x' }, stranger.session).expect(404, { message: 'user-not-found' });
+  });
+
   it('returns 404 user-not-found for a user_id of another chat, unknown or malformed', async () => {
     const { client, u, chatId } = await chatWithMember();
     const otherChat = await buildChat(client, u.session);

@@ -4,6 +4,7 @@ import { startApp, startInfra, type Running } from './helpers/harness';
 import type { BuiltInfra } from '../messenger/infra';
 import { TcpProxy } from './helpers/tcp-proxy';
 import { buildUser } from './helpers/factories';
+import { refused } from './helpers/ws';
 
 /** Retries `fn` until it stops throwing, for at most `ms`. */
 async function eventually(ms: number, fn: () => Promise<void>): Promise<void> {
@@ -100,6 +101,9 @@ if (MODE === 'services') {
       await proxy.down();
       await client.get('/ping').timeout(5000).expect(200);
       await client.post('/v1/chats', { chat_name: 'x' }, u.session).timeout(5000).expect(503, { message: 'service-unavailable' });
+      // The real-time upgrade needs Redis too (its rate limit, the session): 503 as well, never 500.
+      const upgrade = await refused(client.port, { session: u.session });
+      assert.deepEqual([upgrade.status, upgrade.body], [503, { message: 'service-unavailable' }]);
       await proxy.up();
       await eventually(15_000, async () => {
         await client.post('/v1/chats', { chat_name: 'x' }, u.session).expect(201);

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
+import type http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import supertest from 'supertest';
+import { WebSocket } from 'ws';
 import { MODE, testEnv } from './helpers/env';
 import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
 import { MemoryKv } from '../messenger/infra/kv';
 import { waitUntil } from './helpers/wait';
+import { refused, type OpenOptions } from './helpers/ws';
 
 async function burst(n: number, send: () => Promise<{ status: number }>): Promise<number[]> {
   const statuses: number[] = [];
@@ -333,6 +336,110 @@ describe('throttling: what is counted, and against which key (controlled clock)'
         await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(201);
         c.advance(1000);
       }
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('on the public operations (register, login, refresh) a session header, made up or real, counts against the client address', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const sends: [string, object][] = [
+        ['/v1/auth/register', { user_name: '', password: 'x' }],
+        ['/v1/auth/login', { user_name: uniq('nobody'), password: '' }],
+        ['/v1/auth/refresh', {}],
+      ];
+      for (const [i, [path, body]] of sends.entries()) {
+        const from = `198.51.100.5${i}`;
+        // A fresh made-up id each time used to be a fresh allowance that no 401 ever charged (no session is checked there).
+        const statuses = await burst(5, () => c.app.client.post(path, body, randomBytes(16).toString('hex')).set('X-Forwarded-For', from));
+        assert.deepEqual(statuses, [400, 400, 400, 429, 429], path);
+        await c.app.client.post(path, body, u.session).set('X-Forwarded-For', from).expect(429, { message: 'request-limit-exceeded' });
+        await c.app.client.get('/ping_db').set('X-Forwarded-For', from).expect(429);
+        // The real session's own allowance was not touched.
+        await c.app.client.post('/v1/chats', { chat_name: 'x' }, u.session).set('X-Forwarded-For', from).expect(201);
+      }
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('per-address limits and IPv6 (controlled clock)', () => {
+  it('an IPv6 client is one address per /64: the request limit and the failed-login limit do not restart with each address it picks', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', LOGIN_MAX_FAILURES: '2', LOGIN_MAX_FAILURES_PER_ADDRESS: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      // Before, each address of the /64 was a fresh allowance: five 200s.
+      const statuses: number[] = [];
+      for (let i = 1; i <= 5; i++) statuses.push((await c.app.client.get('/ping_db').set('X-Forwarded-For', `2001:db8:5:6::${i}`)).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+      // Written another way, the same /64 is the same client; another /64 is another.
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', '2001:0DB8:0005:0006:aaaa:bbbb:cccc:dddd').expect(429);
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', '2001:db8:5:7::1').expect(200);
+      c.advance(1000);
+      // Password spraying: one wrong password for each of three names, each from a new address of one /64.
+      const names = [uniq('spray'), uniq('spray'), uniq('spray'), uniq('spray')];
+      const tries: number[] = [];
+      for (const [i, user_name] of names.entries()) {
+        tries.push((await c.app.client.post('/v1/auth/login', { user_name, password: 'x' }).set('X-Forwarded-For', `2001:db8:9:9:${i}::1`)).status);
+        c.advance(1000);
+      }
+      assert.deepEqual(tries, [400, 400, 400, 429]);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('throttling with AUTH_DISABLED=1 (controlled clock)', () => {
+  it('counts every request against the client address: a session header names no session there, made up or not', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', AUTH_DISABLED: '1', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const from = '198.51.100.71';
+      // Before, each made-up id was a fresh allowance that no 401 ever charged: five 201s.
+      const statuses = await burst(5, () => c.app.client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', from));
+      assert.deepEqual(statuses, [201, 201, 201, 429, 429]);
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }).set('X-Forwarded-For', from).expect(429, { message: 'request-limit-exceeded' });
+      // Another address has its own allowance.
+      await c.app.client.post('/v1/chats', { chat_name: 'x' }, randomBytes(16).toString('hex')).set('X-Forwarded-For', '198.51.100.72').expect(201);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('throttling WebSocket upgrades (controlled clock)', () => {
+  it('GET /v1/events upgrades are counted like requests: made-up session ids or tickets get RPS_LIMIT 401s a second, then 429 without a lookup', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const u = await buildUser(harness().app.client);
+      const port = c.app.client.port;
+      const statuses = async (o: () => OpenOptions) => {
+        const seen: number[] = [];
+        for (let i = 0; i < 5; i++) seen.push((await refused(port, o())).status);
+        return seen;
+      };
+      // Upgrades never enter Koa: before, every one was looked up, none was ever limited (401 five times).
+      const from = '198.51.100.61';
+      assert.deepEqual(await statuses(() => ({ session: randomBytes(16).toString('hex'), headers: { 'X-Forwarded-For': from } })), [401, 401, 401, 429, 429]);
+      const r = await refused(port, { session: u.session, headers: { 'X-Forwarded-For': from } });
+      assert.deepEqual([r.status, r.body, r.headers['retry-after'], r.headers['x-ratelimit-limit']], [429, { message: 'request-limit-exceeded' }, '1', '3']);
+      // A ticket upgrade carries no session id: the client address is the key.
+      const other = '198.51.100.62';
+      assert.deepEqual(await statuses(() => ({ ticket: randomBytes(16).toString('hex'), headers: { 'X-Forwarded-For': other } })), [401, 401, 401, 429, 429]);
+      await c.app.client.get('/ping_db').set('X-Forwarded-For', other).expect(429);
+      // A second later the real session opens its socket; the 101 carries the rate-limit headers.
+      c.advance(1000);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/events`, { headers: { Authorization: `session_id ${u.session}`, 'X-Forwarded-For': from } });
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        ws.once('upgrade', resolve);
+        ws.once('error', reject);
+      });
+      assert.deepEqual([res.statusCode, res.headers['x-ratelimit-limit'], res.headers['x-ratelimit-remaining']], [101, '3', '2']);
+      const closed = new Promise((resolve) => ws.once('close', resolve));
+      ws.close();
+      await closed;
     } finally {
       await c.close();
     }

@@ -64,8 +64,8 @@ export async function insertMessage(
     .options(prepared('insert-message'))) as { rows: StoredMessage[] };
   const row = res.rows[0];
   if (row !== undefined) return row;
-  const chat = await db('chats').select('id').where({ id: chatId }).first();
-  return { missing: chat === undefined ? 'chat' : 'member' };
+  const m = await memberOfChat(db, chatId, memberId, accountId);
+  return 'missing' in m ? m : { missing: 'member' };
 }
 
 /** One message of a batch to store: the id is the app's (UUIDv7). */
@@ -196,7 +196,10 @@ export async function storedMessages(db: Queryable, ids: string[]): Promise<Map<
 
 /**
  * The poster's name in the chat when `memberId` is a member of `chatId` that
- * `accountId` (when given) owns, else which of the two is missing.
+ * `accountId` (when given) owns, else which of the two is missing. A chat
+ * the account may not read (neither its creator nor a member) is missing
+ * like one that does not exist: answering "member" there would tell a
+ * stranger that the chat exists.
  */
 export async function memberOfChat(
   db: Queryable,
@@ -205,14 +208,17 @@ export async function memberOfChat(
   accountId: string | null,
 ): Promise<{ userName: string } | { missing: 'chat' | 'member' }> {
   const res = (await db.raw(
-    `SELECT c.id AS chat, m.user_name FROM chats c
+    `SELECT c.id AS chat, m.user_name,
+            CASE WHEN m.user_name IS NOT NULL OR ?::uuid IS NULL OR c.owner_id = ?::uuid THEN true
+                 ELSE EXISTS (SELECT 1 FROM chat_members x WHERE x.chat_id = c.id AND x.account_id = ?::uuid) END AS readable
+       FROM chats c
        LEFT JOIN chat_members m ON m.chat_id = c.id AND m.id = ? AND (?::uuid IS NULL OR m.account_id = ?::uuid)
       WHERE c.id = ?`,
-    [memberId, accountId, accountId, chatId],
+    [accountId, accountId, accountId, memberId, accountId, accountId, chatId],
   // Stryker disable next-line StringLiteral: only names the prepared statement (PGlite ignores it, PostgreSQL only caches the plan under it): same rows either way
-  ).options(prepared('member-of-chat'))) as { rows: { chat: string; user_name: string | null }[] };
+  ).options(prepared('member-of-chat'))) as { rows: { chat: string; user_name: string | null; readable: boolean }[] };
   const row = res.rows[0];
-  if (row === undefined) return { missing: 'chat' };
+  if (row === undefined || !row.readable) return { missing: 'chat' };
   if (row.user_name === null) return { missing: 'member' };
   return { userName: row.user_name };
 }

@@ -36,9 +36,19 @@ export async function findUserById(
   return db('users').select('user_name', 'created_at', 'password_hash').where({ id }).first();
 }
 
-/** Replaces an account's password hash. */
-export async function updatePasswordHash(db: Queryable, id: string, passwordHash: string): Promise<void> {
-  await db('users').where({ id }).update({ password_hash: passwordHash });
+/**
+ * The account's password hash, locked until the transaction ends: a
+ * password change (an UPDATE of the row) waits for it, and it for one.
+ */
+export async function lockPasswordHash(trx: Queryable, id: string): Promise<string | undefined> {
+  const row = (await trx('users').select('password_hash').where({ id }).forShare().first()) as { password_hash: string } | undefined;
+  return row?.password_hash;
+}
+
+/** Replaces an account's password hash if it still is `expected`; false (nothing changed) when it is not. */
+export async function updatePasswordHash(db: Queryable, id: string, passwordHash: string, expected: string): Promise<boolean> {
+  const n = await db('users').where({ id, password_hash: expected }).update({ password_hash: passwordHash });
+  return n > 0;
 }
 
 /**

@@ -228,7 +228,11 @@ export interface paths {
          *     a refresh token for `POST /v1/auth/refresh`. The chain lives at most
          *     `REFRESH_TTL_SECONDS` (default 30 days) from the login. Several chains of
          *     one account may be live at once. The password is compared off the event
-         *     loop, and an unknown name costs as much time as a wrong password.
+         *     loop, and an unknown name costs as much time as a wrong password. A
+         *     login whose password was being compared while a password change of the
+         *     account committed answers `400 bad-password` and issues nothing (the
+         *     password it was checked against is no longer the account's), so no
+         *     login with the old password outlives the change.
          */
         post: operations["login"];
         delete?: never;
@@ -328,7 +332,10 @@ export interface paths {
          *     rules (1 to 72 bytes in UTF-8). This session and its login chain are
          *     kept; every other session and chain of the account ends at once, on
          *     every instance. A wrong `password` counts as a failed login for the
-         *     account's name (same lockout as login).
+         *     account's name (same lockout as login). Of two changes sent at once
+         *     with the same current password, the first to commit stands; the other
+         *     answers `400 bad-password` and changes nothing (its `password` is no
+         *     longer the current one).
          */
         post: operations["changePassword"];
         delete?: never;
@@ -539,6 +546,9 @@ export interface paths {
          *     (docs/storage-modes.md). `user_id` must be a member of
          *     this chat that belongs to the caller's account; anything else is
          *     `404 user-not-found` (nobody can post under another account's id).
+         *     An account that may not read the chat (neither its creator nor a
+         *     member) gets `404 chat-not-found` whatever `user_id` it sends, as for
+         *     a chat that does not exist.
          *     The message is 1 to `MESSAGE_MAX_LENGTH` characters (default 16384,
          *     counted as Unicode code points); a longer one is refused, never truncated
          *     (`400 bad-parameters`, its `detail` naming the limit this server is set to).
@@ -725,7 +735,11 @@ export interface components {
          *     U+FFA0; Khmer U+17B4, U+17B5; Mongolian U+180B–U+180F; combining
          *     grapheme joiner U+034F; variation selectors), except an emoji's
          *     variation selector (U+FE0E, U+FE0F) right after a pictograph, as in
-         *     ❤️. Stored and shown as typed.
+         *     ❤️, and the zero-width joiners where writing needs them: ZWJ inside
+         *     an emoji sequence (👨‍👩‍👧, 🏳️‍🌈, 👩🏽‍💻), ZWJ or ZWNJ after an Indic
+         *     virama (क्‍ष), ZWNJ between Arabic-script letters (Persian
+         *     `علی‌رضا`). Stored and shown as typed; account names are unique
+         *     without the joiners (`علی‌رضا` and `علیرضا` are one account).
          */
         Name: string;
         NewAccount: {
@@ -2007,7 +2021,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `request-limit-exceeded`: the account already has `WS_MAX_PER_ACCOUNT` (default 20) connections open on this instance. */
+            /** @description `request-limit-exceeded`: the account already has `WS_MAX_PER_ACCOUNT` (default 20) connections open on this instance; or (throttling app) past `RPS_LIMIT`: an upgrade is counted like any request before its session or ticket is looked up (per session id, per client address with a ticket; a 401 charges the address's bad-token allowance), and its answers, the `101` included, carry `X-RateLimit-*`. */
             429: {
                 headers: {
                     "Retry-After": components["headers"]["RetryAfter"];

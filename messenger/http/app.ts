@@ -5,7 +5,7 @@ import { AppError, BadRequest, NotFound } from '../errors';
 import { parseId, toWireId } from '../ids';
 import { loadAppModules, mountReactors } from '../apps/registry';
 import { isStorableText } from '../apps/input';
-import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State } from '../types';
+import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State, type UpgradeAdmission } from '../types';
 import { jsonBody } from './body';
 import { errorHandler, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
@@ -86,6 +86,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
   // Routing only records where the request goes: a session is checked first,
   // so an unknown path without one is 401, not 404.
   koa.use(async function route(ctx, next) {
+    ctx.state.publicPath = isPublic(ctx.path);
     const match = router.match(ctx.method, ctx.path);
     if (typeof match === 'string') ctx.state.routeError = match;
     else {
@@ -104,7 +105,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
       const mw = app.middleware[stage];
       if (mw === undefined) continue;
       // Paths of operations swagger.yml marks `security: []` skip the session check; everything else, existing or not, needs one.
-      koa.use(stage === 'authenticate' ? (ctx, next) => (isPublic(ctx.path) ? next() : mw(ctx, next)) : mw);
+      koa.use(stage === 'authenticate' ? (ctx, next) => (ctx.state.publicPath === true ? next() : mw(ctx, next)) : mw);
     }
   }
 
@@ -143,6 +144,19 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     await handler(ctx, { params, query, body } as unknown as OperationInput<OperationId>);
   });
 
+  // Upgrades never enter Koa: the apps that count requests (throttling) count them here.
+  const admitters = apps.flatMap((app) => (app.admitUpgrade === undefined ? [] : [app.admitUpgrade]));
+  async function admitUpgrade(req: http.IncomingMessage): Promise<UpgradeAdmission> {
+    const said = await Promise.all(admitters.map((admit) => admit(req)));
+    return {
+      refused: said.find((a) => a.refused !== undefined)?.refused,
+      headers: Object.assign({}, ...said.map((a) => a.headers)) as Record<string, string>,
+      unauthorized: async () => {
+        await Promise.all(said.map((a) => a.unauthorized()));
+      },
+    };
+  }
+
   let unmount: (() => void) | undefined;
   return {
     koa,
@@ -150,7 +164,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     router,
     apps,
     upgrade(req, socket, head) {
-      for (const app of apps) if (app.upgrade?.(req, socket, head) === true) return;
+      for (const app of apps) if (app.upgrade?.(req, socket, head, admitUpgrade) === true) return;
       socket.end(UPGRADE_NOT_FOUND);
     },
     async closeUpgrades() {

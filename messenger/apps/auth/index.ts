@@ -50,7 +50,7 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
 
   /** Compares a password under the lockout rules; `hash` undefined means no such account (same cost). */
   async function checkPassword(ctx: ApiContext, userName: string, given: string, hash: () => Promise<string | undefined>): Promise<{ known: boolean; ok: boolean }> {
-    const address = clientAddress(ctx, trusted);
+    const address = clientAddress(ctx.req, trusted);
     // Counted per account, not per spelling: `Alice` and `ＡＬＩＣＥ` share one limit.
     const name = nameKey(userName);
     await guard.begin(name, address);
@@ -96,8 +96,11 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
           return user?.password_hash;
         });
         if (!known || !ok || user === undefined) throw new BadRequest(known ? 'bad-password' : 'user-not-found');
+        // Undefined: the password was changed while this one was being compared; it is not the password now.
+        const issued = await sessions.login(user.id, user.user_name, user.password_hash);
+        if (issued === undefined) throw new BadRequest('bad-password');
         ctx.status = 201;
-        ctx.body = pairBody(await sessions.login(user.id, user.user_name));
+        ctx.body = pairBody(issued);
       },
 
       async refresh(ctx, req) {
@@ -122,10 +125,18 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
         const session = sessionOf(ctx);
         const current = password(req.body.password);
         const next = password(req.body.new_password);
-        const { ok } = await checkPassword(ctx, session.userName, current, async () => (await findUserById(db, session.accountId))?.password_hash);
-        if (!ok) throw new BadRequest('bad-password');
+        let checked: string | undefined;
+        const { ok } = await checkPassword(ctx, session.userName, current, async () => {
+          checked = (await findUserById(db, session.accountId))?.password_hash;
+          return checked;
+        });
+        if (!ok || checked === undefined) throw new BadRequest('bad-password');
         const hash = await hasher.hash(next);
-        await sessions.endAll(session.accountId, 'password-changed', session, (trx) => updatePasswordHash(trx, session.accountId, hash));
+        const was = checked;
+        await sessions.endAll(session.accountId, 'password-changed', session, async (trx) => {
+          // Only over the password just checked: a change that committed meanwhile stands, and this one is refused.
+          if (!(await updatePasswordHash(trx, session.accountId, hash, was))) throw new BadRequest('bad-password');
+        });
         ctx.status = 200;
         ctx.body = {};
       },

@@ -13,7 +13,7 @@ import {
 } from '../../db/sessions';
 import { insertChain, lockChain, revokeChain, revokeUserChains, type ChainRow } from '../../db/session-chains';
 import { findRefreshToken, insertRefreshToken, retireRefreshToken, setSuccessor } from '../../db/refresh-tokens';
-import { findUserById } from '../../db/users';
+import { findUserById, lockPasswordHash } from '../../db/users';
 import { Unauthorized } from '../../errors';
 import { parseId } from '../../ids';
 import type { Session } from '../../types';
@@ -92,15 +92,29 @@ export class SessionStore {
     private readonly refreshTtlSeconds: number,
   ) {}
 
-  /** Starts a login chain for the account: its first session and refresh token. */
-  async login(accountId: string, userName: string): Promise<Issued> {
+  /**
+   * Starts a login chain for the account: its first session and refresh
+   * token, or undefined when the account's password is no longer
+   * `passwordHash`, the one the login's password was checked against (a
+   * password change committed during the comparison: its "every other
+   * session ends" must not miss a login with the old password that was in
+   * flight). The hash is read under a share lock, so a change either waits
+   * for this login and then ends its session, or is seen here.
+   */
+  async login(accountId: string, userName: string, passwordHash: string): Promise<Issued | undefined> {
     const pair = await this.db.transaction(async (trx) => {
+      if ((await lockPasswordHash(trx, accountId)) !== passwordHash) return undefined;
       const expiresAt = new Date(Date.now() + this.refreshTtlSeconds * 1000);
       const chainId = await insertChain(trx, accountId, expiresAt);
       return this.issue(trx, { id: chainId, user_id: accountId, expires_at: expiresAt, revoked_at: null });
     });
+    if (pair === undefined) return undefined;
     // A login's session has no earlier token that could be retried: its first use need not be recorded.
     await this.cache(pair, accountId, userName, false);
+    // Read back after caching: a change that ended the session after the commit may have dropped it
+    // from the store before it was put there, and no first use would look again.
+    const row = await findSession(this.db, pair.hash);
+    if (row === undefined || row.revoked_at !== null) await this.kv.del(sessionKey(pair.hash));
     return pair.issued;
   }
 

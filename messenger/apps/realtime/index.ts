@@ -4,7 +4,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { AppError, BadRequest, TooManyRequests, toWireError, Unauthorized } from '../../errors';
-import type { App, AppFactory, AppModule, Session } from '../../types';
+import type { App, AppFactory, AppModule, Session, UpgradeAdmission, UpgradeHandler } from '../../types';
 import { SessionStore } from '../auth/sessions';
 import { Gateway } from './gateway';
 
@@ -87,6 +87,11 @@ const realtimeApp: AppFactory = (deps): App => {
   });
   // Whatever ws still refuses after handshakeProblem (a malformed Sec-WebSocket-Protocol) gets the API's error body too.
   wss.on('wsClientError', (_err: Error, socket: Duplex) => refuse(socket, 400, 'bad-parameters'));
+  // The 101 carries the X-RateLimit-* headers of its upgrade request, as every throttled answer does.
+  const rateHeaders = new WeakMap<http.IncomingMessage, Record<string, string>>();
+  wss.on('headers', (lines: string[], req: http.IncomingMessage) => {
+    for (const [name, value] of Object.entries(rateHeaders.get(req) ?? {})) lines.push(`${name}: ${value}`);
+  });
 
   /** The session an upgrade request opens: by one-use ticket, or by the Authorization header. */
   async function authenticate(req: http.IncomingMessage, ticket: string | null): Promise<Session> {
@@ -98,7 +103,7 @@ const realtimeApp: AppFactory = (deps): App => {
     return sessions.resolveHash(tokenHash);
   }
 
-  async function handle(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
+  async function handle(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL, admit: Parameters<UpgradeHandler>[3]): Promise<void> {
     if (gateway.closing) return refuse(socket, 503, 'service-unavailable');
     // Not a WebSocket handshake: answered as the API answers (ws would send
     // text/html), and before authentication, so no ticket is spent on it.
@@ -108,19 +113,27 @@ const realtimeApp: AppFactory = (deps): App => {
     if (!originAllowed(origin, req.headers.host, config.corsOrigins)) {
       return refuse(socket, 403, 'origin-not-allowed');
     }
+    let admission: UpgradeAdmission | undefined;
     let session: Session;
     try {
+      // Counted like every API request (RPS_LIMIT), before the session is looked up:
+      // made-up session ids and tickets cost a lookup each.
+      admission = await admit(req);
+      if (admission.refused !== undefined) throw admission.refused;
       session = await authenticate(req, url.searchParams.get('ticket'));
     } catch (err) {
+      // Refusals and a store that does not answer (503) alike, as the HTTP API answers them.
       const wire = toWireError(err);
       if (wire.unexpected) log.error({ err }, 'real-time upgrade failed');
-      return refuse(socket, wire.status, wire.code);
+      if (wire.status === 401) await admission?.unauthorized();
+      return refuse(socket, wire.status, wire.code, { ...admission?.headers, ...(wire.retryAfter === undefined ? {} : { 'Retry-After': String(wire.retryAfter) }) });
     }
     if (socket.destroyed) return;
     if (gateway.countFor(session.accountId) >= config.realtime.maxPerAccount) {
       const e = new TooManyRequests('request-limit-exceeded', 1);
-      return refuse(socket, e.status, e.code, e.retryAfter === undefined ? {} : { 'Retry-After': String(e.retryAfter) });
+      return refuse(socket, e.status, e.code, { ...admission.headers, ...(e.retryAfter === undefined ? {} : { 'Retry-After': String(e.retryAfter) }) });
     }
+    rateHeaders.set(req, admission.headers);
     wss.handleUpgrade(req, socket, head, (ws) => gateway.accept(ws, session));
   }
 
@@ -143,11 +156,11 @@ const realtimeApp: AppFactory = (deps): App => {
         throw new BadRequest();
       },
     },
-    upgrade(req, socket, head) {
+    upgrade(req, socket, head, admit) {
       const url = new URL(req.url ?? '/', 'http://localhost');
       if (url.pathname !== '/v1/events') return false;
       socket.on('error', () => undefined);
-      handle(req, socket, head, url).catch((err: unknown) => {
+      handle(req, socket, head, url, admit).catch((err: unknown) => {
         log.error({ err }, 'real-time upgrade failed');
         if (!socket.destroyed) refuse(socket, 500, err instanceof AppError ? err.code : 'internal-error');
       });
