@@ -224,7 +224,7 @@ export class MemoryKv implements Kv {
   private readonly windows = new Map<string, { times: number[]; periodMs: number }>();
   private readonly sweeper: NodeJS.Timeout;
 
-  /** `now` is the clock (epoch ms); tests pass their own to reach exact GCRA and TTL boundaries. */
+  /** `now` is the clock (epoch ms); tests pass their own to reach exact window and TTL boundaries. */
   constructor(private readonly now: () => number = Date.now) {
     // Expired keys are dropped on read; this sweep bounds memory for keys never read again.
     this.sweeper = setInterval(() => this.sweep(), 30_000);

@@ -3,7 +3,8 @@
 // a long chat both ways, opening a chat on its unread messages, reading tall
 // messages, shared display names, session refresh, right-to-left text, the
 // offline state, sending while scrolled back, chat ids in the address,
-// presence dots, over-long drafts. Each test fails on the client before the fix.
+// presence dots, over-long drafts, the account's own name after a login
+// typed in other case. Each test fails on the client before the fix.
 import assert from 'node:assert/strict';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness, startApp, type Client } from '../helpers/harness';
@@ -499,6 +500,26 @@ describe('the web client after the exploratory run', function () {
     await box.press('Enter');
     await until('stored', async () => (await stored()).length === 2);
     assert.equal((await stored())[1], emoji);
+    assert.deepEqual(problems, []);
+  });
+
+  it('logging in as "ALICE" signs in as the account\'s own name: shown as such and left out of people search', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    // Found by the same prefix, so the search has answered when this one is listed.
+    const namesake = await buildUser(client, { userName: `${alice.userName}_b` });
+    const { page, problems } = await newPage();
+    await page.getByLabel('Name').fill(alice.userName.toUpperCase());
+    await page.getByLabel('Password').fill(alice.password);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.locator('.conn.live').waitFor();
+    // The name is the account's, as registered, not as typed.
+    assert.equal(await page.locator('.me').textContent(), alice.userName);
+    // People search leaves the caller out.
+    await page.getByRole('button', { name: 'People' }).click();
+    await page.locator('input[name="people"]').fill(alice.userName.toUpperCase());
+    await page.getByRole('button', { name: `Message ${namesake.userName}` }).waitFor();
+    assert.deepEqual(await page.locator('.people li').allTextContents(), [`Message ${namesake.userName}`]);
     assert.deepEqual(problems, []);
   });
 });

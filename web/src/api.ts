@@ -187,7 +187,7 @@ export async function restore(): Promise<boolean> {
 async function raw(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<unknown> {
   const h: Record<string, string> = { ...headers };
   if (body !== undefined) h['Content-Type'] = 'application/json';
-  if (session !== undefined && !path.startsWith('/v1/auth/refresh')) h.Authorization = `session_id ${session}`;
+  if (session !== undefined && h.Authorization === undefined && !path.startsWith('/v1/auth/refresh')) h.Authorization = `session_id ${session}`;
   let res: Response;
   try {
     res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'omit' });
@@ -238,7 +238,12 @@ export async function register(userName: string, password: string): Promise<void
 /** Logs in and keeps the session (and the refresh token, when the server gives one). */
 export async function login(userName: string, password: string): Promise<void> {
   const tokens = (await raw('POST', '/v1/auth/login', { user_name: userName, password })) as Tokens;
-  adopt(tokens, userName);
+  // A login matches the name without regard to case or width ("ALICE" is alice): take the
+  // account's own spelling, which the server shows to others, names chats after and lists.
+  const me = (await raw('GET', '/v1/auth/me', undefined, { Authorization: `session_id ${tokens.session_id}` }).catch(() => undefined)) as
+    | { user_name?: unknown }
+    | undefined;
+  adopt(tokens, typeof me?.user_name === 'string' ? me.user_name : userName);
 }
 
 /** Ends this session on the server, then here. */
