@@ -6,6 +6,8 @@ import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumePoint, st
 import { advanceMarkers } from '../messenger/db/read_markers';
 import { searchExact } from '../messenger/db/search';
 import { insertSession, markFirstUse, revokeSession } from '../messenger/db/sessions';
+import { deleteEndedLogins, insertChain } from '../messenger/db/session-chains';
+import { insertRefreshToken } from '../messenger/db/refresh-tokens';
 import { AppError } from '../messenger/errors';
 import { parseId, uuidv7 } from '../messenger/ids';
 import type { ApiContext } from '../messenger/types';
@@ -99,6 +101,43 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.ok((await deleteExpiredKeys(db)) >= 1);
     assert.equal(await db('idempotency_keys').where({ owner_id: owner }).first(), undefined);
     assert.notEqual(await db('idempotency_keys').where({ owner_id: other }).first(), undefined);
+  });
+
+  it('deleteEndedLogins: a login expired over 7 days ago goes with its sessions and refresh tokens; newer ones and chainless live sessions stay', async () => {
+    const { client } = harness().app;
+    const { db } = harness().infra;
+    const u = await buildUser(client);
+    const account = await accountOf(u.userName);
+    const day = 24 * 3600_000;
+    const login = async (expiresAt: Date): Promise<{ chain: string; session: Buffer; refresh: Buffer }> => {
+      const chain = await insertChain(db, account, expiresAt);
+      const session = randomBytes(32);
+      const refresh = randomBytes(32);
+      await insertSession(db, session, account, expiresAt, chain);
+      await insertRefreshToken(db, refresh, chain, session);
+      return { chain, session, refresh };
+    };
+    const old = await login(new Date(Date.now() - 8 * day));
+    const recent = await login(new Date(Date.now() - 6 * day));
+    const oldChainless = randomBytes(32);
+    await insertSession(db, oldChainless, account, new Date(Date.now() - 8 * day));
+    const liveChainless = randomBytes(32);
+    await insertSession(db, liveChainless, account, new Date(Date.now() + day));
+
+    assert.ok((await deleteEndedLogins(db)) >= 2);
+    const has = async (table: string, where: Record<string, unknown>) => (await db(table).where(where).first()) !== undefined;
+    assert.deepEqual(
+      [await has('session_chains', { id: old.chain }), await has('sessions', { token_hash: old.session }), await has('refresh_tokens', { token_hash: old.refresh })],
+      [false, false, false],
+    );
+    assert.deepEqual(
+      [await has('session_chains', { id: recent.chain }), await has('sessions', { token_hash: recent.session }), await has('refresh_tokens', { token_hash: recent.refresh })],
+      [true, true, true],
+    );
+    assert.equal(await has('sessions', { token_hash: oldChainless }), false);
+    assert.equal(await has('sessions', { token_hash: liveChainless }), true);
+    // The account's own login (buildUser's) is untouched and still works.
+    await client.get('/v1/auth/me', u.session).expect(200);
   });
 
   it('reserveKey: a key that keeps vanishing between its two statements is tried three times, then the new id is used', async () => {

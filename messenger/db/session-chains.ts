@@ -29,3 +29,26 @@ export async function revokeUserChains(db: Queryable, userId: string, keep?: str
   if (keep !== undefined && keep !== null) q = q.whereNot('id', keep);
   await q.update({ revoked_at: db.fn.now() });
 }
+
+/** How long an ended login's rows are kept after it expired: meanwhile its tokens still get `session-id-expired`, after it `invalid-session-id`. */
+export const ENDED_LOGIN_KEPT_DAYS = 7;
+
+/**
+ * Deletes what logins that expired more than ENDED_LOGIN_KEPT_DAYS ago left
+ * behind: their chains, with their sessions and refresh tokens (ON DELETE
+ * CASCADE), and sessions of no chain past their end. Nothing of them can be
+ * used again, and without this the three tables grew by a row each per
+ * login and refresh for ever. Returns the number of chains and chainless
+ * sessions deleted.
+ */
+export async function deleteEndedLogins(db: Queryable): Promise<number> {
+  const chains = (await db.raw(
+    `DELETE FROM session_chains WHERE expires_at < now() - make_interval(days => ?)`,
+    [ENDED_LOGIN_KEPT_DAYS],
+  )) as { rowCount?: number; affectedRows?: number };
+  const sessions = (await db.raw(
+    `DELETE FROM sessions WHERE chain_id IS NULL AND expires_at < now() - make_interval(days => ?)`,
+    [ENDED_LOGIN_KEPT_DAYS],
+  )) as { rowCount?: number; affectedRows?: number };
+  return (chains.rowCount ?? chains.affectedRows ?? 0) + (sessions.rowCount ?? sessions.affectedRows ?? 0);
+}

@@ -1,3 +1,4 @@
+import { deleteEndedLogins } from '../../db/session-chains';
 import { findUserById, findUserByName, insertUser, updatePasswordHash } from '../../db/users';
 import { nameKey } from '../../names';
 import { BadRequest, Unauthorized } from '../../errors';
@@ -8,6 +9,9 @@ import { PasswordHasher } from './passwords';
 import { SessionStore, type Issued } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
+
+/** How often each web process deletes the rows of logins long ended (db/session-chains.ts; the delete is idempotent). */
+const LOGIN_SWEEP_MS = 60 * 60 * 1000;
 
 /** A password (swagger.yml checked it is a string): 1 to 72 bytes (bcrypt reads at most 72; a longer one would be silently cut). */
 function password(value: string): string {
@@ -41,7 +45,7 @@ function pairBody(p: Issued): { session_id: string; refresh_token: string; expir
 }
 
 /** Accounts and sessions: register, login, refresh, logout (one or all), password change, and the session check on every non-public path. */
-const authApp: AppFactory = ({ config, db, kv, events }): App => {
+const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
   const sessions = new SessionStore(db, kv, events, config.sessionTtlSeconds, config.refreshTtlSeconds);
   const { loginMaxFailures, loginMaxFailuresPerAddress, loginWindowSeconds } = config.throttling;
   const guard = new LoginGuard(kv, loginMaxFailures, loginMaxFailuresPerAddress, loginWindowSeconds);
@@ -64,6 +68,14 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
       await guard.end(name, address, outcome);
     }
   }
+
+  let sweep: NodeJS.Timeout | undefined;
+  const sweepLogins = () => {
+    deleteEndedLogins(db).then(
+      (n) => n > 0 && log.info({ deleted: n }, 'ended logins deleted'),
+      (err: unknown) => log.warn({ err: err instanceof Error ? err.message : err }, 'could not delete ended logins'),
+    );
+  };
 
   return {
     name: 'auth',
@@ -148,7 +160,14 @@ const authApp: AppFactory = ({ config, db, kv, events }): App => {
         ctx.body = { user_name: user.user_name, created_at: user.created_at.toISOString() };
       },
     },
-    stop: () => hasher.close(),
+    async start() {
+      sweepLogins();
+      sweep = setInterval(sweepLogins, LOGIN_SWEEP_MS).unref();
+    },
+    async stop() {
+      clearInterval(sweep);
+      await hasher.close();
+    },
   };
 };
 
