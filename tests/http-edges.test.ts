@@ -150,4 +150,27 @@ describe('HTTP edges', () => {
       });
     await client.post('/v1/chats', '[1]', u.session).expect(400, { message: 'bad-parameters', detail: 'body: a JSON object' });
   });
+
+  // Validation coerces these spellings to an integer and lets them through;
+  // the handler refused them without a detail until 2026-12-07.
+  it('a limit spelled other than plain digits (1e2, 1.0, +5, 0x10) is 400 with the same detail on every paged GET', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chat = await buildChat(client, u.session);
+    const task = '0'.repeat(31) + '1';
+    const paged: [string, number][] = [
+      [`/v1/chats/${chat}/messages?limit=`, 1000],
+      ['/v1/chats?limit=', 1000],
+      ['/v1/users?prefix=abc&limit=', 50],
+      [`/v1/chats/search/${task}/messages?limit=`, 1000],
+    ];
+    for (const [path, max] of paged) {
+      for (const spelling of ['1e2', '1E1', '1.0', '%2B5', '0x10', '%205']) {
+        const res = await client.get(`${path}${spelling}`, u.session);
+        assert.deepEqual([res.status, res.body], [400, { message: 'bad-parameters', detail: `limit: an integer from 1 to ${max}` }], `${path}${spelling}`);
+      }
+      // Plain digits, also with a leading zero, are still taken.
+      assert.equal((await client.get(`${path}05`, u.session)).status === 400, false, `${path}05`);
+    }
+  });
 });

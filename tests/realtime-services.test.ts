@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { MODE, testEnv } from './helpers/env';
+import { randomBytes } from 'node:crypto';
+import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { uniq } from './helpers/factories';
 import { freePort, ServiceProcess } from './helpers/process';
 import { openResumed, openSocket, ZERO, type TestSocket } from './helpers/ws';
@@ -193,6 +194,60 @@ if (MODE === 'services') {
       await sleep(300);
       assert.deepEqual([...seen, ...received([second], chatId)], want);
     });
+
+    // A post moves the poster's read marker; its `read` must not overtake its
+    // `message` on any connection, on either instance (until 2026-12-07 a
+    // connection holding its messages, before its first frame or while it
+    // read the database, was sent the `read` at once).
+    for (const mode of ['db_direct', 'rabbitmq'] as const) {
+      it(`MESSAGE_STORAGE_TYPE=${mode}: each of the poster's connections, on both instances, gets a message before the read it moved`, async () => {
+        const queue = `${testEnv().SEARCH_QUEUE}.sync.${randomBytes(3).toString('hex')}`;
+        const settings = { APPS: 'auth,chats,messages,realtime,conversations', MESSAGE_STORAGE_TYPE: mode, SYNC_QUEUE: queue, SYNC_FLUSH_MS: '20' };
+        // One synchronizer (in the first process) in the write-behind mode.
+        const [c, d] = await Promise.all([startWeb({ ...settings, SYNC_IN_PROCESS: '1' }), startWeb({ ...settings, SYNC_IN_PROCESS: '0' })]);
+        procs.push(c.proc, d.proc);
+        try {
+          const alice = await account(c);
+          const bob = await account(d);
+          const chatId = (await c.api<{ chat_id: string }>('POST', '/v1/chats', { chat_name: uniq('chat') }, alice.session)).body.chat_id;
+          const aliceId = (await c.api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('o') }, alice.session)).body.user_id;
+          assert.equal((await d.api('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('m') }, bob.session)).status, 201);
+          const tabs: [string, TestSocket][] = [];
+          for (const web of [c, d]) {
+            const flowing = track(await openResumed(web.port, alice.session, {}));
+            flowing.sendJson({ type: 'probe' });
+            await flowing.next((f) => f.type === 'error');
+            const resumed = track(await openResumed(web.port, alice.session, { [chatId]: ZERO }));
+            // Sends no frame: its messages are held for up to 0.5 s.
+            const silent = track(await openSocket(web.port, { session: alice.session }));
+            tabs.push([`flowing on ${web.port}`, flowing], [`resumed on ${web.port}`, resumed], [`silent on ${web.port}`, silent]);
+          }
+          await sleep(50);
+          const ids: string[] = [];
+          for (let i = 0; i < 3; i++) {
+            const res = await c.api<{ message_id: string }>('POST', `/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: `moves ${i}` }, alice.session);
+            assert.equal(res.status, 201);
+            ids.push(res.body.message_id);
+          }
+          for (const [, s] of tabs) await s.until('the last read', () => s.of('read').some((f) => f.message_id === ids[2]));
+          await sleep(100);
+          for (const [name, s] of tabs) {
+            const seen = s.frames.filter((f) => f.type === 'message' || f.type === 'read').map((f) => `${f.type} ${String(f.message_id)}`);
+            for (const r of s.of('read')) {
+              const read = seen.indexOf(`read ${String(r.message_id)}`);
+              const message = seen.indexOf(`message ${String(r.message_id)}`);
+              assert.ok(message >= 0 && message < read, `${name}: read before its message: ${seen.join(', ')}`);
+            }
+            assert.deepEqual(s.of('message').map((f) => f.message_id), ids, `${name}: messages`);
+          }
+        } finally {
+          c.proc.kill();
+          d.proc.kill();
+          await Promise.all([c.proc.exited, d.proc.exited]);
+          if (mode === 'rabbitmq') await deleteQueues(queue);
+        }
+      });
+    }
 
     it('Redis restarted mid-burst: after resume nothing is missing, nothing repeated', async function () {
       const redisPort = await freePort();

@@ -6,6 +6,7 @@ import { insertMessage } from '../messenger/db/messages';
 import { parseId } from '../messenger/ids';
 import type { Presence } from '../messenger/infra/presence';
 import { ticketKey } from '../messenger/apps/realtime';
+import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, postMessage, uniq, type TestUser } from './helpers/factories';
 import { openResumed, openSocket, refused, ZERO, type TestSocket } from './helpers/ws';
@@ -441,6 +442,50 @@ describe('real time: GET /v1/events', function () {
         [[chatId, 2], [other, 0], [chatId, 0]],
       );
     });
+  });
+
+  describe('read frames after their message', () => {
+    // A post moves the poster's marker; its `read` comes in the same flush,
+    // after the `message`. Until 2026-12-07 the `read` went out at once while
+    // the `message` could wait: for the chat's creator to be looked up (the
+    // first message of a chat an instance sees), for the connection's first
+    // frame, or for a database read, so the `read` arrived first.
+    for (const mode of ['db_direct', 'rabbitmq'] as const) {
+      it(`MESSAGE_STORAGE_TYPE=${mode}: every connection of the poster gets each message before the read it moved`, async () => {
+        const queue = `${testEnv().SEARCH_QUEUE}.sync.${randomBytes(3).toString('hex')}`;
+        // A fresh instance: it has not seen this chat yet.
+        const app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: mode, SYNC_QUEUE: queue, SYNC_IN_PROCESS: '1', SYNC_FLUSH_MS: '20' });
+        const mine: TestSocket[] = [];
+        try {
+          const p = app.client.port;
+          const flowing = await openResumed(p, alice.session, {});
+          flowing.sendJson({ type: 'probe' });
+          await flowing.next((f) => f.type === 'error');
+          const resumed = await openResumed(p, alice.session, { [chatId]: ZERO });
+          // Sends no frame: its messages are held for up to 0.5 s.
+          const silent = await openSocket(p, { session: alice.session });
+          mine.push(flowing, resumed, silent);
+          await sleep(50);
+          const ids: string[] = [];
+          for (let i = 0; i < 3; i++) ids.push(await postMessage(app.client, chatId, aliceId, `moves ${i}`, alice.session));
+          for (const s of mine) await s.until('the last read', () => s.of('read').some((f) => f.message_id === ids[2]));
+          await sleep(100);
+          for (const [name, s] of [['flowing', flowing], ['resumed', resumed], ['silent', silent]] as const) {
+            const seen = s.frames.filter((f) => f.type === 'message' || f.type === 'read').map((f) => `${f.type} ${String(f.message_id)}`);
+            assert.deepEqual(s.of('message').map((f) => f.message_id), ids, `${name}: messages`);
+            for (const r of s.of('read')) {
+              const read = seen.indexOf(`read ${String(r.message_id)}`);
+              const message = seen.indexOf(`message ${String(r.message_id)}`);
+              assert.ok(message >= 0 && message < read, `${name}: read before its message: ${seen.join(', ')}`);
+            }
+          }
+        } finally {
+          for (const s of mine) if (s.closeCode === undefined) await s.close();
+          await app.close();
+          if (MODE === 'services' && mode === 'rabbitmq') await deleteQueues(queue);
+        }
+      });
+    }
   });
 
   describe('presence', () => {

@@ -106,3 +106,44 @@ describe('write path, MESSAGE_STORAGE_TYPE=rabbitmq: a failed publish of a post 
     assert.deepEqual(await stored(text), []);
   });
 });
+
+// A key reused with a `user_id` that is not one of the caller's identities in
+// the chat: a request that could never be stored gets its 404 in every mode,
+// not the first answer (db_direct answered 201 with the first message's id
+// until 2026-12-07, while rabbitmq and no_storage answered 404).
+for (const mode of ['db_direct', 'rabbitmq', 'no_storage'] as const) {
+  describe(`write path, MESSAGE_STORAGE_TYPE=${mode}: an Idempotency-Key reused with a user_id that is not the caller's`, function () {
+    this.timeout(60_000);
+    let app: Running;
+    let queue: string;
+
+    before(async () => {
+      queue = `${testEnv().SEARCH_QUEUE}.sync.${randomBytes(3).toString('hex')}`;
+      app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: mode, SYNC_QUEUE: queue, SYNC_IN_PROCESS: '1', SYNC_FLUSH_MS: '20', NGINX_THROTTLING: '1' });
+    });
+    after(async () => {
+      await app.close();
+      if (MODE === 'services' && mode === 'rabbitmq') await deleteQueues(queue);
+    });
+
+    it('is 404 user-not-found (someone else\'s identity, an unknown id), the same key with the caller\'s own id still the first answer', async () => {
+      const { client } = app;
+      const u = await buildUser(client);
+      const chatId = await buildChat(client, u.session);
+      const mine = await joinChat(client, chatId, u.session);
+      const other = await buildUser(client);
+      const theirs = await joinChat(client, chatId, other.session);
+      const key = `k-${randomBytes(6).toString('hex')}`;
+      const post = (userId: string) =>
+        client.post(`/v1/chats/${chatId}/messages?user_id=${userId}`, { message: 'keyed once' }, u.session).set('Idempotency-Key', key);
+      const first = await post(mine);
+      assert.equal(first.status, 201);
+      for (const userId of [theirs, randomBytes(16).toString('hex')]) {
+        const res = await post(userId);
+        assert.deepEqual([res.status, res.body], [404, { message: 'user-not-found' }], `user_id ${userId === theirs ? 'of another account' : 'unknown'}`);
+      }
+      const again = await post(mine);
+      assert.deepEqual([again.status, again.body], [201, first.body]);
+    });
+  });
+}

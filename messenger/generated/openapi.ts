@@ -1782,7 +1782,10 @@ export interface operations {
                  *     is answered with the first `201` again (its `message_id`) and stores
                  *     nothing new, also when the retry races the first request. A WebSocket
                  *     `send`'s `client_id` is a key of the same namespace. Only a `201` is
-                 *     remembered: a refused post can be retried with the same key.
+                 *     remembered: a refused post can be retried with the same key. The key
+                 *     is looked up only after the chat, `user_id` and message are checked:
+                 *     a retry with a `user_id` that is not yours in this chat is
+                 *     `404 user-not-found`, never the first answer.
                  */
                 "Idempotency-Key"?: string;
             };

@@ -8,8 +8,8 @@ import { intParam, queryParam } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
 
 /** An optional integer query parameter within [min, max], `fallback` when absent. */
-function optionalInt(value: unknown, min: number, max: number, fallback: number): number {
-  return value === undefined ? fallback : intParam(value, min, max);
+function optionalInt(name: string, value: unknown, min: number, max: number, fallback: number): number {
+  return value === undefined ? fallback : intParam(name, value, min, max);
 }
 
 /**
@@ -52,7 +52,7 @@ const conversationsApp: AppFactory = (deps): App => {
     handlers: {
       async listChats(ctx, req) {
         const { accountId } = sessionOf(ctx);
-        const limit = optionalInt(req.query.limit, 1, 1000, 100);
+        const limit = optionalInt('limit', req.query.limit, 1, 1000, 100);
         // The items come from PostgreSQL already in their wire form, as JSON text (db/chats.ts).
         const chats = await chatListJson(db, accountId, limit);
         ctx.status = 200;
@@ -104,7 +104,7 @@ const conversationsApp: AppFactory = (deps): App => {
       async searchUsers(ctx, req) {
         const prefix = queryParam(req.query.prefix);
         if (prefix === undefined || [...prefix].length < 3) throw new BadRequest();
-        const limit = optionalInt(req.query.limit, 1, 50, 20);
+        const limit = optionalInt('limit', req.query.limit, 1, 50, 20);
         const names = await namesByPrefix(db, prefix, limit);
         ctx.status = 200;
         ctx.body = { users: names.map((user_name) => ({ user_name })) };

@@ -131,12 +131,15 @@ export class GroupCommitter {
       items.map(async (item, i): Promise<Outcome | Again> => {
         const stored = byIndex.get(i);
         if (stored !== undefined) return { stored };
+        // Membership before the key, as the other modes check it: a post that
+        // could never be stored gets its 404, not the answer to an earlier one.
+        const m = await memberOfChat(this.db, item.chatId, item.memberId, item.accountId);
+        if ('missing' in m) return { missing: m.missing };
         if (item.key !== undefined) {
           const first = await keyedMessage(this.db, item.key.ownerId, item.key.key);
           if (first !== undefined) return { duplicateOf: first };
         }
-        const m = await memberOfChat(this.db, item.chatId, item.memberId, item.accountId);
-        return 'missing' in m ? { missing: m.missing } : { again: true };
+        return { again: true };
       }),
     );
   }

@@ -55,7 +55,7 @@ const messagesApp: AppFactory = (deps): App => {
       async listMessages(ctx, req) {
         const chatId = parseId(req.params.chat_id);
         if (chatId === null) throw new NotFound('chat-not-found');
-        const limit = intParam(req.query.limit, 1, 1000);
+        const limit = intParam('limit', req.query.limit, 1, 1000);
         const from = queryParam(req.query.from);
         const cursorId = from === undefined ? ZERO_ID : parseId(from);
         if (cursorId === null) throw new BadRequest('bad-cursor');

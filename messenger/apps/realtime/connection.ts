@@ -25,6 +25,11 @@ export interface ChatCursor {
   /** True while a replay or repair reads the database; live events wait in `held`. */
   busy: boolean;
   held: MessageStored[];
+  /**
+   * The furthest read marker of this chat that came while messages were
+   * held: sent once they were, so a post's `read` never overtakes its `message`.
+   */
+  read?: { chatId: string; seq: number; data: string };
   /** The database read in progress, if any. */
   running?: Promise<void>;
 }

@@ -299,7 +299,7 @@ export class Gateway {
     conn.holding = false;
     clearTimeout(conn.graceTimer);
     for (const [chatId, c] of conn.chats) {
-      if (!c.busy && c.held.length > 0) this.drain(conn, chatId, c);
+      if (!c.busy && (c.held.length > 0 || c.read !== undefined)) this.drain(conn, chatId, c);
     }
   }
 
@@ -398,9 +398,18 @@ export class Gateway {
 
   /**
    * Sends held live messages that continue the connection's position; true
-   * when one further ahead remains (a gap only the database can fill).
+   * when one further ahead remains (a gap only the database can fill). Once
+   * none does, the read marker held behind them follows.
    */
   private drainHeld(conn: Connection, c: ChatCursor): boolean {
+    if (this.drainMessages(conn, c)) return true;
+    const read = c.read;
+    c.read = undefined;
+    if (read !== undefined && conn.readMoved(read.chatId, read.seq)) conn.send(read.data, 'read');
+    return false;
+  }
+
+  private drainMessages(conn: Connection, c: ChatCursor): boolean {
     // Stable: the unordered (seq 0) messages come first, in the order they arrived.
     c.held.sort((a, b) => a.seq - b.seq);
     while (c.held.length > 0) {
@@ -543,13 +552,32 @@ export class Gateway {
     });
   }
 
+  /**
+   * A read marker for the account's connections. A post's marker comes in
+   * the flush of its message, after it: it takes the chat's turn after the
+   * message (which may wait for the chat's creator to be looked up), and a
+   * connection that holds the chat's messages (before its first frame,
+   * while it reads the database) holds the marker behind them, so `message`
+   * always comes first.
+   */
   private onRead(e: ReadMoved): void {
-    const conns = this.byAccount.get(toOwnerKey(e.accountId));
-    if (conns === undefined) return;
-    const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
-    // Two moves can cross on the way (two instances' posts or reads): a
-    // connection never gets a marker behind one it was already sent.
-    for (const conn of conns) if (conn.readMoved(e.chatId, e.seq)) conn.send(data, 'read');
+    const account = toOwnerKey(e.accountId);
+    if (!this.byAccount.has(account)) return;
+    this.inOrder(e.chatId, () => {
+      const conns = this.byAccount.get(account);
+      if (conns === undefined) return;
+      const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
+      for (const conn of conns) {
+        const c = conn.chats.get(e.chatId);
+        if (c !== undefined && (conn.holding || c.busy)) {
+          if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
+          continue;
+        }
+        // Two moves can cross on the way (two instances' posts or reads): a
+        // connection never gets a marker behind one it was already sent.
+        if (conn.readMoved(e.chatId, e.seq)) conn.send(data, 'read');
+      }
+    });
   }
 
   private onSessionEnded(e: SessionEnded): void {

@@ -70,7 +70,7 @@ const searchApp: AppFactory = (deps): App => {
       },
 
       async searchMessages(ctx, req) {
-        const limit = intParam(req.query.limit, 1, 1000);
+        const limit = intParam('limit', req.query.limit, 1, 1000);
         const from = queryParam(req.query.from);
         const cursorId = from === undefined ? ZERO_ID : parseId(from);
         if (cursorId === null) throw new BadRequest('bad-cursor');
