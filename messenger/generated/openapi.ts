@@ -569,8 +569,9 @@ export interface paths {
          *     Matching is case-insensitive and language-agnostic (Russian and English
          *     alike), phrase-aware (the words in order), and tolerant of a typo or two.
          *     Exact phrase matches are taken first, then near matches: a near match
-         *     contains every word of the phrase, each exactly or with a typo or two, in
-         *     any order (a message lacking one of the words is never a result). Emoji
+         *     contains every word of the phrase, each exactly or with a typo or two (two
+         *     neighbouring letters swapped count as one, in words of four characters or
+         *     more), in any order (a message lacking one of the words is never a result). Emoji
          *     and other symbols in the phrase must occur in the message as typed, so a
          *     phrase of emoji alone finds the messages that contain it. At most 100
          *     results in all, ordered newest first (messages of one chat stored at the
