@@ -345,6 +345,43 @@ describe('search tasks', () => {
     }
   });
 
+  it('refuses a search past SEARCH_MAX_UNFINISHED unfinished tasks of the account with 429 too-many-searches, recording nothing; a finished task frees its place', async () => {
+    const { client } = harness().app;
+    const { kv } = harness().infra;
+    const u = await buildUser(client);
+    const owner = await accountId(u.userName);
+    const store = new TaskStore(kv, 300);
+    const max = loadConfig(testEnv()).search.maxUnfinished;
+    assert.equal(max, 20);
+    // Unfinished tasks as a flood leaves them while no consumer runs: WAITING (one IN_PROCESS).
+    const waiting = [];
+    for (let i = 0; i < max; i++) waiting.push(await store.create(randomBytes(16).toString('hex'), owner, `waiting ${i}`));
+    await store.start(waiting[0]);
+    const set = kv.set.bind(kv);
+    const written: string[] = [];
+    kv.set = async (key, value, ttl) => {
+      written.push(key);
+      return set(key, value, ttl);
+    };
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await client.post('/v1/chats/search', { message: 'one search too many' }, u.session).expect(429, { message: 'too-many-searches' });
+        assert.equal(res.headers['retry-after'], '5');
+      }
+    } finally {
+      kv.set = set;
+    }
+    assert.deepEqual(written, [], 'a refused search records nothing');
+    // Another account is not held back.
+    const other = await buildUser(client);
+    assert.equal(await waitForTask(client, other.session, await startSearch(client, other.session, 'another account')), 'SUCCESS');
+    // One finished task frees one place; the search that takes it frees it again when the consumer finishes it.
+    await store.fail(waiting[0]);
+    assert.equal(await waitForTask(client, u.session, await startSearch(client, u.session, 'now there is room')), 'SUCCESS');
+    await store.create(randomBytes(16).toString('hex'), owner, 'the place taken again');
+    await client.post('/v1/chats/search', { message: 'no room again' }, u.session).expect(429, { message: 'too-many-searches' });
+  });
+
   it('answers 400 task-not-complete before SUCCESS and 400 task-failed after FAILED', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);

@@ -918,7 +918,7 @@ export interface components {
              */
             detail?: string;
             /** @enum {string} */
-            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "origin-not-allowed" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
+            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "too-many-searches" | "origin-not-allowed" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
         };
     };
     responses: {
@@ -1849,6 +1849,16 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            /** @description `too-many-searches`: your account already has `SEARCH_MAX_UNFINISHED` (default 20) searches not yet finished (`WAITING` or `IN_PROCESS`); no task is recorded. `Retry-After` is the search deadline (`SEARCH_TIMEOUT_MS`, rounded up to seconds): a task runs at most that long once a consumer takes it. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description `service-unavailable`: Redis or RabbitMQ is not answering; no task was left behind. */
             503: {
                 headers: {
