@@ -61,6 +61,8 @@ export interface Config {
     timeoutMs: number;
     taskTtlSeconds: number;
     maxAttempts: number;
+    /** Unfinished (WAITING or IN_PROCESS) tasks one account may have; past it a new search is refused. */
+    maxUnfinished: number;
     prefetch: number;
     /** Run the consumer inside the web process (always true with the in-process queue). */
     inProcessConsumer: boolean;
@@ -309,6 +311,7 @@ export function loadConfig(env: Env = process.env): Config {
       timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),
       taskTtlSeconds: r.int('SEARCH_TASK_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
       maxAttempts: r.int('SEARCH_MAX_ATTEMPTS', 3, 1, 100),
+      maxUnfinished: r.int('SEARCH_MAX_UNFINISHED', 20, 1, 10_000),
       prefetch: r.int('SEARCH_PREFETCH', 4, 1, 1000),
       inProcessConsumer: r.bool('SEARCH_IN_PROCESS_CONSUMER', rmqUrl === undefined),
     },

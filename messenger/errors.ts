@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'payload-too-large'
   | 'request-limit-exceeded'
   | 'too-many-login-attempts'
+  | 'too-many-searches'
   | 'origin-not-allowed'
   | 'service-unavailable'
   | 'request-timeout'
@@ -69,7 +70,7 @@ export class NotFound extends AppError {
 
 /** 429: slow down; carries Retry-After. */
 export class TooManyRequests extends AppError {
-  constructor(code: 'request-limit-exceeded' | 'too-many-login-attempts', retryAfter: number) {
+  constructor(code: 'request-limit-exceeded' | 'too-many-login-attempts' | 'too-many-searches', retryAfter: number) {
     super(429, code, Math.max(1, Math.ceil(retryAfter)));
   }
 }

@@ -137,6 +137,18 @@ if (MODE === 'services') {
       }
     });
 
+    it('with no consumer running, an account\'s searches stop at SEARCH_MAX_UNFINISHED (429 too-many-searches); a consumer that runs them makes room', async () => {
+      await web.close();
+      web = await startApp(harness().infra, { SEARCH_QUEUE: queue, SEARCH_IN_PROCESS_CONSUMER: '0', SEARCH_MAX_UNFINISHED: '3' });
+      const ids = [];
+      for (let i = 0; i < 3; i++) ids.push(await startSearch(web.client, user.session, `consumer found ${i}`));
+      for (let i = 0; i < 2; i++) await web.client.post('/v1/chats/search', { message: 'consumer found' }, user.session).expect(429, { message: 'too-many-searches' });
+      assert.equal((await ch.checkQueue(queue)).messageCount, 3, 'the refused searches queued nothing');
+      await consumer();
+      for (const id of ids) assert.equal(await waitForTask(web.client, user.session, id), 'SUCCESS');
+      assert.equal(await waitForTask(web.client, user.session, await startSearch(web.client, user.session, 'consumer found')), 'SUCCESS');
+    });
+
     it('two consumers on one queue run each task exactly once', async () => {
       await consumer();
       await consumer();

@@ -203,6 +203,31 @@ describe('POST /v1/chats/search', () => {
     assert.deepEqual((await searchAll(client, u.session, 'hello')).map((m) => m.message_id), [hello]);
   });
 
+  it('finds words typed with two neighbouring letters swapped; every word must still match', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    // A swap leaves a short word few of its trigrams: 'mnago' and 'mango' are 0.2 apart, under the 0.3 tolerance.
+    const mango = await postMessage(client, chatId, userId, 'a ripe mango for lunch', u.session);
+    const hello = await postMessage(client, chatId, userId, 'Hello, World!', u.session);
+    await postMessage(client, chatId, userId, 'mango smoothie', u.session);
+    assert.deepEqual((await searchAll(client, u.session, 'hlelo wrold')).map((m) => m.message_id), [hello]);
+    // Four letters are enough for a swap to count ('rpie' for 'ripe'); the message lacking 'ripe' is not a result.
+    assert.deepEqual((await searchAll(client, u.session, 'mnago rpie')).map((m) => m.message_id), [mango]);
+    assert.deepEqual((await searchAll(client, u.session, 'mnago lnuch smoothie')).map((m) => m.message_id), []);
+  });
+
+  it('a swap counts in words of four letters or more, not in shorter ones (cat and act are two words)', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const { chatId, userId } = await memberChat(u);
+    const cat = await postMessage(client, chatId, userId, 'the cat sleeps', u.session);
+    await postMessage(client, chatId, userId, 'an act in two parts', u.session);
+    // 'slepes' for 'sleeps': 0.27 in trigrams, found as a swap; 'act' is not taken for 'cat'.
+    assert.deepEqual((await searchAll(client, u.session, 'cat slepes')).map((m) => m.message_id), [cat]);
+    assert.deepEqual((await searchAll(client, u.session, 'act slepes')).map((m) => m.message_id), []);
+  });
+
   it('finds a phrase of emoji or symbols', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);
@@ -318,6 +343,43 @@ describe('search tasks', () => {
       await client.get(`/v1/chats/search/status/${id}`, session).expect(404, { message: 'task-not-found' });
       await client.get(`/v1/chats/search/${id}/messages?limit=10`, session).expect(404, { message: 'task-not-found' });
     }
+  });
+
+  it('refuses a search past SEARCH_MAX_UNFINISHED unfinished tasks of the account with 429 too-many-searches, recording nothing; a finished task frees its place', async () => {
+    const { client } = harness().app;
+    const { kv } = harness().infra;
+    const u = await buildUser(client);
+    const owner = await accountId(u.userName);
+    const store = new TaskStore(kv, 300);
+    const max = loadConfig(testEnv()).search.maxUnfinished;
+    assert.equal(max, 20);
+    // Unfinished tasks as a flood leaves them while no consumer runs: WAITING (one IN_PROCESS).
+    const waiting = [];
+    for (let i = 0; i < max; i++) waiting.push(await store.create(randomBytes(16).toString('hex'), owner, `waiting ${i}`));
+    await store.start(waiting[0]);
+    const set = kv.set.bind(kv);
+    const written: string[] = [];
+    kv.set = async (key, value, ttl) => {
+      written.push(key);
+      return set(key, value, ttl);
+    };
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await client.post('/v1/chats/search', { message: 'one search too many' }, u.session).expect(429, { message: 'too-many-searches' });
+        assert.equal(res.headers['retry-after'], '5');
+      }
+    } finally {
+      kv.set = set;
+    }
+    assert.deepEqual(written, [], 'a refused search records nothing');
+    // Another account is not held back.
+    const other = await buildUser(client);
+    assert.equal(await waitForTask(client, other.session, await startSearch(client, other.session, 'another account')), 'SUCCESS');
+    // One finished task frees one place; the search that takes it frees it again when the consumer finishes it.
+    await store.fail(waiting[0]);
+    assert.equal(await waitForTask(client, u.session, await startSearch(client, u.session, 'now there is room')), 'SUCCESS');
+    await store.create(randomBytes(16).toString('hex'), owner, 'the place taken again');
+    await client.post('/v1/chats/search', { message: 'no room again' }, u.session).expect(429, { message: 'too-many-searches' });
   });
 
   it('answers 400 task-not-complete before SUCCESS and 400 task-failed after FAILED', async () => {
@@ -523,6 +585,15 @@ describe('the search query', () => {
     const nearPlan = nearRes.rows.map((r) => Object.values(r)[0]).join('\n');
     assert.match(nearPlan, /(messages_text_trgm_idx|Index Scan on messages_chat_seq_uq|Index Scan using messages_chat_seq_uq on messages)/, nearPlan);
     assert.doesNotMatch(nearPlan, /Seq Scan on messages/, nearPlan);
+    // A word with swapped letters ('ntoe') is matched by either index: by the trigram one within the tolerance, by the
+    // full-text one as one of its swapped spellings: a BitmapOr of the two (the planner may AND in the other word's or
+    // the caller's chats' bitmap, or recheck the other word on the few rows found). Never a scan of the table, nor of
+    // the caller's chats with the words as a filter (an Index Scan using messages_chat_seq_uq).
+    const swapped = nearSearchSql(`${rare} ntoe`);
+    const swappedRes = (await db.raw(`EXPLAIN ${swapped.sql}`, [owner, ...swapped.terms, [], 100])) as { rows: Record<string, string>[] };
+    const swappedPlan = swappedRes.rows.map((r) => Object.values(r)[0]).join('\n');
+    assert.match(swappedPlan, /BitmapOr[\s\S]*Bitmap Index Scan on messages_text_trgm_idx[\s\S]*Bitmap Index Scan on messages_text_fts_idx[^\n]*\n[^\n]*'note'/, swappedPlan);
+    assert.doesNotMatch(swappedPlan, /Seq Scan on messages|Index Scan using messages_chat_seq_uq/, swappedPlan);
     const found = await searchAll(client, u.session, rare);
     assert.equal(found.length, 4);
   });

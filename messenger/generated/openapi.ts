@@ -579,8 +579,9 @@ export interface paths {
          *     Matching is case-insensitive and language-agnostic (Russian and English
          *     alike), phrase-aware (the words in order), and tolerant of a typo or two.
          *     Exact phrase matches are taken first, then near matches: a near match
-         *     contains every word of the phrase, each exactly or with a typo or two, in
-         *     any order (a message lacking one of the words is never a result). Emoji
+         *     contains every word of the phrase, each exactly or with a typo or two (two
+         *     neighbouring letters swapped count as one, in words of four characters or
+         *     more), in any order (a message lacking one of the words is never a result). Emoji
          *     and other symbols in the phrase must occur in the message as typed, so a
          *     phrase of emoji alone finds the messages that contain it. At most 100
          *     results in all, ordered newest first (messages of one chat stored at the
@@ -931,7 +932,7 @@ export interface components {
              */
             detail?: string;
             /** @enum {string} */
-            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "origin-not-allowed" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
+            message: "bad-parameters" | "bad-cursor" | "user-already-exists" | "user-not-found" | "bad-password" | "auth-failed" | "invalid-session-id" | "session-id-expired" | "invalid-refresh-token" | "chat-not-found" | "task-not-found" | "task-not-complete" | "task-failed" | "not-found" | "method-not-allowed" | "payload-too-large" | "request-limit-exceeded" | "too-many-login-attempts" | "too-many-searches" | "origin-not-allowed" | "service-unavailable" | "request-timeout" | "headers-too-large" | "internal-error";
         };
     };
     responses: {
@@ -1865,6 +1866,16 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            /** @description `too-many-searches`: your account already has `SEARCH_MAX_UNFINISHED` (default 20) searches not yet finished (`WAITING` or `IN_PROCESS`); no task is recorded. `Retry-After` is the search deadline (`SEARCH_TIMEOUT_MS`, rounded up to seconds): a task runs at most that long once a consumer takes it. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description `service-unavailable`: Redis or RabbitMQ is not answering; no task was left behind. */
             503: {
                 headers: {

@@ -31,6 +31,7 @@ const WORDS: Record<string, string> = {
   'payload-too-large': 'That is too long.',
   'request-limit-exceeded': 'Too many requests. Wait a moment.',
   'too-many-login-attempts': 'Too many failed attempts. Wait a while before trying again.',
+  'too-many-searches': 'Too many searches still waiting. Wait for them to finish, then search again.',
   'service-unavailable': 'The server is busy or restarting. Try again shortly.',
   'internal-error': 'Something went wrong on the server.',
   network: 'No connection to the server.',

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { BadRequest, NotFound } from '../../errors';
+import { BadRequest, NotFound, TooManyRequests } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import type { Broker } from '../../infra/broker';
 import { sessionOf } from '../auth';
@@ -51,12 +51,14 @@ const searchApp: AppFactory = (deps): App => {
         const phrase = req.body.message;
         if (charLength(phrase.trim()) < MIN_PHRASE) throw new BadRequest();
         const id = randomBytes(16).toString('hex');
-        await tasks.create(id, sessionOf(ctx).accountId, phrase);
+        const task = await tasks.createWithin(id, sessionOf(ctx).accountId, phrase, config.search.maxUnfinished);
+        // A task runs for at most SEARCH_TIMEOUT_MS once a consumer takes it.
+        if (task === undefined) throw new TooManyRequests('too-many-searches', config.search.timeoutMs / 1000);
         try {
           await broker.publish(config.search.queue, { task_id: id });
         } catch (err) {
           // Not queued means it will never run: leave no WAITING task behind.
-          await tasks.remove(id).catch(() => {});
+          await tasks.remove(task).catch(() => {});
           throw err;
         }
         ctx.status = 201;

@@ -79,10 +79,42 @@ export class TaskStore {
     return `task:${id}:results`;
   }
 
+  /**
+   * How many unfinished (WAITING or IN_PROCESS) tasks an account has: counted
+   * up when one is recorded, down when it finishes or is forgotten. The count
+   * is deleted when it comes back to 0, and otherwise lapses
+   * `pendingTtlSeconds` (a day, as long as an unfinished task lives) after it
+   * was started, so a task that expired unrun is not counted for ever.
+   */
+  private static unfinishedKey(owner: string): string {
+    return `search-unfinished:${owner}`;
+  }
+
   /** Records a new WAITING task. */
   async create(id: string, owner: string, phrase: string): Promise<Task> {
+    return (await this.createWithin(id, owner, phrase, Infinity)) as Task;
+  }
+
+  /**
+   * Records a new WAITING task unless its owner already has `maxUnfinished`
+   * unfinished ones: then it records nothing and answers undefined. Each
+   * WAITING task keeps its phrase for a day, so without a bound a flood of
+   * searches while no consumer runs would grow the store without end.
+   */
+  async createWithin(id: string, owner: string, phrase: string, maxUnfinished: number): Promise<Task | undefined> {
+    const counted = TaskStore.unfinishedKey(owner);
+    // One atomic step per request: of concurrent ones past the bound, each sees a count above it and gives its place back.
+    if ((await this.kv.incr(counted, this.pendingTtlSeconds)) > maxUnfinished) {
+      await this.kv.incr(counted, 0, -1);
+      return undefined;
+    }
     const task: Task = { id, owner, phrase, status: 'WAITING', attempts: 0, createdAt: Date.now() };
-    await this.kv.set(TaskStore.key(id), JSON.stringify(task), this.pendingTtlSeconds);
+    try {
+      await this.kv.set(TaskStore.key(id), JSON.stringify(task), this.pendingTtlSeconds);
+    } catch (err) {
+      await this.kv.incr(counted, 0, -1).catch(() => {});
+      throw err;
+    }
     return task;
   }
 
@@ -117,6 +149,7 @@ export class TaskStore {
   private async finish(task: Task, status: 'SUCCESS' | 'FAILED'): Promise<void> {
     const done: Task = { ...task, status, finishedAt: Date.now() };
     await this.kv.set(TaskStore.key(task.id), JSON.stringify(done), this.doneTtlSeconds);
+    await this.kv.incr(TaskStore.unfinishedKey(task.owner), 0, -1);
   }
 
   /** The stored results of a finished task: message ids in wire form, in result order. */
@@ -124,8 +157,9 @@ export class TaskStore {
     return parseResults(await this.kv.get(TaskStore.resultsKey(id)));
   }
 
-  /** Forgets a task (used when it could not be queued). */
-  async remove(id: string): Promise<void> {
-    await this.kv.del(TaskStore.key(id));
+  /** Forgets an unfinished task (used when it could not be queued). */
+  async remove(task: Task): Promise<void> {
+    await this.kv.del(TaskStore.key(task.id));
+    await this.kv.incr(TaskStore.unfinishedKey(task.owner), 0, -1);
   }
 }
