@@ -303,6 +303,74 @@ describe('real time: GET /v1/events', function () {
       await owner.until('member and message', () => owner.texts(later).length === 1 && owner.of('member').some((f) => f.chat_id === later));
     });
 
+    it('a connection that sends nothing gets the messages, joins and read markers that came while its chat list loaded', async () => {
+      // Until 2026-12-07 a connection was indexed under its chats only once
+      // they were read from the database: what was published meanwhile
+      // reached none of its chats, and a client without `resume` (a bot)
+      // never got those messages.
+      const { infra } = harness();
+      const aliceAccount = await accountOf(alice);
+      let started: () => void = () => undefined;
+      const bothStarted = new Promise<void>((r) => {
+        let n = 0;
+        started = () => {
+          if (++n === 2) r();
+        };
+      });
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((r) => (release = r));
+      // The same database, but alice's chat list (readableChats) is read only when the test says so.
+      const db = new Proxy(infra.db, {
+        get(target, prop) {
+          if (prop !== 'raw') return Reflect.get(target, prop) as unknown;
+          return (sql: string, bindings: unknown[]) => {
+            if (!(sql.includes('FROM chats WHERE owner_id') && bindings[0] === aliceAccount)) return target.raw(sql, bindings as never);
+            started();
+            return released.then(() => target.raw(sql, bindings as never));
+          };
+        },
+      });
+      const app = await startApp({ ...infra, db });
+      const mine: TestSocket[] = [];
+      try {
+        const p = app.client.port;
+        // A chat bob created: alice's connections are not indexed under it as its creator's.
+        const chat = await buildChat(app.client, bob.session);
+        const bobThere = await joinChat(app.client, chat, bob.session, uniq('bob'));
+        const aliceThere = await joinChat(app.client, chat, alice.session, uniq('alice'));
+        const watcher = await openResumed(p, bob.session, {});
+        mine.push(watcher);
+        await sleep(100);
+        // A bot that never sends a frame, and a tab that resumes the chat from the start.
+        const silent = await openSocket(p, { session: alice.session });
+        const resumed = await openResumed(p, alice.session, { [chat]: ZERO });
+        mine.push(silent, resumed);
+        await bothStarted;
+        // Posted, joined and read while both of alice's chat lists are loading.
+        const carol = await buildUser(app.client);
+        const ids = [await postMessage(app.client, chat, bobThere, 'while loading 1', bob.session)];
+        const carolId = await joinChat(app.client, chat, carol.session, uniq('carol'));
+        ids.push(await postMessage(app.client, chat, aliceThere, 'while loading 2', alice.session));
+        await watcher.until('both messages and the join', () => watcher.texts(chat).length === 2 && watcher.of('member').some((f) => f.user_id === carolId));
+        await sleep(100);
+        release();
+        await silent.until('the messages of the load', () => silent.texts(chat).length === 2, 3000);
+        ids.push(await postMessage(app.client, chat, bobThere, 'after', bob.session));
+        for (const s of [silent, resumed]) await s.until('every message', () => s.texts(chat).length >= 3 && s.of('read').some((f) => f.message_id === ids[1]));
+        await sleep(200);
+        for (const [name, s] of [['silent', silent], ['resumed', resumed]] as const) {
+          assert.deepEqual(s.of('message').map((f) => f.message_id), ids, `${name}: every message once, in order`);
+          assert.ok(s.of('member').some((f) => f.chat_id === chat && f.user_id === carolId), `${name}: the join`);
+          const seen = s.frames.map((f) => `${f.type} ${String(f.message_id)}`);
+          assert.ok(seen.indexOf(`message ${ids[1]}`) < seen.indexOf(`read ${ids[1]}`), `${name}: read before its message: ${seen.join(', ')}`);
+        }
+      } finally {
+        release();
+        for (const s of mine) if (s.closeCode === undefined) await s.close();
+        await app.close();
+      }
+    });
+
     it('send: stored and acknowledged with client_id; the message frame comes on every connection', async () => {
       const s = await connect(alice.session, {});
       const watcher = await connect(bob.session, {});

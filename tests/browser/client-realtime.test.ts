@@ -142,4 +142,60 @@ describe('the web client, real time and accounts', function () {
     await one.getByRole('button', { name: 'Log in' }).waitFor();
     await two.getByRole('button', { name: 'Log in' }).waitFor({ timeout: 10_000 });
   });
+
+  it('signing out and in again while a ticket request is on its way: the socket opens once, with the new session', async () => {
+    // Until 2026-12-07 the new sign-in did not connect (the old ticket request
+    // was still under way), and the old request, answered, opened the socket
+    // with a ticket of the ended session: 401, then a reconnect after a backoff.
+    const { page } = await newPage();
+    const name = uniq('gina');
+    await page.goto(`${base}/`);
+    await signUp(page, name);
+    await live(page);
+    await page.getByRole('button', { name: 'Account' }).click();
+    await page.getByRole('button', { name: 'Log out', exact: true }).click();
+    await page.getByRole('button', { name: 'Log in' }).waitFor();
+
+    // The next ticket is issued by the server at once, but reaches the page only when the test says so.
+    let hold = true;
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((r) => (release = r));
+    let held: () => void = () => undefined;
+    const heldOnce = new Promise<void>((r) => (held = r));
+    const ticketOf = new Map<string, string>();
+    await page.route('**/v1/events/ticket', async (route) => {
+      const res = await route.fetch();
+      const body = (await res.json()) as { ticket?: string };
+      if (body.ticket !== undefined) ticketOf.set(body.ticket, route.request().headers().authorization ?? '');
+      if (hold) {
+        hold = false;
+        held();
+        await released;
+      }
+      await route.fulfill({ response: res });
+    });
+    const sessions: string[] = [];
+    page.on('response', (r) => {
+      if (r.url().endsWith('/v1/auth/login') && r.status() === 201) void r.json().then((b: { session_id: string }) => sessions.push(b.session_id));
+    });
+    const sockets: string[] = [];
+    page.on('websocket', (ws) => sockets.push(new URL(ws.url()).searchParams.get('ticket') ?? ''));
+
+    await logIn(page, name);
+    await heldOnce;
+    await page.getByRole('button', { name: 'Account' }).click();
+    await page.getByRole('button', { name: 'Log out', exact: true }).click();
+    await page.getByRole('button', { name: 'Log in' }).waitFor();
+    await logIn(page, name);
+    release();
+    await live(page);
+    await page.waitForTimeout(1_500);
+    await live(page);
+    assert.equal(sessions.length, 2);
+    assert.deepEqual(
+      sockets.map((t) => ticketOf.get(t)),
+      [`session_id ${sessions[1]}`],
+      'one socket, opened with a ticket of the session in use',
+    );
+  });
 });

@@ -65,6 +65,13 @@ async function connect(): Promise<void> {
     opening = false;
   }
   if (!running) return;
+  // Signed out and in again (or refreshed) while the ticket was on its way: a
+  // connect() meanwhile did nothing, and this ticket is of an ended session
+  // (its socket would be refused, 401). Ask again with the session in use now.
+  if (generation !== sessionGeneration()) {
+    void connect();
+    return;
+  }
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const ws = new WebSocket(`${proto}//${location.host}/v1/events?ticket=${encodeURIComponent(ticket)}`);
   socket = ws;

@@ -34,7 +34,7 @@ export interface ChatCursor {
   running?: Promise<void>;
 }
 
-/** Most live events one chat may hold back on one connection before it is closed (1013) to resume later. */
+/** Most live events one chat may hold back on one connection (or a connection loading its chat list, in all) before it is closed (1013) to resume later. */
 export const MAX_HELD = 10_000;
 
 /** One open WebSocket of one session. */
@@ -42,6 +42,12 @@ export class Connection {
   readonly chats = new Map<string, ChatCursor>();
   /** Until the client's first frame (or a short grace), live messages are held so a `resume` can come first. */
   holding = true;
+  /**
+   * While the account's chat list is being loaded (from the accept on), the
+   * events that may concern it wait here, in arrival order (at most MAX_HELD):
+   * each delivers itself once the list is known, if its chat is in it.
+   */
+  early: (() => void)[] | undefined = [];
   alive = true;
   closed = false;
   /** Per chat, the position of the last read marker sent on this connection. */

@@ -58,6 +58,8 @@ export class Gateway {
   private readonly byAccount = new Map<string, Set<Connection>>();
   private readonly byChat = new Map<string, Set<Connection>>();
   private readonly bySession = new Map<string, Set<Connection>>();
+  /** Connections whose account's chat list is being loaded: they are not indexed by chat yet (see `keepEarly`). */
+  private readonly loading = new Set<Connection>();
   private readonly owners = new Map<string, string | null>();
   /** Events of a chat whose creator is being looked up wait here, in order. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -135,6 +137,7 @@ export class Gateway {
     const first = this.countFor(session.accountId) === 0;
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
+    this.loading.add(conn);
     wsConnections.inc();
     if (session.expiresAt !== undefined) {
       const left = session.expiresAt - Date.now();
@@ -169,22 +172,30 @@ export class Gateway {
       });
     });
     conn.inbox = this.load(conn, first);
-    conn.graceTimer = setTimeout(() => this.release(conn), FIRST_FRAME_GRACE_MS);
   }
 
-  /** Indexes the connection under every chat its account may read, and marks the account online. */
+  /**
+   * Indexes the connection under every chat its account may read, and marks
+   * the account online. The events that came while the list was read take
+   * the normal path then, for the chats in it; the first-frame grace starts.
+   */
   private async load(conn: Connection, first: boolean): Promise<void> {
     const { db, presence, events, log } = this.deps;
     const accountId = conn.session.accountId;
+    let chats: string[];
     try {
-      const chats = await readableChats(db, accountId);
-      if (conn.closed) return;
-      for (const c of chats) this.index(conn, toWireId(c));
+      chats = await readableChats(db, accountId);
     } catch (err) {
+      this.loaded(conn);
       log.warn({ err: String(err) }, 'could not load the chats of a real-time connection');
       conn.close(CLOSE.tryAgainLater, 'service-unavailable');
       return;
     }
+    if (conn.closed) return;
+    for (const c of chats) this.index(conn, toWireId(c));
+    // In the same turn as the indexing: an event comes either before (kept) or after (indexed).
+    for (const deliver of this.loaded(conn)) deliver();
+    conn.graceTimer = setTimeout(() => this.release(conn), FIRST_FRAME_GRACE_MS);
     if (!first) return;
     await this.presenceStep(accountId, 'presence not recorded', async () => {
       // The account's connections here may all have closed meanwhile (a tab
@@ -214,6 +225,35 @@ export class Gateway {
     return next;
   }
 
+  /** Ends the loading of a connection's chat list; returns the events kept meanwhile. */
+  private loaded(conn: Connection): (() => void)[] {
+    this.loading.delete(conn);
+    const early = conn.early ?? [];
+    conn.early = undefined;
+    return early;
+  }
+
+  /**
+   * Keeps an event of a chat for the connections still loading their chat
+   * list that are not indexed under it yet: `deliver` runs for each once its
+   * list is loaded, if the chat is in it (or joined meanwhile). Without this,
+   * an event that came during the load reached no connection of the account.
+   */
+  private keepEarly(chatId: string, deliver: (conn: Connection) => void): void {
+    for (const conn of this.loading) {
+      if (conn.chats.has(chatId)) continue;
+      this.keep(conn, () => {
+        if (conn.chats.has(chatId)) deliver(conn);
+      });
+    }
+  }
+
+  private keep(conn: Connection, deliver: () => void): void {
+    if (conn.early === undefined || conn.ending) return;
+    conn.early.push(deliver);
+    if (conn.early.length > MAX_HELD) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+  }
+
   private index(conn: Connection, chatId: string): void {
     if (conn.chats.has(chatId) && this.byChat.get(chatId)?.has(conn)) return;
     conn.cursor(chatId);
@@ -225,6 +265,7 @@ export class Gateway {
     conn.closed = true;
     clearTimeout(conn.expiryTimer);
     clearTimeout(conn.graceTimer);
+    this.loaded(conn);
     wsConnections.dec();
     const accountId = conn.session.accountId;
     remove(this.byAccount, accountId, conn);
@@ -532,10 +573,13 @@ export class Gateway {
   private onMessage(e: MessageStored): void {
     this.inOrder(e.chatId, () => {
       const conns = this.byChat.get(e.chatId);
-      if (conns === undefined) return;
+      if (conns === undefined && this.loading.size === 0) return;
       const data = messageFrame(e);
+      this.keepEarly(e.chatId, (conn) => {
+        if (this.offer(conn, e, data)) wsFrames.inc({ direction: 'out', type: 'message' });
+      });
       let sent = 0;
-      for (const conn of conns) if (this.offer(conn, e, data)) sent++;
+      for (const conn of conns ?? []) if (this.offer(conn, e, data)) sent++;
       // Metrics once per fan-out: the latency is the last connection's (when the loop ended).
       if (sent > 0) {
         wsFrames.inc({ direction: 'out', type: 'message' }, sent);
@@ -549,6 +593,7 @@ export class Gateway {
       if (e.accountId !== null) for (const conn of this.byAccount.get(toOwnerKey(e.accountId)) ?? []) this.index(conn, e.chatId);
       const data = frame('member', { chat_id: e.chatId, user_id: e.userId, user_name: e.userName });
       for (const conn of this.byChat.get(e.chatId) ?? []) conn.send(data, 'member');
+      this.keepEarly(e.chatId, (conn) => conn.send(data, 'member'));
     });
   }
 
@@ -568,16 +613,22 @@ export class Gateway {
       if (conns === undefined) return;
       const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
       for (const conn of conns) {
-        const c = conn.chats.get(e.chatId);
-        if (c !== undefined && (conn.holding || c.busy)) {
-          if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
-          continue;
-        }
-        // Two moves can cross on the way (two instances' posts or reads): a
-        // connection never gets a marker behind one it was already sent.
-        if (conn.readMoved(e.chatId, e.seq)) conn.send(data, 'read');
+        // Still loading its chat list: the marker waits behind the messages kept meanwhile.
+        if (conn.early !== undefined && !conn.chats.has(e.chatId)) this.keep(conn, () => this.readFor(conn, e, data));
+        else this.readFor(conn, e, data);
       }
     });
+  }
+
+  private readFor(conn: Connection, e: ReadMoved, data: string): void {
+    const c = conn.chats.get(e.chatId);
+    if (c !== undefined && (conn.holding || c.busy)) {
+      if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
+      return;
+    }
+    // Two moves can cross on the way (two instances' posts or reads): a
+    // connection never gets a marker behind one it was already sent.
+    if (conn.readMoved(e.chatId, e.seq)) conn.send(data, 'read');
   }
 
   private onSessionEnded(e: SessionEnded): void {
@@ -587,7 +638,7 @@ export class Gateway {
   }
 
   private async onPresence(e: PresenceChanged): Promise<void> {
-    if (this.byChat.size === 0) return;
+    if (this.byChat.size === 0 && this.loading.size === 0) return;
     const account = toOwnerKey(e.accountId);
     // Events of two instances can cross on the way (a reload that lands on
     // another instance: its online and the old tab's offline), so the frame
@@ -599,10 +650,12 @@ export class Gateway {
     const identities = await identitiesOf(this.deps.db, account);
     for (const id of identities) {
       const chatId = toWireId(id.chat_id);
-      const conns = this.byChat.get(chatId);
-      if (conns === undefined) continue;
       const data = frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online });
-      for (const conn of conns) if (conn.session.accountId !== account) conn.send(data, 'presence');
+      const tell = (conn: Connection) => {
+        if (conn.session.accountId !== account) conn.send(data, 'presence');
+      };
+      for (const conn of this.byChat.get(chatId) ?? []) tell(conn);
+      this.keepEarly(chatId, tell);
     }
   }
 }
