@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import addFormats from 'ajv-formats';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
+import { createDb, DATA_DIR_LOCK } from '../messenger/infra/db';
 import { swaggerPath } from '../messenger/http/openapi';
 import { MODE, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
+import { freePort, ServiceProcess, tempDir, type LogLine } from './helpers/process';
 import { TcpProxy } from './helpers/tcp-proxy';
 import type { BuiltInfra } from '../messenger/infra';
 import { waitUntil } from './helpers/wait';
@@ -235,5 +239,61 @@ describe('GET /docs and /swagger.yml', () => {
 
   it('answers 401 for a file under /docs that is not one of the page assets', async () => {
     await harness().app.client.get('/docs/package.json').expect(401, { message: 'auth-failed' });
+  });
+});
+
+describe('the embedded data directory (DATA_DIR) belongs to one process', function () {
+  this.timeout(60_000);
+  const isListening = (l: LogLine) => l.msg === 'messenger-api listening';
+
+  it('a second messenger-api on the same DATA_DIR stops at start-up naming the holder; the first keeps what it acknowledged', async () => {
+    const data = tempDir('messenger-datadir-');
+    const env = (port: number) => ({ PORT: String(port), DATA_DIR: data.dir, LOG_LEVEL: 'info', BCRYPT_COST: '4' });
+    const first = new ServiceProcess('messenger/main.ts', env(await freePort()));
+    let second: ServiceProcess | undefined;
+    try {
+      const [listening] = await first.waitFor(isListening);
+      const port = (listening.address as { port: number }).port;
+      second = new ServiceProcess('messenger/main.ts', env(await freePort()));
+      const started = second.waitFor(isListening).then(() => 'listening' as const, () => 'stopped' as const);
+      assert.equal(await started, 'stopped', 'the second process started on a directory in use');
+      assert.notEqual((await second.exited).code, 0);
+      assert.match(second.stderr.join(''), new RegExp(`DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)`));
+
+      const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, {
+        method: 'POST',
+        body: JSON.stringify({ user_name: 'datadir-owner', password: 'secret1' }),
+      });
+      assert.equal(res.status, 201);
+      first.child.kill('SIGTERM');
+      assert.deepEqual(await first.exited, { code: 0, signal: null }, first.stderr.join(''));
+      assert.equal(fs.existsSync(path.join(data.dir, DATA_DIR_LOCK)), false, 'the lock outlived its process');
+
+      // Free again, and what the first process acknowledged is there.
+      const db = await createDb(loadConfig(testEnv({ DATA_DIR: data.dir, DATABASE_URL: '' })));
+      try {
+        assert.equal((await db('users').where({ user_name: 'datadir-owner' })).length, 1);
+      } finally {
+        await db.destroy();
+      }
+    } finally {
+      first.kill();
+      second?.kill();
+      data.remove();
+    }
+  });
+
+  it('a lock left by a process that no longer runs is taken over, and given back on close', async () => {
+    const data = tempDir('messenger-datadir-');
+    try {
+      const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      fs.writeFileSync(path.join(data.dir, DATA_DIR_LOCK), `${gone.stdout}\n`);
+      const db = await createDb(loadConfig(testEnv({ DATA_DIR: data.dir, DATABASE_URL: '' })));
+      assert.equal(fs.readFileSync(path.join(data.dir, DATA_DIR_LOCK), 'utf8').trim(), String(process.pid));
+      await db.destroy();
+      assert.equal(fs.existsSync(path.join(data.dir, DATA_DIR_LOCK)), false);
+    } finally {
+      data.remove();
+    }
   });
 });
