@@ -4,11 +4,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import addFormats from 'ajv-formats';
+import knexFactory from 'knex';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
 import { createDb, DATA_DIR_LOCK } from '../messenger/infra/db';
 import { swaggerPath } from '../messenger/http/openapi';
-import { MODE, testEnv } from './helpers/env';
+import { MODE, databaseUrl, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
 import { freePort, ServiceProcess, tempDir, type LogLine } from './helpers/process';
 import { TcpProxy } from './helpers/tcp-proxy';
@@ -297,3 +298,68 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
     }
   });
 });
+
+/** How the process ended, or `running` when it still runs after `ms`. */
+function exitWithin(p: ServiceProcess, ms: number): Promise<Awaited<ServiceProcess['exited']> | 'running'> {
+  return Promise.race([p.exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), ms))]);
+}
+
+if (MODE === 'services') {
+  describe('a role started against a database without its migrations (services mode)', function () {
+    this.timeout(60_000);
+    const bare = new URL(databaseUrl());
+    bare.pathname = `${bare.pathname}_bare`;
+    const syncQueue = `${testEnv().SEARCH_QUEUE}.bare-sync`;
+    const admin = () => {
+      const u = new URL(databaseUrl());
+      u.pathname = '/postgres';
+      return knexFactory({ client: 'pg', connection: u.toString(), pool: { min: 0, max: 1 } });
+    };
+    before(async () => {
+      const a = admin();
+      try {
+        await a.raw(`CREATE DATABASE ${bare.pathname.slice(1)}`);
+      } finally {
+        await a.destroy();
+      }
+    });
+    after(async () => {
+      await deleteQueues(syncQueue);
+      const a = admin();
+      try {
+        await a.raw(`DROP DATABASE IF EXISTS ${bare.pathname.slice(1)} WITH (FORCE)`);
+      } finally {
+        await a.destroy();
+      }
+    });
+
+    const env = async (extra: Record<string, string> = {}) =>
+      testEnv({ DATABASE_URL: bare.toString(), PORT: String(await freePort()), LOG_LEVEL: 'warn', ...extra });
+
+    for (const [script, extra] of [
+      ['messenger/main.ts', {}],
+      ['messenger/consumer.ts', {}],
+      ['messenger/synchronizer.ts', { MESSAGE_STORAGE_TYPE: 'rabbitmq', SYNC_QUEUE: syncQueue }],
+    ] as const) {
+      it(`${script} stops at start-up (exit 2) naming the missing migrations and messenger-db migrate, and writes nothing`, async () => {
+        const p = new ServiceProcess(script, await env(extra));
+        try {
+          const exit = await exitWithin(p, 20_000);
+          assert.notEqual(exit, 'running', 'it started on a database without tables');
+          assert.deepEqual(exit, { code: 2, signal: null });
+          assert.match(p.stderr.join(''), /cannot start:\n {2}- the database lacks migrations 001_core, .*012_chat_last_message_json: run messenger-db migrate/);
+        } finally {
+          p.kill();
+        }
+        const db = knexFactory({ client: 'pg', connection: bare.toString(), pool: { min: 0, max: 1 } });
+        try {
+          const tables = (await db.raw("select count(*)::int as n from pg_tables where schemaname = 'public'")) as { rows: { n: number }[] };
+          assert.equal(tables.rows[0].n, 0);
+        } finally {
+          await db.destroy();
+        }
+      });
+    }
+  });
+}
+

@@ -142,6 +142,17 @@ export async function migrateRollback(db: Db): Promise<string[]> {
   return rolled;
 }
 
+/**
+ * The migrations of this build that the database lacks, read without
+ * writing anything (knex's own listing creates its tables).
+ */
+export async function pendingMigrations(db: Db): Promise<string[]> {
+  const known = await migrationSource.getMigrations([]);
+  const table = (await db.raw("select to_regclass('knex_migrations') is not null as present")) as { rows: { present: boolean }[] };
+  const applied = new Set<string>(table.rows[0]?.present === true ? await db('knex_migrations').pluck('name') : []);
+  return known.filter((name) => !applied.has(name));
+}
+
 /** True when the database answers a trivial query. */
 export async function pingDb(db: Db): Promise<void> {
   await db.raw('select 1');

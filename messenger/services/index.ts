@@ -8,6 +8,7 @@
  */
 import type { Config } from '../config';
 import { buildInfra, type BuiltInfra } from '../infra';
+import { pendingMigrations } from '../infra/db';
 import { createLogger } from '../infra/logger';
 import { webService } from './web';
 import { searchWorkerService } from './search-worker';
@@ -33,6 +34,23 @@ export const SERVICES = {
 export type ServiceName = keyof typeof SERVICES;
 
 /**
+ * The migrations a shared PostgreSQL lacks (the embedded mode migrates in
+ * buildInfra). Every request would fail on the missing tables with a 500
+ * while /health said ok, so a role does not start on such a database. One
+ * that cannot be reached is not judged: the process starts and answers 503
+ * until it can.
+ */
+async function missingMigrations(infra: BuiltInfra): Promise<string[]> {
+  if (infra.config.databaseUrl === undefined) return [];
+  try {
+    return await pendingMigrations(infra.db);
+  } catch (err) {
+    infra.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not check the database for pending migrations');
+    return [];
+  }
+}
+
+/**
  * Runs the named roles in this process: checks the settings, builds the
  * infrastructure once, starts each role, and serves `/health` and
  * `/metrics` on METRICS_PORT when no role serves HTTP. Exits with a message
@@ -46,6 +64,14 @@ export async function runServices(names: ServiceName[], config: Config, processN
     process.exit(2);
   }
   const infra = await buildInfra(config, createLogger(config.logLevel, processName));
+  const missing = await missingMigrations(infra);
+  if (missing.length > 0) {
+    process.stderr.write(
+      `${processName} cannot start:\n  - the database lacks migrations ${missing.join(', ')}: run messenger-db migrate (npm run migrate) first\n`,
+    );
+    await infra.shutdown.run(config.shutdownTimeoutMs);
+    process.exit(2);
+  }
   // Signals are handled from the start, so a SIGTERM during start-up still closes what is open.
   infra.shutdown.onSignals(config.shutdownTimeoutMs);
   for (const s of services) await s.start(infra);
