@@ -363,3 +363,28 @@ if (MODE === 'services') {
   });
 }
 
+
+describe('logs while PostgreSQL cannot be reached', function () {
+  this.timeout(60_000);
+
+  it('every request answers 503 and the process writes only JSON lines: nothing on stderr, no stack per failed connection', async () => {
+    const dead = await freePort();
+    const p = new ServiceProcess(
+      'messenger/main.ts',
+      testEnv({ DATABASE_URL: `postgres://postgres@127.0.0.1:${dead}/nowhere`, REDIS_URL: '', RMQ_URL: '', PORT: String(await freePort()), LOG_LEVEL: 'info' }),
+    );
+    try {
+      const [listening] = await p.waitFor((l) => l.msg === 'messenger-api listening');
+      const port = (listening.address as { port: number }).port;
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, { method: 'POST', body: JSON.stringify({ user_name: `pg-away-${i}`, password: 'secret1' }) });
+        assert.equal(res.status, 503);
+      }
+      await p.waitFor((l) => l.msg === 'backend unavailable', 3);
+      assert.equal(p.stderr.join(''), '', 'something was written to stderr');
+      assert.deepEqual(p.lines.filter((l) => l.level === undefined), [], 'a stdout line was not JSON');
+    } finally {
+      p.kill();
+    }
+  });
+});

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
+import type { Logger } from './logger';
 import { migrationSource } from '../../migrations';
 
 export type Db = Knex;
@@ -113,10 +114,31 @@ async function createPglite(dataDir: string): Promise<Knex> {
   return knex;
 }
 
+/**
+ * knex's own messages, into the process's JSON log instead of plain text on
+ * stderr. A failed connection attempt (knex prints it with its stack, once per
+ * request while PostgreSQL is away) is only a debug line: the request that met
+ * it already logs the outage.
+ */
+function knexLog(log: Logger | undefined): Knex.Config['log'] {
+  if (log === undefined) return undefined;
+  const text = (m: unknown) => (typeof m === 'string' ? m.split('\n')[0] : m);
+  return {
+    warn: (m: unknown) => {
+      if (typeof m === 'string' && m.startsWith('Acquire connection error')) log.debug({ knex: text(m) }, 'knex');
+      else log.warn({ knex: text(m) }, 'knex');
+    },
+    error: (m: unknown) => log.error({ knex: text(m) }, 'knex'),
+    deprecate: (m: unknown) => log.warn({ knex: text(m) }, 'knex'),
+    debug: (m: unknown) => log.debug({ knex: text(m) }, 'knex'),
+  };
+}
+
 /** Opens the relational store: PostgreSQL when DATABASE_URL is set, else PGlite on disk. */
-export async function createDb(config: Config): Promise<Db> {
+export async function createDb(config: Config, log?: Logger): Promise<Db> {
   if (config.databaseUrl === undefined) return createPglite(config.dataDir);
   return knexFactory({
+    log: knexLog(log),
     client: 'pg',
     connection: {
       connectionString: config.databaseUrl,
