@@ -352,11 +352,18 @@ export function loadConfig(env: Env = process.env): Config {
 
 /**
  * Reads `./.env` (or the file named by ENV_FILE) into the environment when
- * present; variables already set in the environment win.
+ * present; variables already set in the environment win. A file named by
+ * ENV_FILE must exist: starting on the defaults instead of the settings the
+ * operator pointed at (another database, another port) is worse than not
+ * starting.
  */
 export function loadEnvFile(env: Env = process.env): void {
-  const file = env.ENV_FILE ?? '.env';
-  if (!fs.existsSync(file)) return;
+  const named = env.ENV_FILE !== undefined && env.ENV_FILE !== '';
+  const file = named ? (env.ENV_FILE as string) : '.env';
+  if (!fs.existsSync(file)) {
+    if (named) throw new ConfigError([`ENV_FILE is "${file}", which does not exist`]);
+    return;
+  }
   process.loadEnvFile(file);
 }
 

@@ -388,3 +388,20 @@ describe('logs while PostgreSQL cannot be reached', function () {
     }
   });
 });
+
+describe('a settings file named by ENV_FILE', function () {
+  this.timeout(60_000);
+
+  it('messenger-api with ENV_FILE naming a file that does not exist stops (exit 2) naming it, instead of starting on the defaults', async () => {
+    const missing = path.join(os.tmpdir(), `messenger-no-such-${process.pid}.env`);
+    const p = new ServiceProcess('messenger/main.ts', { ENV_FILE: missing, DATA_DIR: 'memory://', PORT: String(await freePort()), LOG_LEVEL: 'info' });
+    try {
+      const exit = await exitWithin(p, 20_000);
+      assert.notEqual(exit, 'running', 'it started on the defaults');
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.match(p.stderr.join(''), new RegExp(`ENV_FILE is "${missing.replace(/[.]/g, '\\.')}", which does not exist`));
+    } finally {
+      p.kill();
+    }
+  });
+});
