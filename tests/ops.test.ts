@@ -8,6 +8,7 @@ import knexFactory from 'knex';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
 import { createDb, DATA_DIR_LOCK } from '../messenger/infra/db';
+import { roleMetricsPort } from '../messenger/services';
 import { swaggerPath } from '../messenger/http/openapi';
 import { MODE, databaseUrl, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
@@ -403,5 +404,16 @@ describe('a settings file named by ENV_FILE', function () {
     } finally {
       p.kill();
     }
+  });
+});
+
+describe('the ports of /health and /metrics in the worker roles', () => {
+  it('with METRICS_PORT unset, a search worker and a synchronizer get different ports (9464, 9465), so both run on one host; set, it is used', () => {
+    const unset = loadConfig(testEnv({ METRICS_PORT: '' }));
+    assert.equal(roleMetricsPort(unset, ['search-worker']), 9464);
+    assert.equal(roleMetricsPort(unset, ['synchronizer']), 9465);
+    const set = loadConfig(testEnv({ METRICS_PORT: '9600' }));
+    assert.equal(roleMetricsPort(set, ['search-worker']), 9600);
+    assert.equal(roleMetricsPort(set, ['synchronizer']), 9600);
   });
 });

@@ -20,6 +20,8 @@ export interface Service {
   name: string;
   /** Why this role cannot run with these settings (empty when it can). */
   problems(config: Config): string[];
+  /** Port of its `/health` and `/metrics` when METRICS_PORT is unset (roles without HTTP). */
+  metricsPort?: number;
   /** True when the role uses the broker (its `/health` then checks RabbitMQ). */
   usesBroker(config: Config): boolean;
   /** Starts the role over built infrastructure, registering its own close on `infra.shutdown`. */
@@ -32,6 +34,11 @@ export const SERVICES = {
   synchronizer: synchronizerService,
 } satisfies Record<string, Service>;
 export type ServiceName = keyof typeof SERVICES;
+
+/** Where a process of these roles serves `/health` and `/metrics`: METRICS_PORT, else its role's own port. */
+export function roleMetricsPort(config: Config, names: ServiceName[]): number {
+  return config.metricsPort ?? names.map((n): number | undefined => SERVICES[n].metricsPort).find((p) => p !== undefined) ?? 9464;
+}
 
 /**
  * The migrations a shared PostgreSQL lacks (the embedded mode migrates in
@@ -76,7 +83,7 @@ export async function runServices(names: ServiceName[], config: Config, processN
   infra.shutdown.onSignals(config.shutdownTimeoutMs);
   for (const s of services) await s.start(infra);
   if (!names.includes('web')) {
-    const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)));
+    const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)), roleMetricsPort(config, names));
     infra.shutdown.add('health-and-metrics', (drainBy) => endpoints.drain(drainBy));
   }
   infra.log.info({ services: names }, `${processName} started`);
