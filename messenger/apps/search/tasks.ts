@@ -96,6 +96,12 @@ export class TaskStore {
     return next;
   }
 
+  /** Puts a task that could not run back as it was before `start` (WAITING, its attempt not counted). */
+  async putBack(task: Task): Promise<void> {
+    const waiting: Task = { ...task, status: 'WAITING' };
+    await this.kv.set(TaskStore.key(task.id), JSON.stringify(waiting), this.pendingTtlSeconds);
+  }
+
   /** Stores the results, then marks SUCCESS: a reader who sees SUCCESS always finds the results. */
   async succeed(task: Task, results: TaskResult[]): Promise<void> {
     // The results outlive the record by a little, never the other way round.
