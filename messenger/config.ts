@@ -54,8 +54,12 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** When set, `/metrics` needs `Authorization: Bearer <token>`; unset, it is public. */
   metricsToken: string | undefined;
-  /** Port of `/health` and `/metrics` in a process without the web role (the workers). */
-  metricsPort: number;
+  /**
+   * Port of `/health` and `/metrics` in a process without the web role (the
+   * workers); unset, each role has its own (services/index.ts), so a search
+   * worker and a synchronizer can run side by side on one host.
+   */
+  metricsPort: number | undefined;
   search: {
     queue: string;
     timeoutMs: number;
@@ -305,7 +309,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as LogLevel,
     shutdownTimeoutMs: r.int('SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     metricsToken,
-    metricsPort: r.int('METRICS_PORT', 9464, 0, 65535),
+    metricsPort: r.optional('METRICS_PORT') === undefined ? undefined : r.int('METRICS_PORT', 9464, 0, 65535),
     search: {
       queue: r.str('SEARCH_QUEUE', 'messenger.search'),
       timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),
@@ -355,11 +359,18 @@ export function loadConfig(env: Env = process.env): Config {
 
 /**
  * Reads `./.env` (or the file named by ENV_FILE) into the environment when
- * present; variables already set in the environment win.
+ * present; variables already set in the environment win. A file named by
+ * ENV_FILE must exist: starting on the defaults instead of the settings the
+ * operator pointed at (another database, another port) is worse than not
+ * starting.
  */
 export function loadEnvFile(env: Env = process.env): void {
-  const file = env.ENV_FILE ?? '.env';
-  if (!fs.existsSync(file)) return;
+  const named = env.ENV_FILE !== undefined && env.ENV_FILE !== '';
+  const file = named ? (env.ENV_FILE as string) : '.env';
+  if (!fs.existsSync(file)) {
+    if (named) throw new ConfigError([`ENV_FILE is "${file}", which does not exist`]);
+    return;
+  }
   process.loadEnvFile(file);
 }
 

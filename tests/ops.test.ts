@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import addFormats from 'ajv-formats';
+import knexFactory from 'knex';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
+import { createDb, DATA_DIR_LOCK } from '../messenger/infra/db';
+import { roleMetricsPort } from '../messenger/services';
 import { swaggerPath } from '../messenger/http/openapi';
-import { MODE, testEnv } from './helpers/env';
+import { MODE, databaseUrl, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
+import { freePort, ServiceProcess, tempDir, type LogLine } from './helpers/process';
 import { TcpProxy } from './helpers/tcp-proxy';
 import type { BuiltInfra } from '../messenger/infra';
 import { waitUntil } from './helpers/wait';
@@ -235,5 +241,179 @@ describe('GET /docs and /swagger.yml', () => {
 
   it('answers 401 for a file under /docs that is not one of the page assets', async () => {
     await harness().app.client.get('/docs/package.json').expect(401, { message: 'auth-failed' });
+  });
+});
+
+describe('the embedded data directory (DATA_DIR) belongs to one process', function () {
+  this.timeout(60_000);
+  const isListening = (l: LogLine) => l.msg === 'messenger-api listening';
+
+  it('a second messenger-api on the same DATA_DIR stops at start-up naming the holder; the first keeps what it acknowledged', async () => {
+    const data = tempDir('messenger-datadir-');
+    const env = (port: number) => ({ PORT: String(port), DATA_DIR: data.dir, LOG_LEVEL: 'info', BCRYPT_COST: '4' });
+    const first = new ServiceProcess('messenger/main.ts', env(await freePort()));
+    let second: ServiceProcess | undefined;
+    try {
+      const [listening] = await first.waitFor(isListening);
+      const port = (listening.address as { port: number }).port;
+      second = new ServiceProcess('messenger/main.ts', env(await freePort()));
+      const started = second.waitFor(isListening).then(() => 'listening' as const, () => 'stopped' as const);
+      assert.equal(await started, 'stopped', 'the second process started on a directory in use');
+      assert.notEqual((await second.exited).code, 0);
+      assert.match(second.stderr.join(''), new RegExp(`DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)`));
+
+      const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, {
+        method: 'POST',
+        body: JSON.stringify({ user_name: 'datadir-owner', password: 'secret1' }),
+      });
+      assert.equal(res.status, 201);
+      first.child.kill('SIGTERM');
+      assert.deepEqual(await first.exited, { code: 0, signal: null }, first.stderr.join(''));
+      assert.equal(fs.existsSync(path.join(data.dir, DATA_DIR_LOCK)), false, 'the lock outlived its process');
+
+      // Free again, and what the first process acknowledged is there.
+      const db = await createDb(loadConfig(testEnv({ DATA_DIR: data.dir, DATABASE_URL: '' })));
+      try {
+        assert.equal((await db('users').where({ user_name: 'datadir-owner' })).length, 1);
+      } finally {
+        await db.destroy();
+      }
+    } finally {
+      first.kill();
+      second?.kill();
+      data.remove();
+    }
+  });
+
+  it('a lock left by a process that no longer runs is taken over, and given back on close', async () => {
+    const data = tempDir('messenger-datadir-');
+    try {
+      const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      fs.writeFileSync(path.join(data.dir, DATA_DIR_LOCK), `${gone.stdout}\n`);
+      const db = await createDb(loadConfig(testEnv({ DATA_DIR: data.dir, DATABASE_URL: '' })));
+      assert.equal(fs.readFileSync(path.join(data.dir, DATA_DIR_LOCK), 'utf8').trim(), String(process.pid));
+      await db.destroy();
+      assert.equal(fs.existsSync(path.join(data.dir, DATA_DIR_LOCK)), false);
+    } finally {
+      data.remove();
+    }
+  });
+});
+
+/** How the process ended, or `running` when it still runs after `ms`. */
+function exitWithin(p: ServiceProcess, ms: number): Promise<Awaited<ServiceProcess['exited']> | 'running'> {
+  return Promise.race([p.exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), ms))]);
+}
+
+if (MODE === 'services') {
+  describe('a role started against a database without its migrations (services mode)', function () {
+    this.timeout(60_000);
+    const bare = new URL(databaseUrl());
+    bare.pathname = `${bare.pathname}_bare`;
+    const syncQueue = `${testEnv().SEARCH_QUEUE}.bare-sync`;
+    const admin = () => {
+      const u = new URL(databaseUrl());
+      u.pathname = '/postgres';
+      return knexFactory({ client: 'pg', connection: u.toString(), pool: { min: 0, max: 1 } });
+    };
+    before(async () => {
+      const a = admin();
+      try {
+        await a.raw(`CREATE DATABASE ${bare.pathname.slice(1)}`);
+      } finally {
+        await a.destroy();
+      }
+    });
+    after(async () => {
+      await deleteQueues(syncQueue);
+      const a = admin();
+      try {
+        await a.raw(`DROP DATABASE IF EXISTS ${bare.pathname.slice(1)} WITH (FORCE)`);
+      } finally {
+        await a.destroy();
+      }
+    });
+
+    const env = async (extra: Record<string, string> = {}) =>
+      testEnv({ DATABASE_URL: bare.toString(), PORT: String(await freePort()), LOG_LEVEL: 'warn', ...extra });
+
+    for (const [script, extra] of [
+      ['messenger/main.ts', {}],
+      ['messenger/consumer.ts', {}],
+      ['messenger/synchronizer.ts', { MESSAGE_STORAGE_TYPE: 'rabbitmq', SYNC_QUEUE: syncQueue }],
+    ] as const) {
+      it(`${script} stops at start-up (exit 2) naming the missing migrations and messenger-db migrate, and writes nothing`, async () => {
+        const p = new ServiceProcess(script, await env(extra));
+        try {
+          const exit = await exitWithin(p, 20_000);
+          assert.notEqual(exit, 'running', 'it started on a database without tables');
+          assert.deepEqual(exit, { code: 2, signal: null });
+          assert.match(p.stderr.join(''), /cannot start:\n {2}- the database lacks migrations 001_core, .*012_chat_last_message_json: run messenger-db migrate/);
+        } finally {
+          p.kill();
+        }
+        const db = knexFactory({ client: 'pg', connection: bare.toString(), pool: { min: 0, max: 1 } });
+        try {
+          const tables = (await db.raw("select count(*)::int as n from pg_tables where schemaname = 'public'")) as { rows: { n: number }[] };
+          assert.equal(tables.rows[0].n, 0);
+        } finally {
+          await db.destroy();
+        }
+      });
+    }
+  });
+}
+
+
+describe('logs while PostgreSQL cannot be reached', function () {
+  this.timeout(60_000);
+
+  it('every request answers 503 and the process writes only JSON lines: nothing on stderr, no stack per failed connection', async () => {
+    const dead = await freePort();
+    const p = new ServiceProcess(
+      'messenger/main.ts',
+      testEnv({ DATABASE_URL: `postgres://postgres@127.0.0.1:${dead}/nowhere`, REDIS_URL: '', RMQ_URL: '', PORT: String(await freePort()), LOG_LEVEL: 'info' }),
+    );
+    try {
+      const [listening] = await p.waitFor((l) => l.msg === 'messenger-api listening');
+      const port = (listening.address as { port: number }).port;
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, { method: 'POST', body: JSON.stringify({ user_name: `pg-away-${i}`, password: 'secret1' }) });
+        assert.equal(res.status, 503);
+      }
+      await p.waitFor((l) => l.msg === 'backend unavailable', 3);
+      assert.equal(p.stderr.join(''), '', 'something was written to stderr');
+      assert.deepEqual(p.lines.filter((l) => l.level === undefined), [], 'a stdout line was not JSON');
+    } finally {
+      p.kill();
+    }
+  });
+});
+
+describe('a settings file named by ENV_FILE', function () {
+  this.timeout(60_000);
+
+  it('messenger-api with ENV_FILE naming a file that does not exist stops (exit 2) naming it, instead of starting on the defaults', async () => {
+    const missing = path.join(os.tmpdir(), `messenger-no-such-${process.pid}.env`);
+    const p = new ServiceProcess('messenger/main.ts', { ENV_FILE: missing, DATA_DIR: 'memory://', PORT: String(await freePort()), LOG_LEVEL: 'info' });
+    try {
+      const exit = await exitWithin(p, 20_000);
+      assert.notEqual(exit, 'running', 'it started on the defaults');
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.match(p.stderr.join(''), new RegExp(`ENV_FILE is "${missing.replace(/[.]/g, '\\.')}", which does not exist`));
+    } finally {
+      p.kill();
+    }
+  });
+});
+
+describe('the ports of /health and /metrics in the worker roles', () => {
+  it('with METRICS_PORT unset, a search worker and a synchronizer get different ports (9464, 9465), so both run on one host; set, it is used', () => {
+    const unset = loadConfig(testEnv({ METRICS_PORT: '' }));
+    assert.equal(roleMetricsPort(unset, ['search-worker']), 9464);
+    assert.equal(roleMetricsPort(unset, ['synchronizer']), 9465);
+    const set = loadConfig(testEnv({ METRICS_PORT: '9600' }));
+    assert.equal(roleMetricsPort(set, ['search-worker']), 9600);
+    assert.equal(roleMetricsPort(set, ['synchronizer']), 9600);
   });
 });

@@ -248,6 +248,30 @@ describe('search worker: running a task', () => {
     assert.equal(record?.attempts, 2);
   });
 
+  it('a run that cannot reach the database (refused, no pooled connection in time) is retried without counting an attempt: after the outage the task ends SUCCESS', async () => {
+    let outage = 4;
+    const { store, worker } = testWorker({ SEARCH_MAX_ATTEMPTS: '2' }, {
+      exact: async () => {
+        outage -= 1;
+        if (outage >= 2) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+        if (outage >= 0) throw Object.assign(new Error('Knex: Timeout acquiring a connection.'), { name: 'KnexTimeoutError' });
+        return [found(Date.now())];
+      },
+      near: async () => [],
+    });
+    const id = newId();
+    await store.create(id, owner(), 'through an outage');
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(worker.handle(taskMessage(id)));
+      const record = await store.get(id);
+      assert.deepEqual([record?.status, record?.attempts], ['WAITING', 0], `delivery ${i + 1}`);
+    }
+    await worker.handle(taskMessage(id));
+    const record = await store.get(id);
+    assert.deepEqual([record?.status, record?.attempts], ['SUCCESS', 1]);
+    assert.equal((await store.results(id))?.length, 1);
+  });
+
   it('a near-match query failing with an error other than a timeout fails the run (retried), storing nothing', async () => {
     const { store, worker } = testWorker({}, {
       exact: async () => [found(Date.now())],

@@ -94,6 +94,16 @@ if (MODE === 'services') {
       assert.deepEqual((page.body as { messages: { message_id: string }[] }).messages.map((m) => m.message_id), [id]);
     });
 
+    it('/health of a web process reports a write-behind queue with no synchronizer (advisory: still 200), then ok once one attaches', async () => {
+      type Checks = { checks: Record<string, { status: string; error?: string }> };
+      const before = (await web.client.get('/health').expect(200)).body as Checks;
+      assert.equal(before.checks.sync_consumers.status, 'down');
+      assert.match(String(before.checks.sync_consumers.error), new RegExp(`no consumer on ${queue.replace(/\./g, '\\.')}: start messenger-run-synchronizer`));
+      await startSynchronizer();
+      const after = (await web.client.get('/health').expect(200)).body as Checks;
+      assert.equal(after.checks.sync_consumers.status, 'ok');
+    });
+
     it(`a single message under no load is stored within SYNC_FLUSH_MS + 100 ms of its 201`, async () => {
       await startSynchronizer();
       // A first message warms the connections up.

@@ -809,8 +809,11 @@ export interface components {
          * @description One entry per backing service in use (`postgresql`, `redis`,
          *     `rabbitmq`). In the services mode with a separate search worker,
          *     `search_consumers` is `down` while no consumer is attached to the
-         *     search queue (search tasks would stay `WAITING`); it is advisory: it
-         *     does not turn the answer into a 503.
+         *     search queue (search tasks would stay `WAITING`); with
+         *     `MESSAGE_STORAGE_TYPE=rabbitmq` and a separate synchronizer,
+         *     `sync_consumers` is `down` while none is attached to the write-behind
+         *     queue (posted messages would be queued but never stored). Both are
+         *     advisory: they do not turn the answer into a 503.
          */
         HealthChecks: {
             [key: string]: {

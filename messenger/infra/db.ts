@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
+import type { Logger } from './logger';
 import { migrationSource } from '../../migrations';
 
 export type Db = Knex;
@@ -18,25 +19,126 @@ export function prepared(name: string): { name: string } {
   return { name };
 }
 
+/** The file in an embedded data directory naming the process that has it open. */
+export const DATA_DIR_LOCK = 'messenger.pid';
+
+/** Whether a Node.js process with this id runs (a recycled id of another program does not count). */
+function nodeRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    // EPERM: it runs, under another user.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    // Linux: a container restarted on its volume reuses small ids for other programs (an init).
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('node');
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Takes the embedded data directory for this process, as PostgreSQL's
+ * postmaster.pid does: PGlite keeps no lock of its own, and two processes
+ * on one directory each work on their own copy of the database in memory
+ * and overwrite each other's files, so what one of them acknowledged is
+ * lost. A lock left by a process that no longer runs is taken over.
+ * Returns the release.
+ */
+function lockDataDir(dir: string): () => void {
+  const file = path.join(dir, DATA_DIR_LOCK);
+  for (;;) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && nodeRuns(holder)) {
+      throw new Error(
+        `DATA_DIR ${dir} is in use by another process (pid ${holder}): stop it, or set another DATA_DIR; if no such process runs, delete ${file}`,
+      );
+    }
+    fs.rmSync(file, { force: true });
+  }
+  const release = () => {
+    process.removeListener('exit', release);
+    try {
+      if (Number.parseInt(fs.readFileSync(file, 'utf8'), 10) === process.pid) fs.rmSync(file, { force: true });
+    } catch {
+      // Already gone.
+    }
+  };
+  // Also on a forced exit (the shutdown timer), so the next start does not find it.
+  process.on('exit', release);
+  return release;
+}
+
 async function createPglite(dataDir: string): Promise<Knex> {
   // Loaded lazily so the services mode never pays for the WebAssembly build.
   const { PGlite } = await import('@electric-sql/pglite');
   const { pg_trgm } = await import('@electric-sql/pglite/contrib/pg_trgm');
   const ClientPgLite = (await import('knex-pglite')).default;
   const inMemory = dataDir === 'memory://' || dataDir === ':memory:';
-  if (!inMemory) fs.mkdirSync(path.resolve(dataDir), { recursive: true });
-  const pglite = await PGlite.create(inMemory ? undefined : path.resolve(dataDir), { extensions: { pg_trgm } });
-  return knexFactory({
+  let release = () => {};
+  if (!inMemory) {
+    fs.mkdirSync(path.resolve(dataDir), { recursive: true });
+    release = lockDataDir(path.resolve(dataDir));
+  }
+  let pglite;
+  try {
+    pglite = await PGlite.create(inMemory ? undefined : path.resolve(dataDir), { extensions: { pg_trgm } });
+  } catch (err) {
+    release();
+    throw err;
+  }
+  const knex = knexFactory({
     client: ClientPgLite,
     dialect: 'postgres',
     connection: () => ({ pglite }) as object,
   } as Knex.Config);
+  // The directory is free again once the database is closed (the database's close at shutdown).
+  const client = knex.client as { destroy: (callback?: unknown) => Promise<void> };
+  const destroy = client.destroy.bind(client);
+  client.destroy = async (callback) => {
+    try {
+      await destroy(callback);
+      // The pool closes PGlite only when it had opened its connection.
+      if (!pglite.closed) await pglite.close();
+    } finally {
+      release();
+    }
+  };
+  return knex;
+}
+
+/**
+ * knex's own messages, into the process's JSON log instead of plain text on
+ * stderr. A failed connection attempt (knex prints it with its stack, once per
+ * request while PostgreSQL is away) is only a debug line: the request that met
+ * it already logs the outage.
+ */
+function knexLog(log: Logger | undefined): Knex.Config['log'] {
+  if (log === undefined) return undefined;
+  const text = (m: unknown) => (typeof m === 'string' ? m.split('\n')[0] : m);
+  return {
+    warn: (m: unknown) => {
+      if (typeof m === 'string' && m.startsWith('Acquire connection error')) log.debug({ knex: text(m) }, 'knex');
+      else log.warn({ knex: text(m) }, 'knex');
+    },
+    error: (m: unknown) => log.error({ knex: text(m) }, 'knex'),
+    deprecate: (m: unknown) => log.warn({ knex: text(m) }, 'knex'),
+    debug: (m: unknown) => log.debug({ knex: text(m) }, 'knex'),
+  };
 }
 
 /** Opens the relational store: PostgreSQL when DATABASE_URL is set, else PGlite on disk. */
-export async function createDb(config: Config): Promise<Db> {
+export async function createDb(config: Config, log?: Logger): Promise<Db> {
   if (config.databaseUrl === undefined) return createPglite(config.dataDir);
   return knexFactory({
+    log: knexLog(log),
     client: 'pg',
     connection: {
       connectionString: config.databaseUrl,
@@ -60,6 +162,17 @@ export async function migrateLatest(db: Db): Promise<string[]> {
 export async function migrateRollback(db: Db): Promise<string[]> {
   const [, rolled] = (await db.migrate.rollback({ migrationSource })) as [number, string[]];
   return rolled;
+}
+
+/**
+ * The migrations of this build that the database lacks, read without
+ * writing anything (knex's own listing creates its tables).
+ */
+export async function pendingMigrations(db: Db): Promise<string[]> {
+  const known = await migrationSource.getMigrations([]);
+  const table = (await db.raw("select to_regclass('knex_migrations') is not null as present")) as { rows: { present: boolean }[] };
+  const applied = new Set<string>(table.rows[0]?.present === true ? await db('knex_migrations').pluck('name') : []);
+  return known.filter((name) => !applied.has(name));
 }
 
 /** True when the database answers a trivial query. */

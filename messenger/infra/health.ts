@@ -107,17 +107,23 @@ export function backingChecks(config: Config, db: Db, kv: Kv, usesBroker: boolea
 
 /**
  * Whether anything consumes `queue` (RabbitMQ counts the consumers). Advisory:
- * a web process without a search worker still serves every other operation,
- * but its search tasks stay WAITING, and /health says so.
+ * a web process without a search worker (or, in the write-behind mode, a
+ * synchronizer) still serves every other operation, but its search tasks stay
+ * WAITING (its queued messages are never stored), and /health says so.
  */
-export function consumerCheck(name: string, queue: string, count: (queue: string) => Promise<number | undefined>): Check {
+export function consumerCheck(
+  name: string,
+  queue: string,
+  count: (queue: string) => Promise<number | undefined>,
+  command = 'messenger-run-task-consumer',
+): Check {
   return {
     name,
     advisory: true,
     async run() {
       const n = await count(queue);
       if (n === undefined) throw new Error('the broker cannot tell');
-      if (n === 0) throw new Error(`no consumer on ${queue}: start messenger-run-task-consumer`);
+      if (n === 0) throw new Error(`no consumer on ${queue}: start ${command}`);
     },
   };
 }

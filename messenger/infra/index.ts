@@ -27,7 +27,7 @@ export function needsBroker(config: Config): boolean {
  */
 export async function buildInfra(config: Config, log: Logger = createLogger(config.logLevel)): Promise<BuiltInfra> {
   const shutdown = new Shutdown(log);
-  const db = await createDb(config);
+  const db = await createDb(config, log);
   shutdown.add('database', () => db.destroy());
   if (config.databaseUrl === undefined) {
     const applied = await migrateLatest(db);

@@ -8,6 +8,7 @@
  */
 import type { Config } from '../config';
 import { buildInfra, type BuiltInfra } from '../infra';
+import { pendingMigrations } from '../infra/db';
 import { createLogger } from '../infra/logger';
 import { webService } from './web';
 import { searchWorkerService } from './search-worker';
@@ -19,6 +20,8 @@ export interface Service {
   name: string;
   /** Why this role cannot run with these settings (empty when it can). */
   problems(config: Config): string[];
+  /** Port of its `/health` and `/metrics` when METRICS_PORT is unset (roles without HTTP). */
+  metricsPort?: number;
   /** True when the role uses the broker (its `/health` then checks RabbitMQ). */
   usesBroker(config: Config): boolean;
   /** Starts the role over built infrastructure, registering its own close on `infra.shutdown`. */
@@ -31,6 +34,28 @@ export const SERVICES = {
   synchronizer: synchronizerService,
 } satisfies Record<string, Service>;
 export type ServiceName = keyof typeof SERVICES;
+
+/** Where a process of these roles serves `/health` and `/metrics`: METRICS_PORT, else its role's own port. */
+export function roleMetricsPort(config: Config, names: ServiceName[]): number {
+  return config.metricsPort ?? names.map((n): number | undefined => SERVICES[n].metricsPort).find((p) => p !== undefined) ?? 9464;
+}
+
+/**
+ * The migrations a shared PostgreSQL lacks (the embedded mode migrates in
+ * buildInfra). Every request would fail on the missing tables with a 500
+ * while /health said ok, so a role does not start on such a database. One
+ * that cannot be reached is not judged: the process starts and answers 503
+ * until it can.
+ */
+async function missingMigrations(infra: BuiltInfra): Promise<string[]> {
+  if (infra.config.databaseUrl === undefined) return [];
+  try {
+    return await pendingMigrations(infra.db);
+  } catch (err) {
+    infra.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not check the database for pending migrations');
+    return [];
+  }
+}
 
 /**
  * Runs the named roles in this process: checks the settings, builds the
@@ -46,11 +71,19 @@ export async function runServices(names: ServiceName[], config: Config, processN
     process.exit(2);
   }
   const infra = await buildInfra(config, createLogger(config.logLevel, processName));
+  const missing = await missingMigrations(infra);
+  if (missing.length > 0) {
+    process.stderr.write(
+      `${processName} cannot start:\n  - the database lacks migrations ${missing.join(', ')}: run messenger-db migrate (npm run migrate) first\n`,
+    );
+    await infra.shutdown.run(config.shutdownTimeoutMs);
+    process.exit(2);
+  }
   // Signals are handled from the start, so a SIGTERM during start-up still closes what is open.
   infra.shutdown.onSignals(config.shutdownTimeoutMs);
   for (const s of services) await s.start(infra);
   if (!names.includes('web')) {
-    const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)));
+    const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)), roleMetricsPort(config, names));
     infra.shutdown.add('health-and-metrics', (drainBy) => endpoints.drain(drainBy));
   }
   infra.log.info({ services: names }, `${processName} started`);

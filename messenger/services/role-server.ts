@@ -11,11 +11,11 @@ function send(res: http.ServerResponse, status: number, type: string, body: stri
 
 /**
  * `/health` and `/metrics` of a process without the web role (the search
- * worker, the synchronizer), on METRICS_PORT, so its own numbers can be
+ * worker, the synchronizer), on `port`, so its own numbers can be
  * scraped and its backing services probed. Same answers as the web
  * process's `/health` and `/metrics`.
  */
-export async function serveRoleEndpoints(infra: BuiltInfra, usesBroker: boolean): Promise<DrainableServer> {
+export async function serveRoleEndpoints(infra: BuiltInfra, usesBroker: boolean, port: number): Promise<DrainableServer> {
   const { config, db, kv, log } = infra;
   enableProcessMetrics();
   const checks = backingChecks(config, db, kv, usesBroker);
@@ -39,7 +39,7 @@ export async function serveRoleEndpoints(infra: BuiltInfra, usesBroker: boolean)
       if (!res.headersSent) send(res, 500, 'application/json', '{"message":"internal-error"}');
     });
   };
-  const server = await listen(handler, config.metricsPort, config.host);
+  const server = await listen(handler, port, config.host);
   log.info({ address: server.server.address() }, 'health and metrics listening');
   return server;
 }

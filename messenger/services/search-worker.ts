@@ -11,6 +11,7 @@ export const searchWorkerService: Service = {
     if (config.redisUrl === undefined) out.push('REDIS_URL is not set (task state and results live in the shared Redis)');
     return out;
   },
+  metricsPort: 9464,
   usesBroker: () => true,
   async start(infra) {
     const consumer = searchConsumer(infra);

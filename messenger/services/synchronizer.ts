@@ -20,6 +20,8 @@ export const synchronizerService: Service = {
     if (config.databaseUrl === undefined) out.push('DATABASE_URL is not set (a separate synchronizer needs the shared PostgreSQL)');
     return out;
   },
+  // Beside a search worker's 9464, so the two run on one host with the defaults.
+  metricsPort: 9465,
   usesBroker: () => true,
   async start(infra) {
     const unmount = mountReactors(infra, buildApps(infra));

@@ -60,6 +60,10 @@ const opsApp: AppFactory = ({ config, db, kv, broker }): App => {
   if (broker?.kind === 'rabbitmq' && config.apps.includes('search') && !config.search.inProcessConsumer) {
     checks.push(consumerCheck('search_consumers', config.search.queue, (q) => broker.consumerCount(q)));
   }
+  // Likewise the synchronizer of the write-behind mode: without one, posts answer 201 and are never stored.
+  if (broker?.kind === 'rabbitmq' && config.messageStorage === 'rabbitmq' && !config.sync.inProcess) {
+    checks.push(consumerCheck('sync_consumers', config.sync.queue, (q) => broker.consumerCount(q), 'messenger-run-synchronizer'));
+  }
   const mayReadMetrics = metricsGate(config.metricsToken);
   const files = new Map<string, Buffer>();
   let untrackPool: (() => void) | undefined;

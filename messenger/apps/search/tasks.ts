@@ -130,6 +130,12 @@ export class TaskStore {
     return next;
   }
 
+  /** Puts a task that could not run back as it was before `start` (WAITING, its attempt not counted). */
+  async putBack(task: Task): Promise<void> {
+    const waiting: Task = { ...task, status: 'WAITING' };
+    await this.kv.set(TaskStore.key(task.id), JSON.stringify(waiting), this.pendingTtlSeconds);
+  }
+
   /**
    * Stores the results (their message ids in wire form, in result order), then marks SUCCESS: a
    * reader who sees SUCCESS always finds the results. Ids, not texts: 100 results of long

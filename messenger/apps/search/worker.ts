@@ -25,6 +25,21 @@ function failsEveryRun(err: unknown): boolean {
   return typeof code === 'string' && /^(22|54)[0-9A-Z]{3}$/.test(code);
 }
 
+/**
+ * PostgreSQL could not be reached at all (refused, no such host, no pooled
+ * connection in time, the server still starting): the task never ran. Such
+ * a run is not counted as an attempt, so an outage of a few seconds does not
+ * turn every queued task FAILED within SEARCH_MAX_ATTEMPTS redeliveries
+ * (0.5 s apart); a run cut off midway (a reset, a terminated backend) still
+ * counts, since the task itself may be what kills it.
+ */
+function neverRan(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === 'KnexTimeoutError') return true;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', '57P03'].includes(code);
+}
+
 /** The two queries a task runs; tests replace them to make one slow or failing. */
 export interface SearchQueries {
   exact: typeof searchExact;
@@ -114,6 +129,10 @@ export class SearchWorker {
         return;
       }
       searchTasks.inc({ outcome: 'retry' });
+      if (neverRan(err)) {
+        log.warn({ err: err instanceof Error ? err.message : String(err), attempt: task.attempts }, 'search task could not reach the database; retried, not counted as an attempt');
+        await this.tasks.putBack(task);
+      }
       throw err;
     }
   };
