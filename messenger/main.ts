@@ -10,18 +10,32 @@ function restartDelay(recentDeaths: number): number {
   return Math.min(500 * 2 ** Math.max(0, recentDeaths - 1), 30_000);
 }
 
-/** The primary of a multi-worker run: forks WORKERS_NUM workers, replaces any that dies, stops them on SIGTERM. */
+/**
+ * The primary of a multi-worker run: forks WORKERS_NUM workers, replaces any that dies (with a
+ * growing delay), stops them on SIGTERM; exits with code 2 when a worker exits with 2 (it cannot
+ * start as set up, and no replacement could).
+ */
 function runPrimary(config: Config): void {
   const log = createLogger(config.logLevel, 'messenger-primary');
   serveClusterMetrics();
   let stopping = false;
+  // 0 after a SIGTERM; 2 when a worker could not start as set up.
+  let exitCode = 0;
   const deaths: number[] = [];
   for (let i = 0; i < config.workersNum; i++) cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
+    // Exit code 2 is a worker saying it cannot start as set up (a setting that cannot work, a
+    // database without its migrations): a new worker would fail the same way, for ever. Stop all.
+    if (code === 2 && !stopping) {
+      stopping = true;
+      exitCode = 2;
+      log.error({ workerPid: worker.process.pid }, 'a worker cannot start as set up (its stderr says why); stopping');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    }
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         log.info('all workers stopped');
-        process.exit(0);
+        process.exit(exitCode);
       }
       return;
     }

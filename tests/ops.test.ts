@@ -339,10 +339,12 @@ if (MODE === 'services') {
 
     for (const [script, extra] of [
       ['messenger/main.ts', {}],
+      // Two workers: the primary stops too (it used to fork a new worker after each failure, for ever).
+      ['messenger/main.ts', { WORKERS_NUM: '2' }],
       ['messenger/consumer.ts', {}],
       ['messenger/synchronizer.ts', { MESSAGE_STORAGE_TYPE: 'rabbitmq', SYNC_QUEUE: syncQueue }],
     ] as const) {
-      it(`${script} stops at start-up (exit 2) naming the missing migrations and messenger-db migrate, and writes nothing`, async () => {
+      it(`${script}${'WORKERS_NUM' in extra ? ' with WORKERS_NUM=2' : ''} stops at start-up (exit 2) naming the missing migrations and messenger-db migrate, and writes nothing`, async () => {
         const p = new ServiceProcess(script, await env(extra));
         try {
           const exit = await exitWithin(p, 20_000);
