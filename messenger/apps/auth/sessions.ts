@@ -259,11 +259,13 @@ export class SessionStore {
   private async issue(trx: Queryable, chain: ChainRow): Promise<NewPair> {
     const sessionId = randomBytes(16).toString('hex');
     const hash = sessionHash(sessionId);
-    const expiresAt = Math.min(Date.now() + this.ttlSeconds * 1000, chain.expires_at.getTime());
+    // One clock reading for both: a session of SESSION_TTL_SECONDS says so (3600, not 3599 after the inserts' milliseconds).
+    const now = Date.now();
+    const expiresAt = Math.min(now + this.ttlSeconds * 1000, chain.expires_at.getTime());
     await insertSession(trx, hash, chain.user_id, new Date(expiresAt), chain.id);
     const refreshToken = randomBytes(32).toString('base64url');
     await insertRefreshToken(trx, refreshHash(refreshToken), chain.id, hash);
-    const expiresIn = Math.max(1, Math.floor((expiresAt - Date.now()) / 1000));
+    const expiresIn = Math.max(1, Math.floor((expiresAt - now) / 1000));
     return { issued: { sessionId, refreshToken, expiresIn }, hash, expiresAt };
   }
 
