@@ -209,6 +209,40 @@ describe('real time: GET /v1/events', function () {
       await harness().app.client.post('/v1/events/ticket').expect(401, { message: 'auth-failed' });
     });
 
+    it('an upgrade to a path no app serves answers 401 without a valid session (usual body, throttled), 404 not-found with one, 404 on a public path', async () => {
+      const ws = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
+      const cases: [string, Record<string, string>, number, string][] = [
+        ['/v1/nowhere', {}, 401, 'auth-failed'],
+        ['/v1/nowhere', { Authorization: 'session_id nonsense' }, 401, 'auth-failed'],
+        ['/v1/nowhere', { Authorization: `session_id ${'f'.repeat(32)}` }, 401, 'invalid-session-id'],
+        ['/v1/chats', {}, 401, 'auth-failed'],
+        ['/v1/nowhere', { Authorization: `session_id ${alice.session}` }, 404, 'not-found'],
+        ['/ping', {}, 404, 'not-found'],
+      ];
+      for (const [path, headers, status, code] of cases) {
+        const r = await rawRequest(port, 'GET', path, { ...ws, ...headers });
+        const what = `${path} ${JSON.stringify(headers)}`;
+        assert.equal(r.status, status, what);
+        assert.match(r.headers['content-type'] ?? '', /^application\/json/, what);
+        assert.deepEqual(JSON.parse(r.body), { message: code }, what);
+        // Counted by the throttling app like every request that checks a session.
+        if (path !== '/ping') assert.match(r.headers['x-ratelimit-limit'] ?? '', /^\d+$/, what);
+      }
+    });
+
+    it('with the realtime app off, GET /v1/events upgrades answer 401 without a session and 404 not-found with one', async () => {
+      const app = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
+      try {
+        const ws = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
+        const anonymous = await rawRequest(app.client.port, 'GET', '/v1/events', ws);
+        assert.deepEqual([anonymous.status, JSON.parse(anonymous.body)], [401, { message: 'auth-failed' }]);
+        const known = await rawRequest(app.client.port, 'GET', '/v1/events', { ...ws, Authorization: `session_id ${alice.session}` });
+        assert.deepEqual([known.status, JSON.parse(known.body)], [404, { message: 'not-found' }]);
+      } finally {
+        await app.close();
+      }
+    });
+
     it('GET /v1/events without an upgrade answers 400 bad-parameters', async () => {
       await harness().app.client.get('/v1/events', alice.session).expect(400, { message: 'bad-parameters' });
     });

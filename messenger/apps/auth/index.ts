@@ -86,6 +86,7 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
         await next();
       },
     },
+    authenticateUpgrade: (req) => sessions.resolve(req.headers.authorization),
     handlers: {
       async register(ctx, req) {
         const { userName, password } = credentials(req.body);
