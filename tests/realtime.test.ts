@@ -230,6 +230,19 @@ describe('real time: GET /v1/events', function () {
       }
     });
 
+    it('an upgrade with more than one Authorization header is refused 401 auth-failed, also beside a ticket', async () => {
+      const ws = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
+      // Two header lines: the keys differ only in case.
+      const two = { Authorization: `session_id ${alice.session}`, authorization: `session_id ${bob.session}` };
+      const ticket = ((await harness().app.client.post('/v1/events/ticket', undefined, alice.session).expect(201)).body as { ticket: string }).ticket;
+      for (const path of ['/v1/events', `/v1/events?ticket=${ticket}`, '/v1/nowhere']) {
+        const r = await rawRequest(port, 'GET', path, { ...ws, ...two });
+        assert.deepEqual([r.status, JSON.parse(r.body)], [401, { message: 'auth-failed' }], path);
+      }
+      // Before, the first header opened alice's socket.
+      track(await openSocket(port, { session: alice.session }));
+    });
+
     it('with the realtime app off, GET /v1/events upgrades answer 401 without a session and 404 not-found with one', async () => {
       const app = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
       try {

@@ -6,7 +6,7 @@ import type { App, AppFactory, ApiContext, Session, AppModule } from '../../type
 import { clientAddress } from '../client-address';
 import { LoginGuard, type LoginOutcome } from './login-guard';
 import { PasswordHasher } from './passwords';
-import { SessionStore, type Issued } from './sessions';
+import { authorizationOf, SessionStore, type Issued } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
 
@@ -82,11 +82,11 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
     requires: [],
     middleware: {
       authenticate: async function authenticate(ctx, next) {
-        ctx.state.session = await sessions.resolve(ctx.get('authorization') || undefined);
+        ctx.state.session = await sessions.resolve(authorizationOf(ctx.req));
         await next();
       },
     },
-    authenticateUpgrade: (req) => sessions.resolve(req.headers.authorization),
+    authenticateUpgrade: async (req) => sessions.resolve(authorizationOf(req)),
     handlers: {
       async register(ctx, req) {
         const { userName, password } = credentials(req.body);

@@ -5,7 +5,7 @@ import { WebSocketServer } from 'ws';
 import { AppError, BadRequest, TooManyRequests, Unauthorized } from '../../errors';
 import { refuseUpgrade as refuse, refuseUpgradeFor } from '../../http/upgrade';
 import type { App, AppFactory, AppModule, Session, UpgradeAdmission, UpgradeHandler } from '../../types';
-import { SessionStore } from '../auth/sessions';
+import { authorizationOf, SessionStore } from '../auth/sessions';
 import { Gateway } from './gateway';
 
 /** A ticket opens one WebSocket, within this many seconds of being issued. */
@@ -80,7 +80,9 @@ const realtimeApp: AppFactory = (deps): App => {
 
   /** The session an upgrade request opens: by one-use ticket, or by the Authorization header. */
   async function authenticate(req: http.IncomingMessage, ticket: string | null): Promise<Session> {
-    if (ticket === null) return sessions.resolve(req.headers.authorization);
+    // Several Authorization headers are refused even beside a ticket: the request is ambiguous either way.
+    const header = authorizationOf(req);
+    if (ticket === null) return sessions.resolve(header);
     if (!/^[0-9a-f]{32}$/.test(ticket)) throw new Unauthorized('auth-failed');
     // Taken and deleted in one step: of two upgrades racing with one ticket, one wins.
     const tokenHash = await kv.take(ticketKey(ticket));
