@@ -10,6 +10,9 @@ import { authorizationOf, SessionStore, type Issued } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
 
+/** How often one login or password change follows a hash that moved under it (re-hashed by another login) before giving up. */
+const MAX_HASH_MOVES = 3;
+
 /** How often each web process deletes the rows of logins long ended (db/session-chains.ts; the delete is idempotent). */
 const LOGIN_SWEEP_MS = 60 * 60 * 1000;
 
@@ -69,6 +72,35 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
     }
   }
 
+  /**
+   * Runs `step` over `hash`, the account's password hash `password` was just
+   * checked against. `step` answers undefined when the hash moved meanwhile:
+   * it is read again, and when `password` still matches the new one (another
+   * login re-hashed it at BCRYPT_COST) `step` runs over that; when it does
+   * not (a password change committed), undefined. So a re-hash never makes a
+   * login or a change in flight fail, and a change always wins over both.
+   */
+  async function overCheckedHash<T>(accountId: string, password: string, hash: string, step: (hash: string) => Promise<T | undefined>): Promise<T | undefined> {
+    for (let moves = 0; ; moves++) {
+      const done = await step(hash);
+      if (done !== undefined || moves >= MAX_HASH_MOVES) return done;
+      const now = (await findUserById(db, accountId))?.password_hash;
+      if (now === undefined || now === hash || !(await hasher.verify(password, now))) return undefined;
+      hash = now;
+    }
+  }
+
+  /**
+   * The hash a login goes on with: `hash` itself, or, when it was made at
+   * another cost than BCRYPT_COST, a new hash of `password` stored in its
+   * place, only over it (undefined, nothing stored, when it moved meanwhile).
+   */
+  async function upgradedHash(accountId: string, password: string, hash: string): Promise<string | undefined> {
+    if (!hasher.needsRehash(hash)) return hash;
+    const fresh = await hasher.hash(password);
+    return (await updatePasswordHash(db, accountId, fresh, hash)) ? fresh : undefined;
+  }
+
   let sweep: NodeJS.Timeout | undefined;
   const sweepLogins = () => {
     deleteEndedLogins(db).then(
@@ -109,8 +141,12 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
           return user?.password_hash;
         });
         if (!known || !ok || user === undefined) throw new BadRequest(known ? 'bad-password' : 'user-not-found');
+        const { id, user_name } = user;
         // Undefined: the password was changed while this one was being compared; it is not the password now.
-        const issued = await sessions.login(user.id, user.user_name, user.password_hash);
+        const issued = await overCheckedHash(id, password, user.password_hash, async (checked) => {
+          const hash = await upgradedHash(id, password, checked);
+          return hash === undefined ? undefined : sessions.login(id, user_name, hash);
+        });
         if (issued === undefined) throw new BadRequest('bad-password');
         ctx.status = 201;
         ctx.body = pairBody(issued);
@@ -145,11 +181,11 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
         });
         if (!ok || checked === undefined) throw new BadRequest('bad-password');
         const hash = await hasher.hash(next);
-        const was = checked;
-        await sessions.endAll(session.accountId, 'password-changed', session, async (trx) => {
-          // Only over the password just checked: a change that committed meanwhile stands, and this one is refused.
-          if (!(await updatePasswordHash(trx, session.accountId, hash, was))) throw new BadRequest('bad-password');
-        });
+        // Only over the password just checked: a change that committed meanwhile stands, and this one is refused.
+        const changed = await overCheckedHash(session.accountId, current, checked, async (was) =>
+          (await sessions.endAll(session.accountId, 'password-changed', session, (trx) => updatePasswordHash(trx, session.accountId, hash, was))) || undefined,
+        );
+        if (changed === undefined) throw new BadRequest('bad-password');
         ctx.status = 200;
         ctx.body = {};
       },

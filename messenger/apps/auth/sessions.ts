@@ -258,17 +258,20 @@ export class SessionStore {
 
   /**
    * Ends every session and chain of the account, except `keep` (its session
-   * and chain), with `alsoInTransaction` committed together with it.
+   * and chain), with `alsoInTransaction` committed together with it; when
+   * that answers false, nothing ends and endAll answers false.
    */
-  async endAll(accountId: string, reason: string, keep?: Session, alsoInTransaction?: (trx: Queryable) => Promise<void>): Promise<void> {
+  async endAll(accountId: string, reason: string, keep?: Session, alsoInTransaction?: (trx: Queryable) => Promise<boolean>): Promise<boolean> {
     const keepHash = keep === undefined ? undefined : Buffer.from(keep.tokenHash, 'hex');
     const ended = await this.db.transaction(async (trx) => {
-      await alsoInTransaction?.(trx);
+      if (alsoInTransaction !== undefined && !(await alsoInTransaction(trx))) return undefined;
       const keepChain = keepHash === undefined ? undefined : (await findSession(trx, keepHash))?.chain_id;
       await revokeUserChains(trx, accountId, keepChain);
       return revokeUserSessions(trx, accountId, keepHash);
     });
+    if (ended === undefined) return false;
     await this.ended(accountId, ended, reason);
+    return true;
   }
 
   /** Writes a new session and refresh token of `chain` (inside the caller's transaction). */
