@@ -112,3 +112,53 @@ describe('password hashes follow BCRYPT_COST', function () {
     assert.equal(bcrypt.getRounds(await storedHash(u.userName)), 5);
   });
 });
+
+describe('passwords are compared in Unicode NFC', function () {
+  this.timeout(30_000);
+  // "café" with é as one code point (NFC) and as e + U+0301 COMBINING ACUTE ACCENT (NFD, as some keyboards type it).
+  const composed = 'caf\u00e9 au lait';
+  const decomposed = 'cafe\u0301 au lait';
+
+  it('a password registered in one form logs in and is changed in the other; the hash is of the NFC form', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client, { password: decomposed });
+    assert.ok(await bcrypt.compare(composed, await storedHash(u.userName)));
+    // Before, the other keyboard's "é" was another password: 400 bad-password.
+    const pair = (await client.post('/v1/auth/login', { user_name: u.userName, password: composed }).expect(201)).body as { session_id: string };
+    await client.post('/v1/auth/password', { password: composed, new_password: 'nai\u0308ve' }, pair.session_id).expect(200);
+    await client.post('/v1/auth/login', { user_name: u.userName, password: 'na\u00efve' }).expect(201);
+    assert.ok(await bcrypt.compare('na\u00efve', await storedHash(u.userName)));
+  });
+
+  it('an account whose hash is of a password as typed before NFC still logs in with it, and is re-hashed in NFC on that login', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    // As registered before passwords were normalised: a hash of the decomposed form.
+    await setHash(u.userName, bcrypt.hashSync(decomposed, 4));
+    // Typed in the composed form, it cannot be told from a wrong password yet.
+    await client.post('/v1/auth/login', { user_name: u.userName, password: composed }).expect(400, { message: 'bad-password' });
+    await client.post('/v1/auth/login', { user_name: u.userName, password: decomposed }).expect(201);
+    const after = await storedHash(u.userName);
+    assert.ok(await bcrypt.compare(composed, after), 're-hashed in NFC');
+    assert.equal(bcrypt.getRounds(after), 4);
+    await client.post('/v1/auth/login', { user_name: u.userName, password: composed }).expect(201);
+    await client.post('/v1/auth/login', { user_name: u.userName, password: decomposed }).expect(201);
+    assert.equal(await storedHash(u.userName), after, 'an NFC hash at BCRYPT_COST is kept');
+  });
+
+  it('the current password of a change may be the one typed before NFC', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    await setHash(u.userName, bcrypt.hashSync(decomposed, 4));
+    await client.post('/v1/auth/password', { password: decomposed, new_password: 'something else' }, u.session).expect(200);
+    await client.post('/v1/auth/login', { user_name: u.userName, password: 'something else' }).expect(201);
+  });
+
+  it('the 72-byte limit applies to the NFC form: 36 decomposed "é" (108 bytes typed, 72 in NFC) register; 73 bytes in NFC do not', async () => {
+    const { client } = harness().app;
+    const userName = uniq('long');
+    await client.post('/v1/auth/register', { user_name: userName, password: `${'e\u0301'.repeat(35)}\u20ac` }).expect(400, { message: 'bad-parameters' });
+    await client.post('/v1/auth/register', { user_name: userName, password: 'e\u0301'.repeat(36) }).expect(201);
+    await client.post('/v1/auth/login', { user_name: userName, password: '\u00e9'.repeat(36) }).expect(201);
+  });
+});
