@@ -121,7 +121,8 @@ export interface UpgradeAdmission {
 
 /**
  * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;
- * returns false to leave it to the next app (the last answers 404). `admit`
+ * returns false to leave it to the next app (when none takes it: 401
+ * without a valid session, else 404, as an unknown path). `admit`
  * counts the request as every API request is counted (throttling), and must
  * be asked before the upgrade is authenticated.
  */
