@@ -121,7 +121,8 @@ export interface UpgradeAdmission {
 
 /**
  * Takes over an HTTP upgrade request (a WebSocket) when it is the app's;
- * returns false to leave it to the next app (the last answers 404). `admit`
+ * returns false to leave it to the next app (when none takes it: 401
+ * without a valid session, else 404, as an unknown path). `admit`
  * counts the request as every API request is counted (throttling), and must
  * be asked before the upgrade is authenticated.
  */
@@ -158,6 +159,13 @@ export interface App {
   reactors?: Reactors;
   /** HTTP upgrades (WebSocket) it serves. */
   upgrade?: UpgradeHandler;
+  /**
+   * Checks an upgrade request's session as its `authenticate` middleware
+   * checks an API request's (throws the matching 401); asked for upgrades
+   * no app serves, so that those answer 401 without a valid session and
+   * 404 with one, as unknown paths do.
+   */
+  authenticateUpgrade?: (req: http.IncomingMessage) => Promise<Session>;
   /** Counts an upgrade request as its `throttle` middleware counts API requests (see UpgradeAdmission). */
   admitUpgrade?: (req: http.IncomingMessage) => Promise<UpgradeAdmission>;
   /** Closes the connections it took over by `upgrade` (at shutdown, before HTTP drains). */

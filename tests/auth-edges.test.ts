@@ -57,6 +57,22 @@ describe('auth edges: tokens, headers and the session store', () => {
     }
   });
 
+  it('a request with more than one Authorization header is 401 auth-failed, whichever sessions they name; public paths ignore them', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const other = await buildUser(client);
+    const mine = `session_id ${u.session}`;
+    // Before, Node kept the first header and the request ran as that session, whatever the others said.
+    // superagent sends an array as one header line per value (its types allow that only for Cookie).
+    const several = (values: string[]) => values as unknown as string;
+    for (const headers of [[mine, mine], [mine, `session_id ${other.session}`], [mine, 'Bearer x'], ['', mine]]) {
+      await client.request('GET', '/v1/auth/me').set('Authorization', several(headers)).expect(401, { message: 'auth-failed' });
+      await client.request('GET', '/v1/nowhere').set('Authorization', several(headers)).expect(401, { message: 'auth-failed' });
+    }
+    await me(mine).expect(200);
+    await client.post('/v1/auth/login', { user_name: u.userName, password: u.password }).set('Authorization', several([mine, mine])).expect(201);
+  });
+
   it('a login session\'s use is not recorded as a first use; a refreshed session\'s is, also when the store lost it before', async () => {
     const { client } = harness().app;
     const { kv } = harness().infra;

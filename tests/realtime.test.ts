@@ -114,6 +114,9 @@ async function rawRequest(port: number, method: string, path: string, headers: R
   return { status: Number(statusLine.split(' ')[1]), headers: out, body };
 }
 
+/** The headers of a well-formed WebSocket handshake, for rawRequest. */
+const UPGRADE = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
+
 describe('real time: GET /v1/events', function () {
   this.timeout(60_000);
   const open: TestSocket[] = [];
@@ -207,6 +210,50 @@ describe('real time: GET /v1/events', function () {
 
     it('POST /v1/events/ticket needs a session', async () => {
       await harness().app.client.post('/v1/events/ticket').expect(401, { message: 'auth-failed' });
+    });
+
+    it('an upgrade to a path no app serves answers 401 without a valid session (usual body, throttled), 404 not-found with one, 404 on a public path', async () => {
+      const cases: [string, Record<string, string>, number, string][] = [
+        ['/v1/nowhere', {}, 401, 'auth-failed'],
+        ['/v1/nowhere', { Authorization: 'session_id nonsense' }, 401, 'auth-failed'],
+        ['/v1/nowhere', { Authorization: `session_id ${'f'.repeat(32)}` }, 401, 'invalid-session-id'],
+        ['/v1/chats', {}, 401, 'auth-failed'],
+        ['/v1/nowhere', { Authorization: `session_id ${alice.session}` }, 404, 'not-found'],
+        ['/ping', {}, 404, 'not-found'],
+      ];
+      for (const [path, headers, status, code] of cases) {
+        const r = await rawRequest(port, 'GET', path, { ...UPGRADE, ...headers });
+        const what = `${path} ${JSON.stringify(headers)}`;
+        assert.equal(r.status, status, what);
+        assert.match(r.headers['content-type'] ?? '', /^application\/json/, what);
+        assert.deepEqual(JSON.parse(r.body), { message: code }, what);
+        // Counted by the throttling app like every request that checks a session.
+        if (path !== '/ping') assert.match(r.headers['x-ratelimit-limit'] ?? '', /^\d+$/, what);
+      }
+    });
+
+    it('an upgrade with more than one Authorization header is refused 401 auth-failed, also beside a ticket', async () => {
+      // Two header lines: the keys differ only in case.
+      const two = { Authorization: `session_id ${alice.session}`, authorization: `session_id ${bob.session}` };
+      const ticket = ((await harness().app.client.post('/v1/events/ticket', undefined, alice.session).expect(201)).body as { ticket: string }).ticket;
+      for (const path of ['/v1/events', `/v1/events?ticket=${ticket}`, '/v1/nowhere']) {
+        const r = await rawRequest(port, 'GET', path, { ...UPGRADE, ...two });
+        assert.deepEqual([r.status, JSON.parse(r.body)], [401, { message: 'auth-failed' }], path);
+      }
+      // Before, the first header opened alice's socket.
+      track(await openSocket(port, { session: alice.session }));
+    });
+
+    it('with the realtime app off, GET /v1/events upgrades answer 401 without a session and 404 not-found with one', async () => {
+      const app = await startApp(harness().infra, { APPS: 'auth,chats,messages' });
+      try {
+        const anonymous = await rawRequest(app.client.port, 'GET', '/v1/events', UPGRADE);
+        assert.deepEqual([anonymous.status, JSON.parse(anonymous.body)], [401, { message: 'auth-failed' }]);
+        const known = await rawRequest(app.client.port, 'GET', '/v1/events', { ...UPGRADE, Authorization: `session_id ${alice.session}` });
+        assert.deepEqual([known.status, JSON.parse(known.body)], [404, { message: 'not-found' }]);
+      } finally {
+        await app.close();
+      }
     });
 
     it('GET /v1/events without an upgrade answers 400 bad-parameters', async () => {

@@ -444,6 +444,27 @@ describe('throttling WebSocket upgrades (controlled clock)', () => {
       await c.close();
     }
   });
+  it('upgrades to a path no app serves are counted too: made-up session ids get RPS_LIMIT 401s a second, then 429', async () => {
+    const c = await clockedApp({ RPS_LIMIT: '3', TRUSTED_PROXIES: '127.0.0.1,::1' });
+    try {
+      const status = (session: string) =>
+        new Promise<number>((resolve, reject) => {
+          const ws = new WebSocket(`ws://127.0.0.1:${c.app.client.port}/v1/nowhere`, { headers: { Authorization: `session_id ${session}`, 'X-Forwarded-For': '198.51.100.63' } });
+          ws.once('unexpected-response', (_req, res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          ws.once('open', () => reject(new Error('opened')));
+          ws.once('error', () => undefined);
+        });
+      const seen: number[] = [];
+      for (let i = 0; i < 5; i++) seen.push(await status(randomBytes(16).toString('hex')));
+      // Before, every one was answered 404 at once: no session was checked, nothing was counted.
+      assert.deepEqual(seen, [401, 401, 401, 429, 429]);
+    } finally {
+      await c.close();
+    }
+  });
 });
 
 describe('login lockout at exact boundaries (controlled clock)', () => {

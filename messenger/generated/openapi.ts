@@ -201,9 +201,10 @@ export interface paths {
          *     invisible characters) and unique after Unicode compatibility
          *     normalisation and case folding: `Alice`, `alice` and fullwidth
          *     `ａｌｉｃｅ` are one account (`user-already-exists`); it is stored and
-         *     shown as typed, and login accepts any of these spellings. `password` is 1 to 72 bytes in UTF-8 (bcrypt reads no more, so a
-         *     longer one is refused rather than silently cut). The password is stored
-         *     only as a bcrypt hash.
+         *     shown as typed, and login accepts any of these spellings. `password` is
+         *     normalised to Unicode NFC (see the NewAccount schema), then must be 1 to
+         *     72 bytes in UTF-8 (bcrypt reads no more, so a longer one is refused
+         *     rather than silently cut). The password is stored only as a bcrypt hash.
          */
         post: operations["register"];
         delete?: never;
@@ -329,7 +330,8 @@ export interface paths {
         /**
          * Change the password; every other session of the account ends.
          * @description `password` is the current one; `new_password` follows the register
-         *     rules (1 to 72 bytes in UTF-8). This session and its login chain are
+         *     rules (NFC, then 1 to 72 bytes in UTF-8); `password` is compared as at
+         *     login (NFC, then as typed). This session and its login chain are
          *     kept; every other session and chain of the account ends at once, on
          *     every instance. A wrong `password` counts as a failed login for the
          *     account's name (same lockout as login). Of two changes sent at once
@@ -745,7 +747,12 @@ export interface components {
         Name: string;
         NewAccount: {
             user_name: components["schemas"]["Name"];
-            /** @description 1 to 72 bytes in UTF-8. */
+            /**
+             * @description 1 to 72 bytes in UTF-8 after Unicode NFC normalisation. Passwords are
+             *     hashed and compared in NFC, so a character typed precomposed (`é`,
+             *     U+00E9) or decomposed (`e` + U+0301, as some keyboards and systems
+             *     send it) is the same password.
+             */
             password: string;
         };
         SessionPair: {
@@ -757,7 +764,13 @@ export interface components {
         };
         Credentials: {
             user_name: string;
-            /** @description 1 to 72 bytes in UTF-8. */
+            /**
+             * @description Compared in Unicode NFC (`é` precomposed or as `e` + U+0301 is one
+             *     password), 1 to 72 bytes in UTF-8 in that form. An account whose
+             *     password was registered, before 2026-12-07, in another form (not
+             *     NFC) also logs in with the password as typed then; that login
+             *     re-hashes it in NFC, after which any form logs in.
+             */
             password: string;
         };
         Message: {
@@ -1393,8 +1406,14 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
+                    /** @description The current password, compared as at login (in Unicode NFC, then as typed; see Credentials). */
                     password: string;
-                    /** @description 1 to 72 bytes in UTF-8. */
+                    /**
+                     * @description 1 to 72 bytes in UTF-8 after Unicode NFC normalisation. Passwords are
+                     *     hashed and compared in NFC, so a character typed precomposed (`é`,
+                     *     U+00E9) or decomposed (`e` + U+0301, as some keyboards and systems
+                     *     send it) is the same password.
+                     */
                     new_password: string;
                 };
             };

@@ -7,6 +7,7 @@ import { loadAppModules, mountReactors } from '../apps/registry';
 import { isStorableText } from '../apps/input';
 import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State, type UpgradeAdmission } from '../types';
 import { jsonBody } from './body';
+import { refuseUpgradeFor } from './upgrade';
 import { errorHandler, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
 import { cors } from './cors';
@@ -19,7 +20,11 @@ export interface WebApp {
   api: Api;
   router: OperationRouter;
   apps: App[];
-  /** Hands an HTTP upgrade (WebSocket) to the app that serves it; anything else gets a 404. */
+  /**
+   * Hands an HTTP upgrade (WebSocket) to the app that serves it; anything
+   * else is answered as an unknown path is: 401 without a valid session
+   * (except on public paths), else 404.
+   */
   upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Closes every upgraded connection (WebSockets, close code 1001), so the HTTP drain does not wait on them. */
   closeUpgrades(): Promise<void>;
@@ -52,8 +57,6 @@ export function buildApps(deps: Deps): App[] {
   const always = ['core', 'ops'].map((name) => (modules.get(name) as NonNullable<ReturnType<typeof modules.get>>).create(deps, enabled));
   return [...always, ...apps];
 }
-
-const UPGRADE_NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: 25\r\n\r\n{"message":"not-found"}\r\n';
 
 /**
  * Builds the Koa app. One pipeline for every request: error mapping →
@@ -157,6 +160,27 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     };
   }
 
+  /**
+   * An upgrade no app serves: a session is checked first (counted by the
+   * throttling app before the lookup, as every request is), so an unknown
+   * path without one is 401, not 404, as in the Koa pipeline. Public paths
+   * need no session and touch no store.
+   */
+  const authenticators = apps.flatMap((app) => (app.authenticateUpgrade === undefined ? [] : [app.authenticateUpgrade]));
+  async function refuseUnserved(req: http.IncomingMessage, socket: Duplex): Promise<void> {
+    let admission: UpgradeAdmission | undefined;
+    try {
+      if (authenticators.length > 0 && !isPublic(new URL(req.url ?? '/', 'http://localhost').pathname)) {
+        admission = await admitUpgrade(req);
+        if (admission.refused !== undefined) throw admission.refused;
+        for (const authenticate of authenticators) await authenticate(req);
+      }
+      throw new NotFound('not-found');
+    } catch (err) {
+      await refuseUpgradeFor(socket, err, admission, deps.log);
+    }
+  }
+
   let unmount: (() => void) | undefined;
   return {
     koa,
@@ -165,7 +189,11 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     apps,
     upgrade(req, socket, head) {
       for (const app of apps) if (app.upgrade?.(req, socket, head, admitUpgrade) === true) return;
-      socket.end(UPGRADE_NOT_FOUND);
+      socket.on('error', () => undefined);
+      refuseUnserved(req, socket).catch((err: unknown) => {
+        deps.log.error({ err }, 'upgrade failed');
+        socket.destroy();
+      });
     },
     async closeUpgrades() {
       await Promise.all(apps.map((app) => app.closeUpgrades?.()));

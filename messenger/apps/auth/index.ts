@@ -6,27 +6,42 @@ import type { App, AppFactory, ApiContext, Session, AppModule } from '../../type
 import { clientAddress } from '../client-address';
 import { LoginGuard, type LoginOutcome } from './login-guard';
 import { PasswordHasher } from './passwords';
-import { SessionStore, type Issued } from './sessions';
+import { authorizationOf, SessionStore, type Issued } from './sessions';
 
 const MAX_PASSWORD_BYTES = 72;
+
+/** How often one login or password change follows a hash that moved under it (re-hashed by another login) before giving up. */
+const MAX_HASH_MOVES = 3;
 
 /** How often each web process deletes the rows of logins long ended (db/session-chains.ts; the delete is idempotent). */
 const LOGIN_SWEEP_MS = 60 * 60 * 1000;
 
-/** A password (swagger.yml checked it is a string): 1 to 72 bytes (bcrypt reads at most 72; a longer one would be silently cut). */
-function password(value: string): string {
+/** 1 to 72 bytes of UTF-8: bcrypt reads at most 72, so a longer password would be silently cut. */
+function fitsBcrypt(value: string): boolean {
   const bytes = Buffer.byteLength(value, 'utf8');
-  if (bytes < 1 || bytes > MAX_PASSWORD_BYTES) throw new BadRequest();
-  return value;
+  return bytes >= 1 && bytes <= MAX_PASSWORD_BYTES;
 }
 
-interface Credentials {
-  userName: string;
-  password: string;
+/**
+ * A password as it is hashed (swagger.yml checked it is a string): in
+ * Unicode NFC, so `é` typed as one code point and as `e` + combining acute
+ * are one password, on any keyboard; 1 to 72 bytes in that form.
+ */
+function password(value: string): string {
+  const nfc = value.normalize('NFC');
+  if (!fitsBcrypt(nfc)) throw new BadRequest();
+  return nfc;
 }
 
-function credentials(body: { user_name: string; password: string }): Credentials {
-  return { userName: body.user_name, password: password(body.password) };
+/**
+ * The forms a password given to be checked is compared in: its NFC form
+ * (what new hashes are made of) first, then, when it differs (and fits
+ * bcrypt), as typed: an account registered before passwords were
+ * normalised has a hash of that, re-hashed in NFC at its next login.
+ */
+function passwordForms(value: string): string[] {
+  const nfc = password(value);
+  return nfc === value || !fitsBcrypt(value) ? [nfc] : [nfc, value];
 }
 
 /** The session of this request; the auth middleware guarantees it on non-public paths. */
@@ -52,8 +67,18 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
   const hasher = new PasswordHasher(config.bcryptCost, config.bcryptThreads, config.bcryptNice);
   const trusted = new Set(config.throttling.trustedProxies);
 
-  /** Compares a password under the lockout rules; `hash` undefined means no such account (same cost). */
-  async function checkPassword(ctx: ApiContext, userName: string, given: string, hash: () => Promise<string | undefined>): Promise<{ known: boolean; ok: boolean }> {
+  /**
+   * The first of `forms` that `hash` is a hash of; without a hash (no such
+   * account) every form is compared against a throwaway one, so an unknown
+   * name costs what a wrong password does.
+   */
+  async function firstMatch(forms: readonly string[], hash: string | undefined): Promise<string | undefined> {
+    for (const form of forms) if (await hasher.verify(form, hash)) return form;
+    return undefined;
+  }
+
+  /** Compares a password (its `forms`, passwordForms) under the lockout rules, as one attempt; `hash` undefined means no such account. */
+  async function checkPassword(ctx: ApiContext, userName: string, forms: readonly string[], hash: () => Promise<string | undefined>): Promise<{ known: boolean; matched: string | undefined }> {
     const address = clientAddress(ctx.req, trusted);
     // Counted per account, not per spelling: `Alice` and `ＡＬＩＣＥ` share one limit.
     const name = nameKey(userName);
@@ -61,12 +86,52 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
     let outcome: LoginOutcome = 'unknown';
     try {
       const stored = await hash();
-      const ok = await hasher.verify(given, stored);
-      outcome = ok ? 'succeeded' : 'failed';
-      return { known: stored !== undefined, ok };
+      const matched = await firstMatch(forms, stored);
+      outcome = matched !== undefined ? 'succeeded' : 'failed';
+      return { known: stored !== undefined, matched };
     } finally {
       await guard.end(name, address, outcome);
     }
+  }
+
+  /**
+   * Runs `step` over `hash`, the account's password hash that `matched`, one
+   * of the password's `forms`, was just found to match. `step` answers
+   * undefined when the hash moved meanwhile: it is read again, and when a
+   * form still matches the new one (another login re-hashed it) `step` runs
+   * over that; when none does (a password change committed), undefined. So
+   * a re-hash never makes a login or a change in flight fail, and a change
+   * always wins over both.
+   */
+  async function overCheckedHash<T>(
+    accountId: string,
+    forms: readonly string[],
+    first: { hash: string; matched: string },
+    step: (hash: string, matched: string) => Promise<T | undefined>,
+  ): Promise<T | undefined> {
+    let { hash, matched } = first;
+    for (let moves = 0; ; moves++) {
+      const done = await step(hash, matched);
+      if (done !== undefined || moves >= MAX_HASH_MOVES) return done;
+      const now = (await findUserById(db, accountId))?.password_hash;
+      if (now === undefined || now === hash) return undefined;
+      const again = await firstMatch(forms, now);
+      if (again === undefined) return undefined;
+      [hash, matched] = [now, again];
+    }
+  }
+
+  /**
+   * The hash a login goes on with: `hash` itself, or a new hash of the
+   * password's NFC form stored in its place when `hash` was made at another
+   * cost than BCRYPT_COST or of the password as typed (`matched` is not the
+   * NFC form), only over it (undefined, nothing stored, when it moved
+   * meanwhile).
+   */
+  async function upgradedHash(accountId: string, nfc: string, matched: string, hash: string): Promise<string | undefined> {
+    if (matched === nfc && !hasher.needsRehash(hash)) return hash;
+    const fresh = await hasher.hash(nfc);
+    return (await updatePasswordHash(db, accountId, fresh, hash)) ? fresh : undefined;
   }
 
   let sweep: NodeJS.Timeout | undefined;
@@ -82,14 +147,15 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
     requires: [],
     middleware: {
       authenticate: async function authenticate(ctx, next) {
-        ctx.state.session = await sessions.resolve(ctx.get('authorization') || undefined);
+        ctx.state.session = await sessions.resolve(authorizationOf(ctx.req));
         await next();
       },
     },
+    authenticateUpgrade: async (req) => sessions.resolve(authorizationOf(req)),
     handlers: {
       async register(ctx, req) {
-        const { userName, password } = credentials(req.body);
-        const hash = await hasher.hash(password);
+        const userName = req.body.user_name;
+        const hash = await hasher.hash(password(req.body.password));
         try {
           await insertUser(db, userName, hash);
         } catch (err) {
@@ -101,15 +167,20 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
       },
 
       async login(ctx, req) {
-        const { userName, password } = credentials(req.body);
+        const userName = req.body.user_name;
+        const forms = passwordForms(req.body.password);
         let user: Awaited<ReturnType<typeof findUserByName>>;
-        const { known, ok } = await checkPassword(ctx, userName, password, async () => {
+        const { known, matched } = await checkPassword(ctx, userName, forms, async () => {
           user = await findUserByName(db, userName);
           return user?.password_hash;
         });
-        if (!known || !ok || user === undefined) throw new BadRequest(known ? 'bad-password' : 'user-not-found');
+        if (!known || matched === undefined || user === undefined) throw new BadRequest(known ? 'bad-password' : 'user-not-found');
+        const { id, user_name } = user;
         // Undefined: the password was changed while this one was being compared; it is not the password now.
-        const issued = await sessions.login(user.id, user.user_name, user.password_hash);
+        const issued = await overCheckedHash(id, forms, { hash: user.password_hash, matched }, async (checked, form) => {
+          const hash = await upgradedHash(id, forms[0], form, checked);
+          return hash === undefined ? undefined : sessions.login(id, user_name, hash);
+        });
         if (issued === undefined) throw new BadRequest('bad-password');
         ctx.status = 201;
         ctx.body = pairBody(issued);
@@ -135,20 +206,20 @@ const authApp: AppFactory = ({ config, db, kv, events, log }): App => {
 
       async changePassword(ctx, req) {
         const session = sessionOf(ctx);
-        const current = password(req.body.password);
+        const current = passwordForms(req.body.password);
         const next = password(req.body.new_password);
         let checked: string | undefined;
-        const { ok } = await checkPassword(ctx, session.userName, current, async () => {
+        const { matched } = await checkPassword(ctx, session.userName, current, async () => {
           checked = (await findUserById(db, session.accountId))?.password_hash;
           return checked;
         });
-        if (!ok || checked === undefined) throw new BadRequest('bad-password');
+        if (matched === undefined || checked === undefined) throw new BadRequest('bad-password');
         const hash = await hasher.hash(next);
-        const was = checked;
-        await sessions.endAll(session.accountId, 'password-changed', session, async (trx) => {
-          // Only over the password just checked: a change that committed meanwhile stands, and this one is refused.
-          if (!(await updatePasswordHash(trx, session.accountId, hash, was))) throw new BadRequest('bad-password');
-        });
+        // Only over the password just checked: a change that committed meanwhile stands, and this one is refused.
+        const changed = await overCheckedHash(session.accountId, current, { hash: checked, matched }, async (was) =>
+          (await sessions.endAll(session.accountId, 'password-changed', session, (trx) => updatePasswordHash(trx, session.accountId, hash, was))) || undefined,
+        );
+        if (changed === undefined) throw new BadRequest('bad-password');
         ctx.status = 200;
         ctx.body = {};
       },

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { getRounds } from 'bcryptjs';
 
 // Plain JavaScript run with `eval`, so the threads need no TypeScript loader
 // and work the same from the sources (tests) and the compiled build. bcryptjs
@@ -77,6 +78,11 @@ export class PasswordHasher {
     this.dummy ??= this.hash(randomBytes(18).toString('base64'));
     await this.run({ op: 'compare', password, hash: await this.dummy });
     return false;
+  }
+
+  /** True when `hash` was made at another cost than the configured one (BCRYPT_COST changed since): a login re-hashes it. */
+  needsRehash(hash: string): boolean {
+    return getRounds(hash) !== this.cost;
   }
 
   /** Stops the threads; jobs still queued fail. */

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type http from 'node:http';
 import type { Db, Queryable } from '../../infra/db';
 import type { Kv } from '../../infra/kv';
 import type { EventBus } from '../../events';
@@ -20,6 +21,21 @@ import type { Session } from '../../types';
 
 const HEADER = /^session_id\s+(\S+)\s*$/i;
 const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The request's Authorization header; more than one is `401 auth-failed`.
+ * Node keeps only the first of them in `req.headers`, while a proxy or
+ * another reader in front may take another, so which session such a
+ * request carries is ambiguous: it is refused rather than guessed.
+ */
+export function authorizationOf(req: http.IncomingMessage): string | undefined {
+  const raw = req.rawHeaders;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 13 && raw[i].toLowerCase() === 'authorization' && ++seen > 1) throw new Unauthorized('auth-failed');
+  }
+  return req.headers.authorization;
+}
 
 /** What login and refresh answer. */
 export interface Issued {
@@ -242,17 +258,20 @@ export class SessionStore {
 
   /**
    * Ends every session and chain of the account, except `keep` (its session
-   * and chain), with `alsoInTransaction` committed together with it.
+   * and chain), with `alsoInTransaction` committed together with it; when
+   * that answers false, nothing ends and endAll answers false.
    */
-  async endAll(accountId: string, reason: string, keep?: Session, alsoInTransaction?: (trx: Queryable) => Promise<void>): Promise<void> {
+  async endAll(accountId: string, reason: string, keep?: Session, alsoInTransaction?: (trx: Queryable) => Promise<boolean>): Promise<boolean> {
     const keepHash = keep === undefined ? undefined : Buffer.from(keep.tokenHash, 'hex');
     const ended = await this.db.transaction(async (trx) => {
-      await alsoInTransaction?.(trx);
+      if (alsoInTransaction !== undefined && !(await alsoInTransaction(trx))) return undefined;
       const keepChain = keepHash === undefined ? undefined : (await findSession(trx, keepHash))?.chain_id;
       await revokeUserChains(trx, accountId, keepChain);
       return revokeUserSessions(trx, accountId, keepHash);
     });
+    if (ended === undefined) return false;
     await this.ended(accountId, ended, reason);
+    return true;
   }
 
   /** Writes a new session and refresh token of `chain` (inside the caller's transaction). */

@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { AppError, BadRequest, TooManyRequests, toWireError, Unauthorized } from '../../errors';
+import { AppError, BadRequest, TooManyRequests, Unauthorized } from '../../errors';
+import { refuseUpgrade as refuse, refuseUpgradeFor } from '../../http/upgrade';
 import type { App, AppFactory, AppModule, Session, UpgradeAdmission, UpgradeHandler } from '../../types';
-import { SessionStore } from '../auth/sessions';
+import { authorizationOf, SessionStore } from '../auth/sessions';
 import { Gateway } from './gateway';
 
 /** A ticket opens one WebSocket, within this many seconds of being issued. */
@@ -31,21 +31,6 @@ export function originAllowed(origin: string | undefined, host: string | undefin
   } catch {
     return false;
   }
-}
-
-/** Answers a refused upgrade with the API's usual JSON error body (and `headers`) and closes the socket. */
-function refuse(socket: Duplex, status: number, code: string, headers: Record<string, string> = {}): void {
-  const body = JSON.stringify({ message: code });
-  const head = [
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
-    'Content-Type: application/json',
-    'X-Content-Type-Options: nosniff',
-    'Cache-Control: no-store',
-    'Connection: close',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-  ];
-  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
-  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }
 
 /** A Sec-WebSocket-Key as RFC 6455 makes it (16 random bytes in base64), as ws checks it. */
@@ -95,7 +80,9 @@ const realtimeApp: AppFactory = (deps): App => {
 
   /** The session an upgrade request opens: by one-use ticket, or by the Authorization header. */
   async function authenticate(req: http.IncomingMessage, ticket: string | null): Promise<Session> {
-    if (ticket === null) return sessions.resolve(req.headers.authorization);
+    // Several Authorization headers are refused even beside a ticket: the request is ambiguous either way.
+    const header = authorizationOf(req);
+    if (ticket === null) return sessions.resolve(header);
     if (!/^[0-9a-f]{32}$/.test(ticket)) throw new Unauthorized('auth-failed');
     // Taken and deleted in one step: of two upgrades racing with one ticket, one wins.
     const tokenHash = await kv.take(ticketKey(ticket));
@@ -123,15 +110,11 @@ const realtimeApp: AppFactory = (deps): App => {
       session = await authenticate(req, url.searchParams.get('ticket'));
     } catch (err) {
       // Refusals and a store that does not answer (503) alike, as the HTTP API answers them.
-      const wire = toWireError(err);
-      if (wire.unexpected) log.error({ err }, 'real-time upgrade failed');
-      if (wire.status === 401) await admission?.unauthorized();
-      return refuse(socket, wire.status, wire.code, { ...admission?.headers, ...(wire.retryAfter === undefined ? {} : { 'Retry-After': String(wire.retryAfter) }) });
+      return refuseUpgradeFor(socket, err, admission, log);
     }
     if (socket.destroyed) return;
     if (gateway.countFor(session.accountId) >= config.realtime.maxPerAccount) {
-      const e = new TooManyRequests('request-limit-exceeded', 1);
-      return refuse(socket, e.status, e.code, { ...admission.headers, ...(e.retryAfter === undefined ? {} : { 'Retry-After': String(e.retryAfter) }) });
+      return refuseUpgradeFor(socket, new TooManyRequests('request-limit-exceeded', 1), admission, log);
     }
     rateHeaders.set(req, admission.headers);
     wss.handleUpgrade(req, socket, head, (ws) => gateway.accept(ws, session));
