@@ -40,6 +40,8 @@ export interface Broker {
   consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void>;
   /** Hands `queue`'s messages to `handler` in batches, one batch at a time, across reconnects. */
   consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void>;
+  /** Resolves true once this process actually consumes from `queue` (the broker reachable), false when the broker closes first. */
+  attached(queue: string): Promise<boolean>;
   /** Stops taking new messages and waits for the ones in hand to finish. */
   stopConsuming(): Promise<void>;
   /** Consumers currently attached to `queue` (any process), or undefined when that cannot be told. */
@@ -50,6 +52,8 @@ export interface Broker {
 }
 
 const RETRY_PAUSE_MS = 500;
+/** How often a broker that stays unreachable is logged again. */
+const WARN_EVERY_MS = 30_000;
 /**
  * How long a publish waits for the broker's confirm. A broker that keeps the
  * connection but stops answering would otherwise hold the request forever;
@@ -162,6 +166,8 @@ export class RabbitBroker implements Broker {
   private readonly inFlight = new Set<Promise<void>>();
   private closing = false;
   private connecting: Promise<void> | undefined;
+  /** Per queue: settles `attached` once a consumer is subscribed (true) or the broker closes (false). */
+  private readonly attachedTo = new Map<string, { done: Promise<boolean>; settle: (ok: boolean) => void }>();
 
   constructor(
     private readonly url: string,
@@ -172,7 +178,7 @@ export class RabbitBroker implements Broker {
   async start(waitMs: number): Promise<void> {
     const connected = this.ensureConnecting();
     await Promise.race([connected, sleep(waitMs)]);
-    if (this.conn === undefined) this.log.warn('rabbitmq not reachable yet; operations needing it answer 503 until it is');
+    if (this.conn === undefined) this.log.warn('rabbitmq not reachable yet; publishing answers 503 and consumers wait until it is');
   }
 
   private ensureConnecting(): Promise<void> {
@@ -182,15 +188,26 @@ export class RabbitBroker implements Broker {
     return this.connecting;
   }
 
+  /**
+   * Connects, retrying with capped exponential backoff (0.2 s doubling to
+   * 5 s). The failure is logged at once and then every WARN_EVERY_MS while
+   * it lasts (each warning says how long it has lasted and when the next try
+   * is), so the log shows a broker that is still away without a line per try.
+   */
   private async connectLoop(): Promise<void> {
+    const since = Date.now();
+    let warned = -Infinity;
     for (let attempt = 0; !this.closing; attempt++) {
       try {
         await this.connect();
-        if (attempt > 0) this.log.info('rabbitmq connection restored');
+        if (attempt > 0) this.log.info({ attempts: attempt + 1, downMs: Date.now() - since }, 'rabbitmq connection restored');
         return;
       } catch (err) {
         const delay = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
-        if (attempt === 0) this.log.warn({ err: reason(err) }, 'rabbitmq connect failed; retrying');
+        if (Date.now() - warned >= WARN_EVERY_MS) {
+          warned = Date.now();
+          this.log.warn({ err: reason(err), attempt: attempt + 1, downMs: warned - since, retryInMs: delay }, 'rabbitmq not reachable; retrying with backoff');
+        }
         await sleep(delay);
       }
     }
@@ -221,6 +238,7 @@ export class RabbitBroker implements Broker {
       this.conn = conn;
       this.pub = pub;
       for (const c of this.consumers) await this.subscribe(conn, c);
+      for (const c of this.consumers) this.attachment(c.queue).settle(true);
     } catch (err) {
       this.conn = undefined;
       this.pub = undefined;
@@ -232,6 +250,21 @@ export class RabbitBroker implements Broker {
   async declare(queue: string): Promise<void> {
     this.known.add(queue);
     if (this.pub !== undefined) await this.declareOn(this.pub, queue);
+  }
+
+  private attachment(queue: string): { done: Promise<boolean>; settle: (ok: boolean) => void } {
+    let a = this.attachedTo.get(queue);
+    if (a === undefined) {
+      let settle!: (ok: boolean) => void;
+      const done = new Promise<boolean>((resolve) => (settle = resolve));
+      a = { done, settle };
+      this.attachedTo.set(queue, a);
+    }
+    return a;
+  }
+
+  attached(queue: string): Promise<boolean> {
+    return this.closing ? Promise.resolve(false) : this.attachment(queue).done;
   }
 
   /** Declares `queue` and its dead-letter queue once per connection. */
@@ -349,8 +382,12 @@ export class RabbitBroker implements Broker {
 
   private async addConsumer(consumer: Consumer): Promise<void> {
     this.consumers.push(consumer);
-    if (this.conn !== undefined) await this.subscribe(this.conn, consumer);
-    else void this.ensureConnecting();
+    if (this.conn === undefined) {
+      void this.ensureConnecting();
+      return;
+    }
+    await this.subscribe(this.conn, consumer);
+    this.attachment(consumer.queue).settle(true);
   }
 
   consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
@@ -387,6 +424,7 @@ export class RabbitBroker implements Broker {
   }
 
   async close(): Promise<void> {
+    for (const a of this.attachedTo.values()) a.settle(false);
     await this.stopConsuming();
     this.closing = true;
     const conn = this.conn;
@@ -414,6 +452,10 @@ export class MemoryBroker implements Broker {
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly log: Logger) {}
+
+  async attached(): Promise<boolean> {
+    return true;
+  }
 
   private queue(name: string): MemoryQueue {
     let q = this.queues.get(name);

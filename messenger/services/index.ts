@@ -24,7 +24,7 @@ export interface Service {
   metricsPort?: number;
   /** True when the role uses the broker (its `/health` then checks RabbitMQ). */
   usesBroker(config: Config): boolean;
-  /** Starts the role over built infrastructure, registering its own close on `infra.shutdown`. */
+  /** Starts the role over built infrastructure, registering its own close on `infra.shutdown`; resolves once the role works (a worker consumes). */
   start(infra: BuiltInfra): Promise<void>;
 }
 
@@ -59,9 +59,11 @@ async function missingMigrations(infra: BuiltInfra): Promise<string[]> {
 
 /**
  * Runs the named roles in this process: checks the settings, builds the
- * infrastructure once, starts each role, and serves `/health` and
- * `/metrics` on METRICS_PORT when no role serves HTTP. Exits with a message
- * on a setting that cannot work; SIGTERM closes everything in reverse order.
+ * infrastructure once, serves `/health` and `/metrics` on METRICS_PORT when
+ * no role serves HTTP, and starts each role. "started" is logged once every
+ * role works (a worker consumes: while RabbitMQ is away the broker logs that
+ * it retries, and /health says so). Exits with a message on a setting that
+ * cannot work; SIGTERM closes everything in reverse order.
  */
 export async function runServices(names: ServiceName[], config: Config, processName: string): Promise<BuiltInfra> {
   const services = names.map((n) => SERVICES[n]);
@@ -81,11 +83,12 @@ export async function runServices(names: ServiceName[], config: Config, processN
   }
   // Signals are handled from the start, so a SIGTERM during start-up still closes what is open.
   infra.shutdown.onSignals(config.shutdownTimeoutMs);
-  for (const s of services) await s.start(infra);
   if (!names.includes('web')) {
+    // Served before the roles start, so /health tells what a worker still waits for.
     const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)), roleMetricsPort(config, names));
     infra.shutdown.add('health-and-metrics', (drainBy) => endpoints.drain(drainBy));
   }
+  for (const s of services) await s.start(infra);
   infra.log.info({ services: names }, `${processName} started`);
   return infra;
 }
