@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { ServiceProcess, type LogLine } from './helpers/process';
 import { TcpProxy } from './helpers/tcp-proxy';
+import { waitUntil } from './helpers/wait';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -20,8 +21,8 @@ const ROLES = [
 const isError = (l: LogLine) => typeof l.level === 'number' && l.level >= 50;
 const rabbitWarning = (l: LogLine) => l.level === 40 && /rabbitmq/.test(String(l.msg));
 
-// The worker processes against RabbitMQ behind a TCP proxy that is down,
-// so the shared broker is never disturbed. Each test has its own queue.
+// The worker processes against RabbitMQ behind a TCP proxy that is down or
+// slow, so the shared broker is never disturbed. Each test has its own queue.
 if (MODE === 'services') {
   for (const role of ROLES) {
     describe(`${role.name} start-up (services mode)`, function () {
@@ -73,6 +74,36 @@ if (MODE === 'services') {
         const order = p.lines.map((l) => l.msg);
         assert.ok(order.indexOf(role.consuming) >= 0 && order.indexOf(role.consuming) < order.indexOf(`${role.name} started`), JSON.stringify(order));
         assert.deepEqual(p.lines.filter(isError), []);
+      });
+
+      it('a SIGTERM while it waits for an unreachable RabbitMQ ends it cleanly: exit 0, nothing logged as an error', async () => {
+        await proxy.down();
+        const p = start();
+        await p.waitFor(rabbitWarning);
+        p.child.kill('SIGTERM');
+        assert.deepEqual(await p.exited, { code: 0, signal: null });
+        assert.deepEqual(p.lines.filter(isError), []);
+        assert.equal(p.stderr.join(''), '');
+      });
+
+      it('a SIGTERM at any moment of its start-up over a slow link to RabbitMQ ends it cleanly: exit 0, no "Channel ended", nothing logged as an error', async () => {
+        // Every byte to RabbitMQ is 100 ms late, so the start-up's broker round trips (connect,
+        // channels, queue declarations, consume) take about two seconds; a signal lands in each part.
+        proxy.delayMs = 100;
+        const unclean: string[] = [];
+        for (const after of [0, 150, 300, 450, 600, 750, 900, 1100, 1300, 1600]) {
+          const accepted = proxy.accepted;
+          const p = start();
+          await waitUntil(`${role.name} to connect to RabbitMQ`, async () => proxy.accepted > accepted, 20_000, 5);
+          await sleep(after);
+          p.child.kill('SIGTERM');
+          const exit = await p.exited;
+          const errors = p.lines.filter(isError).map((l) => l.msg);
+          if (exit.code !== 0 || errors.length > 0 || p.stderr.length > 0) {
+            unclean.push(`SIGTERM ${after} ms after connecting: exit ${JSON.stringify(exit)}, stderr ${JSON.stringify(p.stderr.join(''))}, errors ${JSON.stringify(errors)}`);
+          }
+        }
+        assert.deepEqual(unclean, []);
       });
     });
   }

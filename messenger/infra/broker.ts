@@ -32,6 +32,8 @@ export interface BatchOptions {
  */
 export interface Broker {
   readonly kind: 'rabbitmq' | 'memory';
+  /** Starts connecting (retrying with backoff for as long as it takes); resolves when connected or after `waitMs`, whichever is first. */
+  start(waitMs: number): Promise<void>;
   /** Declares `queue` (and its dead-letter queue) now and after every reconnect, so messages can wait in it before any consumer exists. */
   declare(queue: string): Promise<void>;
   /** Resolves once the broker has durably accepted the message; rejects with BackendUnavailable otherwise. */
@@ -178,7 +180,9 @@ export class RabbitBroker implements Broker {
   async start(waitMs: number): Promise<void> {
     const connected = this.ensureConnecting();
     await Promise.race([connected, sleep(waitMs)]);
-    if (this.conn === undefined) this.log.warn('rabbitmq not reachable yet; publishing answers 503 and consumers wait until it is');
+    if (this.conn === undefined && !this.closing) {
+      this.log.warn('rabbitmq not reachable yet; publishing answers 503 and consumers wait until it is');
+    }
   }
 
   private ensureConnecting(): Promise<void> {
@@ -203,6 +207,7 @@ export class RabbitBroker implements Broker {
         if (attempt > 0) this.log.info({ attempts: attempt + 1, downMs: Date.now() - since }, 'rabbitmq connection restored');
         return;
       } catch (err) {
+        if (this.closing) return; // the connection was cut by our own close
         const delay = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
         if (Date.now() - warned >= WARN_EVERY_MS) {
           warned = Date.now();
@@ -235,6 +240,8 @@ export class RabbitBroker implements Broker {
       const pub = await conn.createConfirmChannel();
       pub.on('error', () => {});
       for (const q of this.known) await this.declareOn(pub, q);
+      // Closed while this connection was being set up: nobody would close it.
+      if (this.closing) throw new Error('broker closed');
       this.conn = conn;
       this.pub = pub;
       for (const c of this.consumers) await this.subscribe(conn, c);
@@ -249,7 +256,19 @@ export class RabbitBroker implements Broker {
 
   async declare(queue: string): Promise<void> {
     this.known.add(queue);
-    if (this.pub !== undefined) await this.declareOn(this.pub, queue);
+    const conn = this.conn;
+    if (this.pub === undefined) return;
+    try {
+      await this.declareOn(this.pub, queue);
+    } catch (err) {
+      // The connection went (or we are closing): the queue is declared again on the next connection.
+      if (!this.lost(conn)) throw err;
+    }
+  }
+
+  /** True when `conn` is no longer the live connection, or the broker is closing. */
+  private lost(conn: ChannelModel | undefined): boolean {
+    return this.closing || conn === undefined || this.conn !== conn;
   }
 
   private attachment(queue: string): { done: Promise<boolean>; settle: (ok: boolean) => void } {
@@ -382,12 +401,18 @@ export class RabbitBroker implements Broker {
 
   private async addConsumer(consumer: Consumer): Promise<void> {
     this.consumers.push(consumer);
-    if (this.conn === undefined) {
+    const conn = this.conn;
+    if (conn === undefined) {
       void this.ensureConnecting();
       return;
     }
-    await this.subscribe(this.conn, consumer);
-    this.attachment(consumer.queue).settle(true);
+    try {
+      await this.subscribe(conn, consumer);
+      this.attachment(consumer.queue).settle(true);
+    } catch (err) {
+      // The connection went (or we are closing): the next connection subscribes every consumer.
+      if (!this.lost(conn)) throw err;
+    }
   }
 
   consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
@@ -424,9 +449,9 @@ export class RabbitBroker implements Broker {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     for (const a of this.attachedTo.values()) a.settle(false);
     await this.stopConsuming();
-    this.closing = true;
     const conn = this.conn;
     this.conn = undefined;
     this.pub = undefined;
@@ -452,6 +477,8 @@ export class MemoryBroker implements Broker {
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly log: Logger) {}
+
+  async start(): Promise<void> {}
 
   async attached(): Promise<boolean> {
     return true;
@@ -571,10 +598,17 @@ export class MemoryBroker implements Broker {
   }
 }
 
-/** RabbitMQ when RMQ_URL is set, else the in-process broker. */
+/** RabbitMQ when RMQ_URL is set, else the in-process broker; not started (see `Broker.start`). */
+export function newBroker(config: Config, log: Logger): Broker {
+  return config.rmqUrl === undefined ? new MemoryBroker(log) : new RabbitBroker(config.rmqUrl, log);
+}
+
+/** A started broker (connected, or still trying after 5 s). */
 export async function createBroker(config: Config, log: Logger): Promise<Broker> {
-  if (config.rmqUrl === undefined) return new MemoryBroker(log);
-  const broker = new RabbitBroker(config.rmqUrl, log);
-  await broker.start(5000);
+  const broker = newBroker(config, log);
+  await broker.start(BROKER_START_WAIT_MS);
   return broker;
 }
+
+/** How long start-up waits for RabbitMQ before going on without it (connecting goes on in the background). */
+export const BROKER_START_WAIT_MS = 5000;
