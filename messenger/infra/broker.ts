@@ -7,9 +7,25 @@ import type { Logger } from './logger';
 export class PoisonMessage extends Error {}
 
 /**
+ * Thrown by a handler for a message that could not run for a reason outside
+ * it (a backing service away) and that the handler has logged itself: the
+ * message is put back after `delayMs` instead of the usual pause, without
+ * another warning.
+ */
+export class RetryLater extends Error {
+  constructor(
+    readonly delayMs: number,
+    cause: unknown,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+}
+
+/**
  * Runs one message. Resolving acknowledges it; throwing PoisonMessage
  * dead-letters it; any other error puts it back for another try after a pause
- * (the handler itself bounds the number of attempts).
+ * (RetryLater: a pause of the handler's choosing; the handler itself bounds
+ * the number of attempts).
  */
 export type MessageHandler = (body: Buffer) => Promise<void>;
 
@@ -69,6 +85,48 @@ function sleep(ms: number): Promise<void> {
 
 function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The pauses before a failed message is put back: RETRY_PAUSE_MS, or a
+ * RetryLater's own delay. `wakeAll` ends every pause at once, so a message
+ * waiting out a long delay does not hold up stopping the consumers.
+ */
+class RetryPauses {
+  private readonly waking = new Set<() => void>();
+  /** Set by `wakeAll` until consumers are added again: a pause then ends at once. */
+  private hurry = false;
+
+  constructor(private readonly log: Logger) {}
+
+  /** Logs the failure (a RetryLater was logged by its handler) and waits before the retry. */
+  async before(err: unknown, count: number): Promise<void> {
+    if (err instanceof RetryLater) {
+      this.log.debug({ err: err.message, count, retryInMs: err.delayMs }, 'handler asked for a later retry');
+    } else {
+      this.log.warn({ err: reason(err), count }, 'handler failed; will be retried');
+    }
+    const ms = this.hurry ? 0 : err instanceof RetryLater ? err.delayMs : RETRY_PAUSE_MS;
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.waking.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.waking.add(wake);
+    });
+  }
+
+  /** Ends every pause now, and any that starts until `resume`. */
+  wakeAll(): void {
+    this.hurry = true;
+    for (const wake of [...this.waking]) wake();
+  }
+
+  resume(): void {
+    this.hurry = false;
+  }
 }
 
 /**
@@ -166,6 +224,7 @@ export class RabbitBroker implements Broker {
   private readonly consumers: Consumer[] = [];
   private subs: { channel: Channel; tag: string }[] = [];
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly pauses: RetryPauses;
   private closing = false;
   private connecting: Promise<void> | undefined;
   /** Per queue: settles `attached` once a consumer is subscribed (true) or the broker closes (false). */
@@ -174,7 +233,9 @@ export class RabbitBroker implements Broker {
   constructor(
     private readonly url: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.pauses = new RetryPauses(log);
+  }
 
   /** Starts connecting in the background; resolves when connected or after `waitMs`, whichever is first. */
   async start(waitMs: number): Promise<void> {
@@ -357,8 +418,7 @@ export class RabbitBroker implements Broker {
         this.log.error({ err: err.message }, 'poison message dead-lettered');
         for (const m of msgs) channel.nack(m, false, false);
       } else {
-        this.log.warn({ err: reason(err), count: msgs.length }, 'handler failed; will be retried');
-        await sleep(RETRY_PAUSE_MS);
+        await this.pauses.before(err, msgs.length);
         for (const m of msgs) channel.nack(m, false, true);
       }
     } catch {
@@ -400,6 +460,7 @@ export class RabbitBroker implements Broker {
   }
 
   private async addConsumer(consumer: Consumer): Promise<void> {
+    this.pauses.resume();
     this.consumers.push(consumer);
     const conn = this.conn;
     if (conn === undefined) {
@@ -428,6 +489,7 @@ export class RabbitBroker implements Broker {
     const subs = this.subs;
     this.subs = [];
     await Promise.all(subs.map((s) => s.channel.cancel(s.tag).catch(() => {})));
+    this.pauses.wakeAll();
     // A due batch that starts when the one in progress finishes is tracked only then: wait until none is left running.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     await Promise.all(subs.map((s) => s.channel.close().catch(() => {})));
@@ -475,8 +537,11 @@ export class MemoryBroker implements Broker {
   readonly kind = 'memory' as const;
   private readonly queues = new Map<string, MemoryQueue>();
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly pauses: RetryPauses;
 
-  constructor(private readonly log: Logger) {}
+  constructor(private readonly log: Logger) {
+    this.pauses = new RetryPauses(log);
+  }
 
   async start(): Promise<void> {}
 
@@ -508,11 +573,13 @@ export class MemoryBroker implements Broker {
   }
 
   async consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
+    this.pauses.resume();
     this.queue(queue).consumer = { queue, kind: 'single', handler, prefetch };
     this.pump(queue);
   }
 
   async consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void> {
+    this.pauses.resume();
     const q = this.queue(queue);
     q.consumer = { queue, kind: 'batch', handler, opts };
     const batches: Batcher<Buffer> = new Batcher<Buffer>(opts, (bodies) => this.runBatch(batches, handler, bodies), (p) => this.track(p));
@@ -564,8 +631,7 @@ export class MemoryBroker implements Broker {
       this.log.error({ err: err.message }, 'poison message dropped');
       return false;
     }
-    this.log.warn({ err: reason(err) }, 'handler failed; will be retried');
-    await sleep(RETRY_PAUSE_MS);
+    await this.pauses.before(err, 1);
     return true;
   }
 
@@ -579,6 +645,7 @@ export class MemoryBroker implements Broker {
         q.batches = undefined;
       }
     }
+    this.pauses.wakeAll();
     await Promise.allSettled([...this.inFlight]);
     // What the batch consumers never ran waits for the next consumer, ahead of what was published since.
     for (const { q, batches } of stopped) q.pending.unshift(...batches.drain());
