@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './keep-early-signals';
 import { loadConfigOrExit } from './config';
 import { runServices } from './services';
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { MemoryBroker, RabbitBroker, type BatchHandler, type Broker } from '../messenger/infra/broker';
+import { MemoryBroker, RabbitBroker, RetryLater, type BatchHandler, type Broker } from '../messenger/infra/broker';
 import { createLogger } from '../messenger/infra/logger';
 import { MODE, RUN_ID, deleteQueues } from './helpers/env';
 import { waitUntil } from './helpers/wait';
@@ -154,6 +154,30 @@ describe(`broker batches (${MODE === 'services' ? 'RabbitMQ' : 'in-process'})`, 
     if (MODE === 'embedded') assert.ok(last < 400, `the last batch started ${last} ms after consuming began`);
     else assert.ok(last >= 700, `the last batch started ${last} ms after consuming began, before its flush time`);
     await broker.stopConsuming();
+  });
+
+  it('a message whose handler asks for a later retry (RetryLater) is delivered again after that delay; stopping the consumers cuts a long delay short', async () => {
+    const single = `${queue}.later`;
+    await broker.declare(single);
+    const deliveries: number[] = [];
+    await broker.consume(
+      single,
+      async () => {
+        deliveries.push(Date.now());
+        if (deliveries.length === 1) throw new RetryLater(700, new Error('backing service away'));
+        if (deliveries.length === 2) throw new RetryLater(60_000, new Error('still away'));
+      },
+      1,
+    );
+    await broker.publish(single, { n: 1 });
+    await waitUntil('the second delivery', async () => deliveries.length >= 2, 10_000);
+    assert.ok(deliveries[1] - deliveries[0] >= 650, `delivered again after ${deliveries[1] - deliveries[0]} ms, asked for 700`);
+    // The second delivery waits 60 s before going back: stopping does not wait for that.
+    await new Promise((r) => setTimeout(r, 100));
+    const stopping = Date.now();
+    await broker.stopConsuming();
+    assert.ok(Date.now() - stopping < 2000, `stopping took ${Date.now() - stopping} ms`);
+    if (MODE === 'services') await deleteQueues(single);
   });
 
   it('a batch whose handler fails is tried again after a pause, and nothing is lost or handled twice', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { sessionOf } from '../messenger/apps/auth';
 import { deleteExpiredKeys, keyedMessage, releaseKey, reserveKey } from '../messenger/db/idempotency-keys';
-import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumePoint, storedMessages } from '../messenger/db/messages';
+import { insertMessage, memberOfChat, messagesAfter, pageOfChat, resumeReplays, storedMessages } from '../messenger/db/messages';
 import { advanceMarkers } from '../messenger/db/read_markers';
 import { searchExact } from '../messenger/db/search';
 import { insertSession, markFirstUse, revokeSession } from '../messenger/db/sessions';
@@ -176,7 +176,7 @@ describe('db edges: the answers for what is missing or empty', () => {
     assert.deepEqual([...(await storedMessages(db, [])).keys()], []);
   });
 
-  it('memberOfChat, pageOfChat and resumePoint name what is missing: the chat (unknown or not the account\'s), the member, or the cursor', async () => {
+  it('memberOfChat, pageOfChat and resumeReplays name what is missing: the chat (unknown or not the account\'s), the member, or the cursor', async () => {
     const { client } = harness().app;
     const { db } = harness().infra;
     const u = await buildUser(client);
@@ -206,11 +206,33 @@ describe('db edges: the answers for what is missing or empty', () => {
       { message_id: stored.id.replace(/-/g, ''), user_id: memberId.replace(/-/g, ''), user_name: 'nick_of_u', text: 'one', created_at: stored.created_at.toISOString() },
     ]);
 
-    assert.deepEqual(await resumePoint(db, chatId, account, null), { afterSeq: 0 });
-    assert.deepEqual(await resumePoint(db, chatId, account, stored.id), { afterSeq: 1 });
-    assert.deepEqual(await resumePoint(db, chatId, account, elsewhere.id), { missing: 'cursor' });
-    assert.deepEqual(await resumePoint(db, chatId, stranger, null), { missing: 'chat' });
-    assert.deepEqual(await resumePoint(db, randomUUID(), account, null), { missing: 'chat' });
+    // Every chat of a resume in one statement, answered in the order asked.
+    const texts = (r: Awaited<ReturnType<typeof resumeReplays>>[number]) => ('missing' in r ? r : { afterSeq: r.afterSeq, lastSeq: r.lastSeq, texts: r.rows.map((m) => m.text) });
+    const replays = await resumeReplays(db, account, [
+      { chatId, cursorId: null },
+      { chatId: randomUUID(), cursorId: null },
+      { chatId, cursorId: elsewhere.id },
+      { chatId: otherChat, cursorId: null },
+      { chatId, cursorId: stored.id },
+    ], 10);
+    assert.deepEqual(replays.map(texts), [
+      { afterSeq: 0, lastSeq: 1, texts: ['one'] },
+      { missing: 'chat' },
+      { missing: 'cursor' },
+      { afterSeq: 0, lastSeq: 1, texts: ['two'] },
+      { afterSeq: 1, lastSeq: 1, texts: [] },
+    ]);
+    const [row] = (replays[0] as { rows: unknown[] }).rows;
+    assert.deepEqual(row, { id: stored.id, text: 'one', member_id: memberId, user_name: 'nick_of_u', created_at: stored.created_at, seq: 1 });
+    assert.deepEqual(await resumeReplays(db, stranger, [{ chatId, cursorId: null }], 10), [{ missing: 'chat' }]);
+    assert.deepEqual(await resumeReplays(db, account, [], 10), []);
+    // At most `limit` messages per chat, the chat's last position beside them.
+    const third = await insertMessage(db, chatId, memberId, account, 'three');
+    assert.ok('id' in third);
+    assert.deepEqual((await resumeReplays(db, account, [{ chatId, cursorId: null }, { chatId: otherChat, cursorId: null }], 1)).map(texts), [
+      { afterSeq: 0, lastSeq: 2, texts: ['one'] },
+      { afterSeq: 0, lastSeq: 1, texts: ['two'] },
+    ]);
   });
 
   it('searchExact with a word and two symbol runs finds only the messages that have all of them', async () => {

@@ -765,6 +765,42 @@ describe('real time: GET /v1/events', function () {
       assert.deepEqual(s.of('error'), [{ type: 'error', message: 'bad-parameters' }]);
     });
 
+    it('a resume of several chats reads them all in one statement and answers in the order given: each chat\'s replay in chat order, its errors where they stand', async () => {
+      const { client } = harness().app;
+      const { db } = harness().infra;
+      const chatB = await buildChat(client, alice.session);
+      const aliceB = await joinChat(client, chatB, alice.session, uniq('alice'));
+      await joinChat(client, chatB, bob.session, uniq('bob'));
+      const chatC = await buildChat(client, alice.session);
+      await joinChat(client, chatC, bob.session, uniq('bob'));
+      const hidden = await buildChat(client, alice.session);
+      const a = [];
+      for (let i = 0; i < 3; i++) a.push(await postMessage(client, chatId, aliceId, `a${i}`, alice.session));
+      const b = [];
+      for (let i = 0; i < 4; i++) b.push(await postMessage(client, chatB, aliceB, `b${i}`, alice.session));
+      const s = await connect(bob.session);
+      // The chat list is loaded once a frame is answered.
+      s.sendJson({ type: 'probe' });
+      await s.next((f) => f.type === 'error');
+      const statements: string[] = [];
+      // Statements that read messages (other work of the instance, such as an identity lookup, may interleave).
+      const count = (q: { sql: string }) => /\bmessages\b/.test(q.sql) && statements.push(q.sql);
+      db.on('query', count);
+      try {
+        const unknown = randomBytes(16).toString('hex');
+        s.sendJson({ type: 'resume', chats: { [chatB]: b[0], [unknown]: ZERO, [chatId]: ZERO, [chatC]: a[0], [hidden]: ZERO } });
+        s.sendJson({ type: 'probe' });
+        await s.until('the answer to the second probe', () => s.of('error').length === 5);
+        assert.deepEqual(
+          s.frames.slice(1).map((f) => (f.type === 'message' ? `${f.chat_id === chatB ? 'B' : 'A'}:${String(f.text)}` : `${String(f.chat_id === undefined ? '' : f.chat_id === unknown ? 'unknown' : f.chat_id === chatC ? 'C' : 'hidden')}:${String(f.message)}`)),
+          ['B:b1', 'B:b2', 'B:b3', 'unknown:chat-not-found', 'A:a0', 'A:a1', 'A:a2', 'C:bad-cursor', 'hidden:chat-not-found', ':bad-parameters'],
+        );
+      } finally {
+        db.removeListener('query', count);
+      }
+      assert.equal(statements.length, 1, `statements: ${JSON.stringify(statements)}`);
+    });
+
     it('answers a cursor that is not a message of the chat with an error frame (bad-cursor)', async () => {
       const s = await connect(bob.session, { [chatId]: 'f'.repeat(32) });
       const err = await s.next((f) => f.type === 'error');

@@ -186,6 +186,48 @@ if (MODE === 'services') {
     });
   });
 
+  describe('PostgreSQL outage at a consumer process (services mode)', function () {
+    this.timeout(90_000);
+
+    it('tasks wait out the outage with one warning (not one per retry) and all finish SUCCESS once PostgreSQL answers, with one line saying so', async () => {
+      const pgUrl = new URL(testEnv().DATABASE_URL);
+      const proxy = new TcpProxy(pgUrl.hostname, Number(pgUrl.port || 5432));
+      pgUrl.port = String(await proxy.up());
+      const queue = `${testEnv().SEARCH_QUEUE}.pg.${randomBytes(3).toString('hex')}`;
+      const web = await startApp(harness().infra, { SEARCH_QUEUE: queue, SEARCH_IN_PROCESS_CONSUMER: '0' });
+      const consumer = new ServiceProcess(
+        'messenger/consumer.ts',
+        testEnv({ SEARCH_QUEUE: queue, SEARCH_IN_PROCESS_CONSUMER: '0', DATABASE_URL: pgUrl.toString(), DB_TIMEOUT_MS: '1000', LOG_LEVEL: 'info' }),
+      );
+      try {
+        const u = await buildUser(web.client);
+        const chatId = await buildChat(web.client, u.session);
+        await postMessage(web.client, chatId, await joinChat(web.client, chatId, u.session), 'found after the outage', u.session);
+        await consumer.waitFor((l) => l.msg === 'messenger-run-task-consumer started');
+        await proxy.down();
+        const ids = [];
+        for (let i = 0; i < 3; i++) ids.push(await startSearch(web.client, u.session, 'after the outage'));
+        // Several seconds of outage: at 0.5 s a retry, each task would be tried (and logged) a dozen times.
+        await consumer.waitFor((l) => l.msg === 'search tasks cannot reach the database; retried with backoff until it answers');
+        await new Promise((r) => setTimeout(r, 5000));
+        for (const id of ids) await web.client.get(`/v1/chats/search/status/${id}`, u.session).expect(200, { status: 'WAITING' });
+        await proxy.up();
+        for (const id of ids) assert.equal(await waitForTask(web.client, u.session, id, 30_000), 'SUCCESS');
+        const [end] = await consumer.waitFor((l) => l.msg === 'search tasks reach the database again');
+        // (The driver's own line for each pooled connection the outage cut, "knex", is not about the tasks.)
+        const warnings = consumer.lines.filter((l) => typeof l.level === 'number' && l.level >= 40 && l.msg !== 'knex').map((l) => l.msg);
+        assert.deepEqual(warnings, ['search tasks cannot reach the database; retried with backoff until it answers']);
+        assert.ok(typeof end.retries === 'number' && end.retries >= 3 && end.retries < 30, `retries ${String(end.retries)}`);
+      } finally {
+        consumer.kill();
+        await consumer.exited;
+        await web.close();
+        await proxy.down();
+        await deleteQueues(queue);
+      }
+    });
+  });
+
   describe('RabbitMQ outage (services mode)', function () {
     this.timeout(60_000);
 

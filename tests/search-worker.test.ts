@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { searchExact, searchFuzzy, type FoundMessage } from '../messenger/db/search';
 import { TaskStore } from '../messenger/apps/search/tasks';
 import { MAX_RESULTS, SearchWorker, parseTaskMessage, type SearchQueries } from '../messenger/apps/search/worker';
-import { PoisonMessage } from '../messenger/infra/broker';
+import { PoisonMessage, RetryLater } from '../messenger/infra/broker';
 import { searchTaskDuration, searchTasks } from '../messenger/infra/metrics';
 import { loadConfig } from '../messenger/config';
 import { createLogger } from '../messenger/infra/logger';
@@ -270,6 +270,55 @@ describe('search worker: running a task', () => {
     const record = await store.get(id);
     assert.deepEqual([record?.status, record?.attempts], ['SUCCESS', 1]);
     assert.equal((await store.results(id))?.length, 1);
+  });
+
+  it('during a database outage a task is put back after a pause as long as the outage so far (0.5 s doubling to 10 s), back to 0.5 s once the database answered; one warning per outage, one line at its end', async () => {
+    let down = true;
+    let clock = 1_000_000;
+    const { log, records } = capturingLogger();
+    const { db, kv } = harness().infra;
+    const store = new TaskStore(kv, 300);
+    const config = loadConfig(testEnv()).search;
+    const queries: SearchQueries = {
+      exact: async () => {
+        if (down) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+        return [found(Date.now())];
+      },
+      near: async () => [],
+    };
+    const worker = new SearchWorker(db, store, config, log, queries, () => clock);
+    /** The pause one delivery asks for, `at` ms into the outage. */
+    const pauseAt = async (id: string, at: number): Promise<number> => {
+      clock = 1_000_000 + at;
+      const err = await worker.handle(taskMessage(id)).then(
+        () => assert.fail('the delivery was acknowledged during the outage'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof RetryLater, `rejected with ${String(err)}`);
+      return err.delayMs;
+    };
+    const ids = [newId(), newId()];
+    for (const id of ids) await store.create(id, owner(), 'through an outage');
+    const pauses = [];
+    for (const at of [0, 500, 1000, 2000, 4000, 8000, 16_000, 26_000, 600_000]) pauses.push(await pauseAt(ids[0], at));
+    assert.deepEqual(pauses, [500, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]);
+    // Another task in hand during the same outage waits as long, not from 0.5 s again.
+    assert.equal(await pauseAt(ids[1], 600_000), 10_000);
+    down = false;
+    clock = 1_000_000 + 600_500;
+    await worker.handle(taskMessage(ids[0]));
+    assert.equal((await store.get(ids[0]))?.status, 'SUCCESS');
+    // A new outage starts again at 0.5 s.
+    down = true;
+    assert.equal(await pauseAt(ids[1], 700_000), 500);
+    const said = records.filter((r) => (r.level as number) >= 40 || /database/.test(String(r.msg))).map((r) => [r.level, r.msg]);
+    assert.deepEqual(said, [
+      [40, 'search tasks cannot reach the database; retried with backoff until it answers'],
+      [30, 'search tasks reach the database again'],
+      [40, 'search tasks cannot reach the database; retried with backoff until it answers'],
+    ]);
+    const end = records.find((r) => r.msg === 'search tasks reach the database again');
+    assert.deepEqual([end?.downMs, end?.retries], [600_500, 10]);
   });
 
   it('a near-match query failing with an error other than a timeout fails the run (retried), storing nothing', async () => {

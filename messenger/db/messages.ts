@@ -292,27 +292,64 @@ export interface SeqMessageRow extends MessageRow {
   seq: number;
 }
 
-/** Where a resume of one chat starts, or why it cannot. */
-export type ResumePoint = { afterSeq: number } | { missing: 'chat' | 'cursor' };
+/** One chat of a resume: where it starts (or why it cannot) and, when it can, what follows (as `messagesAfter`). */
+export type ResumeReplay = { missing: 'chat' | 'cursor' } | { afterSeq: number; rows: SeqMessageRow[]; lastSeq: number };
 
 /**
- * The position after which a client that has read up to `cursorId` (null:
- * nothing yet) continues, when `accountId` may read the chat (its creator or
- * a member; null account: anyone). A chat the account may not read is missing.
+ * For each chat of a resume, in the order asked, in one statement: where a
+ * client that has read up to `cursorId` (null: nothing yet) continues, when
+ * `accountId` may read the chat (its creator or a member; null account:
+ * anyone), and up to `limit` messages after that point with the chat's
+ * current last position. A chat the account may not read is missing, and so
+ * is a cursor that is not a message of the chat.
  */
-export async function resumePoint(db: Queryable, chatId: string, accountId: string | null, cursorId: string | null): Promise<ResumePoint> {
+export async function resumeReplays(
+  db: Queryable,
+  accountId: string | null,
+  asked: { chatId: string; cursorId: string | null }[],
+  limit: number,
+): Promise<ResumeReplay[]> {
+  if (asked.length === 0) return [];
   const res = (await db.raw(
-    `SELECT (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
-               SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
-            CASE WHEN ?::uuid IS NULL THEN 0::bigint
-                 ELSE (SELECT seq FROM messages WHERE id = ?::uuid AND chat_id = c.id) END AS cursor_seq
-       FROM chats c WHERE c.id = ?`,
-    [accountId, accountId, accountId, cursorId, cursorId, chatId],
-  )) as { rows: { allowed: boolean; cursor_seq: string | number | null }[] };
-  const row = res.rows[0];
-  if (row === undefined || !row.allowed) return { missing: 'chat' };
-  if (row.cursor_seq === null) return { missing: 'cursor' };
-  return { afterSeq: Number(row.cursor_seq) };
+    `WITH asked AS (
+       SELECT a.ord, a.chat_id, a.cursor_id FROM unnest(?::uuid[], ?::uuid[]) WITH ORDINALITY AS a(chat_id, cursor_id, ord)
+     ), points AS (
+       SELECT asked.ord, c.id AS chat_id, c.last_seq::int AS last_seq,
+              c.id IS NOT NULL AND (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
+                SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
+              CASE WHEN asked.cursor_id IS NULL THEN 0
+                   ELSE (SELECT seq::int FROM messages WHERE id = asked.cursor_id AND chat_id = c.id) END AS cursor_seq
+         FROM asked LEFT JOIN chats c ON c.id = asked.chat_id
+     )
+     SELECT p.ord::int AS ord, p.allowed, p.cursor_seq, p.last_seq, r.id, r.text, r.member_id, r.user_name, r.created_at, r.seq
+       FROM points p LEFT JOIN LATERAL (
+         SELECT m.id, m.text, m.member_id, cm.user_name, m.created_at, m.seq::int AS seq
+           FROM messages m JOIN chat_members cm ON cm.id = m.member_id
+          WHERE p.allowed AND m.chat_id = p.chat_id AND m.seq > p.cursor_seq
+          ORDER BY m.seq
+          LIMIT ?) r ON true
+      ORDER BY p.ord, r.seq`,
+    // A null cursor is a NULL element of the array (the driver writes it so); knex's types only know string[].
+    [asked.map((a) => a.chatId), asked.map((a) => a.cursorId) as string[], accountId, accountId, accountId, limit],
+  )) as {
+    rows: (Omit<SeqMessageRow, 'id'> & { ord: number; allowed: boolean; cursor_seq: number | null; last_seq: number; id: string | null })[];
+  };
+  const out: ResumeReplay[] = asked.map(() => ({ missing: 'chat' }));
+  for (const r of res.rows) {
+    const at = Number(r.ord) - 1;
+    if (!r.allowed) continue;
+    if (r.cursor_seq === null) {
+      out[at] = { missing: 'cursor' };
+      continue;
+    }
+    let replay = out[at];
+    if ('missing' in replay) {
+      replay = { afterSeq: Number(r.cursor_seq), rows: [], lastSeq: Number(r.last_seq) };
+      out[at] = replay;
+    }
+    if (r.id !== null) replay.rows.push({ id: r.id, text: r.text, member_id: r.member_id, user_name: r.user_name, created_at: r.created_at, seq: Number(r.seq) });
+  }
+  return out;
 }
 
 /**

@@ -7,9 +7,25 @@ import type { Logger } from './logger';
 export class PoisonMessage extends Error {}
 
 /**
+ * Thrown by a handler for a message that could not run for a reason outside
+ * it (a backing service away) and that the handler has logged itself: the
+ * message is put back after `delayMs` instead of the usual pause, without
+ * another warning.
+ */
+export class RetryLater extends Error {
+  constructor(
+    readonly delayMs: number,
+    cause: unknown,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+}
+
+/**
  * Runs one message. Resolving acknowledges it; throwing PoisonMessage
  * dead-letters it; any other error puts it back for another try after a pause
- * (the handler itself bounds the number of attempts).
+ * (RetryLater: a pause of the handler's choosing; the handler itself bounds
+ * the number of attempts).
  */
 export type MessageHandler = (body: Buffer) => Promise<void>;
 
@@ -32,6 +48,8 @@ export interface BatchOptions {
  */
 export interface Broker {
   readonly kind: 'rabbitmq' | 'memory';
+  /** Starts connecting (retrying with backoff for as long as it takes); resolves when connected or after `waitMs`, whichever is first. */
+  start(waitMs: number): Promise<void>;
   /** Declares `queue` (and its dead-letter queue) now and after every reconnect, so messages can wait in it before any consumer exists. */
   declare(queue: string): Promise<void>;
   /** Resolves once the broker has durably accepted the message; rejects with BackendUnavailable otherwise. */
@@ -40,6 +58,8 @@ export interface Broker {
   consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void>;
   /** Hands `queue`'s messages to `handler` in batches, one batch at a time, across reconnects. */
   consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void>;
+  /** Resolves true once this process actually consumes from `queue` (the broker reachable), false when the broker closes first. */
+  attached(queue: string): Promise<boolean>;
   /** Stops taking new messages and waits for the ones in hand to finish. */
   stopConsuming(): Promise<void>;
   /** Consumers currently attached to `queue` (any process), or undefined when that cannot be told. */
@@ -50,6 +70,8 @@ export interface Broker {
 }
 
 const RETRY_PAUSE_MS = 500;
+/** How often a broker that stays unreachable is logged again. */
+const WARN_EVERY_MS = 30_000;
 /**
  * How long a publish waits for the broker's confirm. A broker that keeps the
  * connection but stops answering would otherwise hold the request forever;
@@ -63,6 +85,48 @@ function sleep(ms: number): Promise<void> {
 
 function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The pauses before a failed message is put back: RETRY_PAUSE_MS, or a
+ * RetryLater's own delay. `wakeAll` ends every pause at once, so a message
+ * waiting out a long delay does not hold up stopping the consumers.
+ */
+class RetryPauses {
+  private readonly waking = new Set<() => void>();
+  /** Set by `wakeAll` until consumers are added again: a pause then ends at once. */
+  private hurry = false;
+
+  constructor(private readonly log: Logger) {}
+
+  /** Logs the failure (a RetryLater was logged by its handler) and waits before the retry. */
+  async before(err: unknown, count: number): Promise<void> {
+    if (err instanceof RetryLater) {
+      this.log.debug({ err: err.message, count, retryInMs: err.delayMs }, 'handler asked for a later retry');
+    } else {
+      this.log.warn({ err: reason(err), count }, 'handler failed; will be retried');
+    }
+    const ms = this.hurry ? 0 : err instanceof RetryLater ? err.delayMs : RETRY_PAUSE_MS;
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.waking.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.waking.add(wake);
+    });
+  }
+
+  /** Ends every pause now, and any that starts until `resume`. */
+  wakeAll(): void {
+    this.hurry = true;
+    for (const wake of [...this.waking]) wake();
+  }
+
+  resume(): void {
+    this.hurry = false;
+  }
 }
 
 /**
@@ -160,19 +224,26 @@ export class RabbitBroker implements Broker {
   private readonly consumers: Consumer[] = [];
   private subs: { channel: Channel; tag: string }[] = [];
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly pauses: RetryPauses;
   private closing = false;
   private connecting: Promise<void> | undefined;
+  /** Per queue: settles `attached` once a consumer is subscribed (true) or the broker closes (false). */
+  private readonly attachedTo = new Map<string, { done: Promise<boolean>; settle: (ok: boolean) => void }>();
 
   constructor(
     private readonly url: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.pauses = new RetryPauses(log);
+  }
 
   /** Starts connecting in the background; resolves when connected or after `waitMs`, whichever is first. */
   async start(waitMs: number): Promise<void> {
     const connected = this.ensureConnecting();
     await Promise.race([connected, sleep(waitMs)]);
-    if (this.conn === undefined) this.log.warn('rabbitmq not reachable yet; operations needing it answer 503 until it is');
+    if (this.conn === undefined && !this.closing) {
+      this.log.warn('rabbitmq not reachable yet; publishing answers 503 and consumers wait until it is');
+    }
   }
 
   private ensureConnecting(): Promise<void> {
@@ -182,15 +253,27 @@ export class RabbitBroker implements Broker {
     return this.connecting;
   }
 
+  /**
+   * Connects, retrying with capped exponential backoff (0.2 s doubling to
+   * 5 s). The failure is logged at once and then every WARN_EVERY_MS while
+   * it lasts (each warning says how long it has lasted and when the next try
+   * is), so the log shows a broker that is still away without a line per try.
+   */
   private async connectLoop(): Promise<void> {
+    const since = Date.now();
+    let warned = -Infinity;
     for (let attempt = 0; !this.closing; attempt++) {
       try {
         await this.connect();
-        if (attempt > 0) this.log.info('rabbitmq connection restored');
+        if (attempt > 0) this.log.info({ attempts: attempt + 1, downMs: Date.now() - since }, 'rabbitmq connection restored');
         return;
       } catch (err) {
+        if (this.closing) return; // the connection was cut by our own close
         const delay = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
-        if (attempt === 0) this.log.warn({ err: reason(err) }, 'rabbitmq connect failed; retrying');
+        if (Date.now() - warned >= WARN_EVERY_MS) {
+          warned = Date.now();
+          this.log.warn({ err: reason(err), attempt: attempt + 1, downMs: warned - since, retryInMs: delay }, 'rabbitmq not reachable; retrying with backoff');
+        }
         await sleep(delay);
       }
     }
@@ -218,9 +301,12 @@ export class RabbitBroker implements Broker {
       const pub = await conn.createConfirmChannel();
       pub.on('error', () => {});
       for (const q of this.known) await this.declareOn(pub, q);
+      // Closed while this connection was being set up: nobody would close it.
+      if (this.closing) throw new Error('broker closed');
       this.conn = conn;
       this.pub = pub;
       for (const c of this.consumers) await this.subscribe(conn, c);
+      for (const c of this.consumers) this.attachment(c.queue).settle(true);
     } catch (err) {
       this.conn = undefined;
       this.pub = undefined;
@@ -231,7 +317,34 @@ export class RabbitBroker implements Broker {
 
   async declare(queue: string): Promise<void> {
     this.known.add(queue);
-    if (this.pub !== undefined) await this.declareOn(this.pub, queue);
+    const conn = this.conn;
+    if (this.pub === undefined) return;
+    try {
+      await this.declareOn(this.pub, queue);
+    } catch (err) {
+      // The connection went (or we are closing): the queue is declared again on the next connection.
+      if (!this.lost(conn)) throw err;
+    }
+  }
+
+  /** True when `conn` is no longer the live connection, or the broker is closing. */
+  private lost(conn: ChannelModel | undefined): boolean {
+    return this.closing || conn === undefined || this.conn !== conn;
+  }
+
+  private attachment(queue: string): { done: Promise<boolean>; settle: (ok: boolean) => void } {
+    let a = this.attachedTo.get(queue);
+    if (a === undefined) {
+      let settle!: (ok: boolean) => void;
+      const done = new Promise<boolean>((resolve) => (settle = resolve));
+      a = { done, settle };
+      this.attachedTo.set(queue, a);
+    }
+    return a;
+  }
+
+  attached(queue: string): Promise<boolean> {
+    return this.closing ? Promise.resolve(false) : this.attachment(queue).done;
   }
 
   /** Declares `queue` and its dead-letter queue once per connection. */
@@ -305,8 +418,7 @@ export class RabbitBroker implements Broker {
         this.log.error({ err: err.message }, 'poison message dead-lettered');
         for (const m of msgs) channel.nack(m, false, false);
       } else {
-        this.log.warn({ err: reason(err), count: msgs.length }, 'handler failed; will be retried');
-        await sleep(RETRY_PAUSE_MS);
+        await this.pauses.before(err, msgs.length);
         for (const m of msgs) channel.nack(m, false, true);
       }
     } catch {
@@ -348,9 +460,20 @@ export class RabbitBroker implements Broker {
   }
 
   private async addConsumer(consumer: Consumer): Promise<void> {
+    this.pauses.resume();
     this.consumers.push(consumer);
-    if (this.conn !== undefined) await this.subscribe(this.conn, consumer);
-    else void this.ensureConnecting();
+    const conn = this.conn;
+    if (conn === undefined) {
+      void this.ensureConnecting();
+      return;
+    }
+    try {
+      await this.subscribe(conn, consumer);
+      this.attachment(consumer.queue).settle(true);
+    } catch (err) {
+      // The connection went (or we are closing): the next connection subscribes every consumer.
+      if (!this.lost(conn)) throw err;
+    }
   }
 
   consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
@@ -366,6 +489,7 @@ export class RabbitBroker implements Broker {
     const subs = this.subs;
     this.subs = [];
     await Promise.all(subs.map((s) => s.channel.cancel(s.tag).catch(() => {})));
+    this.pauses.wakeAll();
     // A due batch that starts when the one in progress finishes is tracked only then: wait until none is left running.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     await Promise.all(subs.map((s) => s.channel.close().catch(() => {})));
@@ -387,8 +511,9 @@ export class RabbitBroker implements Broker {
   }
 
   async close(): Promise<void> {
-    await this.stopConsuming();
     this.closing = true;
+    for (const a of this.attachedTo.values()) a.settle(false);
+    await this.stopConsuming();
     const conn = this.conn;
     this.conn = undefined;
     this.pub = undefined;
@@ -412,8 +537,17 @@ export class MemoryBroker implements Broker {
   readonly kind = 'memory' as const;
   private readonly queues = new Map<string, MemoryQueue>();
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly pauses: RetryPauses;
 
-  constructor(private readonly log: Logger) {}
+  constructor(private readonly log: Logger) {
+    this.pauses = new RetryPauses(log);
+  }
+
+  async start(): Promise<void> {}
+
+  async attached(): Promise<boolean> {
+    return true;
+  }
 
   private queue(name: string): MemoryQueue {
     let q = this.queues.get(name);
@@ -439,11 +573,13 @@ export class MemoryBroker implements Broker {
   }
 
   async consume(queue: string, handler: MessageHandler, prefetch: number): Promise<void> {
+    this.pauses.resume();
     this.queue(queue).consumer = { queue, kind: 'single', handler, prefetch };
     this.pump(queue);
   }
 
   async consumeBatches(queue: string, handler: BatchHandler, opts: BatchOptions): Promise<void> {
+    this.pauses.resume();
     const q = this.queue(queue);
     q.consumer = { queue, kind: 'batch', handler, opts };
     const batches: Batcher<Buffer> = new Batcher<Buffer>(opts, (bodies) => this.runBatch(batches, handler, bodies), (p) => this.track(p));
@@ -495,8 +631,7 @@ export class MemoryBroker implements Broker {
       this.log.error({ err: err.message }, 'poison message dropped');
       return false;
     }
-    this.log.warn({ err: reason(err) }, 'handler failed; will be retried');
-    await sleep(RETRY_PAUSE_MS);
+    await this.pauses.before(err, 1);
     return true;
   }
 
@@ -510,6 +645,7 @@ export class MemoryBroker implements Broker {
         q.batches = undefined;
       }
     }
+    this.pauses.wakeAll();
     await Promise.allSettled([...this.inFlight]);
     // What the batch consumers never ran waits for the next consumer, ahead of what was published since.
     for (const { q, batches } of stopped) q.pending.unshift(...batches.drain());
@@ -529,10 +665,17 @@ export class MemoryBroker implements Broker {
   }
 }
 
-/** RabbitMQ when RMQ_URL is set, else the in-process broker. */
+/** RabbitMQ when RMQ_URL is set, else the in-process broker; not started (see `Broker.start`). */
+export function newBroker(config: Config, log: Logger): Broker {
+  return config.rmqUrl === undefined ? new MemoryBroker(log) : new RabbitBroker(config.rmqUrl, log);
+}
+
+/** A started broker (connected, or still trying after 5 s). */
 export async function createBroker(config: Config, log: Logger): Promise<Broker> {
-  if (config.rmqUrl === undefined) return new MemoryBroker(log);
-  const broker = new RabbitBroker(config.rmqUrl, log);
-  await broker.start(5000);
+  const broker = newBroker(config, log);
+  await broker.start(BROKER_START_WAIT_MS);
   return broker;
 }
+
+/** How long start-up waits for RabbitMQ before going on without it (connecting goes on in the background). */
+export const BROKER_START_WAIT_MS = 5000;

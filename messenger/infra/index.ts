@@ -1,7 +1,7 @@
 import type { Config } from '../config';
 import { EventBus } from '../events';
 import type { Deps } from '../types';
-import { createBroker } from './broker';
+import { BROKER_START_WAIT_MS, newBroker } from './broker';
 import { createDb, migrateLatest } from './db';
 import { createKv, RedisKv } from './kv';
 import { createLogger, type Logger } from './logger';
@@ -23,10 +23,11 @@ export function needsBroker(config: Config): boolean {
  * own close: the database, the key-value store, the event pub/sub, and the
  * broker when an app needs one. The embedded mode migrates at start (there
  * is no separate migration step for a new user); the services mode expects
- * `messenger-db migrate` to have run.
+ * `messenger-db migrate` to have run. Each close is registered on `shutdown`
+ * as soon as its resource exists, so a shutdown during start-up closes what
+ * is open so far.
  */
-export async function buildInfra(config: Config, log: Logger = createLogger(config.logLevel)): Promise<BuiltInfra> {
-  const shutdown = new Shutdown(log);
+export async function buildInfra(config: Config, log: Logger = createLogger(config.logLevel), shutdown = new Shutdown(log)): Promise<BuiltInfra> {
   const db = await createDb(config, log);
   shutdown.add('database', () => db.destroy());
   if (config.databaseUrl === undefined) {
@@ -45,7 +46,11 @@ export async function buildInfra(config: Config, log: Logger = createLogger(conf
     await events.close();
     await pubsub.close();
   });
-  const broker = needsBroker(config) ? await createBroker(config, log) : undefined;
-  if (broker !== undefined) shutdown.add('broker', () => broker.close());
+  const broker = needsBroker(config) ? newBroker(config, log) : undefined;
+  if (broker !== undefined) {
+    // Registered before the wait, so a SIGTERM while RabbitMQ is away closes it too.
+    shutdown.add('broker', () => broker.close());
+    await broker.start(BROKER_START_WAIT_MS);
+  }
   return { config, log, db, kv, events, presence: createPresence(kv), broker, shutdown };
 }

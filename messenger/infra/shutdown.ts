@@ -1,3 +1,4 @@
+import { takeEarlySignal } from './early-signals';
 import type { Logger } from './logger';
 
 /** Closes one resource; `drainBy` (epoch ms) is when work still in flight must give way. */
@@ -55,7 +56,9 @@ export class Shutdown {
   /**
    * Runs the shutdown on SIGTERM or SIGINT (once; a second signal of the
    * same kind kills at once), then exits; a timer forces the exit after
-   * `timeoutMs`. (A cluster worker whose primary dies is ended by node:cluster itself.)
+   * `timeoutMs`; a signal that came while the entrypoint's modules loaded
+   * (infra/early-signals) starts it at once. (A cluster worker whose primary
+   * dies is ended by node:cluster itself.)
    */
   onSignals(timeoutMs: number): void {
     const handler = (reason: string) => {
@@ -70,5 +73,7 @@ export class Shutdown {
     };
     process.once('SIGTERM', () => handler('SIGTERM'));
     process.once('SIGINT', () => handler('SIGINT'));
+    const early = takeEarlySignal();
+    if (early !== undefined) handler(early);
   }
 }

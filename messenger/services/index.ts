@@ -10,6 +10,7 @@ import type { Config } from '../config';
 import { buildInfra, type BuiltInfra } from '../infra';
 import { pendingMigrations } from '../infra/db';
 import { createLogger } from '../infra/logger';
+import { Shutdown } from '../infra/shutdown';
 import { webService } from './web';
 import { searchWorkerService } from './search-worker';
 import { synchronizerService } from './synchronizer';
@@ -24,7 +25,7 @@ export interface Service {
   metricsPort?: number;
   /** True when the role uses the broker (its `/health` then checks RabbitMQ). */
   usesBroker(config: Config): boolean;
-  /** Starts the role over built infrastructure, registering its own close on `infra.shutdown`. */
+  /** Starts the role over built infrastructure, registering its own close on `infra.shutdown`; resolves once the role works (a worker consumes). */
   start(infra: BuiltInfra): Promise<void>;
 }
 
@@ -59,33 +60,53 @@ async function missingMigrations(infra: BuiltInfra): Promise<string[]> {
 
 /**
  * Runs the named roles in this process: checks the settings, builds the
- * infrastructure once, starts each role, and serves `/health` and
- * `/metrics` on METRICS_PORT when no role serves HTTP. Exits with a message
- * on a setting that cannot work; SIGTERM closes everything in reverse order.
+ * infrastructure once, serves `/health` and `/metrics` on METRICS_PORT when
+ * no role serves HTTP, and starts each role. "started" is logged once every
+ * role works (a worker consumes: while RabbitMQ is away the broker logs that
+ * it retries, and /health says so). Exits with a message on a setting that
+ * cannot work; SIGTERM closes everything in reverse order, also during
+ * start-up (then the start-up stops where it is, quietly, and the process
+ * exits 0 once everything open is closed).
  */
-export async function runServices(names: ServiceName[], config: Config, processName: string): Promise<BuiltInfra> {
+export async function runServices(names: ServiceName[], config: Config, processName: string): Promise<BuiltInfra | undefined> {
   const services = names.map((n) => SERVICES[n]);
   const problems = services.flatMap((s) => s.problems(config));
   if (problems.length > 0) {
     process.stderr.write(`${processName} cannot start:\n  - ${problems.join('\n  - ')}\n`);
     process.exit(2);
   }
-  const infra = await buildInfra(config, createLogger(config.logLevel, processName));
-  const missing = await missingMigrations(infra);
-  if (missing.length > 0) {
-    process.stderr.write(
-      `${processName} cannot start:\n  - the database lacks migrations ${missing.join(', ')}: run messenger-db migrate (npm run migrate) first\n`,
-    );
-    await infra.shutdown.run(config.shutdownTimeoutMs);
-    process.exit(2);
-  }
+  const log = createLogger(config.logLevel, processName);
+  const shutdown = new Shutdown(log);
   // Signals are handled from the start, so a SIGTERM during start-up still closes what is open.
-  infra.shutdown.onSignals(config.shutdownTimeoutMs);
-  for (const s of services) await s.start(infra);
-  if (!names.includes('web')) {
-    const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)), roleMetricsPort(config, names));
-    infra.shutdown.add('health-and-metrics', (drainBy) => endpoints.drain(drainBy));
+  shutdown.onSignals(config.shutdownTimeoutMs);
+  try {
+    const infra = await buildInfra(config, log, shutdown);
+    if (shutdown.started) return undefined;
+    const missing = await missingMigrations(infra);
+    if (shutdown.started) return undefined;
+    if (missing.length > 0) {
+      process.stderr.write(
+        `${processName} cannot start:\n  - the database lacks migrations ${missing.join(', ')}: run messenger-db migrate (npm run migrate) first\n`,
+      );
+      await shutdown.run(config.shutdownTimeoutMs);
+      process.exit(2);
+    }
+    if (!names.includes('web')) {
+      // Served before the roles start, so /health tells what a worker still waits for.
+      const endpoints = await serveRoleEndpoints(infra, services.some((s) => s.usesBroker(config)), roleMetricsPort(config, names));
+      shutdown.add('health-and-metrics', (drainBy) => endpoints.drain(drainBy));
+    }
+    for (const s of services) {
+      if (shutdown.started) return undefined;
+      await s.start(infra);
+    }
+    if (shutdown.started) return undefined;
+    log.info({ services: names }, `${processName} started`);
+    return infra;
+  } catch (err) {
+    // Whatever the closing resources made fail half-way through start-up is not a failure to start.
+    if (!shutdown.started) throw err;
+    log.debug({ err: err instanceof Error ? err.message : String(err) }, 'start-up cut short by the shutdown');
+    return undefined;
   }
-  infra.log.info({ services: names }, `${processName} started`);
-  return infra;
 }

@@ -13,10 +13,11 @@ export const searchWorkerService: Service = {
   },
   metricsPort: 9464,
   usesBroker: () => true,
+  // Resolves once tasks are consumed (RabbitMQ may be away for a while: the broker logs its retries).
   async start(infra) {
     const consumer = searchConsumer(infra);
-    await consumer.start();
     infra.shutdown.add('search-consumer', () => consumer.stop());
-    infra.log.info({ queue: infra.config.search.queue, prefetch: infra.config.search.prefetch }, 'search worker consuming');
+    await consumer.start();
+    await consumer.consuming();
   },
 };

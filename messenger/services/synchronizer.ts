@@ -26,10 +26,12 @@ export const synchronizerService: Service = {
   async start(infra) {
     const unmount = mountReactors(infra, buildApps(infra));
     const sync = synchronizer(infra);
-    await sync.start();
     infra.shutdown.add('synchronizer', async () => {
       await sync.stop();
       unmount();
     });
+    await sync.start();
+    // Resolves once messages are consumed (RabbitMQ may be away for a while: the broker logs its retries).
+    await sync.consuming();
   },
 };

@@ -303,6 +303,32 @@ describe('the web client after the exploratory run', function () {
     assert.deepEqual(problems, []);
   });
 
+  it('signing in asks for no chat\'s members: a chat\'s are asked for when it is opened (or its list item shows a dot or a name tag)', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const chats: string[] = [];
+    for (let i = 0; i < 20; i++) chats.push((await chatWith(client, user, `quiet ${i}`)).chatId);
+    const { page, problems } = await newPage();
+    const asked: string[] = [];
+    page.on('request', (r) => {
+      const m = /\/v1\/chats\/([0-9a-f]{32})\/users$/.exec(new URL(r.url()).pathname);
+      if (m !== null && r.method() === 'GET') asked.push(m[1]);
+    });
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await until('the chat list', async () => (await page.locator('.chat-item').count()) === chats.length);
+    await page.waitForTimeout(1_000);
+    assert.deepEqual(asked, [], 'members asked for at sign-in');
+    await page.locator(`.chat-item[data-chat="${chats[7]}"]`).click();
+    await until('the opened chat\'s members', async () => asked.length > 0);
+    await page.getByRole('button', { name: /Members/ }).click();
+    await page.locator('.members li', { hasText: user.userName }).waitFor();
+    await page.waitForTimeout(500);
+    // Opening the chat asks once, and so does opening its members panel (for presence as it is now).
+    assert.deepEqual([...new Set(asked)], [chats[7]]);
+    assert.deepEqual(problems, []);
+  });
+
   it('the online dot of the chat list is for direct chats only, also after opening a group', async () => {
     const { client } = harness().app;
     const alice = await buildUser(client);

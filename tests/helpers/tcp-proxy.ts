@@ -14,6 +14,10 @@ export class TcpProxy {
   port = 0;
   /** While true, bytes from clients are dropped; the connections stay open. */
   swallow = false;
+  /** Bytes from clients reach the service this many milliseconds late (a slow link; order kept). */
+  delayMs = 0;
+  /** Connections accepted so far. */
+  accepted = 0;
 
   constructor(
     private readonly targetHost: string,
@@ -34,8 +38,11 @@ export class TcpProxy {
       };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
+      this.accepted += 1;
       client.on('data', (chunk: Buffer) => {
-        if (!this.swallow) upstream.write(chunk);
+        if (this.swallow) return;
+        if (this.delayMs > 0) setTimeout(() => upstream.write(chunk), this.delayMs);
+        else upstream.write(chunk);
       });
       client.on('end', () => upstream.end());
       upstream.pipe(client);

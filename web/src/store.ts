@@ -174,9 +174,6 @@ export async function loadChats(): Promise<void> {
       });
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
-    // Members of the newest chats: the online dot of a direct chat is its other
-    // member's presence, and a group's names are told apart when two members share one.
-    for (const c of res.chats.slice(0, 30)) if (!(c.chat_id in store.members)) void loadMembers(c.chat_id).catch(() => undefined);
   } catch (err) {
     if (isNotFound(err)) {
       store.has.chatList = false;
@@ -383,8 +380,34 @@ export function closeChat(): void {
   store.openChat = '';
 }
 
+/** Chats whose members are being asked for (so one ask is made at a time). */
+const membersAsked = new Set<string>();
+
+/**
+ * A chat's list item is on screen: its members are loaded when the item
+ * shows something that depends on them and they are not loaded yet: the
+ * online dot of a direct chat (its other member's presence), or the name tag
+ * of a group's last message (another member with the same name). Every
+ * other chat's members are loaded when it is opened, so signing in asks for
+ * none (until 2026-12-07 it asked for those of the 30 newest chats at once).
+ */
+export function listItemShown(chatId: string): void {
+  const chat = store.chats[chatId];
+  if (chat === undefined || chatId in store.members || membersAsked.has(chatId)) return;
+  if (chat.direct || chat.last_message) void loadMembers(chatId).catch(() => undefined);
+}
+
 /** Members with presence (GET /v1/chats/{id}/users); without it, the authors seen so far. */
 export async function loadMembers(chatId: string): Promise<void> {
+  membersAsked.add(chatId);
+  try {
+    await askMembers(chatId);
+  } finally {
+    membersAsked.delete(chatId);
+  }
+}
+
+async function askMembers(chatId: string): Promise<void> {
   if (store.has.members) {
     try {
       const res = await api<{ users: Member[] }>('GET', `/v1/chats/${chatId}/users`);

@@ -67,7 +67,7 @@ const BACKOFF_MS = [100, 200, 400, 800, 1600, 3200];
  * (messenger-run-synchronizer), or inside the web process in the embedded
  * mode: the same code.
  */
-export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Promise<void>; handle: BatchHandler } {
+export function synchronizer(deps: Deps): { start(): Promise<void>; consuming(): Promise<boolean>; stop(): Promise<void>; handle: BatchHandler } {
   const { config, db, events } = deps;
   const log = deps.log.child({ component: 'synchronizer' });
   const cleaner = pendingListCleaner(deps);
@@ -194,14 +194,18 @@ export function synchronizer(deps: Deps): { start(): Promise<void>; stop(): Prom
     if (deps.broker === undefined) throw new Error('the synchronizer needs a broker');
     return deps.broker;
   };
+  /** True once the consumer is attached to SYNC_QUEUE, false when the broker closed first. */
+  const consuming = () => brokerOf().attached(config.sync.queue);
 
   return {
     handle,
+    /** Registers the consumer; it attaches whenever RabbitMQ is reachable (logged then, see `consuming`). */
     async start() {
       await brokerOf().declare(config.sync.queue);
       await brokerOf().consumeBatches(config.sync.queue, handle, { size: config.sync.bulkSize, flushMs: config.sync.flushMs });
-      log.info({ queue: config.sync.queue, bulkSize: config.sync.bulkSize, flushMs: config.sync.flushMs }, 'synchronizer consuming');
+      void consuming().then((ok) => ok && log.info({ queue: config.sync.queue, bulkSize: config.sync.bulkSize, flushMs: config.sync.flushMs }, 'synchronizer consuming'));
     },
+    consuming,
     async stop() {
       await brokerOf().stopConsuming();
       await announcing;

@@ -13,7 +13,7 @@
  */
 import type { WebSocket } from 'ws';
 import type { MemberJoined, MessageStored, PresenceChanged, ReadMoved, SessionEnded } from '../../events';
-import { messagesAfter, resumePoint } from '../../db/messages';
+import { messagesAfter, resumeReplays, type SeqMessageRow } from '../../db/messages';
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
@@ -22,6 +22,9 @@ import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
 import { CLOSE, Connection, MAX_HELD, type ChatCursor } from './connection';
 import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
+
+/** Messages after a connection's position in a chat, with the chat's last position (read by a resume or a repair). */
+type Replay = { rows: SeqMessageRow[]; lastSeq: number };
 
 /** Most messages a resume or repair replays for one chat; past it the client is told to page (`reset`). */
 export const REPLAY_MAX = 1000;
@@ -344,41 +347,47 @@ export class Gateway {
     }
   }
 
+  /**
+   * Replays each chat of a `resume` from the client's iterator, in the order
+   * given. Every chat's starting point and first REPLAY_MAX + 1 messages are
+   * read in one statement; what follows is the usual catch-up (live messages
+   * held meanwhile, more reads only when they are still ahead).
+   */
   private async resume(conn: Connection, f: ResumeFrame): Promise<void> {
-    const { db } = this.deps;
-    for (const [wireChat, iterator] of f.chats) {
-      if (conn.closed) return;
+    const asked = f.chats.map(([wireChat, iterator]) => {
       const chatId = parseId(wireChat);
       const cursorId = parseId(iterator);
-      const existing = chatId === null ? undefined : conn.chats.get(toWireId(chatId));
-      const fail = (message: string) => {
-        conn.send(frame('error', { chat_id: wireChat, message }), 'error');
+      return { wireChat, chatId, cursorId };
+    });
+    const readable = asked.filter((a): a is { wireChat: string; chatId: string; cursorId: string } => a.chatId !== null && a.cursorId !== null);
+    const replays = await resumeReplays(
+      this.deps.db,
+      conn.session.accountId,
+      readable.map((a) => ({ chatId: a.chatId, cursorId: toWireId(a.cursorId) === ZERO_ID ? null : a.cursorId })),
+      REPLAY_MAX + 1,
+    );
+    const replayOf = new Map(readable.map((a, i) => [a.wireChat, replays[i]]));
+    for (const { wireChat, chatId, cursorId } of asked) {
+      if (conn.closed) return;
+      const replay = replayOf.get(wireChat);
+      if (chatId === null || cursorId === null || replay === undefined || 'missing' in replay) {
+        const noChat = chatId === null || (replay !== undefined && 'missing' in replay && replay.missing === 'chat');
+        conn.send(frame('error', { chat_id: wireChat, message: noChat ? 'chat-not-found' : 'bad-cursor' }), 'error');
+        const existing = chatId === null ? undefined : conn.chats.get(toWireId(chatId));
         if (existing !== undefined) {
           existing.busy = false;
           this.drain(conn, toWireId(chatId as string), existing);
         }
-      };
-      if (chatId === null) {
-        fail('chat-not-found');
-        continue;
-      }
-      if (cursorId === null) {
-        fail('bad-cursor');
         continue;
       }
       const wire = toWireId(chatId);
-      const point = await resumePoint(db, chatId, conn.session.accountId, toWireId(cursorId) === ZERO_ID ? null : cursorId);
-      if ('missing' in point) {
-        fail(point.missing === 'chat' ? 'chat-not-found' : 'bad-cursor');
-        continue;
-      }
       // A chat the account may read but this connection did not know (created since it opened).
       this.index(conn, wire);
       const c = conn.cursor(wire);
       // A repair already reading this chat finishes first; the client's iterator then decides where replay starts.
       while (c.running !== undefined) await c.running;
-      c.last = point.afterSeq;
-      await this.startCatchUp(conn, wire, c);
+      c.last = replay.afterSeq;
+      await this.startCatchUp(conn, wire, c, replay);
     }
   }
 
@@ -478,9 +487,9 @@ export class Gateway {
   }
 
   /** Starts reading the database for a chat of a connection (live messages wait meanwhile). */
-  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor): Promise<void> {
+  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay): Promise<void> {
     c.busy = true;
-    const run = this.catchUp(conn, chatId, c).finally(() => {
+    const run = this.catchUp(conn, chatId, c, first).finally(() => {
       if (c.running === run) c.running = undefined;
     });
     c.running = run;
@@ -490,9 +499,10 @@ export class Gateway {
   /**
    * Reads from the database what follows the connection's position (at most
    * REPLAY_MAX messages, else `reset`), then the held live messages, until
-   * they meet. Started by startCatchUp; clears `c.busy` when done.
+   * they meet. Started by startCatchUp; clears `c.busy` when done. `first`:
+   * what follows the position, read already (by a resume).
    */
-  private async catchUp(conn: Connection, chatId: string, c: ChatCursor): Promise<void> {
+  private async catchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay): Promise<void> {
     const { db, log } = this.deps;
     const uuid = parseId(chatId) as string;
     let emptyReads = 0;
@@ -500,7 +510,8 @@ export class Gateway {
       for (;;) {
         if (conn.closed) return;
         const after = c.last ?? 0;
-        const { rows, lastSeq } = await messagesAfter(db, uuid, after, REPLAY_MAX + 1);
+        const { rows, lastSeq } = first ?? (await messagesAfter(db, uuid, after, REPLAY_MAX + 1));
+        first = undefined;
         if (rows.length > REPLAY_MAX) {
           conn.send(frame('reset', { chat_id: chatId }), 'reset');
           c.last = Math.max(lastSeq, after);

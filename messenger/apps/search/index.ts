@@ -117,15 +117,22 @@ function brokerOf(deps: Deps): Broker {
  * The search worker: consumes the search queue and runs each task. Started by
  * the `search-worker` service role (messenger-run-task-consumer), or inside
  * the web process by the search app in the embedded mode: the same code.
+ * `start` registers the consumer (it attaches whenever RabbitMQ is
+ * reachable); `consuming` resolves true once it is attached, false when the
+ * broker closed first.
  */
-export function searchConsumer(deps: Deps): { start(): Promise<void>; stop(): Promise<void> } {
-  const { config, db, kv, log } = deps;
-  const worker = new SearchWorker(db, new TaskStore(kv, config.search.taskTtlSeconds), config.search, log.child({ component: 'search' }));
+export function searchConsumer(deps: Deps): { start(): Promise<void>; consuming(): Promise<boolean>; stop(): Promise<void> } {
+  const { config, db, kv } = deps;
+  const log = deps.log.child({ component: 'search' });
+  const worker = new SearchWorker(db, new TaskStore(kv, config.search.taskTtlSeconds), config.search, log);
+  const consuming = () => brokerOf(deps).attached(config.search.queue);
   return {
     async start() {
       await brokerOf(deps).declare(config.search.queue);
       await brokerOf(deps).consume(config.search.queue, worker.handle, config.search.prefetch);
+      void consuming().then((ok) => ok && log.info({ queue: config.search.queue, prefetch: config.search.prefetch }, 'search worker consuming'));
     },
+    consuming,
     stop: () => brokerOf(deps).stopConsuming(),
   };
 }

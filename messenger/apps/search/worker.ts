@@ -3,7 +3,7 @@ import { searchExact, searchFuzzy, type FoundMessage } from '../../db/search';
 import type { Db } from '../../infra/db';
 import type { Logger } from '../../infra/logger';
 import { searchTaskDuration, searchTasks } from '../../infra/metrics';
-import { PoisonMessage, type MessageHandler } from '../../infra/broker';
+import { PoisonMessage, RetryLater, type MessageHandler } from '../../infra/broker';
 import { toWireId } from '../../ids';
 import type { TaskStore } from './tasks';
 
@@ -29,8 +29,8 @@ function failsEveryRun(err: unknown): boolean {
  * PostgreSQL could not be reached at all (refused, no such host, no pooled
  * connection in time, the server still starting): the task never ran. Such
  * a run is not counted as an attempt, so an outage of a few seconds does not
- * turn every queued task FAILED within SEARCH_MAX_ATTEMPTS redeliveries
- * (0.5 s apart); a run cut off midway (a reset, a terminated backend) still
+ * turn every queued task FAILED within SEARCH_MAX_ATTEMPTS redeliveries; a
+ * run cut off midway (a reset, a terminated backend) still
  * counts, since the task itself may be what kills it.
  */
 function neverRan(err: unknown): boolean {
@@ -72,6 +72,10 @@ function withinMs<T>(query: Promise<T>, ms: number): Promise<T> {
 // statement_timeout normally fires first.
 const BACKSTOP_GRACE_MS = 200;
 
+/** Bounds of the pause before a task that could not reach the database is delivered again. */
+export const OUTAGE_RETRY_MIN_MS = 500;
+export const OUTAGE_RETRY_MAX_MS = 10_000;
+
 /** Reads a queue message: `{"task_id": "<32 hex>"}`, anything else is poison. */
 export function parseTaskMessage(body: Buffer): string {
   let v: unknown;
@@ -91,13 +95,44 @@ export function parseTaskMessage(body: Buffer): string {
  * deadline the search stops and keeps what it found.
  */
 export class SearchWorker {
+  /** While the database cannot be reached: since when, and how many deliveries were put back. */
+  private outage: { since: number; retries: number } | undefined;
+
   constructor(
     private readonly db: Db,
     private readonly tasks: TaskStore,
     private readonly config: Config['search'],
     private readonly log: Logger,
     private readonly queries: SearchQueries = QUERIES,
+    private readonly now: () => number = Date.now,
   ) {}
+
+  /**
+   * A run that could not reach the database: the first of an outage is
+   * logged (one warning per outage, not per retry), and the task is put back
+   * after a pause as long as the outage has lasted so far, from
+   * OUTAGE_RETRY_MIN_MS to OUTAGE_RETRY_MAX_MS (a single task waits 0.5, 0.5,
+   * 1, 2, 4, 8, 10, 10 ... s), shared by every task in hand, so a long outage
+   * is tried every 10 s rather than every 0.5 s per task.
+   */
+  private unreachable(err: unknown, log: Logger): RetryLater {
+    const now = this.now();
+    if (this.outage === undefined) {
+      this.outage = { since: now, retries: 0 };
+      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'search tasks cannot reach the database; retried with backoff until it answers');
+    }
+    this.outage.retries += 1;
+    const delayMs = Math.min(OUTAGE_RETRY_MAX_MS, Math.max(OUTAGE_RETRY_MIN_MS, now - this.outage.since));
+    log.debug({ retryInMs: delayMs }, 'search task could not reach the database; retried, not counted as an attempt');
+    return new RetryLater(delayMs, err);
+  }
+
+  /** A run reached the database: an outage, if there was one, is over. */
+  private reachable(): void {
+    if (this.outage === undefined) return;
+    this.log.info({ downMs: this.now() - this.outage.since, retries: this.outage.retries }, 'search tasks reach the database again');
+    this.outage = undefined;
+  }
 
   /** The queue handler: resolves once the outcome is stored (then the message is acknowledged). */
   readonly handle: MessageHandler = async (body) => {
@@ -116,12 +151,19 @@ export class SearchWorker {
     const started = Date.now();
     try {
       const { results, timedOut } = await this.search(running.owner, running.phrase, started + this.config.timeoutMs);
+      this.reachable();
       await this.tasks.succeed(running, results);
       const outcome = timedOut ? 'timeout' : 'success';
       searchTasks.inc({ outcome });
       searchTaskDuration.observe({ outcome }, (Date.now() - started) / 1000);
       log.info({ results: results.length, ms: Date.now() - started, attempt: running.attempts, timedOut }, 'search task done');
     } catch (err) {
+      if (neverRan(err)) {
+        searchTasks.inc({ outcome: 'retry' });
+        await this.tasks.putBack(task);
+        throw this.unreachable(err, log);
+      }
+      this.reachable();
       if (failsEveryRun(err)) {
         log.error({ err, attempt: running.attempts }, 'search task failed for a reason a retry cannot change; marked FAILED');
         await this.tasks.fail(running);
@@ -129,10 +171,6 @@ export class SearchWorker {
         return;
       }
       searchTasks.inc({ outcome: 'retry' });
-      if (neverRan(err)) {
-        log.warn({ err: err instanceof Error ? err.message : String(err), attempt: task.attempts }, 'search task could not reach the database; retried, not counted as an attempt');
-        await this.tasks.putBack(task);
-      }
       throw err;
     }
   };
