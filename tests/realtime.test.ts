@@ -801,6 +801,28 @@ describe('real time: GET /v1/events', function () {
       assert.equal(statements.length, 1, `statements: ${JSON.stringify(statements)}`);
     });
 
+    it('a resume of more than 50 chats reads them 50 to a statement (what one read holds stays bounded) and still answers in the order given', async () => {
+      const { db } = harness().infra;
+      const s = await connect(bob.session);
+      s.sendJson({ type: 'probe' });
+      await s.next((f) => f.type === 'error');
+      const unknown = Array.from({ length: 101 }, () => randomBytes(16).toString('hex'));
+      const statements: string[] = [];
+      const count = (q: { sql: string }) => /\bmessages\b/.test(q.sql) && statements.push(q.sql);
+      db.on('query', count);
+      try {
+        s.sendJson({ type: 'resume', chats: Object.fromEntries(unknown.map((id) => [id, ZERO])) });
+        await s.until('an answer for every chat', () => s.of('error').length === 102);
+      } finally {
+        db.removeListener('query', count);
+      }
+      assert.deepEqual(
+        s.of('error').slice(1).map((f) => [f.chat_id, f.message]),
+        unknown.map((id) => [id, 'chat-not-found']),
+      );
+      assert.equal(statements.length, 3, `statements: ${statements.length}`);
+    });
+
     it('answers a cursor that is not a message of the chat with an error frame (bad-cursor)', async () => {
       const s = await connect(bob.session, { [chatId]: 'f'.repeat(32) });
       const err = await s.next((f) => f.type === 'error');

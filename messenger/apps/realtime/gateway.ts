@@ -28,6 +28,12 @@ type Replay = { rows: SeqMessageRow[]; lastSeq: number };
 
 /** Most messages a resume or repair replays for one chat; past it the client is told to page (`reset`). */
 export const REPLAY_MAX = 1000;
+/**
+ * Chats of a `resume` read by one statement: each brings up to REPLAY_MAX + 1
+ * messages, so this bounds what one statement holds in memory (a resume of
+ * 1,000 busy chats is 20 statements, not one of a million rows).
+ */
+const RESUME_READ_CHATS = 50;
 /** How long live messages wait for the client's first frame (a `resume`) before flowing. */
 const FIRST_FRAME_GRACE_MS = 500;
 /** How long what was said about an account's presence is remembered (a repeat after that costs one duplicate frame). */
@@ -350,11 +356,18 @@ export class Gateway {
   /**
    * Replays each chat of a `resume` from the client's iterator, in the order
    * given. Every chat's starting point and first REPLAY_MAX + 1 messages are
-   * read in one statement; what follows is the usual catch-up (live messages
+   * read in one statement per RESUME_READ_CHATS chats; what follows is the usual catch-up (live messages
    * held meanwhile, more reads only when they are still ahead).
    */
   private async resume(conn: Connection, f: ResumeFrame): Promise<void> {
-    const asked = f.chats.map(([wireChat, iterator]) => {
+    for (let at = 0; at < f.chats.length && !conn.closed; at += RESUME_READ_CHATS) {
+      await this.resumeSome(conn, f.chats.slice(at, at + RESUME_READ_CHATS));
+    }
+  }
+
+  /** One statement's share of a `resume` (RESUME_READ_CHATS chats), replayed in the order given. */
+  private async resumeSome(conn: Connection, chats: ResumeFrame['chats']): Promise<void> {
+    const asked = chats.map(([wireChat, iterator]) => {
       const chatId = parseId(wireChat);
       const cursorId = parseId(iterator);
       return { wireChat, chatId, cursorId };
