@@ -4,7 +4,7 @@ import { createDb, migrateLatest, migrateRollback } from './infra/db';
 
 const USAGE = 'usage: messenger-db migrate|rollback';
 
-/** `messenger-db migrate` applies pending migrations; `rollback` undoes the last batch. */
+/** `messenger-db migrate` applies pending migrations; `rollback` undoes the newest applied one. */
 async function main(): Promise<number> {
   const command = process.argv[2];
   if (command !== 'migrate' && command !== 'rollback') {

@@ -7,7 +7,7 @@ import addFormats from 'ajv-formats';
 import knexFactory from 'knex';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
-import { createDb, DATA_DIR_LOCK } from '../messenger/infra/db';
+import { createDb, DATA_DIR_LOCK, pendingMigrations } from '../messenger/infra/db';
 import { roleMetricsPort } from '../messenger/services';
 import { swaggerPath } from '../messenger/http/openapi';
 import { MODE, databaseUrl, deleteQueues, testEnv } from './helpers/env';
@@ -294,6 +294,46 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
       assert.equal(fs.readFileSync(path.join(data.dir, DATA_DIR_LOCK), 'utf8').trim(), String(process.pid));
       await db.destroy();
       assert.equal(fs.existsSync(path.join(data.dir, DATA_DIR_LOCK)), false);
+    } finally {
+      data.remove();
+    }
+  });
+});
+
+describe('messenger-db rollback', function () {
+  this.timeout(120_000);
+
+  it('undoes only the newest migration, keeping the data, however many were applied together; run again it undoes the next', async () => {
+    const data = tempDir('messenger-rollback-');
+    const env = { DATA_DIR: data.dir, LOG_LEVEL: 'warn' };
+    const cli = (command: string) => {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', command], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    try {
+      // One migrate applies every migration in one knex batch, as a fresh deployment's does.
+      assert.match(cli('migrate'), /^applied: 001_core, .*, 012_chat_last_message_json$/);
+      const db = await createDb(loadConfig(testEnv({ ...env, DATABASE_URL: '' })));
+      try {
+        await db('users').insert({ user_name: 'kept-by-rollback', password_hash: 'x' });
+      } finally {
+        await db.destroy();
+      }
+      assert.equal(cli('rollback'), 'rolled back: 012_chat_last_message_json');
+      assert.equal(cli('rollback'), 'rolled back: 011_chat_last_message');
+      const after = await createDb(loadConfig(testEnv({ ...env, DATABASE_URL: '' })));
+      try {
+        assert.equal((await after('users').where({ user_name: 'kept-by-rollback' })).length, 1, 'the accounts were dropped');
+        assert.deepEqual(await pendingMigrations(after), ['011_chat_last_message', '012_chat_last_message_json']);
+      } finally {
+        await after.destroy();
+      }
+      assert.equal(cli('migrate'), 'applied: 011_chat_last_message, 012_chat_last_message_json');
     } finally {
       data.remove();
     }
