@@ -379,6 +379,13 @@ export function loadConfig(env: Env = process.env): Config {
       'WORKERS_NUM above 1 needs DATABASE_URL and REDIS_URL: the embedded database and in-process store cannot be shared between processes',
     );
   }
+  // Each queue has a dead-letter queue `<name>.dead`; the search worker and the synchronizer must not share any of them.
+  const searchQueues = [config.search.queue, `${config.search.queue}.dead`];
+  if ([config.sync.queue, `${config.sync.queue}.dead`].some((q) => searchQueues.includes(q))) {
+    r.problems.push(
+      `SEARCH_QUEUE ("${config.search.queue}") and SYNC_QUEUE ("${config.sync.queue}") must name different queues, neither the other's dead-letter queue (<name>.dead): on one queue the search worker and the synchronizer dead-letter each other's messages`,
+    );
+  }
   if (config.messageStorage === 'rabbitmq' && config.rmqUrl === undefined && !config.sync.inProcess) {
     r.problems.push('SYNC_IN_PROCESS=0 needs RMQ_URL: without RabbitMQ the queue lives in the web process, so its synchronizer must too');
   }
