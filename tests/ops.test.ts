@@ -16,6 +16,8 @@ import { freePort, ServiceProcess, tempDir, type LogLine } from './helpers/proce
 import { TcpProxy } from './helpers/tcp-proxy';
 import type { BuiltInfra } from '../messenger/infra';
 import { waitUntil } from './helpers/wait';
+import { openSocket, refused } from './helpers/ws';
+import { buildUser } from './helpers/factories';
 
 interface Check {
   status: string;
@@ -142,6 +144,18 @@ describe('GET /metrics', () => {
     const before = sample(await metrics(), 'messenger_http_requests_total', labels);
     await harness().app.client.get('/v1/nowhere').expect(401, { message: 'auth-failed' });
     assert.equal(sample(await metrics(), 'messenger_http_requests_total', labels) - before, 1);
+  });
+
+  it('counts WebSocket upgrades (GET /v1/events) as openEvents with the status they got, 101 and refusals alike', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const count = async (status: string) => sample(await metrics(), 'messenger_http_requests_total', { operation: 'openEvents', status });
+    const [opened, refusedBefore] = [await count('101'), await count('401')];
+    const s = await openSocket(client.port, { session: u.session });
+    await s.close();
+    assert.equal((await refused(client.port, { session: '0'.repeat(32) })).status, 401);
+    assert.equal(await count('101'), opened + 1, 'the upgrade that opened a socket was not counted');
+    assert.equal(await count('401'), refusedBefore + 1, 'the refused upgrade was not counted');
   });
 
   it('reports event-loop lag, process memory, the database pool and the search task metrics', async () => {
