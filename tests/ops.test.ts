@@ -317,6 +317,18 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
 describe('messenger-db rollback', function () {
   this.timeout(120_000);
 
+  it('messenger-db on a PostgreSQL it cannot reach says so in one line on stderr, and knex prints no error and stack of its own', async () => {
+    const dead = await freePort();
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'migrate'], {
+      cwd: path.resolve(__dirname, '..'),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: `postgres://postgres@127.0.0.1:${dead}/nowhere` },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, `messenger-db failed: connect ECONNREFUSED 127.0.0.1:${dead}\n`);
+    assert.equal(r.stdout, '', 'knex printed its own error and stack');
+  });
+
   it('undoes only the newest migration, keeping the data, however many were applied together; run again it undoes the next', async () => {
     const data = tempDir('messenger-rollback-');
     const env = { DATA_DIR: data.dir, LOG_LEVEL: 'warn' };
