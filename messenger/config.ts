@@ -4,6 +4,7 @@
  */
 
 import fs from 'node:fs';
+import { isIP } from 'node:net';
 import os from 'node:os';
 import { appDirectories } from './apps/registry';
 
@@ -233,6 +234,34 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
 }
 
 /** CORS_ORIGINS: a comma-separated list of origins such as `https://chat.example.com`. */
+/**
+ * TRUSTED_PROXIES as the peers show up on a socket: IP addresses only, an
+ * IPv4-mapped one as plain IPv4 and IPv6 in its short form. The list is
+ * matched exactly, so a hostname, a range or a port would silently never
+ * match, and every client behind the proxy would share its address.
+ */
+function parseTrustedProxies(r: Reader): string[] {
+  const out: string[] = [];
+  const bad: string[] = [];
+  for (const raw of r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const mapped = raw.toLowerCase().startsWith('::ffff:') && isIP(raw.slice(7)) === 4 ? raw.slice(7) : raw;
+    if (isIP(mapped) === 4) out.push(mapped);
+    else if (isIP(mapped) === 6) {
+      let short = mapped.toLowerCase();
+      try {
+        short = new URL(`http://[${mapped}]/`).hostname.slice(1, -1);
+      } catch {
+        // A zone id (fe80::1%eth0) is no URL host; kept as written.
+      }
+      out.push(short);
+    } else bad.push(`"${raw}"`);
+  }
+  if (bad.length > 0) {
+    r.problems.push(`TRUSTED_PROXIES must list IP addresses such as 172.28.0.10 or ::1 (no hostnames, ranges or ports), got ${bad.join(', ')}`);
+  }
+  return out;
+}
+
 function parseOrigins(r: Reader): string[] {
   const out: string[] = [];
   for (const raw of r.str('CORS_ORIGINS', '').split(',').map((s) => s.trim()).filter(Boolean)) {
@@ -280,7 +309,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (!(MESSAGE_STORAGE_TYPES as readonly string[]).includes(messageStorage)) {
     r.problems.push(`MESSAGE_STORAGE_TYPE must be one of ${MESSAGE_STORAGE_TYPES.join(', ')}, got "${messageStorage}"`);
   }
-  const trusted = r.str('TRUSTED_PROXIES', '').split(',').map((s) => s.trim()).filter(Boolean);
+  const trusted = parseTrustedProxies(r);
 
   const workersNum = r.int('WORKERS_NUM', 1, 1, 64);
   const config: Config = {
@@ -348,6 +377,13 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.workersNum > 1 && (config.databaseUrl === undefined || config.redisUrl === undefined)) {
     r.problems.push(
       'WORKERS_NUM above 1 needs DATABASE_URL and REDIS_URL: the embedded database and in-process store cannot be shared between processes',
+    );
+  }
+  // Each queue has a dead-letter queue `<name>.dead`; the search worker and the synchronizer must not share any of them.
+  const searchQueues = [config.search.queue, `${config.search.queue}.dead`];
+  if ([config.sync.queue, `${config.sync.queue}.dead`].some((q) => searchQueues.includes(q))) {
+    r.problems.push(
+      `SEARCH_QUEUE ("${config.search.queue}") and SYNC_QUEUE ("${config.sync.queue}") must name different queues, neither the other's dead-letter queue (<name>.dead): on one queue the search worker and the synchronizer dead-letter each other's messages`,
     );
   }
   if (config.messageStorage === 'rabbitmq' && config.rmqUrl === undefined && !config.sync.inProcess) {

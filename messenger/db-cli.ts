@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, loadEnvFile } from './config';
 import { createDb, migrateLatest, migrateRollback } from './infra/db';
+import { createLogger } from './infra/logger';
 
 const USAGE = 'usage: messenger-db migrate|rollback';
 
-/** `messenger-db migrate` applies pending migrations; `rollback` undoes the last batch. */
+/** `messenger-db migrate` applies pending migrations; `rollback` undoes the newest applied one. */
 async function main(): Promise<number> {
   const command = process.argv[2];
   if (command !== 'migrate' && command !== 'rollback') {
@@ -13,7 +14,8 @@ async function main(): Promise<number> {
   }
   loadEnvFile();
   const config = loadConfig();
-  const db = await createDb(config);
+  // knex's own messages go through the JSON logger (a refused connection is a debug line), not raw to stdout with a stack.
+  const db = await createDb(config, createLogger(config.logLevel, 'messenger-db'));
   try {
     const names = command === 'migrate' ? await migrateLatest(db) : await migrateRollback(db);
     const verb = command === 'migrate' ? 'applied' : 'rolled back';

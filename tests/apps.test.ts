@@ -89,6 +89,25 @@ describe('apps and settings', () => {
     assert.throws(() => loadConfig({ WORKERS_NUM: '2' }), /WORKERS_NUM above 1 needs DATABASE_URL and REDIS_URL/);
   });
 
+  it('refuses SEARCH_QUEUE and SYNC_QUEUE that name one queue (or one the other\'s dead-letter queue), in any mode', () => {
+    // Sharing a queue, the search worker dead-letters every queued message it takes and the synchronizer every search task.
+    for (const env of [
+      { SEARCH_QUEUE: 'messenger', SYNC_QUEUE: 'messenger' },
+      { SYNC_QUEUE: 'messenger.search' },
+      { SEARCH_QUEUE: 'messenger.sync.dead' },
+      { SYNC_QUEUE: 'messenger.search.dead' },
+    ]) {
+      for (const mode of [{}, { RMQ_URL: 'amqp://guest:guest@127.0.0.1:5672' }]) {
+        assert.throws(() => loadConfig({ DATA_DIR: 'memory://', ...mode, ...env }), (err: unknown) => {
+          assert.ok(err instanceof ConfigError, JSON.stringify(env));
+          assert.match(err.message, /SEARCH_QUEUE .* and SYNC_QUEUE .* must name different queues/);
+          return true;
+        });
+      }
+    }
+    assert.doesNotThrow(() => loadConfig({ DATA_DIR: 'memory://', SEARCH_QUEUE: 'a.search', SYNC_QUEUE: 'a.sync' }));
+  });
+
   it('builds DATABASE_URL from the original POSTGRES_* settings', () => {
     const c = loadConfig({ POSTGRES_HOSTS: 'db1,db2', POSTGRES_USER: 'me', POSTGRES_PASSWORD: 'p@ss', POSTGRES_DB: 'chat' });
     assert.equal(c.databaseUrl, 'postgres://me:p%40ss@db1:5432/chat');

@@ -52,6 +52,13 @@ describe('deployment files', () => {
     assert.ok(timeout < Number(grace[1]) * 1000, `${timeout} ms is not under ${grace[1]} s`);
   });
 
+  it('deploy/.env.example, copied to .env, runs exactly what no settings run (every app on)', () => {
+    const example = parseEnvFile(read('deploy/.env.example'));
+    assert.deepEqual(loadConfig(example), loadConfig({}));
+    // Switching auth off in the copy leaves the per-account apps out, as it does with no file.
+    assert.deepEqual(loadConfig({ ...example, AUTH_DISABLED: '1' }), loadConfig({ AUTH_DISABLED: '1' }));
+  });
+
   it('deploy/.env.example documents METRICS_TOKEN', () => {
     assert.match(read('deploy/.env.example'), /^# METRICS_TOKEN=/m);
   });

@@ -7,7 +7,7 @@ import addFormats from 'ajv-formats';
 import knexFactory from 'knex';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
-import { createDb, DATA_DIR_LOCK } from '../messenger/infra/db';
+import { createDb, DATA_DIR_LOCK, pendingMigrations } from '../messenger/infra/db';
 import { roleMetricsPort } from '../messenger/services';
 import { swaggerPath } from '../messenger/http/openapi';
 import { MODE, databaseUrl, deleteQueues, testEnv } from './helpers/env';
@@ -16,6 +16,8 @@ import { freePort, ServiceProcess, tempDir, type LogLine } from './helpers/proce
 import { TcpProxy } from './helpers/tcp-proxy';
 import type { BuiltInfra } from '../messenger/infra';
 import { waitUntil } from './helpers/wait';
+import { openSocket, refused } from './helpers/ws';
+import { buildUser } from './helpers/factories';
 
 interface Check {
   status: string;
@@ -142,6 +144,18 @@ describe('GET /metrics', () => {
     const before = sample(await metrics(), 'messenger_http_requests_total', labels);
     await harness().app.client.get('/v1/nowhere').expect(401, { message: 'auth-failed' });
     assert.equal(sample(await metrics(), 'messenger_http_requests_total', labels) - before, 1);
+  });
+
+  it('counts WebSocket upgrades (GET /v1/events) as openEvents with the status they got, 101 and refusals alike', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const count = async (status: string) => sample(await metrics(), 'messenger_http_requests_total', { operation: 'openEvents', status });
+    const [opened, refusedBefore] = [await count('101'), await count('401')];
+    const s = await openSocket(client.port, { session: u.session });
+    await s.close();
+    assert.equal((await refused(client.port, { session: '0'.repeat(32) })).status, 401);
+    assert.equal(await count('101'), opened + 1, 'the upgrade that opened a socket was not counted');
+    assert.equal(await count('401'), refusedBefore + 1, 'the refused upgrade was not counted');
   });
 
   it('reports event-loop lag, process memory, the database pool and the search task metrics', async () => {
@@ -294,6 +308,58 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
       assert.equal(fs.readFileSync(path.join(data.dir, DATA_DIR_LOCK), 'utf8').trim(), String(process.pid));
       await db.destroy();
       assert.equal(fs.existsSync(path.join(data.dir, DATA_DIR_LOCK)), false);
+    } finally {
+      data.remove();
+    }
+  });
+});
+
+describe('messenger-db rollback', function () {
+  this.timeout(120_000);
+
+  it('messenger-db on a PostgreSQL it cannot reach says so in one line on stderr, and knex prints no error and stack of its own', async () => {
+    const dead = await freePort();
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'migrate'], {
+      cwd: path.resolve(__dirname, '..'),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: `postgres://postgres@127.0.0.1:${dead}/nowhere` },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, `messenger-db failed: connect ECONNREFUSED 127.0.0.1:${dead}\n`);
+    assert.equal(r.stdout, '', 'knex printed its own error and stack');
+  });
+
+  it('undoes only the newest migration, keeping the data, however many were applied together; run again it undoes the next', async () => {
+    const data = tempDir('messenger-rollback-');
+    const env = { DATA_DIR: data.dir, LOG_LEVEL: 'warn' };
+    const cli = (command: string) => {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', command], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    try {
+      // One migrate applies every migration in one knex batch, as a fresh deployment's does.
+      assert.match(cli('migrate'), /^applied: 001_core, .*, 012_chat_last_message_json$/);
+      const db = await createDb(loadConfig(testEnv({ ...env, DATABASE_URL: '' })));
+      try {
+        await db('users').insert({ user_name: 'kept-by-rollback', password_hash: 'x' });
+      } finally {
+        await db.destroy();
+      }
+      assert.equal(cli('rollback'), 'rolled back: 012_chat_last_message_json');
+      assert.equal(cli('rollback'), 'rolled back: 011_chat_last_message');
+      const after = await createDb(loadConfig(testEnv({ ...env, DATABASE_URL: '' })));
+      try {
+        assert.equal((await after('users').where({ user_name: 'kept-by-rollback' })).length, 1, 'the accounts were dropped');
+        assert.deepEqual(await pendingMigrations(after), ['011_chat_last_message', '012_chat_last_message_json']);
+      } finally {
+        await after.destroy();
+      }
+      assert.equal(cli('migrate'), 'applied: 011_chat_last_message, 012_chat_last_message_json');
     } finally {
       data.remove();
     }

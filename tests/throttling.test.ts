@@ -8,6 +8,7 @@ import { freePort, ServiceProcess } from './helpers/process';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, uniq } from './helpers/factories';
 import { MemoryKv } from '../messenger/infra/kv';
+import { ConfigError, loadConfig } from '../messenger/config';
 import { waitUntil } from './helpers/wait';
 import { refused, type OpenOptions } from './helpers/ws';
 
@@ -97,6 +98,20 @@ describe('throttling', () => {
     } finally {
       await behind.close();
     }
+  });
+
+  it('refuses TRUSTED_PROXIES entries that are not IP addresses at start-up, naming each (a hostname, a range or a port never matched a peer)', () => {
+    assert.throws(
+      () => loadConfig(testEnv({ TRUSTED_PROXIES: '172.28.0.10, nginx,10.0.0.0/8,127.0.0.1:8080' })),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, /TRUSTED_PROXIES must list IP addresses .*got "nginx", "10\.0\.0\.0\/8", "127\.0\.0\.1:8080"/);
+        assert.doesNotMatch(err.message, /"172\.28\.0\.10"/);
+        return true;
+      },
+    );
+    // Written the way the peer shows up or not, an address is the same proxy.
+    assert.deepEqual(loadConfig(testEnv({ TRUSTED_PROXIES: '172.28.0.10, ::ffff:10.0.0.1,0:0:0:0:0:0:0:1' })).throttling.trustedProxies, ['172.28.0.10', '10.0.0.1', '::1']);
   });
 
   it('never throttles GET /ping', async () => {

@@ -8,7 +8,7 @@ import { isStorableText } from '../apps/input';
 import { STAGES, type App, type Deps, type Handler, type OperationId, type OperationInput, type State, type UpgradeAdmission } from '../types';
 import { jsonBody } from './body';
 import { refuseUpgradeFor } from './upgrade';
-import { errorHandler, requestContext } from './context';
+import { errorHandler, observeUpgrade, requestContext } from './context';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
 import { cors } from './cors';
 import { OperationRouter } from './router';
@@ -188,6 +188,7 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
     router,
     apps,
     upgrade(req, socket, head) {
+      observeUpgrade(deps.log, req, socket);
       for (const app of apps) if (app.upgrade?.(req, socket, head, admitUpgrade) === true) return;
       socket.on('error', () => undefined);
       refuseUnserved(req, socket).catch((err: unknown) => {

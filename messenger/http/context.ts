@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
 import { errorBody, toWireError } from '../errors';
 import { observeRequest } from '../infra/metrics';
 import type { Logger } from '../infra/logger';
@@ -51,4 +53,42 @@ export function requestContext(log: Logger): ApiMiddleware {
       );
     }
   };
+}
+
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})/;
+
+/**
+ * The access-log line and request metrics of an HTTP upgrade (a WebSocket
+ * handshake never enters Koa): the status is read from the first bytes
+ * written to the socket, the 101 of ws or an app's refusal alike. Upgrades
+ * are `openEvents` on /v1/events and `unrouted` elsewhere.
+ */
+export function observeUpgrade(log: Logger, req: http.IncomingMessage, socket: Duplex): void {
+  const started = process.hrtime.bigint();
+  const incoming = req.headers['x-request-id'];
+  const requestId = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+  const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+  const op = path === '/v1/events' ? 'openEvents' : undefined;
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+  const end = socket.end.bind(socket) as (...args: unknown[]) => Duplex;
+  let done = false;
+  const seen = (chunk: unknown): void => {
+    if (done) return;
+    done = true;
+    socket.write = write as Duplex['write'];
+    socket.end = end as Duplex['end'];
+    const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.subarray(0, 16).toString('latin1') : '';
+    const status = Number(STATUS_LINE.exec(text)?.[1] ?? 0);
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    observeRequest(op ?? 'unrouted', status, ms / 1000);
+    log.info({ requestId, method: req.method, path, op, status, ms: Math.round(ms * 100) / 100 }, 'request');
+  };
+  socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+    seen(chunk);
+    return write(chunk, ...rest);
+  }) as Duplex['write'];
+  socket.end = ((chunk?: unknown, ...rest: unknown[]) => {
+    if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) seen(chunk);
+    return end(chunk, ...rest);
+  }) as Duplex['end'];
 }

@@ -158,9 +158,13 @@ export async function migrateLatest(db: Db): Promise<string[]> {
   return applied;
 }
 
-/** Rolls back the last batch of migrations; returns the names rolled back. */
+/**
+ * Rolls back the newest applied migration only; returns its name (none when
+ * nothing is applied). Not knex's batch: a deployment migrated in one go has
+ * every migration in one batch, and undoing it dropped every table.
+ */
 export async function migrateRollback(db: Db): Promise<string[]> {
-  const [, rolled] = (await db.migrate.rollback({ migrationSource })) as [number, string[]];
+  const [, rolled] = (await db.migrate.down({ migrationSource })) as [number, string[]];
   return rolled;
 }
 

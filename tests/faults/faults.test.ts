@@ -522,7 +522,7 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
     }
   });
 
-  it('messenger-db rollback undoes the migrations and migrate applies them again (as processes, on a database of its own)', async () => {
+  it('messenger-db rollback, run once per migration, undoes them all and migrate applies them again (as processes, on a database of its own)', async () => {
     const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${pgPort}/postgres` });
     await admin.connect();
     await admin.query('CREATE DATABASE rollback_check');
@@ -547,7 +547,11 @@ describe('faults (services mode, private PostgreSQL, Redis and RabbitMQ)', funct
       assert.ok(['chat_members', 'chats', 'messages', 'sessions', 'users'].every((t) => full.includes(t)), full.join(','));
       assert.deepEqual(await applied(), all);
       await check.query("INSERT INTO users (user_name, password_hash) VALUES ('gone', 'x')");
-      cli('rollback');
+      // One migration per rollback, newest first, until nothing is left.
+      for (const name of [...all].reverse()) {
+        assert.equal(cli('rollback').toString().trim(), `rolled back: ${name}`);
+      }
+      assert.equal(cli('rollback').toString().trim(), 'nothing to do');
       assert.deepEqual(await tables(), [], 'rollback left tables behind');
       assert.deepEqual(await applied(), []);
       cli('migrate');
