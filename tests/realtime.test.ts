@@ -844,6 +844,26 @@ describe('real time: GET /v1/events', function () {
       assert.equal(other.closeCode, undefined);
     });
 
+    it('stores none of the sends still waiting when the session ends (logout while frames queue)', async () => {
+      const s = await connect(alice.session, {});
+      const n = 60;
+      for (let i = 0; i < n; i++) s.sendJson({ type: 'send', client_id: `q-${i}`, chat_id: chatId, user_id: aliceId, message: `queued ${i}` });
+      await s.next((f) => f.type === 'ack');
+      // A client that does not answer the close at once: the server cuts it a second later.
+      s.pauseReading(true);
+      await harness().app.client.post('/v1/auth/logout', undefined, alice.session).expect(200);
+      await sleep(1500);
+      s.pauseReading(false);
+      assert.equal(await s.closed, 4401);
+      const acked = s.of('ack').length;
+      assert.ok(acked < n, `every send was handled before the logout (${acked}); the test did not race`);
+      const carol = await buildUser(harness().app.client);
+      await joinChat(harness().app.client, chatId, carol.session);
+      const stored = (await allIds(chatId, carol.session)).length;
+      // At most the one send being stored when the session ended goes unanswered.
+      assert.ok(stored <= acked + 1, `${stored} messages stored after ${acked} acks: sends were handled after the session ended`);
+    });
+
     it('closes with 4401 on session.ended from any instance (refresh, password change, logout_all)', async () => {
       const s = await connect(bob.session, {});
       await harness().infra.events.publish('session.ended', { accountId: await accountOf(bob), tokenHashes: [tokenHash(bob.session)], reason: 'logout_all' });

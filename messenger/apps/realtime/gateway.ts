@@ -317,7 +317,10 @@ export class Gateway {
   // ---- client frames ----------------------------------------------------------
 
   private async onFrame(conn: Connection, text: string | undefined): Promise<void> {
-    if (conn.closed) return;
+    // A frame that waited while the connection began closing (its session
+    // ended: 4401; rate, shutdown) is dropped, not handled: a `send` queued
+    // before a logout must not be stored after it.
+    if (conn.ending) return;
     const f: ClientFrame = text === undefined ? { type: 'bad' } : parseClientFrame(text);
     if (f.type === 'resume') {
       // The chats being resumed wait for their replay; every other chat flows live from now on.
