@@ -970,6 +970,25 @@ describe('real time: GET /v1/events', function () {
       }
     });
 
+    it('counts RPS_LIMIT per session, not per connection: four sockets of one session share it', async () => {
+      let app: Running | undefined;
+      try {
+        app = await startApp(harness().infra, { RPS_LIMIT: '5' });
+        const sockets: TestSocket[] = [];
+        await sleep(1100);
+        for (let i = 0; i < 4; i++) sockets.push(await openSocket(app.client.port, { session: alice.session }));
+        // The upgrades spent the session's API allowance; the frames' own allowance is full again after a second.
+        await sleep(1100);
+        for (const s of sockets) for (let i = 0; i < 3; i++) s.sendJson({ type: 'nothing' });
+        await sleep(500);
+        const codes = sockets.map((s) => s.closeCode);
+        assert.ok(codes.includes(4429), `12 frames in half a second on one session with RPS_LIMIT=5, yet no socket was closed: ${JSON.stringify(codes)}`);
+        for (const s of sockets) if (s.closeCode === undefined) await s.close();
+      } finally {
+        await app?.close();
+      }
+    });
+
     it('drops a peer that does not answer pings (WS_PING_MS)', async () => {
       const app = await startApp(harness().infra, { WS_PING_MS: '100' });
       try {

@@ -20,7 +20,7 @@ import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
 import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
-import { CLOSE, Connection, MAX_HELD, type ChatCursor } from './connection';
+import { CLOSE, Connection, FrameAllowance, MAX_HELD, type ChatCursor } from './connection';
 import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
 
 /** Most messages a resume or repair replays for one chat; past it the client is told to page (`reset`). */
@@ -58,6 +58,13 @@ export class Gateway {
   private readonly byAccount = new Map<string, Set<Connection>>();
   private readonly byChat = new Map<string, Set<Connection>>();
   private readonly bySession = new Map<string, Set<Connection>>();
+  /**
+   * Each session's client-frame allowance, shared by its connections here (so
+   * 20 sockets of one session do not get 20 times RPS_LIMIT). Kept after its
+   * last connection closes until it is whole again, so closing and reopening
+   * does not refill it.
+   */
+  private readonly allowances = new Map<string, FrameAllowance>();
   /** Connections whose account's chat list is being loaded: they are not indexed by chat yet (see `keepEarly`). */
   private readonly loading = new Set<Connection>();
   private readonly owners = new Map<string, string | null>();
@@ -133,7 +140,12 @@ export class Gateway {
   /** Takes over an accepted WebSocket of `session`. */
   accept(ws: WebSocket, session: Session): void {
     const { config, log } = this.deps;
-    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes, config.bodyLimitBytes);
+    let allowance = this.allowances.get(session.tokenHash);
+    if (allowance === undefined) {
+      allowance = new FrameAllowance(config.throttling.rpsLimit);
+      this.allowances.set(session.tokenHash, allowance);
+    }
+    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes, config.bodyLimitBytes, allowance);
     const first = this.countFor(session.accountId) === 0;
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
@@ -292,6 +304,7 @@ export class Gateway {
   private ping(): void {
     const forgotten = Date.now() - PRESENCE_SAID_MS;
     for (const [account, said] of this.presenceSaid) if (said.at < forgotten) this.presenceSaid.delete(account);
+    for (const [hash, allowance] of this.allowances) if (!this.bySession.has(hash) && allowance.full()) this.allowances.delete(hash);
     for (const [hash, set] of this.bySession) {
       this.verify(hash).catch((err: unknown) => {
         // Only a definite "this session is over"; an unreachable store proves nothing.
