@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
@@ -987,6 +989,33 @@ describe('real time: GET /v1/events', function () {
       } finally {
         await app?.close();
       }
+    });
+
+    it('costs nothing per chat for each further connection of an account (its chat index is shared)', async () => {
+      const chats = 10_000;
+      const more = 4;
+      const owner = await accountOf(bob);
+      const rows = Array.from({ length: chats }, (_, i) => ({ chat_name: `many ${i}`, owner_id: owner }));
+      for (let i = 0; i < rows.length; i += 1000) await harness().infra.db('chats').insert(rows.slice(i, i + 1000));
+      v8.setFlagsFromString('--expose-gc');
+      const gc = vm.runInNewContext('gc') as () => void;
+      const heap = () => {
+        gc();
+        gc();
+        return process.memoryUsage().heapUsed;
+      };
+      // Frames are handled once the chat list is loaded: an answer means it is.
+      const loaded = async () => {
+        const s = await connect(bob.session, {});
+        s.sendJson({ type: 'nothing' });
+        await s.next((f) => f.type === 'error');
+      };
+      await loaded();
+      const before = heap();
+      for (let i = 0; i < more; i++) await loaded();
+      const perChat = (heap() - before) / (chats * more);
+      // Each connection used to index every chat of its account itself: ~250 bytes per chat and connection.
+      assert.ok(perChat < 60, `${perChat.toFixed(0)} bytes of heap per chat for each further idle connection`);
     });
 
     it('drops a peer that does not answer pings (WS_PING_MS)', async () => {

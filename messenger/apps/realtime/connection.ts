@@ -73,7 +73,15 @@ export class FrameAllowance {
 
 /** One open WebSocket of one session. */
 export class Connection {
-  readonly chats = new Map<string, ChatCursor>();
+  /**
+   * The chats this connection may read: its account's set, shared by the
+   * account's connections on this process (the gateway's index). Cursors are
+   * made only when a chat has traffic, so an idle connection of an account
+   * with thousands of chats costs nothing per chat.
+   */
+  readable = new Set<string>();
+  /** Cursors of the readable chats that have had traffic on this connection. */
+  readonly cursors = new Map<string, ChatCursor>();
   /** Until the client's first frame (or a short grace), live messages are held so a `resume` can come first. */
   holding = true;
   /**
@@ -105,12 +113,17 @@ export class Connection {
 
   /** The cursor of a chat, created on first use. */
   cursor(chatId: string): ChatCursor {
-    let c = this.chats.get(chatId);
+    let c = this.cursors.get(chatId);
     if (c === undefined) {
       c = { busy: false, held: [] };
-      this.chats.set(chatId, c);
+      this.cursors.set(chatId, c);
     }
     return c;
+  }
+
+  /** The cursor of a readable chat (made if it has none yet); undefined for a chat this connection may not read. */
+  readableCursor(chatId: string): ChatCursor | undefined {
+    return this.readable.has(chatId) ? this.cursor(chatId) : undefined;
   }
 
   /**
