@@ -960,6 +960,25 @@ describe('real time: GET /v1/events', function () {
       assert.equal(s.of('error').length, 1000);
     });
 
+    it('looks up the chats of a resume frame in one database query, not one per chat', async () => {
+      const s = await connect(bob.session);
+      const many: Record<string, string> = {};
+      for (let i = 0; i < 1000; i++) many[randomBytes(16).toString('hex')] = ZERO;
+      const db = harness().infra.db;
+      let queries = 0;
+      const count = () => queries++;
+      db.on('query', count);
+      try {
+        s.sendJson({ type: 'resume', chats: many });
+        await s.until('1,000 answers', () => s.of('error').length === 1000, 30_000);
+      } finally {
+        db.removeListener('query', count);
+      }
+      assert.ok(s.of('error').every((f) => f.message === 'chat-not-found'));
+      // One lookup for the frame (1,000 before, one per chat: a frame of a few kB cost 1,000 round trips).
+      assert.ok(queries <= 10, `${queries} database queries for one resume frame`);
+    });
+
     it('closes with 4429 past RPS_LIMIT frames per second', async () => {
       let app: Running | undefined;
       try {

@@ -316,6 +316,37 @@ export async function resumePoint(db: Queryable, chatId: string, accountId: stri
 }
 
 /**
+ * `resumePoint` of several chats in one statement (a `resume` frame names up
+ * to 1,000), in the order given: one round trip for the frame, however many
+ * of its chats the account may not read.
+ */
+export async function resumePoints(
+  db: Queryable,
+  accountId: string | null,
+  items: { chatId: string; cursorId: string | null }[],
+): Promise<ResumePoint[]> {
+  if (items.length === 0) return [];
+  const input = JSON.stringify(items.map((it, o) => ({ o, chat_id: it.chatId, cursor_id: it.cursorId })));
+  const res = (await db.raw(
+    `SELECT i.o,
+            c.id IS NOT NULL AND (?::uuid IS NULL OR c.owner_id = ?::uuid OR EXISTS (
+               SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid)) AS allowed,
+            CASE WHEN i.cursor_id IS NULL THEN 0::bigint
+                 ELSE (SELECT seq FROM messages WHERE id = i.cursor_id AND chat_id = c.id) END AS cursor_seq
+       FROM json_to_recordset(?::json) AS i(o int, chat_id uuid, cursor_id uuid)
+       LEFT JOIN chats c ON c.id = i.chat_id`,
+    [accountId, accountId, accountId, input],
+  )) as { rows: { o: number; allowed: boolean; cursor_seq: string | number | null }[] };
+  const byPlace = new Map(res.rows.map((r) => [Number(r.o), r]));
+  return items.map((_, o): ResumePoint => {
+    const row = byPlace.get(o);
+    if (row === undefined || !row.allowed) return { missing: 'chat' };
+    if (row.cursor_seq === null) return { missing: 'cursor' };
+    return { afterSeq: Number(row.cursor_seq) };
+  });
+}
+
+/**
  * Up to `limit` messages of the chat after position `afterSeq`, in chat
  * order, with the chat's current last position (what a client that is told
  * to page instead has been brought up to).

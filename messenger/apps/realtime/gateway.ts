@@ -13,7 +13,7 @@
  */
 import type { WebSocket } from 'ws';
 import type { MemberJoined, MessageStored, PresenceChanged, ReadMoved, SessionEnded } from '../../events';
-import { messagesAfter, resumePoint } from '../../db/messages';
+import { messagesAfter, resumePoints, type ResumePoint } from '../../db/messages';
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
@@ -387,10 +387,16 @@ export class Gateway {
 
   private async resume(conn: Connection, f: ResumeFrame): Promise<void> {
     const { db } = this.deps;
-    for (const [wireChat, iterator] of f.chats) {
+    // Every chat of the frame is looked up in one statement, not one query per chat (up to 1,000).
+    const wanted = f.chats.map(([wireChat, iterator]) => ({ chatId: parseId(wireChat), cursorId: parseId(iterator) }));
+    const lookups = wanted.flatMap(({ chatId, cursorId }) =>
+      chatId === null || cursorId === null ? [] : [{ chatId, cursorId: toWireId(cursorId) === ZERO_ID ? null : cursorId }],
+    );
+    const found = await resumePoints(db, conn.session.accountId, lookups);
+    const points = new Map<string, ResumePoint>(lookups.map((l, i) => [l.chatId, found[i]]));
+    for (const [k, [wireChat]] of f.chats.entries()) {
       if (conn.closed) return;
-      const chatId = parseId(wireChat);
-      const cursorId = parseId(iterator);
+      const { chatId, cursorId } = wanted[k];
       const existing = chatId === null ? undefined : conn.readableCursor(toWireId(chatId));
       const fail = (message: string) => {
         conn.send(frame('error', { chat_id: wireChat, message }), 'error');
@@ -408,7 +414,7 @@ export class Gateway {
         continue;
       }
       const wire = toWireId(chatId);
-      const point = await resumePoint(db, chatId, conn.session.accountId, toWireId(cursorId) === ZERO_ID ? null : cursorId);
+      const point = points.get(chatId) as ResumePoint;
       if ('missing' in point) {
         fail(point.missing === 'chat' ? 'chat-not-found' : 'bad-cursor');
         continue;
