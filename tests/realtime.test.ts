@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
@@ -949,6 +951,26 @@ describe('real time: GET /v1/events', function () {
       assert.equal(other.closeCode, undefined);
     });
 
+    it('stores none of the sends still waiting when the session ends (logout while frames queue)', async () => {
+      const s = await connect(alice.session, {});
+      const n = 60;
+      for (let i = 0; i < n; i++) s.sendJson({ type: 'send', client_id: `q-${i}`, chat_id: chatId, user_id: aliceId, message: `queued ${i}` });
+      await s.next((f) => f.type === 'ack');
+      // A client that does not answer the close at once: the server cuts it a second later.
+      s.pauseReading(true);
+      await harness().app.client.post('/v1/auth/logout', undefined, alice.session).expect(200);
+      await sleep(1500);
+      s.pauseReading(false);
+      assert.equal(await s.closed, 4401);
+      const acked = s.of('ack').length;
+      assert.ok(acked < n, `every send was handled before the logout (${acked}); the test did not race`);
+      const carol = await buildUser(harness().app.client);
+      await joinChat(harness().app.client, chatId, carol.session);
+      const stored = (await allIds(chatId, carol.session)).length;
+      // At most the one send being stored when the session ended goes unanswered.
+      assert.ok(stored <= acked + 1, `${stored} messages stored after ${acked} acks: sends were handled after the session ended`);
+    });
+
     it('closes with 4401 on session.ended from any instance (refresh, password change, logout_all)', async () => {
       const s = await connect(bob.session, {});
       await harness().infra.events.publish('session.ended', { accountId: await accountOf(bob), tokenHashes: [tokenHash(bob.session)], reason: 'logout_all' });
@@ -1043,6 +1065,25 @@ describe('real time: GET /v1/events', function () {
       assert.equal(s.of('error').length, 1000);
     });
 
+    it('looks up the chats of a resume frame 50 to a database query, not one per chat', async () => {
+      const s = await connect(bob.session);
+      const many: Record<string, string> = {};
+      for (let i = 0; i < 1000; i++) many[randomBytes(16).toString('hex')] = ZERO;
+      const db = harness().infra.db;
+      let queries = 0;
+      const count = () => queries++;
+      db.on('query', count);
+      try {
+        s.sendJson({ type: 'resume', chats: many });
+        await s.until('1,000 answers', () => s.of('error').length === 1000, 30_000);
+      } finally {
+        db.removeListener('query', count);
+      }
+      assert.ok(s.of('error').every((f) => f.message === 'chat-not-found'));
+      // 20 lookups for the frame, 50 chats each (1,000 before, one per chat: a frame of a few kB cost 1,000 round trips).
+      assert.ok(queries <= 25, `${queries} database queries for one resume frame`);
+    });
+
     it('closes with 4429 past RPS_LIMIT frames per second', async () => {
       let app: Running | undefined;
       try {
@@ -1053,6 +1094,52 @@ describe('real time: GET /v1/events', function () {
       } finally {
         await app?.close();
       }
+    });
+
+    it('counts RPS_LIMIT per session, not per connection: four sockets of one session share it', async () => {
+      let app: Running | undefined;
+      try {
+        app = await startApp(harness().infra, { RPS_LIMIT: '5' });
+        const sockets: TestSocket[] = [];
+        await sleep(1100);
+        for (let i = 0; i < 4; i++) sockets.push(await openSocket(app.client.port, { session: alice.session }));
+        // The upgrades spent the session's API allowance; the frames' own allowance is full again after a second.
+        await sleep(1100);
+        for (const s of sockets) for (let i = 0; i < 3; i++) s.sendJson({ type: 'nothing' });
+        await sleep(500);
+        const codes = sockets.map((s) => s.closeCode);
+        assert.ok(codes.includes(4429), `12 frames in half a second on one session with RPS_LIMIT=5, yet no socket was closed: ${JSON.stringify(codes)}`);
+        for (const s of sockets) if (s.closeCode === undefined) await s.close();
+      } finally {
+        await app?.close();
+      }
+    });
+
+    it('costs nothing per chat for each further connection of an account (its chat index is shared)', async () => {
+      const chats = 10_000;
+      const more = 4;
+      const owner = await accountOf(bob);
+      const rows = Array.from({ length: chats }, (_, i) => ({ chat_name: `many ${i}`, owner_id: owner }));
+      for (let i = 0; i < rows.length; i += 1000) await harness().infra.db('chats').insert(rows.slice(i, i + 1000));
+      v8.setFlagsFromString('--expose-gc');
+      const gc = vm.runInNewContext('gc') as () => void;
+      const heap = () => {
+        gc();
+        gc();
+        return process.memoryUsage().heapUsed;
+      };
+      // Frames are handled once the chat list is loaded: an answer means it is.
+      const loaded = async () => {
+        const s = await connect(bob.session, {});
+        s.sendJson({ type: 'nothing' });
+        await s.next((f) => f.type === 'error');
+      };
+      await loaded();
+      const before = heap();
+      for (let i = 0; i < more; i++) await loaded();
+      const perChat = (heap() - before) / (chats * more);
+      // Each connection used to index every chat of its account itself: ~250 bytes per chat and connection.
+      assert.ok(perChat < 60, `${perChat.toFixed(0)} bytes of heap per chat for each further idle connection`);
     });
 
     it('drops a peer that does not answer pings (WS_PING_MS)', async () => {

@@ -702,7 +702,7 @@ export interface paths {
          *     frame over `BODY_LIMIT`, `1011`/`1013` the server could not keep the
          *     connection in order (reconnect and `resume`), `4401` the session ended
          *     (logout, expiry, ...), `4429` more than `RPS_LIMIT` client frames per
-         *     second, or client frames piling up unhandled (more than `RPS_LIMIT` of
+         *     second from the session (its connections on one instance together), or client frames piling up unhandled (more than `RPS_LIMIT` of
          *     them or `BODY_LIMIT` bytes waiting behind the one being handled; reason
          *     `inbox-full`). Peers that do not answer a ping within `WS_PING_MS` (default
          *     30 s) are dropped, and so is one that does not read (unsent frames past

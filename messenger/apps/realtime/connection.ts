@@ -37,9 +37,51 @@ export interface ChatCursor {
 /** Most live events one chat may hold back on one connection (or a connection loading its chat list, in all) before it is closed (1013) to resume later. */
 export const MAX_HELD = 10_000;
 
+/**
+ * The client-frame allowance of one session on this process: RPS_LIMIT
+ * frames per second, bursts up to it, shared by every connection of the
+ * session (as the HTTP API's limit is per session, not per TCP connection).
+ */
+export class FrameAllowance {
+  private tokens: number;
+  private refilled = Date.now();
+
+  constructor(private readonly rps: number) {
+    this.tokens = rps;
+  }
+
+  /** Takes one frame from the allowance; false past it. */
+  take(): boolean {
+    this.refill();
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /** True when the allowance is whole again (nothing to remember about the session). */
+  full(): boolean {
+    this.refill();
+    return this.tokens >= this.rps;
+  }
+
+  private refill(): void {
+    const now = Date.now();
+    this.tokens = Math.min(this.rps, this.tokens + ((now - this.refilled) / 1000) * this.rps);
+    this.refilled = now;
+  }
+}
+
 /** One open WebSocket of one session. */
 export class Connection {
-  readonly chats = new Map<string, ChatCursor>();
+  /**
+   * The chats this connection may read: its account's set, shared by the
+   * account's connections on this process (the gateway's index). Cursors are
+   * made only when a chat has traffic, so an idle connection of an account
+   * with thousands of chats costs nothing per chat.
+   */
+  readable = new Set<string>();
+  /** Cursors of the readable chats that have had traffic on this connection. */
+  readonly cursors = new Map<string, ChatCursor>();
   /** Until the client's first frame (or a short grace), live messages are held so a `resume` can come first. */
   holding = true;
   /**
@@ -59,8 +101,6 @@ export class Connection {
   private waitingBytes = 0;
   expiryTimer: NodeJS.Timeout | undefined;
   graceTimer: NodeJS.Timeout | undefined;
-  private tokens: number;
-  private refilled = Date.now();
 
   constructor(
     readonly ws: WebSocket,
@@ -68,18 +108,22 @@ export class Connection {
     private readonly rps: number,
     private readonly maxBuffer: number,
     private readonly maxWaitingBytes: number,
-  ) {
-    this.tokens = rps;
-  }
+    private readonly allowance: FrameAllowance = new FrameAllowance(rps),
+  ) {}
 
   /** The cursor of a chat, created on first use. */
   cursor(chatId: string): ChatCursor {
-    let c = this.chats.get(chatId);
+    let c = this.cursors.get(chatId);
     if (c === undefined) {
       c = { busy: false, held: [] };
-      this.chats.set(chatId, c);
+      this.cursors.set(chatId, c);
     }
     return c;
+  }
+
+  /** The cursor of a readable chat (made if it has none yet); undefined for a chat this connection may not read. */
+  readableCursor(chatId: string): ChatCursor | undefined {
+    return this.readable.has(chatId) ? this.cursor(chatId) : undefined;
   }
 
   /**
@@ -93,14 +137,9 @@ export class Connection {
     return true;
   }
 
-  /** Takes one client frame from the allowance (RPS_LIMIT per second, bursts up to it); false past it. */
+  /** Takes one client frame from its session's allowance (RPS_LIMIT per second, bursts up to it); false past it. */
   take(): boolean {
-    const now = Date.now();
-    this.tokens = Math.min(this.rps, this.tokens + ((now - this.refilled) / 1000) * this.rps);
-    this.refilled = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return this.allowance.take();
   }
 
   /**

@@ -35,9 +35,10 @@ export type ClientFrame = ResumeFrame | SendFrame | BadFrame;
 
 /**
  * At most this many chats in one `resume` frame (as many as one page of the
- * chat list, GET /v1/chats?limit=1000). Each named chat costs a membership
- * check and a replay read, one after another: 10,000 chats held the
- * connection's frames for 3.3 s of database work.
+ * chat list, GET /v1/chats?limit=1000). The chats are read 50 to a
+ * statement with their first replay (db/messages.ts, resumeReplays): 10,000
+ * chats read one by one held the connection's frames for 3.3 s of database
+ * work.
  */
 export const MAX_RESUME_CHATS = 1000;
 

@@ -20,7 +20,7 @@ import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
 import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
-import { CLOSE, Connection, MAX_HELD, type ChatCursor } from './connection';
+import { CLOSE, Connection, FrameAllowance, MAX_HELD, type ChatCursor } from './connection';
 import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
 
 /** Messages after a connection's position in a chat, with the chat's last position (read by a resume or a repair). */
@@ -65,8 +65,23 @@ function remove<K, V>(map: Map<K, Set<V>>, key: K, value: V): void {
 
 export class Gateway {
   private readonly byAccount = new Map<string, Set<Connection>>();
-  private readonly byChat = new Map<string, Set<Connection>>();
+  /** The accounts indexed under each chat (their connections are in `byAccount`). */
+  private readonly byChat = new Map<string, Set<string>>();
+  /**
+   * The chats each account connected here may read, one set shared by all
+   * its connections (`Connection.readable`): an account's chats cost the
+   * process one entry each, not one per chat and connection (20 idle sockets
+   * of an account with 20,000 chats held 136 MB).
+   */
+  private readonly accountChats = new Map<string, Set<string>>();
   private readonly bySession = new Map<string, Set<Connection>>();
+  /**
+   * Each session's client-frame allowance, shared by its connections here (so
+   * 20 sockets of one session do not get 20 times RPS_LIMIT). Kept after its
+   * last connection closes until it is whole again, so closing and reopening
+   * does not refill it.
+   */
+  private readonly allowances = new Map<string, FrameAllowance>();
   /** Connections whose account's chat list is being loaded: they are not indexed by chat yet (see `keepEarly`). */
   private readonly loading = new Set<Connection>();
   private readonly owners = new Map<string, string | null>();
@@ -142,8 +157,19 @@ export class Gateway {
   /** Takes over an accepted WebSocket of `session`. */
   accept(ws: WebSocket, session: Session): void {
     const { config, log } = this.deps;
-    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes, config.bodyLimitBytes);
+    let allowance = this.allowances.get(session.tokenHash);
+    if (allowance === undefined) {
+      allowance = new FrameAllowance(config.throttling.rpsLimit);
+      this.allowances.set(session.tokenHash, allowance);
+    }
+    const conn = new Connection(ws, session, config.throttling.rpsLimit, config.realtime.maxBufferBytes, config.bodyLimitBytes, allowance);
     const first = this.countFor(session.accountId) === 0;
+    let readable = this.accountChats.get(session.accountId);
+    if (readable === undefined) {
+      readable = new Set();
+      this.accountChats.set(session.accountId, readable);
+    }
+    conn.readable = readable;
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
     this.loading.add(conn);
@@ -201,7 +227,7 @@ export class Gateway {
       return;
     }
     if (conn.closed) return;
-    for (const c of chats) this.index(conn, toWireId(c));
+    for (const c of chats) this.index(accountId, toWireId(c));
     // In the same turn as the indexing: an event comes either before (kept) or after (indexed).
     for (const deliver of this.loaded(conn)) deliver();
     conn.graceTimer = setTimeout(() => this.release(conn), FIRST_FRAME_GRACE_MS);
@@ -250,9 +276,9 @@ export class Gateway {
    */
   private keepEarly(chatId: string, deliver: (conn: Connection) => void): void {
     for (const conn of this.loading) {
-      if (conn.chats.has(chatId)) continue;
+      if (conn.readable.has(chatId)) continue;
       this.keep(conn, () => {
-        if (conn.chats.has(chatId)) deliver(conn);
+        if (conn.readable.has(chatId)) deliver(conn);
       });
     }
   }
@@ -263,10 +289,17 @@ export class Gateway {
     if (conn.early.length > MAX_HELD) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
   }
 
-  private index(conn: Connection, chatId: string): void {
-    if (conn.chats.has(chatId) && this.byChat.get(chatId)?.has(conn)) return;
-    conn.cursor(chatId);
-    add(this.byChat, chatId, conn);
+  /** Indexes an account with connections here under a chat it may read (for all its connections). */
+  private index(accountId: string, chatId: string): void {
+    const readable = this.accountChats.get(accountId);
+    if (readable === undefined || readable.has(chatId)) return;
+    readable.add(chatId);
+    add(this.byChat, chatId, accountId);
+  }
+
+  /** The connections indexed under a chat. */
+  private *connectionsOf(chatId: string): Generator<Connection> {
+    for (const accountId of this.byChat.get(chatId) ?? []) yield* this.byAccount.get(accountId) ?? [];
   }
 
   private closed(conn: Connection): void {
@@ -279,7 +312,11 @@ export class Gateway {
     const accountId = conn.session.accountId;
     remove(this.byAccount, accountId, conn);
     remove(this.bySession, conn.session.tokenHash, conn);
-    for (const chatId of conn.chats.keys()) remove(this.byChat, chatId, conn);
+    if (this.countFor(accountId) === 0) {
+      // The account's last connection here: its chats are no longer indexed.
+      for (const chatId of conn.readable) remove(this.byChat, chatId, accountId);
+      this.accountChats.delete(accountId);
+    }
     if (this.countFor(accountId) > 0 || this.closing) return;
     void this.depart(accountId);
   }
@@ -301,6 +338,7 @@ export class Gateway {
   private ping(): void {
     const forgotten = Date.now() - PRESENCE_SAID_MS;
     for (const [account, said] of this.presenceSaid) if (said.at < forgotten) this.presenceSaid.delete(account);
+    for (const [hash, allowance] of this.allowances) if (!this.bySession.has(hash) && allowance.full()) this.allowances.delete(hash);
     for (const [hash, set] of this.bySession) {
       this.verify(hash).catch((err: unknown) => {
         // Only a definite "this session is over"; an unreachable store proves nothing.
@@ -326,12 +364,15 @@ export class Gateway {
   // ---- client frames ----------------------------------------------------------
 
   private async onFrame(conn: Connection, text: string | undefined): Promise<void> {
-    if (conn.closed) return;
+    // A frame that waited while the connection began closing (its session
+    // ended: 4401; rate, shutdown) is dropped, not handled: a `send` queued
+    // before a logout must not be stored after it.
+    if (conn.ending) return;
     const f: ClientFrame = text === undefined ? { type: 'bad' } : parseClientFrame(text);
     if (f.type === 'resume') {
       // The chats being resumed wait for their replay; every other chat flows live from now on.
       for (const [chatId] of f.chats) {
-        const c = conn.chats.get(chatId);
+        const c = conn.readableCursor(chatId);
         if (c !== undefined) c.busy = true;
       }
       this.release(conn);
@@ -348,7 +389,7 @@ export class Gateway {
     if (!conn.holding) return;
     conn.holding = false;
     clearTimeout(conn.graceTimer);
-    for (const [chatId, c] of conn.chats) {
+    for (const [chatId, c] of conn.cursors) {
       if (!c.busy && (c.held.length > 0 || c.read !== undefined)) this.drain(conn, chatId, c);
     }
   }
@@ -386,7 +427,7 @@ export class Gateway {
       if (chatId === null || cursorId === null || replay === undefined || 'missing' in replay) {
         const noChat = chatId === null || (replay !== undefined && 'missing' in replay && replay.missing === 'chat');
         conn.send(frame('error', { chat_id: wireChat, message: noChat ? 'chat-not-found' : 'bad-cursor' }), 'error');
-        const existing = chatId === null ? undefined : conn.chats.get(toWireId(chatId));
+        const existing = chatId === null ? undefined : conn.readableCursor(toWireId(chatId));
         if (existing !== undefined) {
           existing.busy = false;
           this.drain(conn, toWireId(chatId as string), existing);
@@ -395,7 +436,7 @@ export class Gateway {
       }
       const wire = toWireId(chatId);
       // A chat the account may read but this connection did not know (created since it opened).
-      this.index(conn, wire);
+      this.index(conn.session.accountId, wire);
       const c = conn.cursor(wire);
       // A repair already reading this chat finishes first; the client's iterator then decides where replay starts.
       while (c.running !== undefined) await c.running;
@@ -591,19 +632,18 @@ export class Gateway {
   private adoptOwner(chatId: string): void {
     const owner = this.owners.get(chatId);
     if (owner === undefined || owner === null) return;
-    for (const conn of this.byAccount.get(owner) ?? []) this.index(conn, chatId);
+    this.index(owner, chatId);
   }
 
   private onMessage(e: MessageStored): void {
     this.inOrder(e.chatId, () => {
-      const conns = this.byChat.get(e.chatId);
-      if (conns === undefined && this.loading.size === 0) return;
+      if (!this.byChat.has(e.chatId) && this.loading.size === 0) return;
       const data = messageFrame(e);
       this.keepEarly(e.chatId, (conn) => {
         if (this.offer(conn, e, data)) wsFrames.inc({ direction: 'out', type: 'message' });
       });
       let sent = 0;
-      for (const conn of conns ?? []) if (this.offer(conn, e, data)) sent++;
+      for (const conn of this.connectionsOf(e.chatId)) if (this.offer(conn, e, data)) sent++;
       // Metrics once per fan-out: the latency is the last connection's (when the loop ended).
       if (sent > 0) {
         wsFrames.inc({ direction: 'out', type: 'message' }, sent);
@@ -614,9 +654,9 @@ export class Gateway {
 
   private onMember(e: MemberJoined): void {
     this.inOrder(e.chatId, () => {
-      if (e.accountId !== null) for (const conn of this.byAccount.get(toOwnerKey(e.accountId)) ?? []) this.index(conn, e.chatId);
+      if (e.accountId !== null) this.index(toOwnerKey(e.accountId), e.chatId);
       const data = frame('member', { chat_id: e.chatId, user_id: e.userId, user_name: e.userName });
-      for (const conn of this.byChat.get(e.chatId) ?? []) conn.send(data, 'member');
+      for (const conn of this.connectionsOf(e.chatId)) conn.send(data, 'member');
       this.keepEarly(e.chatId, (conn) => conn.send(data, 'member'));
     });
   }
@@ -638,14 +678,14 @@ export class Gateway {
       const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
       for (const conn of conns) {
         // Still loading its chat list: the marker waits behind the messages kept meanwhile.
-        if (conn.early !== undefined && !conn.chats.has(e.chatId)) this.keep(conn, () => this.readFor(conn, e, data));
+        if (conn.early !== undefined && !conn.readable.has(e.chatId)) this.keep(conn, () => this.readFor(conn, e, data));
         else this.readFor(conn, e, data);
       }
     });
   }
 
   private readFor(conn: Connection, e: ReadMoved, data: string): void {
-    const c = conn.chats.get(e.chatId);
+    const c = conn.readableCursor(e.chatId);
     if (c !== undefined && (conn.holding || c.busy)) {
       if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
       return;
@@ -678,7 +718,7 @@ export class Gateway {
       const tell = (conn: Connection) => {
         if (conn.session.accountId !== account) conn.send(data, 'presence');
       };
-      for (const conn of this.byChat.get(chatId) ?? []) tell(conn);
+      for (const conn of this.connectionsOf(chatId)) tell(conn);
       this.keepEarly(chatId, tell);
     }
   }
