@@ -476,7 +476,11 @@ export interface paths {
          *     answer is still `200` with the current count), also under concurrent
          *     calls. `unread` is the number of messages after the marker. When the
          *     marker moves, a `read.moved` event goes to your real-time connections.
-         *     Nothing is stored on any error.
+         *     Nothing is stored on any error. With `MESSAGE_STORAGE_TYPE=no_storage`
+         *     a live message is never stored and has no place to mark: a
+         *     well-formed `message_id` that is not a stored message of the chat
+         *     answers `200` with the count as it stands, the marker unmoved
+         *     (docs/storage-modes.md).
          */
         post: operations["markRead"];
         delete?: never;
@@ -1677,7 +1681,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `bad-parameters` (missing or non-string `message_id`) or `bad-cursor` (`message_id` is not a message of this chat). */
+            /** @description `bad-parameters` (missing or non-string `message_id`) or `bad-cursor` (`message_id` is not a message of this chat; with `MESSAGE_STORAGE_TYPE=no_storage`, only a malformed one). */
             400: {
                 headers: {
                     [name: string]: unknown;
