@@ -526,9 +526,10 @@ export interface paths {
         };
         /**
          * Find account names by prefix (case-insensitive).
-         * @description Names starting with `prefix`, compared case-insensitively, in
-         *     case-insensitive name order, at most `limit` of them; `%` and `_` match
-         *     themselves. A prefix needs at least 3 characters, so the list of every
+         * @description Names starting with `prefix`, compared the way login compares names
+         *     (Unicode NFKC, case folded: a full-width or differently composed
+         *     prefix finds the name), in that order, at most `limit` of them; `%`
+         *     and `_` match themselves. A prefix needs at least 3 characters, so the list of every
          *     account is never handed out.
          */
         get: operations["searchUsers"];
