@@ -11,6 +11,7 @@ import * as m009 from './009_fts_pending_list';
 import * as m010 from './010_pending_list_room';
 import * as m011 from './011_chat_last_message';
 import * as m012 from './012_chat_last_message_json';
+import * as m013 from './013_name_prefix_key';
 
 interface Migration {
   up: (knex: Knex) => Promise<void>;
@@ -32,6 +33,7 @@ const migrations: Record<string, Migration> = {
   '010_pending_list_room': m010,
   '011_chat_last_message': m011,
   '012_chat_last_message_json': m012,
+  '013_name_prefix_key': m013,
 };
 
 /** Knex migration source over the static list above. */

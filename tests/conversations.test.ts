@@ -463,6 +463,21 @@ describe('GET /v1/users (people search)', () => {
     }
   });
 
+  // Until 2026-12-07 the prefix was only lowercased, while login and name
+  // uniqueness match by nameKey: a full-width or decomposed prefix found nothing.
+  it('matches the prefix the way names are matched at login: full-width and differently composed prefixes find the name', async () => {
+    const { client } = harness().app;
+    const tag = uniq('uni').toLowerCase();
+    const fullWidth = (t: string): string => t.replace(/[!-~]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 0xfee0));
+    const u = await buildUser(client, { userName: `${tag}_\u00c5sa` });
+    await buildUser(client, { userName: `${tag}_bo` });
+    const q = (prefix: string) => searchUsers(client, u.session, `prefix=${encodeURIComponent(prefix)}`);
+    assert.deepEqual(await q(fullWidth(tag.toUpperCase())), [`${tag}_bo`, `${tag}_\u00c5sa`]);
+    assert.deepEqual(await q(`${tag}_A\u030a`), [`${tag}_\u00c5sa`]);
+    assert.deepEqual(await q(fullWidth(`${tag}_`) + 'a\u030aS'), [`${tag}_\u00c5sa`]);
+    assert.deepEqual(await q(`${tag}_\u00e5sa`), [`${tag}_\u00c5sa`]);
+  });
+
   it('treats % and _ in the prefix as themselves', async () => {
     const { client } = harness().app;
     const tag = uniq('esc');

@@ -125,6 +125,19 @@ describe('HTTP edges', () => {
     await harness().app.client.get('/docs/package.json').expect(401, { message: 'auth-failed' });
   });
 
+  // Browsers ask for /favicon.ico by themselves; it was a 401 (an error in
+  // the console) until 2026-12-07.
+  it('GET /favicon.ico is 204 without a session, cached for a day; other methods are 405', async () => {
+    const { client } = harness().app;
+    for (const method of ['GET', 'HEAD']) {
+      const res = await client.request(method, '/favicon.ico');
+      assert.equal(res.status, 204, method);
+      assert.equal(res.headers['cache-control'], 'public, max-age=86400', method);
+      assert.equal(res.text ?? '', '', method);
+    }
+    await client.request('DELETE', '/favicon.ico').expect(405, { message: 'method-not-allowed' });
+  });
+
   it('ignores unknown query parameters such as cache busters', async () => {
     const { client } = harness().app;
     const u = await buildUser(client);

@@ -343,23 +343,23 @@ describe('messenger-db rollback', function () {
     };
     try {
       // One migrate applies every migration in one knex batch, as a fresh deployment's does.
-      assert.match(cli('migrate'), /^applied: 001_core, .*, 012_chat_last_message_json$/);
+      assert.match(cli('migrate'), /^applied: 001_core, .*, 013_name_prefix_key$/);
       const db = await createDb(loadConfig(testEnv({ ...env, DATABASE_URL: '' })));
       try {
         await db('users').insert({ user_name: 'kept-by-rollback', password_hash: 'x' });
       } finally {
         await db.destroy();
       }
+      assert.equal(cli('rollback'), 'rolled back: 013_name_prefix_key');
       assert.equal(cli('rollback'), 'rolled back: 012_chat_last_message_json');
-      assert.equal(cli('rollback'), 'rolled back: 011_chat_last_message');
       const after = await createDb(loadConfig(testEnv({ ...env, DATABASE_URL: '' })));
       try {
         assert.equal((await after('users').where({ user_name: 'kept-by-rollback' })).length, 1, 'the accounts were dropped');
-        assert.deepEqual(await pendingMigrations(after), ['011_chat_last_message', '012_chat_last_message_json']);
+        assert.deepEqual(await pendingMigrations(after), ['012_chat_last_message_json', '013_name_prefix_key']);
       } finally {
         await after.destroy();
       }
-      assert.equal(cli('migrate'), 'applied: 011_chat_last_message, 012_chat_last_message_json');
+      assert.equal(cli('migrate'), 'applied: 012_chat_last_message_json, 013_name_prefix_key');
     } finally {
       data.remove();
     }
@@ -416,7 +416,7 @@ if (MODE === 'services') {
           const exit = await exitWithin(p, 20_000);
           assert.notEqual(exit, 'running', 'it started on a database without tables');
           assert.deepEqual(exit, { code: 2, signal: null });
-          assert.match(p.stderr.join(''), /cannot start:\n {2}- the database lacks migrations 001_core, .*012_chat_last_message_json: run messenger-db migrate/);
+          assert.match(p.stderr.join(''), /cannot start:\n {2}- the database lacks migrations 001_core, .*013_name_prefix_key: run messenger-db migrate/);
         } finally {
           p.kill();
         }

@@ -319,6 +319,27 @@ describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
     assert.deepEqual(after.body, { messages: [], next: { iterator: '0'.repeat(32) } });
   });
 
+  // Until 2026-12-07 reading a live message answered 400 bad-cursor (it was
+  // never stored), so the web client's unread badge never cleared.
+  it('reading a live-only message is 200 with the unread count as it stands (0): nothing to mark, nothing counted', async () => {
+    const { client } = app;
+    const owner = await buildUser(client);
+    const chatId = await buildChat(client, owner.session);
+    const mine = await joinChat(client, chatId, owner.session, 'Own');
+    const other = await buildUser(client);
+    const theirs = await joinChat(client, chatId, other.session, 'Other');
+    const id = await postOk(client, chatId, theirs, 'live only', other.session);
+    await postOk(client, chatId, mine, 'mine, live only', owner.session);
+    const list = await client.get('/v1/chats', owner.session).expect(200);
+    const item = (list.body as { chats: { chat_id: string; unread: number }[] }).chats.find((c) => c.chat_id === chatId);
+    assert.equal(item?.unread, 0);
+    await client.post(`/v1/chats/${chatId}/read`, { message_id: id }, owner.session).expect(200, { unread: 0 });
+    // Still refused: a malformed id, a chat the caller is not in.
+    await client.post(`/v1/chats/${chatId}/read`, { message_id: 'xyz' }, owner.session).expect(400, { message: 'bad-cursor' });
+    const stranger = await buildUser(client);
+    await client.post(`/v1/chats/${chatId}/read`, { message_id: id }, stranger.session).expect(404, { message: 'chat-not-found' });
+  });
+
   it('still refuses a non-member (404) and bad input (400)', async () => {
     const { client } = app;
     const u = await buildUser(client);

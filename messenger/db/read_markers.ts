@@ -56,7 +56,8 @@ export async function markRead(db: Queryable, accountId: string, chatId: string,
   return { moved: false, ...(await markerOf(db, accountId, chatId)) };
 }
 
-async function markerOf(db: Queryable, accountId: string, chatId: string): Promise<{ seq: number; unread: number }> {
+/** Where the account's marker in the chat stands (seq 0 when it has none) and what is unread after it. */
+export async function markerOf(db: Queryable, accountId: string, chatId: string): Promise<{ seq: number; unread: number }> {
   const res = (await db.raw(
     `SELECT coalesce(r.seq, 0) AS seq, c.last_seq
        FROM chats c LEFT JOIN read_markers r ON r.account_id = ?::uuid AND r.chat_id = c.id

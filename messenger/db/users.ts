@@ -53,14 +53,16 @@ export async function updatePasswordHash(db: Queryable, id: string, passwordHash
 
 /**
  * The people-search statement (exported for the EXPLAIN test): account names
- * whose lowercase form starts with the lowercased pattern, in the order of
- * users_name_prefix_idx (lower(user_name) under the "C" collation), so the
- * LIKE is an index range and LIMIT stops the scan early. Parameters: the
- * prefix with `!`, `%` and `_` escaped by `!`, then the limit.
+ * whose key (`nameKey`, what login and name uniqueness match: NFKC, case
+ * folded; lower(user_name) for an account without one) starts with the
+ * prefix's key, in the order of users_name_prefix_idx (that expression under
+ * the "C" collation, migration 013), so the LIKE is an index range and LIMIT
+ * stops the scan early. Parameters: the prefix's key with `!`, `%` and `_`
+ * escaped by `!`, then the limit.
  */
 export const NAMES_BY_PREFIX_SQL = `SELECT user_name FROM users
-  WHERE lower(user_name) COLLATE "C" LIKE lower(?) || '%' ESCAPE '!'
-  ORDER BY lower(user_name) COLLATE "C", user_name
+  WHERE coalesce(name_key, lower(user_name)) COLLATE "C" LIKE ? || '%' ESCAPE '!'
+  ORDER BY coalesce(name_key, lower(user_name)) COLLATE "C", user_name
   LIMIT ?`;
 
 /** Escapes LIKE's wildcards (and the escape character itself) so the prefix matches literally. */
@@ -68,8 +70,11 @@ export function likePrefix(prefix: string): string {
   return prefix.replace(/[!%_]/g, '!$&');
 }
 
-/** Up to `limit` account names starting with `prefix`, case-insensitively, in name order. */
+/**
+ * Up to `limit` account names starting with `prefix` the way names are
+ * matched at login (full-width, case and composition aside), in key order.
+ */
 export async function namesByPrefix(db: Queryable, prefix: string, limit: number): Promise<string[]> {
-  const res = (await db.raw(NAMES_BY_PREFIX_SQL, [likePrefix(prefix), limit])) as { rows: { user_name: string }[] };
+  const res = (await db.raw(NAMES_BY_PREFIX_SQL, [likePrefix(nameKey(prefix)), limit])) as { rows: { user_name: string }[] };
   return res.rows.map((r) => r.user_name);
 }

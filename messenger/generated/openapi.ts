@@ -118,6 +118,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/favicon.ico": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * No icon (204), public, so a browser's own request for it is not a 401.
+         * @description The web client's page names its icon inline (`data:`), so it never asks
+         *     for this; a browser showing any other answer of this origin does.
+         *     `204` with `Cache-Control: public, max-age=86400`; no session needed.
+         */
+        get: operations["webClientFavicon"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/assets/{file}": {
         parameters: {
             query?: never;
@@ -454,7 +476,11 @@ export interface paths {
          *     answer is still `200` with the current count), also under concurrent
          *     calls. `unread` is the number of messages after the marker. When the
          *     marker moves, a `read.moved` event goes to your real-time connections.
-         *     Nothing is stored on any error.
+         *     Nothing is stored on any error. With `MESSAGE_STORAGE_TYPE=no_storage`
+         *     a live message is never stored and has no place to mark: a
+         *     well-formed `message_id` that is not a stored message of the chat
+         *     answers `200` with the count as it stands, the marker unmoved
+         *     (docs/storage-modes.md).
          */
         post: operations["markRead"];
         delete?: never;
@@ -500,9 +526,10 @@ export interface paths {
         };
         /**
          * Find account names by prefix (case-insensitive).
-         * @description Names starting with `prefix`, compared case-insensitively, in
-         *     case-insensitive name order, at most `limit` of them; `%` and `_` match
-         *     themselves. A prefix needs at least 3 characters, so the list of every
+         * @description Names starting with `prefix`, compared the way login compares names
+         *     (Unicode NFKC, case folded: a full-width or differently composed
+         *     prefix finds the name), in that order, at most `limit` of them; `%`
+         *     and `_` match themselves. A prefix needs at least 3 characters, so the list of every
          *     account is never handed out.
          */
         get: operations["searchUsers"];
@@ -1156,6 +1183,24 @@ export interface operations {
             };
         };
     };
+    webClientFavicon: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No icon. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     webClientAsset: {
         parameters: {
             query?: never;
@@ -1637,7 +1682,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `bad-parameters` (missing or non-string `message_id`) or `bad-cursor` (`message_id` is not a message of this chat). */
+            /** @description `bad-parameters` (missing or non-string `message_id`) or `bad-cursor` (`message_id` is not a message of this chat; with `MESSAGE_STORAGE_TYPE=no_storage`, only a malformed one). */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -8,6 +8,12 @@ import type Koa from 'koa';
  * process: `/` is index.html, `/assets/<file>` the hashed bundles. Every other
  * path falls through to the API untouched. Self-contained on purpose: it needs
  * no session, no router entry and nothing from the apps.
+ *
+ * `/favicon.ico` is `204 No Content`, public and cached for a day: the page
+ * names its icon inline (`<link rel="icon" href="data:,">`, no request), but a
+ * browser showing anything else of this origin (a JSON answer, /metrics) asks
+ * for `/favicon.ico` on its own, and until 2026-12-07 that was a `401` in its
+ * console. No icon is shipped: an empty answer is what the page uses too.
  */
 
 /** Content-Security-Policy of the page: only our own scripts, styles and connections; no inline code, no framing. */
@@ -51,6 +57,12 @@ function notFound(ctx: Koa.Context): void {
 export function webClient(opts: { root: string }): Koa.Middleware {
   const assets = path.join(opts.root, 'assets');
   return async function webClient(ctx, next) {
+    if (ctx.path === '/favicon.ico' && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+      (ctx.state as { operationId?: string }).operationId = 'webClientFavicon';
+      ctx.set('Cache-Control', 'public, max-age=86400');
+      ctx.status = 204;
+      return;
+    }
     const isPage = ctx.path === '/';
     const isAsset = ctx.path.startsWith('/assets/');
     if ((!isPage && !isAsset) || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();

@@ -69,6 +69,13 @@ interface History {
   scanned: boolean;
   /** Live frames that came while a scan was running; applied after it. */
   buffered: Msg[];
+  /**
+   * Live frames that came before the chat was first read (the last WINDOW of
+   * them), shown when it is opened. With stored messages the first scan
+   * brings them anyway (they are skipped as seen); with
+   * MESSAGE_STORAGE_TYPE=no_storage they are all there is to show.
+   */
+  kept: Msg[];
   readIndex: number;
   readTimer: ReturnType<typeof setTimeout> | undefined;
   view: View;
@@ -192,6 +199,7 @@ function history(chatId: string): History {
       scanning: undefined,
       scanned: false,
       buffered: [],
+      kept: [],
       readIndex: -1,
       readTimer: undefined,
       view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '' }),
@@ -268,6 +276,10 @@ export function scan(chatId: string): Promise<void> {
         if (res.messages.length < 1000) break;
       }
       h.scanned = true;
+      // Already counted in `unread` when they came: not counted again.
+      const kept = h.kept;
+      h.kept = [];
+      ingest(chatId, kept, false);
     } finally {
       const buffered = h.buffered;
       h.buffered = [];
@@ -568,7 +580,10 @@ function onFrame(f: Frame): void {
       if (h.scanning) h.buffered.push(m);
       else if (h.scanned) ingest(chatId, [m], true);
       else {
-        // Not opened yet: only the list item changes; opening it reads the history.
+        // Not opened yet: the list item changes, and the message is kept for
+        // when it is opened (which reads the history first).
+        h.kept.push(m);
+        if (h.kept.length > WINDOW) h.kept.splice(0, h.kept.length - WINDOW);
         const chat = store.chats[chatId];
         if (chat) {
           chat.last_message = m;

@@ -1,5 +1,5 @@
 import { chatListJson, openDirectChat } from '../../db/chats';
-import { advanceMarkers, markRead } from '../../db/read_markers';
+import { advanceMarkers, markerOf, markRead } from '../../db/read_markers';
 import { findUserByName, namesByPrefix } from '../../db/users';
 import { BadRequest, NotFound } from '../../errors';
 import { parseId, toWireId } from '../../ids';
@@ -19,7 +19,7 @@ function optionalInt(name: string, value: unknown, min: number, max: number, fal
  * AUTH_DISABLED=1 and the default APPS it is left out, like search).
  */
 const conversationsApp: AppFactory = (deps): App => {
-  const { db, events } = deps;
+  const { db, events, config } = deps;
   return {
     name: 'conversations',
     requires: ['auth', 'chats'],
@@ -68,6 +68,16 @@ const conversationsApp: AppFactory = (deps): App => {
         const res = await markRead(db, accountId, chatId, messageId);
         if ('missing' in res) {
           if (res.missing === 'chat') throw new NotFound('chat-not-found');
+          // no_storage: a live message is never stored, so it has no place in
+          // the chat order to mark and is never counted in `unread`. Reading
+          // one leaves the marker where it is and answers the count as it
+          // stands (docs/storage-modes.md#read-markers-and-unread); in the
+          // other modes a message that is not found is a bad cursor.
+          if (config.messageStorage === 'no_storage' && messageId !== null) {
+            ctx.status = 200;
+            ctx.body = { unread: (await markerOf(db, accountId, chatId)).unread };
+            return;
+          }
           throw new BadRequest('bad-cursor');
         }
         if (res.moved) {
