@@ -85,6 +85,11 @@ export interface Config {
     ttlSeconds: number;
     /** Bytes of new or grown pages one chat may add to the cache per `ttlSeconds` (the cache's bound). */
     chatMaxBytes: number;
+    /**
+     * Bytes all cached pages together may hold in the embedded mode's
+     * in-process store, least recently used dropped first (Redis: its maxmemory).
+     */
+    memoryMaxBytes: number;
   };
   /** Where a posted message goes (docs/storage-modes.md). */
   messageStorage: MessageStorage;
@@ -358,6 +363,7 @@ export function loadConfig(env: Env = process.env): Config {
     cache: {
       ttlSeconds: r.int('CACHE_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
       chatMaxBytes: r.int('CACHE_CHAT_MAX_BYTES', 16 * 1024 * 1024, 0, 2 ** 31),
+      memoryMaxBytes: r.int('CACHE_MEMORY_MAX_BYTES', 64 * 1024 * 1024, 0, 2 ** 31),
     },
     messageStorage: messageStorage as MessageStorage,
     indexCleanMs: r.int('INDEX_CLEAN_MS', 100, 0, 60_000),
