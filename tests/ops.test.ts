@@ -506,6 +506,35 @@ describe('a settings file named by ENV_FILE', function () {
   });
 });
 
+describe('HOST', function () {
+  this.timeout(60_000);
+
+  it('refuses a HOST that is neither an IP address nor a host name at start-up, naming it; accepts addresses and names', () => {
+    for (const bad of ['256.1.1.1', '127.0.0.1:8080', '[::1]', 'http://example.com', 'bad host', '-x.example', '1.2.3']) {
+      assert.throws(() => loadConfig(testEnv({ HOST: bad })), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, bad);
+        assert.match(err.message, /HOST must be an IP address/);
+        assert.ok(err.message.includes(`"${bad}"`), err.message);
+        return true;
+      });
+    }
+    for (const good of ['0.0.0.0', '127.0.0.1', '::', '::1', 'fe80::1', 'localhost', 'web1', 'api.example.com', 'api.example.com.']) {
+      assert.equal(loadConfig(testEnv({ HOST: good })).host, good);
+    }
+  });
+
+  it('messenger-api with HOST=256.1.1.1 stops with exit code 2 (a setting that cannot work), not 1 at listen', async () => {
+    const p = new ServiceProcess('messenger/main.ts', { HOST: '256.1.1.1', DATA_DIR: 'memory://', PORT: String(21000 + (process.pid % 500)), LOG_LEVEL: 'info' });
+    try {
+      const exit = await exitWithin(p, 30_000);
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.match(p.stderr.join(''), /HOST must be an IP address/);
+    } finally {
+      p.kill();
+    }
+  });
+});
+
 describe('the ports of /health and /metrics in the worker roles', () => {
   it('with METRICS_PORT unset, a search worker and a synchronizer get different ports (9464, 9465), so both run on one host; set, it is used', () => {
     const unset = loadConfig(testEnv({ METRICS_PORT: '' }));
