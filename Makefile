@@ -45,7 +45,7 @@ test: node_modules ## the test suite in the embedded mode
 test-services: node_modules ## the test suite against local PostgreSQL, Redis and RabbitMQ
 	npm run -s test:services
 
-test-browser: node_modules ## /docs in headless Chromium (needs Debian's chromium package)
+test-browser: node_modules ## the web client and /docs in headless Chromium (needs Debian's chromium package)
 	npm run -s test:browser
 
 test-faults: node_modules ## the fault suite: private PostgreSQL/Redis/RabbitMQ stopped and restarted under load

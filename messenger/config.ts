@@ -85,6 +85,11 @@ export interface Config {
     ttlSeconds: number;
     /** Bytes of new or grown pages one chat may add to the cache per `ttlSeconds` (the cache's bound). */
     chatMaxBytes: number;
+    /**
+     * Bytes all cached pages together may hold in the embedded mode's
+     * in-process store, least recently used dropped first (Redis: its maxmemory).
+     */
+    memoryMaxBytes: number;
   };
   /** Where a posted message goes (docs/storage-modes.md). */
   messageStorage: MessageStorage;
@@ -262,6 +267,26 @@ function parseTrustedProxies(r: Reader): string[] {
   return out;
 }
 
+/**
+ * HOST: an IP address (`0.0.0.0`, `::`, `127.0.0.1`) or a host name
+ * (`localhost`, a container's name). Anything else (`256.1.1.1`,
+ * `127.0.0.1:8080`, `[::1]`, a URL) failed only at listen, with exit code 1,
+ * as if the process had crashed; it is a setting that cannot work.
+ */
+function parseHost(r: Reader): string {
+  const raw = r.str('HOST', '127.0.0.1');
+  const labels = raw.endsWith('.') ? raw.slice(0, -1).split('.') : raw.split('.');
+  const hostname =
+    raw.length <= 253 &&
+    labels.every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l)) &&
+    // All-numeric labels are an IPv4 address or nothing (256.1.1.1 is no name).
+    !labels.every((l) => /^\d+$/.test(l));
+  if (isIP(raw) === 0 && !hostname) {
+    r.problems.push(`HOST must be an IP address such as 0.0.0.0, 127.0.0.1 or :: (no brackets, no port) or a host name, got "${raw}"`);
+  }
+  return raw;
+}
+
 function parseOrigins(r: Reader): string[] {
   const out: string[] = [];
   for (const raw of r.str('CORS_ORIGINS', '').split(',').map((s) => s.trim()).filter(Boolean)) {
@@ -313,7 +338,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   const workersNum = r.int('WORKERS_NUM', 1, 1, 64);
   const config: Config = {
-    host: r.str('HOST', '127.0.0.1'),
+    host: parseHost(r),
     port: r.int('PORT', 8080, 0, 65535),
     workersNum,
     dataDir: r.str('DATA_DIR', './data'),
@@ -358,6 +383,7 @@ export function loadConfig(env: Env = process.env): Config {
     cache: {
       ttlSeconds: r.int('CACHE_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
       chatMaxBytes: r.int('CACHE_CHAT_MAX_BYTES', 16 * 1024 * 1024, 0, 2 ** 31),
+      memoryMaxBytes: r.int('CACHE_MEMORY_MAX_BYTES', 64 * 1024 * 1024, 0, 2 ** 31),
     },
     messageStorage: messageStorage as MessageStorage,
     indexCleanMs: r.int('INDEX_CLEAN_MS', 100, 0, 60_000),

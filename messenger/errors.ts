@@ -29,7 +29,6 @@ export type ErrorCode =
   | 'service-unavailable'
   | 'request-timeout'
   | 'headers-too-large'
-  | 'origin-not-allowed'
   | 'internal-error';
 
 /** An error with a stable wire code; `status` is the HTTP status it maps to. */

@@ -4,7 +4,7 @@ import { MODE, databaseUrl } from './helpers/env';
 import { TcpProxy } from './helpers/tcp-proxy';
 import { buildChat, buildUser, getPage, joinChat, postMessage, type Page } from './helpers/factories';
 import type { BuiltInfra } from '../messenger/infra';
-import type { Kv } from '../messenger/infra/kv';
+import { MemoryKv, type Kv } from '../messenger/infra/kv';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 
@@ -299,4 +299,66 @@ describe('caching keys', () => {
     assert.ok(JSON.stringify(second.body).includes(chatId));
     assert.ok(!JSON.stringify(first.body).includes(another) && JSON.stringify(second.body).includes(another));
   });
+});
+
+describe('caching: the bound of all cached pages together (embedded mode)', () => {
+  it('the in-process store keeps at most its byte bound of page keys, dropping the least recently used; other keys are never dropped', async () => {
+    const kv = new MemoryKv(Date.now, { prefix: 'page:', maxBytes: 1000 });
+    try {
+      const page = 'x'.repeat(291); // with its 9-byte key: 300 bytes
+      await kv.set('cv:chat', '7');
+      for (const k of ['page:000a', 'page:000b', 'page:000c']) await kv.set(k, page, 60);
+      assert.equal(kv.evictableBytes(), 900);
+      // Reading a makes b the least recently used.
+      assert.equal(await kv.get('page:000a'), page);
+      await kv.set('page:000d', page, 60);
+      assert.deepEqual(await kv.mget(['page:000a', 'page:000b', 'page:000c', 'page:000d']), [page, null, page, page]);
+      assert.ok(kv.evictableBytes() <= 1000);
+      // A page larger than the whole bound is not kept, and takes nothing else with it but what it must.
+      await kv.set('page:000e', 'y'.repeat(2000), 60);
+      assert.equal(await kv.get('page:000e'), null);
+      assert.ok(kv.evictableBytes() <= 1000);
+      assert.equal(await kv.get('cv:chat'), '7', 'a key outside the prefix is never evicted');
+      await kv.del('page:000a');
+      await kv.del('page:000c');
+      await kv.del('page:000d');
+      assert.equal(kv.evictableBytes(), 0);
+    } finally {
+      await kv.close();
+    }
+  });
+
+  it(
+    MODE === 'embedded'
+      ? 'with many chats read, the process holds at most CACHE_MEMORY_MAX_BYTES of pages: the least recently read chat\'s page is a MISS again'
+      : 'CACHE_MEMORY_MAX_BYTES leaves pages in Redis alone (Redis bounds them with maxmemory): the first chat\'s page is still a HIT',
+    async () => {
+        const infra = await startInfra({ CACHE_MEMORY_MAX_BYTES: '3000' });
+        try {
+          const app = await startApp(infra, { CACHE_MEMORY_MAX_BYTES: '3000' });
+          try {
+            const { client } = app;
+            const chats: Awaited<ReturnType<typeof setup>>[] = [];
+            for (let i = 0; i < 8; i++) {
+              const c = await setup(client);
+              await postMessage(client, c.chatId, c.userId, 'z'.repeat(400), c.u.session);
+              chats.push(c);
+            }
+            const read = (c: (typeof chats)[number]) => client.get(`/v1/chats/${c.chatId}/messages?limit=10`, c.u.session).expect(200);
+            const first = await read(chats[0]!).expect('X-Cache', 'MISS');
+            assert.ok(Buffer.byteLength(first.text) > 400 && Buffer.byteLength(first.text) < 1000);
+            await read(chats[0]!).expect('X-Cache', 'HIT');
+            // Each chat is far below its own share (CACHE_CHAT_MAX_BYTES); together they pass the overall bound.
+            for (const c of chats.slice(1)) await read(c).expect('X-Cache', 'MISS');
+            await read(chats[0]!).expect('X-Cache', MODE === 'embedded' ? 'MISS' : 'HIT');
+            await read(chats[7]!).expect('X-Cache', 'HIT');
+            if (infra.kv instanceof MemoryKv) assert.ok(infra.kv.evictableBytes() <= 3000);
+          } finally {
+            await app.close();
+          }
+        } finally {
+          await infra.shutdown.run();
+        }
+    },
+  );
 });

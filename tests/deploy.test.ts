@@ -74,4 +74,19 @@ describe('deployment files', () => {
     const help = execFileSync('make', ['--no-print-directory', '-s', 'help'], { cwd: ROOT, encoding: 'utf8' });
     for (const t of targets) assert.match(help, new RegExp(`^  ${t} +\\S`, 'm'), `make help does not list ${t}`);
   });
+
+  it('make help says test-browser covers the web client as well as /docs (tests/browser holds both)', () => {
+    const help = execFileSync('make', ['--no-print-directory', '-s', 'help'], { cwd: ROOT, encoding: 'utf8' });
+    assert.match(help, /^ {2}test-browser +.*web client.*\/docs/m);
+    assert.ok(fs.readdirSync(path.join(ROOT, 'tests/browser')).some((f) => f.startsWith('client')));
+  });
+
+  it('ErrorCode in messenger/errors.ts lists each wire code once', () => {
+    const source = read('messenger/errors.ts');
+    const union = /export type ErrorCode =([^;]+);/.exec(source);
+    assert.ok(union);
+    const codes = [...union[1].matchAll(/'([a-z-]+)'/g)].map((m) => m[1]);
+    assert.ok(codes.length > 10);
+    assert.deepEqual(codes.filter((c, i) => codes.indexOf(c) !== i), []);
+  });
 });

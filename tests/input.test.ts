@@ -182,3 +182,24 @@ describe('input: account names are unique after normalisation', () => {
     }
   });
 });
+
+describe('input: percent-encoding in the query string', () => {
+  it('a declared query parameter that is not UTF-8 once percent-decoded (%FF) is 400 bad-parameters, and changes nothing', async () => {
+    const { client } = harness().app;
+    const u = await buildUser(client);
+    const chatId = await buildChat(client, u.session);
+    const userId = await joinChat(client, chatId, u.session);
+    // Before, each of these ran on a U+FFFD in place of the byte: a 200 people search for a prefix nobody sent.
+    badParameters(await client.get('/v1/users?prefix=%FFabc', u.session).expect(400));
+    badParameters(await client.get('/v1/users?prefix=abc%C3', u.session).expect(400));
+    badParameters(await client.get(`/v1/chats/${chatId}/messages?limit=1%FF`, u.session).expect(400));
+    const messages = await countRows('messages');
+    badParameters(await client.post(`/v1/chats/${chatId}/messages?user_id=${userId}%FF`, { message: 'hello' }, u.session).expect(400));
+    assert.equal(await countRows('messages'), messages, 'a message was stored');
+    // Valid UTF-8 percent-encoding, a literal `%` and undeclared parameters are read as before.
+    await client.get(`/v1/users?prefix=${encodeURIComponent('зоя')}`, u.session).expect(200, { users: [] });
+    await client.get('/v1/users?prefix=ab%zz', u.session).expect(200, { users: [] });
+    await client.get('/v1/users?prefix=abc&_=%FF', u.session).expect(200);
+    await client.get(`/v1/chats/${chatId}/messages?limit=10&%FF=1`, u.session).expect(200);
+  });
+});

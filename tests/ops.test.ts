@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import addFormats from 'ajv-formats';
@@ -9,6 +10,7 @@ import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
 import { createDb, DATA_DIR_LOCK, pendingMigrations } from '../messenger/infra/db';
 import { roleMetricsPort } from '../messenger/services';
+import { serveRoleEndpoints } from '../messenger/services/role-server';
 import { swaggerPath } from '../messenger/http/openapi';
 import { MODE, databaseUrl, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
@@ -192,6 +194,35 @@ describe('GET /metrics', () => {
     it('answers 200 with the right token', async () => {
       const res = await app.client.get('/metrics').set('Authorization', `Bearer ${token}`).expect(200);
       assert.match(res.text, /messenger_http_requests_total/);
+    });
+
+    it('answers 401 auth-failed to more than one Authorization header, the right token first or not, as every other path does', async () => {
+      // superagent sends an array as one header line per value. Before, the first header was taken.
+      const several = (values: string[]) => values as unknown as string;
+      for (const headers of [[`Bearer ${token}`, `Bearer ${token}`], [`Bearer ${token}`, 'Bearer x'], ['Bearer x', `Bearer ${token}`]]) {
+        await app.client.get('/metrics').set('Authorization', several(headers)).expect(401, { message: 'auth-failed' });
+      }
+    });
+
+    it('a worker role\'s /metrics answers 401 auth-failed to more than one Authorization header too', async () => {
+      const infra = harness().infra;
+      const port = 21500 + (process.pid % 400);
+      const served = await serveRoleEndpoints({ ...infra, config: { ...infra.config, metricsToken: token } }, false, port);
+      try {
+        // Raw headers: one Authorization line per value.
+        const status = (...values: string[]) =>
+          new Promise<number>((resolve, reject) => {
+            http.get({ host: '127.0.0.1', port, path: '/metrics', headers: ['Host', `127.0.0.1:${port}`, ...values.flatMap((v) => ['Authorization', v])] }, (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            }).on('error', reject);
+          });
+        assert.equal(await status(`Bearer ${token}`), 200);
+        assert.equal(await status(`Bearer ${token}`, 'Bearer x'), 401);
+        assert.equal(await status(`Bearer ${token}`, `Bearer ${token}`), 401);
+      } finally {
+        await served.drain(Date.now());
+      }
     });
   });
 
@@ -469,6 +500,35 @@ describe('a settings file named by ENV_FILE', function () {
       assert.notEqual(exit, 'running', 'it started on the defaults');
       assert.deepEqual(exit, { code: 2, signal: null });
       assert.match(p.stderr.join(''), new RegExp(`ENV_FILE is "${missing.replace(/[.]/g, '\\.')}", which does not exist`));
+    } finally {
+      p.kill();
+    }
+  });
+});
+
+describe('HOST', function () {
+  this.timeout(60_000);
+
+  it('refuses a HOST that is neither an IP address nor a host name at start-up, naming it; accepts addresses and names', () => {
+    for (const bad of ['256.1.1.1', '127.0.0.1:8080', '[::1]', 'http://example.com', 'bad host', '-x.example', '1.2.3']) {
+      assert.throws(() => loadConfig(testEnv({ HOST: bad })), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, bad);
+        assert.match(err.message, /HOST must be an IP address/);
+        assert.ok(err.message.includes(`"${bad}"`), err.message);
+        return true;
+      });
+    }
+    for (const good of ['0.0.0.0', '127.0.0.1', '::', '::1', 'fe80::1', 'localhost', 'web1', 'api.example.com', 'api.example.com.']) {
+      assert.equal(loadConfig(testEnv({ HOST: good })).host, good);
+    }
+  });
+
+  it('messenger-api with HOST=256.1.1.1 stops with exit code 2 (a setting that cannot work), not 1 at listen', async () => {
+    const p = new ServiceProcess('messenger/main.ts', { HOST: '256.1.1.1', DATA_DIR: 'memory://', PORT: String(21000 + (process.pid % 500)), LOG_LEVEL: 'info' });
+    try {
+      const exit = await exitWithin(p, 30_000);
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.match(p.stderr.join(''), /HOST must be an IP address/);
     } finally {
       p.kill();
     }

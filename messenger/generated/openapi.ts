@@ -1143,7 +1143,7 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description `auth-failed`: `METRICS_TOKEN` is set and the bearer token is missing or wrong. */
+            /** @description `auth-failed`: `METRICS_TOKEN` is set and the bearer token is missing or wrong, or more than one `Authorization` header was sent. */
             401: {
                 headers: {
                     [name: string]: unknown;

@@ -130,6 +130,8 @@ export async function createApp(webDeps: Deps): Promise<WebApp> {
   koa.use(async function dispatch(ctx) {
     const operationId = ctx.state.operationId as OperationId;
     const handler = handlers.get(operationId) as Handler<OperationId>;
+    const undecodable = validator.undecodableQuery(operationId, ctx.querystring);
+    if (undecodable !== undefined) throw new BadRequest('bad-parameters', `${undecodable}: not UTF-8 once percent-decoded`);
     const fields = stringsByOp.get(operationId);
     const body = numbersToStrings(ctx.state.body, fields, ctx.state.rawNumbers);
     if (fields !== undefined && body !== null && typeof body === 'object') {

@@ -113,6 +113,25 @@ export class RequestValidator {
   }
 
   /**
+   * The first query parameter the operation declares whose value, percent-
+   * decoded, is not UTF-8 (`%FF`), in the raw `querystring`; undefined when
+   * there is none. Koa's parser turns such bytes into U+FFFD, so the
+   * operation would run on a value nobody sent. A `%` without two hex digits
+   * after it stays literal, as Koa reads it; undeclared parameters are
+   * ignored, as they are anyway.
+   */
+  undecodableQuery(operationId: string, querystring: string): string | undefined {
+    const names = this.queryNames.get(operationId);
+    if (names === undefined || !querystring.includes('%')) return undefined;
+    for (const pair of querystring.split('&')) {
+      const eq = pair.indexOf('=');
+      const name = strictDecode(eq < 0 ? pair : pair.slice(0, eq));
+      if (name !== undefined && names.has(name) && eq >= 0 && strictDecode(pair.slice(eq + 1)) === undefined) return name;
+    }
+    return undefined;
+  }
+
+  /**
    * The query parameters the operation declares; others (cache busters such
    * as `_=1700000000`) are ignored, as unknown body fields are.
    */
@@ -152,6 +171,15 @@ export class RequestValidator {
     for (const validate of validators) {
       if (!validate(input)) return violation(validate.errors?.[0]);
     }
+    return undefined;
+  }
+}
+
+/** A query component percent-decoded, or undefined when its bytes are not UTF-8. */
+function strictDecode(component: string): string | undefined {
+  try {
+    return decodeURIComponent(component.replace(/\+/g, ' ').replace(/%(?![0-9a-fA-F]{2})/g, '%25'));
+  } catch {
     return undefined;
   }
 }

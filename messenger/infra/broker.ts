@@ -209,6 +209,9 @@ type Consumer =
   | { queue: string; kind: 'single'; handler: MessageHandler; prefetch: number }
   | { queue: string; kind: 'batch'; handler: BatchHandler; opts: BatchOptions };
 
+/** Default bound of one silent RabbitMQ connect attempt before it is retried with backoff. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * RabbitMQ: durable queues with dead-letter queues, persistent messages,
  * publisher confirms, manual acknowledgement after the handler resolves. The
@@ -233,6 +236,13 @@ export class RabbitBroker implements Broker {
   constructor(
     private readonly url: string,
     private readonly log: Logger,
+    /**
+     * Bound of one connect attempt while the broker sends nothing (amqplib's
+     * socket `timeout`, lifted once the connection is open): a broker that
+     * accepts TCP but never answers would otherwise hang the attempt, and
+     * with it start-up and reconnection, forever.
+     */
+    private readonly connectTimeoutMs = CONNECT_TIMEOUT_MS,
   ) {
     this.pauses = new RetryPauses(log);
   }
@@ -285,7 +295,7 @@ export class RabbitBroker implements Broker {
     // broker's delayed ACK: 40 ms more per confirmed publish (measured: 44 ms
     // median for 5,000-byte messages published one at a time, 0.8 ms with
     // noDelay; docs/performance.md, "Nagle and the broker").
-    const conn = await amqp.connect(this.url, { noDelay: true });
+    const conn = await amqp.connect(this.url, { noDelay: true, timeout: this.connectTimeoutMs });
     conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'rabbitmq connection error'));
     conn.on('close', () => {
       this.conn = undefined;

@@ -211,9 +211,22 @@ export class RedisKv implements Kv {
   }
 }
 
+/** Key prefix of a cached page (the caching app's `page:<chat>:…`); the only keys the memory store may evict. */
+export const CACHED_PAGE_PREFIX = 'page:';
+
 interface Entry {
   value: string;
   expiresAt: number;
+}
+
+/**
+ * Keys of the memory store that may be dropped, least recently used first,
+ * once their values together pass `maxBytes` (the cached pages: whatever is
+ * dropped is read again from the database).
+ */
+export interface Evictable {
+  prefix: string;
+  maxBytes: number;
 }
 
 /** In-process store for the embedded mode: the same behaviour, for one process only. */
@@ -223,18 +236,58 @@ export class MemoryKv implements Kv {
   /** Rate-limit windows: each key's admission times within its period, newest first. */
   private readonly windows = new Map<string, { times: number[]; periodMs: number }>();
   private readonly sweeper: NodeJS.Timeout;
+  /** The evictable keys and their sizes in bytes, least recently used first (a Map keeps insertion order). */
+  private readonly lru = new Map<string, number>();
+  private lruBytes = 0;
 
-  /** `now` is the clock (epoch ms); tests pass their own to reach exact window and TTL boundaries. */
-  constructor(private readonly now: () => number = Date.now) {
+  /**
+   * `now` is the clock (epoch ms); tests pass their own to reach exact window
+   * and TTL boundaries. With `evictable`, the keys under its prefix are bounded
+   * in bytes all together (Redis has maxmemory for that; a process has not).
+   */
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly evictable?: Evictable,
+  ) {
     // Expired keys are dropped on read; this sweep bounds memory for keys never read again.
     this.sweeper = setInterval(() => this.sweep(), 30_000);
     this.sweeper.unref();
   }
 
+  /** Bytes held by the evictable keys (their keys and values). */
+  evictableBytes(): number {
+    return this.lruBytes;
+  }
+
   private sweep(): void {
     const now = this.now();
-    for (const [k, e] of this.map) if (e.expiresAt <= now) this.map.delete(k);
+    for (const [k, e] of this.map) if (e.expiresAt <= now) this.remove(k);
     for (const [k, w] of this.windows) if (this.window(k, w.periodMs, now).length === 0) this.windows.delete(k);
+  }
+
+  private remove(key: string): void {
+    this.map.delete(key);
+    const size = this.lru.get(key);
+    if (size !== undefined) {
+      this.lru.delete(key);
+      this.lruBytes -= size;
+    }
+  }
+
+  /** Marks an evictable key as just used (with `size` when it was stored), then evicts past the bound. */
+  private touch(key: string, size?: number): void {
+    const ev = this.evictable;
+    if (ev === undefined || !key.startsWith(ev.prefix)) return;
+    const old = this.lru.get(key);
+    if (old === undefined && size === undefined) return;
+    const bytes = size ?? old ?? 0;
+    this.lru.delete(key);
+    this.lru.set(key, bytes);
+    this.lruBytes += bytes - (old ?? 0);
+    for (const [k] of this.lru) {
+      if (this.lruBytes <= ev.maxBytes) break;
+      this.remove(k);
+    }
   }
 
   /** The admission times of `key` still within `periodMs` of `now`, newest first (older ones dropped). */
@@ -249,9 +302,10 @@ export class MemoryKv implements Kv {
     const e = this.map.get(key);
     if (e === undefined) return undefined;
     if (e.expiresAt <= this.now()) {
-      this.map.delete(key);
+      this.remove(key);
       return undefined;
     }
+    this.touch(key);
     return e;
   }
 
@@ -262,15 +316,16 @@ export class MemoryKv implements Kv {
   async set(key: string, value: string, ttlSeconds?: number): Promise<void> {
     const expiresAt = ttlSeconds === undefined ? Infinity : this.now() + Math.max(1, Math.ceil(ttlSeconds)) * 1000;
     this.map.set(key, { value, expiresAt });
+    this.touch(key, Buffer.byteLength(key) + Buffer.byteLength(value));
   }
 
   async del(key: string): Promise<void> {
-    this.map.delete(key);
+    this.remove(key);
   }
 
   async take(key: string): Promise<string | null> {
     const value = this.live(key)?.value ?? null;
-    this.map.delete(key);
+    this.remove(key);
     return value;
   }
 
@@ -278,7 +333,7 @@ export class MemoryKv implements Kv {
     const e = this.live(key);
     const n = Number(e?.value ?? 0) + by;
     if (n <= 0) {
-      this.map.delete(key);
+      this.remove(key);
       return 0;
     }
     if (e === undefined) this.map.set(key, { value: String(n), expiresAt: ttlSeconds > 0 ? this.now() + ttlSeconds * 1000 : Infinity });
@@ -323,10 +378,18 @@ export class MemoryKv implements Kv {
     clearInterval(this.sweeper);
     this.map.clear();
     this.windows.clear();
+    this.lru.clear();
+    this.lruBytes = 0;
   }
 }
 
-/** Redis when REDIS_URL is set, else the in-process store. */
+/**
+ * Redis when REDIS_URL is set, else the in-process store, whose cached pages
+ * are bounded all together by CACHE_MEMORY_MAX_BYTES (Redis bounds them with
+ * its maxmemory policy instead).
+ */
 export function createKv(config: Config, log: Logger): Kv {
-  return config.redisUrl === undefined ? new MemoryKv() : new RedisKv(config.redisUrl, config.redisPrefix, log);
+  return config.redisUrl === undefined
+    ? new MemoryKv(Date.now, { prefix: CACHED_PAGE_PREFIX, maxBytes: config.cache.memoryMaxBytes })
+    : new RedisKv(config.redisUrl, config.redisPrefix, log);
 }

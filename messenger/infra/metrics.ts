@@ -307,10 +307,13 @@ function digest(s: string): Buffer {
 /**
  * Who may read `/metrics`: anyone without METRICS_TOKEN, else only
  * `Authorization: Bearer <token>`, compared as digests so the comparison
- * takes the same time whatever the length sent.
+ * takes the same time whatever the length sent. The header is read through
+ * `authorization` (the request's one Authorization header, throwing on
+ * several, as everywhere else), and only when a token is set: without one
+ * the path is public and its headers count for nothing.
  */
-export function metricsGate(token: string | undefined): (authorization: string) => boolean {
+export function metricsGate(token: string | undefined): (authorization: () => string | undefined) => boolean {
   if (token === undefined) return () => true;
   const expected = digest(`Bearer ${token}`);
-  return (authorization) => timingSafeEqual(digest(authorization), expected);
+  return (authorization) => timingSafeEqual(digest(authorization() ?? ''), expected);
 }

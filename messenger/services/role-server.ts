@@ -2,6 +2,7 @@ import http from 'node:http';
 import { backingChecks, runChecksWithVerdict } from '../infra/health';
 import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsGate, metricsText } from '../infra/metrics';
 import type { BuiltInfra } from '../infra';
+import { authorizationOf } from '../http/authorization';
 import { listen, type DrainableServer } from '../http/server';
 
 function send(res: http.ServerResponse, status: number, type: string, body: string): void {
@@ -30,7 +31,13 @@ export async function serveRoleEndpoints(infra: BuiltInfra, usesBroker: boolean,
         return send(res, down ? 503 : 200, 'application/json', JSON.stringify(body));
       }
       if (path === '/metrics') {
-        if (!mayReadMetrics(req.headers.authorization ?? '')) return send(res, 401, 'application/json', '{"message":"auth-failed"}');
+        let allowed: boolean;
+        try {
+          allowed = mayReadMetrics(() => authorizationOf(req));
+        } catch {
+          allowed = false; // several Authorization headers: refused, as on every other path
+        }
+        if (!allowed) return send(res, 401, 'application/json', '{"message":"auth-failed"}');
         return send(res, 200, METRICS_CONTENT_TYPE, await metricsText());
       }
       return send(res, 404, 'application/json', '{"message":"not-found"}');

@@ -6,7 +6,8 @@ import type { App, AppFactory, ApiContext, Session, AppModule } from '../../type
 import { clientAddress } from '../client-address';
 import { LoginGuard, type LoginOutcome } from './login-guard';
 import { PasswordHasher } from './passwords';
-import { authorizationOf, SessionStore, type Issued } from './sessions';
+import { SessionStore, type Issued } from './sessions';
+import { authorizationOf } from '../../http/authorization';
 
 const MAX_PASSWORD_BYTES = 72;
 

@@ -1,3 +1,4 @@
+import { CACHED_PAGE_PREFIX } from '../../infra/kv';
 import type { App, AppFactory, ApiContext, AppModule } from '../../types';
 
 // The spellings a cache key takes: a whole number without leading zeros, or
@@ -63,7 +64,7 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
         const aclKey = `acl:${chat}:${reader}`;
         // One round trip: the chat's version, the reader's permission and the stored page, which begins
         // with the version it was read at. Bytes, not strings: a hit is sent as stored (docs/performance.md).
-        const pageKey = `page:${chat}:${ctx.state.operationId ?? ''}:${query}`;
+        const pageKey = `${CACHED_PAGE_PREFIX}${chat}:${ctx.state.operationId ?? ''}:${query}`;
         const [versionBytes, allowed, stored] = await kv.mgetBytes([versionKey(chat), aclKey, pageKey]);
         const version = versionBytes === null ? '0' : versionBytes.toString();
         const page = allowed === null || stored === null ? undefined : pageAt(stored, version);

@@ -5,6 +5,7 @@ import getAbsoluteFSPath from 'swagger-ui-dist/absolute-path.js';
 import { NotFound, Unauthorized } from '../../errors';
 import { backingChecks, consumerCheck, runChecksWithVerdict } from '../../infra/health';
 import { METRICS_CONTENT_TYPE, enableProcessMetrics, metricsGate, metricsText, trackPool } from '../../infra/metrics';
+import { authorizationOf } from '../../http/authorization';
 import { swaggerPath } from '../../http/openapi';
 import type { App, AppFactory, AppModule } from '../../types';
 
@@ -96,7 +97,8 @@ const opsApp: AppFactory = ({ config, db, kv, broker }): App => {
       },
 
       async metrics(ctx) {
-        if (!mayReadMetrics(ctx.get('authorization'))) {
+        // Several Authorization headers are 401 auth-failed here too (authorizationOf throws).
+        if (!mayReadMetrics(() => authorizationOf(ctx.req))) {
           throw new Unauthorized('auth-failed');
         }
         const text = await metricsText();

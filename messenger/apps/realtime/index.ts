@@ -5,7 +5,8 @@ import { WebSocketServer } from 'ws';
 import { AppError, BadRequest, TooManyRequests, Unauthorized } from '../../errors';
 import { refuseUpgrade as refuse, refuseUpgradeFor } from '../../http/upgrade';
 import type { App, AppFactory, AppModule, Session, UpgradeAdmission, UpgradeHandler } from '../../types';
-import { authorizationOf, SessionStore } from '../auth/sessions';
+import { SessionStore } from '../auth/sessions';
+import { authorizationOf } from '../../http/authorization';
 import { Gateway } from './gateway';
 
 /** A ticket opens one WebSocket, within this many seconds of being issued. */

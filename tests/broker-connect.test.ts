@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { RabbitBroker } from '../messenger/infra/broker';
+import { createLogger } from '../messenger/infra/logger';
+import { waitUntil } from './helpers/wait';
+
+const log = createLogger('silent');
+
+describe('RabbitMQ connect attempts', function () {
+  let server: net.Server;
+  let broker: RabbitBroker | undefined;
+  const sockets: net.Socket[] = [];
+  let closed = 0;
+
+  beforeEach(async () => {
+    // A "broker" that accepts TCP connections and never says a word.
+    server = net.createServer((s) => {
+      sockets.push(s);
+      s.on('error', () => {});
+      s.on('close', () => closed++);
+      s.resume();
+    });
+    closed = 0;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(21000 + (process.pid % 1000), '127.0.0.1', resolve);
+    });
+  });
+
+  afterEach(async () => {
+    await broker?.close();
+    broker = undefined;
+    for (const s of sockets) s.destroy();
+    sockets.length = 0;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('a connect attempt to a broker that accepts TCP but never answers times out and is retried', async () => {
+    const { port } = server.address() as net.AddressInfo;
+    broker = new RabbitBroker(`amqp://guest:guest@127.0.0.1:${port}`, log, 300);
+    await broker.start(50);
+    assert.equal(broker.isConnected(), false);
+    // First attempt: 300 ms of silence, then 200 ms of backoff, then a second connection.
+    await waitUntil('a second connect attempt', async () => sockets.length >= 2, 5000);
+    assert.equal(broker.isConnected(), false);
+    // The timed-out attempt closed its socket rather than leaving it open.
+    await waitUntil('the timed-out socket is closed by the client', async () => closed >= 1, 2000);
+  });
+});
