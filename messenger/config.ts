@@ -238,7 +238,6 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   return apps;
 }
 
-/** CORS_ORIGINS: a comma-separated list of origins such as `https://chat.example.com`. */
 /**
  * TRUSTED_PROXIES as the peers show up on a socket: IP addresses only, an
  * IPv4-mapped one as plain IPv4 and IPv6 in its short form. The list is
@@ -287,6 +286,7 @@ function parseHost(r: Reader): string {
   return raw;
 }
 
+/** CORS_ORIGINS: a comma-separated list of origins such as `https://chat.example.com`. */
 function parseOrigins(r: Reader): string[] {
   const out: string[] = [];
   for (const raw of r.str('CORS_ORIGINS', '').split(',').map((s) => s.trim()).filter(Boolean)) {
