@@ -731,6 +731,9 @@ describe('real time: GET /v1/events', function () {
       assert.equal(users.find((u) => u.user_id === carolId)?.online, false);
       const frames = watcher.of('presence').filter((f) => f.user_id === carolId);
       assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames.slice(-3)));
+      // Told in the order the changes happened: each frame says the opposite of the one before.
+      const said = frames.map((f) => f.online);
+      assert.deepEqual(said.filter((o, i) => i > 0 && o === said[i - 1]), [], JSON.stringify(said));
     });
   });
 

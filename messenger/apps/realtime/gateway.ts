@@ -89,6 +89,8 @@ export class Gateway {
   private readonly chains = new Map<string, Promise<void>>();
   /** Each account's presence changes (open, close) run one after another here. */
   private readonly presenceSteps = new Map<string, Promise<void>>();
+  /** Each account's `presence.changed` events are told one after another here. */
+  private readonly presenceTells = new Map<string, Promise<void>>();
   /** What this process last told its connections about an account's presence (kept PRESENCE_SAID_MS). */
   private readonly presenceSaid = new Map<string, { online: boolean; at: number }>();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -250,13 +252,18 @@ export class Gateway {
    * the removal and the `offline` frame of a close that came later.
    */
   private presenceStep(accountId: string, failure: string, step: () => Promise<void>): Promise<void> {
-    const next = (this.presenceSteps.get(accountId) ?? Promise.resolve())
+    return this.inTurn(this.presenceSteps, accountId, failure, step);
+  }
+
+  /** Runs `step` after the one queued before it under `key` in `queue`; a failure is logged and ends only that step. */
+  private inTurn(queue: Map<string, Promise<void>>, key: string, failure: string, step: () => Promise<void>): Promise<void> {
+    const next = (queue.get(key) ?? Promise.resolve())
       .then(step)
       .catch((err: unknown) => this.deps.log.warn({ err: String(err) }, failure))
       .finally(() => {
-        if (this.presenceSteps.get(accountId) === next) this.presenceSteps.delete(accountId);
+        if (queue.get(key) === next) queue.delete(key);
       });
-    this.presenceSteps.set(accountId, next);
+    queue.set(key, next);
     return next;
   }
 
@@ -701,9 +708,16 @@ export class Gateway {
     }
   }
 
-  private async onPresence(e: PresenceChanged): Promise<void> {
-    if (this.byChat.size === 0 && this.loading.size === 0) return;
+  private onPresence(e: PresenceChanged): Promise<void> {
+    if (this.byChat.size === 0 && this.loading.size === 0) return Promise.resolve();
     const account = toOwnerKey(e.accountId);
+    // One after another: two events handled at once could each read the
+    // state, then send their frames in the order their lookups came back (an
+    // `online` read before the close, sent after its `offline`).
+    return this.inTurn(this.presenceTells, account, 'presence not told', () => this.tellPresence(account));
+  }
+
+  private async tellPresence(account: string): Promise<void> {
     // Events of two instances can cross on the way (a reload that lands on
     // another instance: its online and the old tab's offline), so the frame
     // says what holds now, read when the event is handled, and only when that
