@@ -435,6 +435,36 @@ describe('GET /v1/chats/{chat_id}/users', () => {
     }
     await client.get(`/v1/chats/${chat}/users`, stranger.session).expect(404, { message: 'chat-not-found' });
   });
+  it('pages members in join order with limit and from (a 50,000-member list was one 4.6 MB answer, no way to take less), and keeps the whole list without them', async () => {
+    const { client } = harness().app;
+    const [a, b, c, stranger] = [await buildUser(client), await buildUser(client), await buildUser(client), await buildUser(client)];
+    const chat = await buildChat(client, a.session);
+    const ids = [await joinChat(client, chat, a.session, 'Ay'), await joinChat(client, chat, b.session, 'Bee'), await joinChat(client, chat, c.session, 'Cee')];
+    const page = async (q: string, session = a.session) => (await client.get(`/v1/chats/${chat}/users?${q}`, session).expect(200)).body as { users: Member[]; next: { iterator: string } };
+    const first = await page('limit=2');
+    assert.deepEqual(first.users.map((u) => u.user_id), ids.slice(0, 2));
+    assert.equal(first.next.iterator, ids[1]);
+    const second = await page(`limit=2&from=${first.next.iterator}`);
+    assert.deepEqual(second.users.map((u) => u.user_name), ['Cee']);
+    assert.equal(second.next.iterator, ids[2]);
+    // An empty page repeats the cursor; a later join shows up behind it.
+    assert.deepEqual(await page(`limit=2&from=${ids[2]}`), { users: [], next: { iterator: ids[2] } });
+    const d = await buildUser(client);
+    const ud = await joinChat(client, chat, d.session, 'Dee');
+    assert.deepEqual((await page(`limit=5&from=${ids[2]}`)).users.map((u) => u.user_id), [ud]);
+    // The dashed spelling and the all-zero start; from alone pages to the end.
+    assert.deepEqual((await page(`from=${ids[0].replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-')}`)).users.map((u) => u.user_id), [ids[1], ids[2], ud]);
+    assert.deepEqual((await page(`limit=1000&from=${'0'.repeat(32)}`)).users.length, 4);
+    // Without either, the SPEC's answer: every member, no next.
+    const all = (await client.get(`/v1/chats/${chat}/users`, a.session).expect(200)).body as Record<string, unknown>;
+    assert.deepEqual(Object.keys(all), ['users']);
+    // Refusals: the documented codes, and nothing about a chat one may not read.
+    for (const q of ['limit=0', 'limit=1001', 'limit=x', 'limit=1e2']) await client.get(`/v1/chats/${chat}/users?${q}`, a.session).expect(400).expect(badParameters);
+    const other = await buildChat(client, a.session);
+    const foreignMember = await joinChat(client, other, b.session, 'elsewhere');
+    for (const from of [foreignMember, 'nope', 'f'.repeat(32)]) await client.get(`/v1/chats/${chat}/users?limit=2&from=${from}`, a.session).expect(400, { message: 'bad-cursor' });
+    await client.get(`/v1/chats/${chat}/users?limit=2&from=${ids[1]}`, stranger.session).expect(404, { message: 'chat-not-found' });
+  });
 });
 
 describe('GET /v1/users (people search)', () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { RedisKv } from '../messenger/infra/kv';
 import { createPresence } from '../messenger/infra/presence';
 import { MODE } from './helpers/env';
 import { harness } from './helpers/harness';
@@ -49,5 +50,29 @@ describe(`presence (${MODE === 'services' ? 'Redis' : 'memory'})`, () => {
     assert.equal((await presence.online([id])).size, 0);
     assert.equal(await presence.arrive('b', id.replace(/-/g, '').toUpperCase()), true, 'any spelling of the id');
     assert.deepEqual([...(await presence.online([id]))], [id]);
+  });
+  it('asks about 5,000 accounts in a few store commands, answering exactly the online ones (a 50,000-member list cost a command each)', async () => {
+    const kv = harness().infra.kv;
+    const presence = createPresence(kv);
+    const ids = Array.from({ length: 5000 }, () => randomUUID());
+    const on = [ids[0], ids[999], ids[1000], ids[4999]];
+    await presence.heartbeat('instance-a', on);
+    let commands = 0;
+    const redis = kv instanceof RedisKv ? kv.redis : undefined;
+    const send = redis?.sendCommand.bind(redis);
+    if (redis !== undefined && send !== undefined) {
+      redis.sendCommand = ((...args: Parameters<typeof send>) => {
+        commands++;
+        return send(...args);
+      }) as typeof redis.sendCommand;
+    }
+    try {
+      const online = await presence.online([...ids, ids[0]]);
+      assert.deepEqual([...online].sort(), [...on].sort());
+    } finally {
+      if (redis !== undefined && send !== undefined) redis.sendCommand = send;
+    }
+    if (redis !== undefined) assert.ok(commands <= 10, `${commands} commands for 5,000 accounts`);
+    for (const id of on) await presence.leave('instance-a', id);
   });
 });

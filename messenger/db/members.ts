@@ -69,22 +69,36 @@ export interface MemberRow {
  * The members of a chat in join order, or undefined when the chat does not
  * exist or this account may not read it (creator or member may; with auth off,
  * `accountId` null, anyone may read a group chat and nobody a direct one).
- * One round trip: the access check and the list are one statement.
+ * `afterId`: only the members who joined after that member of this chat
+ * ('bad-cursor' when it is not one); `limit`: at most that many (null: all).
+ * One round trip: the access check, the cursor and the list are one statement.
  */
-export async function membersOf(db: Queryable, chatId: string, accountId: string | null): Promise<MemberRow[] | undefined> {
+export async function membersOf(
+  db: Queryable,
+  chatId: string,
+  accountId: string | null,
+  afterId: string | null = null,
+  limit: number | null = null,
+): Promise<MemberRow[] | 'bad-cursor' | undefined> {
   const res = (await db.raw(
     `WITH c AS (
         SELECT c.id FROM chats c
          WHERE c.id = ?
            AND (CASE WHEN ?::uuid IS NULL THEN c.direct_a IS NULL
                      ELSE c.owner_id = ?::uuid OR EXISTS (
-                       SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid) END))
-     SELECT c.id AS chat_id, m.id, m.user_name, m.account_id
-       FROM c LEFT JOIN chat_members m ON m.chat_id = c.id
+                       SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.account_id = ?::uuid) END)),
+          cur AS (
+        SELECT m.join_order FROM chat_members m, c WHERE ?::uuid IS NOT NULL AND m.id = ?::uuid AND m.chat_id = c.id)
+     SELECT c.id AS chat_id, (?::uuid IS NULL OR EXISTS (SELECT 1 FROM cur)) AS cursor_ok, m.id, m.user_name, m.account_id
+       FROM c LEFT JOIN LATERAL (
+             SELECT m.id, m.user_name, m.account_id, m.join_order FROM chat_members m
+              WHERE m.chat_id = c.id AND (?::uuid IS NULL OR m.join_order > (SELECT join_order FROM cur))
+              ORDER BY m.join_order LIMIT ?) m ON true
       ORDER BY m.join_order`,
-    [chatId, accountId, accountId, accountId],
-  )) as { rows: (MemberRow & { chat_id: string; id: string | null })[] };
+    [chatId, accountId, accountId, accountId, afterId, afterId, afterId, afterId, limit],
+  )) as { rows: (MemberRow & { chat_id: string; cursor_ok: boolean; id: string | null })[] };
   if (res.rows.length === 0) return undefined;
+  if (!res.rows[0].cursor_ok) return 'bad-cursor';
   return res.rows.filter((r) => r.id !== null).map(({ id, user_name, account_id }) => ({ id: id as string, user_name, account_id }));
 }
 

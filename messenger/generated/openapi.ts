@@ -437,6 +437,12 @@ export interface paths {
          *     members: its creator and its members; anyone else gets
          *     `404 chat-not-found`. With authentication off, anyone may list a group
          *     chat and nobody a direct chat.
+         *
+         *     Without `limit` and `from` the answer holds every member (a 50,000-member
+         *     chat is a 4.6 MB answer). With either, it is one page in join order,
+         *     and `next.iterator` is the `user_id` of the last member returned (on an
+         *     empty page the cursor sent, the all-zero id when there was none):
+         *     following it later returns the members who joined since.
          */
         get: operations["listChatUsers"];
         put?: never;
@@ -1575,7 +1581,12 @@ export interface operations {
     };
     listChatUsers: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description At most this many members (paged mode). */
+                limit?: number;
+                /** @description A `user_id` of this chat (exclusive), or the all-zero id for the start (paged mode). */
+                from?: string;
+            };
             header?: never;
             path: {
                 /** @description 32 hex characters (dashed form accepted). A malformed id answers `404 chat-not-found`. */
@@ -1593,7 +1604,18 @@ export interface operations {
                 content: {
                     "application/json": {
                         users: components["schemas"]["ChatMember"][];
+                        /** @description Only with `limit` or `from`. */
+                        next?: components["schemas"]["Next"];
                     };
+                };
+            };
+            /** @description `bad-parameters` (non-integer or out-of-range `limit`) or `bad-cursor` (`from` is not a member of this chat). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             401: components["responses"]["Unauthorized"];

@@ -1,7 +1,8 @@
 import { insertChat } from '../../db/chats';
 import { joinChat, membersOf } from '../../db/members';
-import { NotFound } from '../../errors';
-import { parseId, toWireId } from '../../ids';
+import { BadRequest, NotFound } from '../../errors';
+import { parseId, toWireId, ZERO_ID } from '../../ids';
+import { intParam, queryParam } from '../input';
 import type { App, AppFactory, AppModule } from '../../types';
 
 /** Chats and membership: create a chat, join it under a name, list its members. */
@@ -40,8 +41,16 @@ const chatsApp: AppFactory = ({ db, events, presence }): App => ({
     async listChatUsers(ctx, req) {
       const chatId = parseId(req.params.chat_id);
       if (chatId === null) throw new NotFound('chat-not-found');
-      const members = await membersOf(db, chatId, ctx.state.session?.accountId ?? null);
+      // Paged on request (docs/api.md#members-list): without `limit` and
+      // `from`, every member, as the SPEC answers it.
+      const limit = req.query.limit === undefined ? null : intParam('limit', req.query.limit, 1, 1000);
+      const from = queryParam(req.query.from);
+      const cursorId = from === undefined ? ZERO_ID : parseId(from);
+      if (cursorId === null) throw new BadRequest('bad-cursor');
+      const after = toWireId(cursorId) === ZERO_ID ? null : cursorId;
+      const members = await membersOf(db, chatId, ctx.state.session?.accountId ?? null, after, limit);
       if (members === undefined) throw new NotFound('chat-not-found');
+      if (members === 'bad-cursor') throw new BadRequest('bad-cursor');
       const accounts = members.flatMap((m) => (m.account_id === null ? [] : [m.account_id]));
       const online = await presence.online(accounts.map(toWireId));
       ctx.status = 200;
@@ -51,6 +60,9 @@ const chatsApp: AppFactory = ({ db, events, presence }): App => ({
           user_name: m.user_name,
           online: m.account_id !== null && online.has(toWireId(m.account_id)),
         })),
+        ...(limit === null && from === undefined
+          ? {}
+          : { next: { iterator: members.length === 0 ? toWireId(cursorId) : toWireId(members[members.length - 1].id) } }),
       };
     },
   },
