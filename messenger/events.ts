@@ -187,6 +187,7 @@ interface Queued {
 export class EventBus {
   private readonly reactors = new Map<EventName, Set<Reactor<EventName>>>();
   private readonly subscribers = new Map<EventName, Set<Listener<EventName>>>();
+  private readonly gapListeners = new Set<() => void>();
   private started: Promise<void> | undefined;
   /** Published in this turn of the event loop, not yet flushed. */
   private queued: Queued[] = [];
@@ -205,8 +206,34 @@ export class EventBus {
 
   /** Subscribes this process to the shared channel, once. */
   start(): Promise<void> {
-    this.started ??= this.pubsub.subscribe((raw) => this.deliver(raw));
+    this.started ??= this.pubsub.subscribe(
+      (raw) => this.deliver(raw),
+      () => this.gap(),
+    );
     return this.started;
+  }
+
+  /**
+   * Runs `fn` each time this process's subscription to the shared channel
+   * comes back after it was lost (Redis restarted, the connection cut): the
+   * events of every instance published meanwhile never reached this
+   * process's subscribers. Called once the subscription is in place again.
+   * Returns the undo.
+   */
+  onGap(fn: () => void): () => void {
+    this.gapListeners.add(fn);
+    return () => this.gapListeners.delete(fn);
+  }
+
+  private gap(): void {
+    this.log.warn('the event subscription was lost and is back; events published meanwhile were missed');
+    for (const fn of this.gapListeners) {
+      try {
+        fn();
+      } catch (err) {
+        this.log.error({ err }, 'event gap listener failed');
+      }
+    }
   }
 
   /**
@@ -311,6 +338,7 @@ export class EventBus {
   async close(): Promise<void> {
     this.reactors.clear();
     this.subscribers.clear();
+    this.gapListeners.clear();
   }
 }
 

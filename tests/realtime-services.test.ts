@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { uniq } from './helpers/factories';
 import { freePort, ServiceProcess } from './helpers/process';
+import { TcpProxy } from './helpers/tcp-proxy';
 import { openResumed, openSocket, ZERO, type TestSocket } from './helpers/ws';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -248,6 +249,56 @@ if (MODE === 'services') {
         }
       });
     }
+
+    // Until 2026-12-07 an instance whose Redis subscription was cut and came
+    // back kept its sockets open: what was published meanwhile never reached
+    // them, and nothing told them to resume (a chat that stayed quiet kept its
+    // gap; joins, read markers and presence changes were gone for good).
+    it('an instance whose Redis connection is cut and comes back closes its sockets with 1013; their resume brings what was posted meanwhile', async () => {
+      const url = new URL(testEnv().REDIS_URL);
+      const proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
+      const proxyPort = await proxy.up();
+      const c = await startWeb({ REDIS_URL: `redis://127.0.0.1:${proxyPort}` });
+      procs.push(c.proc);
+      try {
+        const alice = await account(b);
+        const bob = await account(b);
+        const { chatId, ownerId } = await chatOf(alice, bob);
+        const onC = track(await openResumed(c.port, bob.session, { [chatId]: ZERO }));
+        const onB = track(await openResumed(b.port, bob.session, { [chatId]: ZERO }));
+        const posted: string[] = [];
+        const post = async (text: string) => {
+          const res = await b.api<{ message_id: string }>('POST', `/v1/chats/${chatId}/messages?user_id=${ownerId}`, { message: text }, alice.session);
+          assert.equal(res.status, 201);
+          posted.push(res.body.message_id);
+        };
+        await post('before');
+        for (const s of [onC, onB]) await s.until('the first message', () => s.texts(chatId).length === 1);
+        // Instance c alone loses Redis; b goes on publishing.
+        await proxy.down();
+        await c.proc.waitFor((l) => l.msg === 'redis pub/sub connection error' && l.connection === 'subscribe');
+        await post('while c was cut 1');
+        await post('while c was cut 2');
+        await onB.until('the messages of the outage', () => onB.texts(chatId).length === 3);
+        await proxy.up();
+        assert.equal(await Promise.race([onC.closed, sleep(20_000).then(() => 'still open')]), 1013, `frames: ${onC.texts(chatId).join(', ')}`);
+        assert.equal(onC.closeReason, 'events-lost');
+        const seen = received([onC], chatId);
+        const again = track(await openResumed(c.port, bob.session, { [chatId]: seen[seen.length - 1] }));
+        await again.until('what was missed', () => seen.length + received([again], chatId).length >= posted.length);
+        await post('after');
+        await again.until('the next live one', () => again.texts(chatId).includes('after'));
+        assert.deepEqual([...seen, ...received([again], chatId)], posted);
+        // The instance that lost nothing kept its socket, with every message once.
+        assert.equal(onB.closeCode, undefined);
+        await onB.until('the last message', () => onB.texts(chatId).length === 4);
+        assert.deepEqual(received([onB], chatId), posted);
+      } finally {
+        c.proc.kill();
+        await c.proc.exited;
+        await proxy.down();
+      }
+    });
 
     it('Redis restarted mid-burst: after resume nothing is missing, nothing repeated', async function () {
       const redisPort = await freePort();

@@ -121,6 +121,7 @@ export class Gateway {
       events.subscribe('read.moved', (e) => this.onRead(e)),
       events.subscribe('session.ended', (e) => this.onSessionEnded(e)),
       events.subscribe('presence.changed', (e) => this.onPresence(e)),
+      events.onGap(() => this.eventsLost()),
     );
     this.timers.push(setInterval(() => this.ping(), config.realtime.pingMs));
     this.timers.push(
@@ -147,6 +148,20 @@ export class Gateway {
     const departed = Promise.all([...this.byAccount.keys()].map((a) => this.depart(a)));
     await Promise.race([Promise.all([...gone, departed]), new Promise((r) => setTimeout(r, 1000).unref())]);
     for (const c of all) c.drop('server-shutdown');
+  }
+
+  /**
+   * The events of the time this process was not subscribed (a Redis restart
+   * or a cut connection) never came: a chat that stays quiet would never
+   * repair its gap, and joins, read markers and presence changes have no
+   * repair at all. So every connection open now is closed with 1013: its
+   * client reconnects and resumes, and reloads what it shows (before, the
+   * sockets stayed open and were never told).
+   */
+  private eventsLost(): void {
+    // What this process said about presence may be stale too: say it again on the next change.
+    this.presenceSaid.clear();
+    for (const set of this.bySession.values()) for (const conn of set) conn.close(CLOSE.tryAgainLater, 'events-lost');
   }
 
   /** Stops timers and subscriptions (connections are closed by closeAll). */
