@@ -196,6 +196,36 @@ if (MODE === 'services') {
       assert.deepEqual([...seen, ...received([second], chatId)], want);
     });
 
+    // SPEC: `online` turns false within 60 s after the account's instance
+    // died. Until 2026-12-07 the members list did (the marks expire after
+    // 45 s), but no instance ever sent the `offline` frame: an open tab kept
+    // showing the account online.
+    it('kill -9 of the instance holding an account\'s only tab: the other instance\'s tabs are told it is offline within 60 s', async function () {
+      this.timeout(120_000);
+      const victim = await startWeb();
+      procs.push(victim.proc);
+      const alice = await account(b);
+      const carol = await account(b);
+      const { chatId, otherId: carolId } = await chatOf(alice, carol);
+      const watcher = track(await openResumed(b.port, alice.session, {}));
+      await sleep(200);
+      track(await openResumed(victim.port, carol.session, {}));
+      await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === true);
+      const members = async () => (await b.api<{ users: { user_id: string; online: boolean }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, alice.session)).body.users;
+      assert.equal((await members()).find((u) => u.user_id === carolId)?.online, true);
+      victim.proc.kill();
+      await victim.proc.exited;
+      const offline = await Promise.race([
+        watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === false, 60_000).then(() => true),
+        sleep(60_000).then(() => false),
+      ]);
+      assert.ok(offline, `no offline frame 60 s after the kill: ${JSON.stringify(watcher.of('presence'))}`);
+      assert.equal((await members()).find((u) => u.user_id === carolId)?.online, false);
+      // Said once (one instance takes the expired account), and the last frame is what holds.
+      await sleep(6000);
+      assert.deepEqual(watcher.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online), [true, false]);
+    });
+
     // A post moves the poster's read marker; its `read` must not overtake its
     // `message` on any connection, on either instance (until 2026-12-07 a
     // connection holding its messages, before its first frame or while it

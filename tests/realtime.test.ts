@@ -637,6 +637,7 @@ describe('real time: GET /v1/events', function () {
           return gone;
         },
         online: (ids) => infra.presence.online(ids),
+        expired: (limit) => infra.presence.expired(limit),
       };
       const app = await startApp({ ...infra, presence });
       try {

@@ -40,6 +40,14 @@ const FIRST_FRAME_GRACE_MS = 500;
 const PRESENCE_SAID_MS = 5 * 60_000;
 /** Presence marks are renewed this often (they expire after 45 s). */
 const PRESENCE_HEARTBEAT_MS = 15_000;
+/**
+ * How often each instance looks for accounts whose marks all expired without
+ * a close (their instance died): announced offline at most 45 + 5 s after
+ * the death (SPEC: within 60 s).
+ */
+const PRESENCE_SWEEP_MS = 5_000;
+/** Most accounts one sweep announces offline (the next sweep takes the rest). */
+const PRESENCE_SWEEP_MAX = 1000;
 /** Chats whose creator is remembered (creators never change). */
 const OWNER_CACHE_MAX = 50_000;
 /** The seq of a no_storage message: delivered live only, never stored (docs/storage-modes.md). */
@@ -134,6 +142,7 @@ export class Gateway {
           .catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
       }, PRESENCE_HEARTBEAT_MS),
     );
+    this.timers.push(setInterval(() => void this.sweepPresence(), PRESENCE_SWEEP_MS));
     for (const t of this.timers) t.unref();
   }
 
@@ -355,6 +364,27 @@ export class Gateway {
       if (this.countFor(accountId) > 0 && !this.closing) return;
       if (await presence.leave(events.origin, accountId)) await events.publish('presence.changed', { accountId, online: false });
     });
+  }
+
+  /**
+   * Announces offline the accounts whose marks all expired without a close:
+   * an instance killed (SIGKILL, its host lost) never said they left. Each
+   * such account is taken by one instance only (Presence.expired). Before
+   * 2026-12-07 nobody announced them: the members list said offline once the
+   * marks expired, but an open tab kept showing them online.
+   */
+  private async sweepPresence(): Promise<void> {
+    const { presence, events, log } = this.deps;
+    try {
+      const gone = await presence.expired(PRESENCE_SWEEP_MAX);
+      // An account still connected here lost its marks to a store that did not answer (the renewals failed): marked again, not announced.
+      const here = gone.filter((a) => this.countFor(toOwnerKey(a)) > 0);
+      if (here.length > 0) await presence.heartbeat(events.origin, here);
+      const offline = gone.filter((a) => this.countFor(toOwnerKey(a)) === 0);
+      await Promise.all(offline.map((accountId) => events.publish('presence.changed', { accountId, online: false })));
+    } catch (err) {
+      log.warn({ err: String(err) }, 'presence sweep failed');
+    }
   }
 
   private ping(): void {
