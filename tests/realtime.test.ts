@@ -560,6 +560,28 @@ describe('real time: GET /v1/events', function () {
       assert.deepEqual(reads.filter((f) => f.chat_id === chatId).map((f) => f.unread), [2, 0]);
       assert.deepEqual(reads.filter((f) => f.chat_id === other).map((f) => f.unread), [0]);
     });
+
+    // In a rolling deploy the instances of the previous version publish
+    // `read.moved` without `seq`; until 2026-12-07 such an event was refused
+    // as malformed on arrival and the account's tabs never got the marker.
+    it('a read.moved without seq (an instance of the previous version, in a rolling deploy) is told, and never behind a marker already told', async () => {
+      const { client } = harness().app;
+      const { events } = harness().infra;
+      const account = await accountOf(alice);
+      const s = await connect(alice.session, {});
+      await sleep(100);
+      const ids = [await postMessage(client, chatId, bobId, 'one', bob.session), await postMessage(client, chatId, bobId, 'two', bob.session)];
+      await s.until('both messages', () => s.texts(chatId).length === 2);
+      const old = (messageId: string, unread: number) => ({ accountId: account, chatId, messageId, unread }) as unknown as Parameters<typeof events.publish<'read.moved'>>[1];
+      await events.publish('read.moved', old(ids[0], 1));
+      await s.until('the first marker', () => s.of('read').length === 1);
+      await events.publish('read.moved', old(ids[1], 0));
+      // Behind the one told: not told again.
+      await events.publish('read.moved', old(ids[0], 1));
+      await s.until('the second marker', () => s.of('read').length === 2);
+      await sleep(200);
+      assert.deepEqual(s.of('read').map((f) => [f.chat_id, f.message_id, f.unread]), [[chatId, ids[0], 1], [chatId, ids[1], 0]]);
+    });
   });
 
   describe('read frames after their message', () => {

@@ -13,7 +13,7 @@
  */
 import type { WebSocket } from 'ws';
 import type { MemberJoined, MessageStored, PresenceChanged, ReadMoved, SessionEnded } from '../../events';
-import { messagesAfter, resumeReplays, type SeqMessageRow } from '../../db/messages';
+import { messagesAfter, resumeReplays, seqOfMessage, type SeqMessageRow } from '../../db/messages';
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
@@ -22,6 +22,9 @@ import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
 import { CLOSE, Connection, FrameAllowance, MAX_HELD, type ChatCursor } from './connection';
 import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
+
+/** A read marker with its position (found from the message when the event came without it). */
+type PlacedRead = ReadMoved & { seq: number };
 
 /** Messages after a connection's position in a chat, with the chat's last position (read by a resume or a repair). */
 type Replay = { rows: SeqMessageRow[]; lastSeq: number };
@@ -724,19 +727,39 @@ export class Gateway {
   private onRead(e: ReadMoved): void {
     const account = toOwnerKey(e.accountId);
     if (!this.byAccount.has(account)) return;
+    if (e.seq === undefined) {
+      // From an instance of the previous version (a rolling deploy): the
+      // position is the message's. Its `message` took the chat's turn when it
+      // came, before this lookup ends, so the marker still follows it.
+      this.placeRead(e);
+      return;
+    }
+    const placed: PlacedRead = { ...e, seq: e.seq };
     this.inOrder(e.chatId, () => {
       const conns = this.byAccount.get(account);
       if (conns === undefined) return;
       const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
       for (const conn of conns) {
         // Still loading its chat list: the marker waits behind the messages kept meanwhile.
-        if (conn.early !== undefined && !conn.readable.has(e.chatId)) this.keep(conn, () => this.readFor(conn, e, data));
-        else this.readFor(conn, e, data);
+        if (conn.early !== undefined && !conn.readable.has(e.chatId)) this.keep(conn, () => this.readFor(conn, placed, data));
+        else this.readFor(conn, placed, data);
       }
     });
   }
 
-  private readFor(conn: Connection, e: ReadMoved, data: string): void {
+  /** Finds the position of a marker that came without it, then tells it; a message that is not one of the chat's moves nothing. */
+  private placeRead(e: ReadMoved): void {
+    const chatId = parseId(e.chatId);
+    const messageId = parseId(e.messageId);
+    if (chatId === null || messageId === null) return;
+    seqOfMessage(this.deps.db, chatId, messageId)
+      .then((seq) => {
+        if (seq !== undefined) this.onRead({ ...e, seq });
+      })
+      .catch((err: unknown) => this.deps.log.warn({ err: String(err), chatId: e.chatId }, 'read marker without a position not delivered'));
+  }
+
+  private readFor(conn: Connection, e: PlacedRead, data: string): void {
     const c = conn.readableCursor(e.chatId);
     if (c !== undefined && (conn.holding || c.busy)) {
       if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
