@@ -5,7 +5,8 @@ import vm from 'node:vm';
 import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
-import { parseId } from '../messenger/ids';
+import { joinChat as joinInDb } from '../messenger/db/members';
+import { parseId, toWireId } from '../messenger/ids';
 import type { Presence } from '../messenger/infra/presence';
 import { ticketKey } from '../messenger/apps/realtime';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
@@ -773,6 +774,60 @@ describe('real time: GET /v1/events', function () {
       const fromStart = await connect(bob.session, { [chatId]: ZERO });
       await fromStart.until('all', () => fromStart.texts(chatId).length === 6);
       assert.deepEqual(fromStart.texts(chatId), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']);
+    });
+
+    // A resume may name a chat the connection is not indexed under yet: the
+    // account joined it and the join's event is still on its way. Until
+    // 2026-12-07 such a chat's live messages were not held while the resume
+    // read the database: one stored before the read but arriving during it
+    // was sent live, then again in the replay.
+    it('a resume of a chat whose join event has not arrived yet: a message arriving while it reads comes once, in order', async () => {
+      const { infra } = harness();
+      const aliceAccount = await accountOf(alice);
+      let reading: () => void = () => undefined;
+      const readStarted = new Promise<void>((r) => (reading = r));
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((r) => (release = r));
+      // The same database, but alice's resume statement runs only when the test says so.
+      const db = new Proxy(infra.db, {
+        get(target, prop) {
+          if (prop !== 'raw') return Reflect.get(target, prop) as unknown;
+          return (sql: string, bindings: unknown[]) => {
+            if (!(sql.includes('WITH asked AS') && bindings[2] === aliceAccount)) return target.raw(sql, bindings as never);
+            reading();
+            return released.then(() => target.raw(sql, bindings as never));
+          };
+        },
+      });
+      const app = await startApp({ ...infra, db });
+      let tab: TestSocket | undefined;
+      try {
+        const chat = await buildChat(app.client, bob.session);
+        const bobThere = await joinChat(app.client, chat, bob.session, uniq('bob'));
+        tab = await openSocket(app.client.port, { session: alice.session });
+        tab.sendJson({ type: 'probe' });
+        await tab.next((f) => f.type === 'error');
+        // Alice joins; its event is still on the way to this instance.
+        const aliceName = uniq('alice');
+        const member = await joinInDb(infra.db, parseId(chat) as string, aliceName, aliceAccount);
+        assert.ok(member !== undefined);
+        tab.sendJson({ type: 'resume', chats: { [chat]: ZERO } });
+        await readStarted;
+        // While the resume reads: the join's event arrives, and a message is stored and announced.
+        await infra.events.publish('member.joined', { chatId: chat, userId: toWireId(member.id), userName: aliceName, accountId: aliceAccount });
+        const ids = [await postMessage(app.client, chat, bobThere, 'during the read', bob.session)];
+        await sleep(200);
+        release();
+        ids.push(await postMessage(app.client, chat, bobThere, 'after', bob.session));
+        const s = tab;
+        await s.until('the later message', () => s.texts(chat).includes('after'));
+        await sleep(200);
+        assert.deepEqual(s.of('message').filter((f) => f.chat_id === chat).map((f) => f.message_id), ids);
+      } finally {
+        release();
+        if (tab !== undefined && tab.closeCode === undefined) await tab.close();
+        await app.close();
+      }
     });
 
     it('a chat named by its dashed upper-case id gets a message held before the resume exactly once', async () => {

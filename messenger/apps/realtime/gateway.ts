@@ -425,10 +425,13 @@ export class Gateway {
     if (conn.ending) return;
     const f: ClientFrame = text === undefined ? { type: 'bad' } : parseClientFrame(text);
     if (f.type === 'resume') {
-      // The chats being resumed wait for their replay; every other chat flows live from now on.
+      // The chats being resumed wait for their replay; every other chat flows
+      // live from now on. A chat this connection is not indexed under yet is
+      // held too: its join's event may come while the replay is read (until
+      // 2026-12-07 its live messages then flowed at once, and came again in
+      // the replay). The cursor goes again if the chat turns out unreadable.
       for (const [chatId] of f.chats) {
-        const c = conn.readableCursor(chatId);
-        if (c !== undefined) c.busy = true;
+        if (parseId(chatId) !== null) conn.cursor(chatId).busy = true;
       }
       this.release(conn);
       await this.resume(conn, f);
@@ -482,10 +485,13 @@ export class Gateway {
       if (chatId === null || cursorId === null || replay === undefined || 'missing' in replay) {
         const noChat = chatId === null || (replay !== undefined && 'missing' in replay && replay.missing === 'chat');
         conn.send(frame('error', { chat_id: wireChat, message: noChat ? 'chat-not-found' : 'bad-cursor' }), 'error');
-        const existing = chatId === null ? undefined : conn.readableCursor(toWireId(chatId));
-        if (existing !== undefined) {
+        const wire = chatId === null ? undefined : toWireId(chatId);
+        const existing = wire === undefined ? undefined : conn.cursors.get(wire);
+        if (wire !== undefined && existing !== undefined) {
           existing.busy = false;
-          this.drain(conn, toWireId(chatId as string), existing);
+          // Made by this resume for a chat the account may not read: nothing will come to it.
+          if (!conn.readable.has(wire) && existing.held.length === 0) conn.cursors.delete(wire);
+          else this.drain(conn, wire, existing);
         }
         continue;
       }
