@@ -1032,6 +1032,52 @@ describe('real time: GET /v1/events', function () {
       assert.equal(other.closeCode, undefined);
     });
 
+    // Until 2026-12-07 an upgrade that read its session just before a logout,
+    // and was accepted after the logout's event had come, stayed open until
+    // the next ping (WS_PING_MS, 30 s by default).
+    it('a socket whose upgrade read the session just before the logout is closed with 4401 at once, not at the next ping', async () => {
+      const { infra } = harness();
+      const key = `session:${tokenHash(alice.session)}`;
+      let armed = false;
+      let reading: () => void = () => undefined;
+      const readDone = new Promise<void>((r) => (reading = r));
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((r) => (release = r));
+      // The same store, but the armed upgrade's session read answers only when the test says so.
+      const kv = new Proxy(infra.kv, {
+        get(target, prop) {
+          const v = Reflect.get(target, prop) as unknown;
+          if (prop !== 'get') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          return async (k: string) => {
+            const value = await target.get(k);
+            if (k === key && armed) {
+              armed = false;
+              reading();
+              await released;
+            }
+            return value;
+          };
+        },
+      });
+      const app = await startApp({ ...infra, kv });
+      try {
+        const witness = await openSocket(app.client.port, { session: alice.session });
+        armed = true;
+        const opening = openSocket(app.client.port, { session: alice.session });
+        await readDone;
+        await harness().app.client.post('/v1/auth/logout', undefined, alice.session).expect(200);
+        // The end's event has reached this instance: its open socket of the session closed.
+        assert.equal(await witness.closed, 4401);
+        release();
+        const late = await opening;
+        assert.equal(await Promise.race([late.closed, sleep(3000).then(() => 'still open')]), 4401);
+        assert.equal(late.closeReason, 'session-ended');
+      } finally {
+        release();
+        await app.close();
+      }
+    });
+
     it('stores none of the sends still waiting when the session ends (logout while frames queue)', async () => {
       const s = await connect(alice.session, {});
       const n = 60;

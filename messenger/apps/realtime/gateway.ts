@@ -17,7 +17,7 @@ import { messagesAfter, resumeReplays, seqOfMessage, type SeqMessageRow } from '
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
-import { wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
+import { wsClosed, wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
 import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
 import { CLOSE, Connection, FrameAllowance, MAX_HELD, type ChatCursor } from './connection';
@@ -55,6 +55,12 @@ const PRESENCE_SWEEP_MAX = 1000;
 const OWNER_CACHE_MAX = 50_000;
 /** The seq of a no_storage message: delivered live only, never stored (docs/storage-modes.md). */
 const UNORDERED = 0;
+/**
+ * How long the token hashes of ended sessions are remembered: an upgrade
+ * that read its session just before the end, and is accepted only after the
+ * `session.ended` event came, is closed at once rather than at the next ping.
+ */
+const ENDED_KEPT_MS = 60_000;
 /** Longest timer Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -104,6 +110,8 @@ export class Gateway {
   private readonly presenceTells = new Map<string, Promise<void>>();
   /** What this process last told its connections about an account's presence (kept PRESENCE_SAID_MS). */
   private readonly presenceSaid = new Map<string, { online: boolean; at: number }>();
+  /** Sessions whose `session.ended` came lately (token hash → when), kept ENDED_KEPT_MS. */
+  private readonly endedSessions = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly undo: (() => void)[] = [];
   closing = false;
@@ -186,6 +194,17 @@ export class Gateway {
   /** Takes over an accepted WebSocket of `session`. */
   accept(ws: WebSocket, session: Session): void {
     const { config, log } = this.deps;
+    // Its upgrade read the session before it ended, and the end's event came
+    // before this: closed at once (until 2026-12-07 it stayed open until the
+    // next ping, up to WS_PING_MS).
+    const ended = this.endedSessions.get(session.tokenHash);
+    if (ended !== undefined) {
+      ws.on('error', () => undefined);
+      wsClosed.inc({ reason: 'session-ended' });
+      ws.close(CLOSE.sessionEnded, 'session-ended');
+      setTimeout(() => ws.terminate(), 1000).unref();
+      return;
+    }
     let allowance = this.allowances.get(session.tokenHash);
     if (allowance === undefined) {
       allowance = new FrameAllowance(config.throttling.rpsLimit);
@@ -393,6 +412,7 @@ export class Gateway {
   private ping(): void {
     const forgotten = Date.now() - PRESENCE_SAID_MS;
     for (const [account, said] of this.presenceSaid) if (said.at < forgotten) this.presenceSaid.delete(account);
+    for (const [hash, at] of this.endedSessions) if (at < Date.now() - ENDED_KEPT_MS) this.endedSessions.delete(hash);
     for (const [hash, allowance] of this.allowances) if (!this.bySession.has(hash) && allowance.full()) this.allowances.delete(hash);
     for (const [hash, set] of this.bySession) {
       this.verify(hash).catch((err: unknown) => {
@@ -777,7 +797,9 @@ export class Gateway {
   }
 
   private onSessionEnded(e: SessionEnded): void {
+    const now = Date.now();
     for (const hash of e.tokenHashes) {
+      this.endedSessions.set(hash, now);
       for (const conn of this.bySession.get(hash) ?? []) conn.close(CLOSE.sessionEnded, `session-ended:${e.reason}`.slice(0, 100));
     }
   }
