@@ -7,6 +7,7 @@ import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
 import { joinChat as joinInDb } from '../messenger/db/members';
 import { parseId, toWireId } from '../messenger/ids';
+import { wsClosed } from '../messenger/infra/metrics';
 import type { Presence } from '../messenger/infra/presence';
 import { ticketKey } from '../messenger/apps/realtime';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
@@ -1302,6 +1303,39 @@ describe('real time: GET /v1/events', function () {
         assert.equal(await stalled.closed, 1006);
         assert.ok(stalled.texts(chatId).length < 400, 'the stalled connection was cut before everything was queued for it');
         await reader.close();
+      } finally {
+        await app.close();
+      }
+    });
+
+    // Until 2026-12-07 only the count of one chat's held messages bounded a
+    // connection whose replay waited for it to read: live messages piled up
+    // for it (up to 10,000 of each chat resumed) while it stayed open.
+    it('closes a connection that stopped reading during its replay once the live messages held for it pass 16 × WS_MAX_BUFFER_BYTES', async () => {
+      const { infra } = harness();
+      const app = await startApp(infra, { WS_MAX_BUFFER_BYTES: '64kb', WS_PING_MS: '600000' });
+      try {
+        const account = await accountOf(alice);
+        const big = 'x'.repeat(16_000);
+        // A backlog of 16 MB: more than the socket buffers of both ends take, so the replay waits for the reader.
+        for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(aliceId) as string, null, `old ${i} ${big}`);
+        const stalled = await openSocket(app.client.port, { session: bob.session });
+        stalled.pauseReading(true);
+        stalled.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+        await sleep(500);
+        const cut = async () => (await wsClosed.get()).values.find((v) => v.labels.reason === 'too-far-behind')?.value ?? 0;
+        const before = await cut();
+        // 200 live messages of 16 kB each (3.2 MB held): past 16 × 64 kB.
+        for (let i = 0; i < 200; i++) await post(infra, { chatId, userId: aliceId, accountId: account, text: `live ${i} ${big}` });
+        // Closed by the server while the peer still does not read.
+        const deadline = Date.now() + 5000;
+        while ((await cut()) === before && Date.now() < deadline) await sleep(50);
+        assert.equal((await cut()) - before, 1, 'closed as too-far-behind while the peer did not read');
+        stalled.pauseReading(false);
+        // 1013 too-far-behind; a client that reads the close only after the server cut the connection sees 1006.
+        const code = await stalled.closed;
+        assert.ok(code === 1013 || code === 1006, `closed: ${String(code)}`);
+        assert.ok(stalled.of('message').length < 1000, `cut before the replay was sent: ${stalled.of('message').length} messages`);
       } finally {
         await app.close();
       }

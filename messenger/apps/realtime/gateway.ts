@@ -577,8 +577,20 @@ export class Gateway {
   }
 
   private hold(conn: Connection, c: ChatCursor, e: MessageStored): void {
+    // Nothing more is kept for a connection that is closing.
+    if (conn.ending) return;
     c.held.push(e);
-    if (c.held.length > MAX_HELD) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+    conn.heldBytes += heldSize(e);
+    // Per chat by count, per connection by size: a replay waiting for a peer
+    // that stopped reading holds every chat it resumed (until 2026-12-07 only
+    // the count per chat bounded it: 10,000 messages of each chat).
+    if (c.held.length > MAX_HELD || conn.heldBytes > conn.heldLimit) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+  }
+
+  /** Takes the first held message of a chat off its list. */
+  private unhold(conn: Connection, c: ChatCursor): void {
+    const e = c.held.shift();
+    if (e !== undefined) conn.heldBytes -= heldSize(e);
   }
 
   /**
@@ -600,16 +612,16 @@ export class Gateway {
     while (c.held.length > 0) {
       const e = c.held[0];
       if (e.seq === UNORDERED) {
-        c.held.shift();
+        this.unhold(conn, c);
         conn.sendMessage(e, 'live');
         continue;
       }
       if (c.last !== undefined && e.seq <= c.last) {
-        c.held.shift();
+        this.unhold(conn, c);
         continue;
       }
       if (c.last !== undefined && e.seq !== c.last + 1) return true;
-      c.held.shift();
+      this.unhold(conn, c);
       c.last = e.seq;
       conn.sendMessage(e, 'live');
     }
@@ -832,6 +844,11 @@ export class Gateway {
       this.keepEarly(chatId, tell);
     }
   }
+}
+
+/** What a held message costs a connection, roughly (its texts and the object around them). */
+function heldSize(e: MessageStored): number {
+  return 2 * (e.text.length + e.userName.length) + 256;
 }
 
 /**
