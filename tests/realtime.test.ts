@@ -1341,6 +1341,37 @@ describe('real time: GET /v1/events', function () {
       }
     });
 
+    // Until 2026-12-07 the live messages held during a replay were all
+    // written at once when it ended: past WS_MAX_BUFFER_BYTES the connection
+    // was dropped as a slow consumer (1006), however fast its client read.
+    it('a client that reads gets its replay and then the live messages held meanwhile, however many bytes they are, as it reads them', async () => {
+      const { infra } = harness();
+      const app = await startApp(infra, { WS_MAX_BUFFER_BYTES: '512kb', WS_PING_MS: '600000' });
+      try {
+        const account = await accountOf(alice);
+        const big = 'x'.repeat(16_000);
+        for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(aliceId) as string, null, `old ${i} ${big}`);
+        const s = await openSocket(app.client.port, { session: bob.session });
+        // The client reads late (a slow link): the replay waits for it, and live messages are held meanwhile.
+        s.pauseReading(true);
+        s.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+        await sleep(500);
+        // 240 live messages of 16 kB (3.8 MB, more than the socket buffers take at once; within what a connection may hold).
+        for (let i = 0; i < 240; i++) await post(infra, { chatId, userId: aliceId, accountId: account, text: `live ${i} ${big}` });
+        s.pauseReading(false);
+        await s.until('the replay and the held messages', () => s.texts(chatId).length === 1240 || s.closeCode !== undefined, 60_000);
+        assert.equal(s.closeCode, undefined, `closed after ${s.texts(chatId).length} messages`);
+        const want = [...Array.from({ length: 1000 }, (_, i) => `old ${i} ${big}`), ...Array.from({ length: 240 }, (_, i) => `live ${i} ${big}`)];
+        assert.deepEqual(s.texts(chatId), want);
+        // Live messages flow at once again.
+        await post(infra, { chatId, userId: aliceId, accountId: account, text: 'after' });
+        await s.until('the next one', () => s.texts(chatId).includes('after'));
+        await s.close();
+      } finally {
+        await app.close();
+      }
+    });
+
     it('closes connections with 1001 on shutdown', async () => {
       const app = await startApp(harness().infra);
       const s = await openSocket(app.client.port, { session: alice.session });

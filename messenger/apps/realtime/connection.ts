@@ -199,16 +199,21 @@ export class Connection {
     if (this.send(data, 'message')) wsDeliveryLatency.observe({ path }, Math.max(0, (Date.now() - Date.parse(m.createdAt)) / 1000));
   }
 
+  /** True while the unsent frames are at a quarter of WS_MAX_BUFFER_BYTES or more: replays and drains wait (`flushed`) before writing more. */
+  get pressed(): boolean {
+    return !this.closed && this.ws.bufferedAmount >= this.maxBuffer / 4;
+  }
+
   /**
    * Resolves once the frames queued so far have left this process (or the
    * socket closed): replays wait on it so a large replay never piles up in
    * memory ahead of a slow reader.
    */
   flushed(): Promise<void> {
-    if (this.closed || this.ws.bufferedAmount < this.maxBuffer / 4) return Promise.resolve();
+    if (!this.pressed) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
-        if (this.closed || this.ws.bufferedAmount < this.maxBuffer / 4) resolve();
+        if (!this.pressed) resolve();
         else setTimeout(check, 5);
       };
       check();

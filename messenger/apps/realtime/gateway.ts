@@ -593,23 +593,28 @@ export class Gateway {
     if (e !== undefined) conn.heldBytes -= heldSize(e);
   }
 
-  /**
-   * Sends held live messages that continue the connection's position; true
-   * when one further ahead remains (a gap only the database can fill). Once
-   * none does, the read marker held behind them follows.
-   */
-  private drainHeld(conn: Connection, c: ChatCursor): boolean {
-    if (this.drainMessages(conn, c)) return true;
+  /** The read marker held behind a chat's messages, sent once they were. */
+  private sendHeldRead(conn: Connection, c: ChatCursor): void {
     const read = c.read;
     c.read = undefined;
     if (read !== undefined && conn.readMoved(read.chatId, read.seq)) conn.send(read.data, 'read');
-    return false;
   }
 
-  private drainMessages(conn: Connection, c: ChatCursor): boolean {
+  /**
+   * Sends held live messages that continue the connection's position, as
+   * fast as the peer reads: `more` when its unsent frames reached a quarter
+   * of WS_MAX_BUFFER_BYTES with messages still held (the caller waits for
+   * them to leave, then calls again), `gap` when one further ahead remains
+   * (only the database can fill it), `done` when none is left. Until
+   * 2026-12-07 they were all written at once: a client whose replay had
+   * held more than WS_MAX_BUFFER_BYTES of live messages was dropped as a
+   * slow consumer right after its replay, however fast it read.
+   */
+  private drainMessages(conn: Connection, c: ChatCursor): 'more' | 'gap' | 'done' {
     // Stable: the unordered (seq 0) messages come first, in the order they arrived.
     c.held.sort((a, b) => a.seq - b.seq);
     while (c.held.length > 0) {
+      if (conn.pressed) return 'more';
       const e = c.held[0];
       if (e.seq === UNORDERED) {
         this.unhold(conn, c);
@@ -620,23 +625,25 @@ export class Gateway {
         this.unhold(conn, c);
         continue;
       }
-      if (c.last !== undefined && e.seq !== c.last + 1) return true;
+      if (c.last !== undefined && e.seq !== c.last + 1) return 'gap';
       this.unhold(conn, c);
       c.last = e.seq;
       conn.sendMessage(e, 'live');
     }
-    return false;
+    return 'done';
   }
 
-  /** Drains what a chat held once nothing reads the database for it. */
+  /** Drains what a chat held once nothing reads the database for it (the rest, if the peer is behind, as it reads). */
   private drain(conn: Connection, chatId: string, c: ChatCursor): void {
-    if (this.drainHeld(conn, c)) void this.startCatchUp(conn, chatId, c);
+    const left = this.drainMessages(conn, c);
+    if (left === 'done') this.sendHeldRead(conn, c);
+    else void this.startCatchUp(conn, chatId, c, undefined, left === 'more');
   }
 
-  /** Starts reading the database for a chat of a connection (live messages wait meanwhile). */
-  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay): Promise<void> {
+  /** Starts reading the database for a chat of a connection (live messages wait meanwhile); `drainFirst`: send what is held before reading. */
+  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay, drainFirst = false): Promise<void> {
     c.busy = true;
-    const run = this.catchUp(conn, chatId, c, first).finally(() => {
+    const run = this.catchUp(conn, chatId, c, first, drainFirst).finally(() => {
       if (c.running === run) c.running = undefined;
     });
     c.running = run;
@@ -649,30 +656,51 @@ export class Gateway {
    * they meet. Started by startCatchUp; clears `c.busy` when done. `first`:
    * what follows the position, read already (by a resume).
    */
-  private async catchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay): Promise<void> {
+  private async catchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay, drainFirst = false): Promise<void> {
     const { db, log } = this.deps;
     const uuid = parseId(chatId) as string;
     let emptyReads = 0;
+    let read = !drainFirst;
     try {
       for (;;) {
         if (conn.closed) return;
-        const after = c.last ?? 0;
-        const { rows, lastSeq } = first ?? (await messagesAfter(db, uuid, after, REPLAY_MAX + 1));
-        first = undefined;
-        if (rows.length > REPLAY_MAX) {
-          conn.send(frame('reset', { chat_id: chatId }), 'reset');
-          c.last = Math.max(lastSeq, after);
-        } else {
-          for (const row of rows) {
-            c.last = row.seq;
-            conn.sendMessage(storedFromRow(chatId, row), 'replay');
-            await conn.flushed();
-            if (conn.closed) return;
+        let rowsRead = 0;
+        if (read) {
+          const after = c.last ?? 0;
+          const { rows, lastSeq } = first ?? (await messagesAfter(db, uuid, after, REPLAY_MAX + 1));
+          first = undefined;
+          rowsRead = rows.length;
+          if (rows.length > REPLAY_MAX) {
+            conn.send(frame('reset', { chat_id: chatId }), 'reset');
+            c.last = Math.max(lastSeq, after);
+          } else {
+            for (const row of rows) {
+              c.last = row.seq;
+              conn.sendMessage(storedFromRow(chatId, row), 'replay');
+              await conn.flushed();
+              if (conn.closed) return;
+            }
           }
         }
-        if (!this.drainHeld(conn, c)) return;
+        // The held messages, as the peer reads them. The last call and what
+        // follows it (the read marker, `busy` cleared) run in one turn, so no
+        // live message can be held after it and stay there.
+        let left = this.drainMessages(conn, c);
+        while (left === 'more') {
+          await conn.flushed();
+          if (conn.closed) return;
+          left = this.drainMessages(conn, c);
+        }
+        if (left === 'done') {
+          this.sendHeldRead(conn, c);
+          return;
+        }
+        if (!read) {
+          read = true;
+          continue;
+        }
         // A held message is ahead of what the database showed: its predecessor commits any moment.
-        emptyReads = rows.length === 0 ? emptyReads + 1 : 0;
+        emptyReads = rowsRead === 0 ? emptyReads + 1 : 0;
         if (emptyReads > 20) {
           log.warn({ chatId, after: c.last }, 'a message announced live is not in the database; closing to let the client resume');
           conn.close(CLOSE.tryAgainLater, 'gap');
