@@ -226,6 +226,44 @@ if (MODE === 'services') {
       assert.deepEqual(watcher.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online), [true, false]);
     });
 
+    // Until 2026-12-07 the other side's tabs got only their own member frame
+    // of a new direct chat: the caller's join was announced first, when the
+    // other account was not indexed under the chat on any instance yet.
+    it('a new direct chat reaches the open tabs of both sides on every instance, each with both members', async () => {
+      const settings = { APPS: 'auth,chats,messages,realtime,conversations' };
+      const [c, d] = await Promise.all([startWeb(settings), startWeb(settings)]);
+      procs.push(c.proc, d.proc);
+      try {
+        const alice = await account(c);
+        const bob = await account(c);
+        const tabs: [string, TestSocket][] = [];
+        for (const [who, acc] of [['alice', alice], ['bob', bob]] as const) {
+          for (const web of [c, d]) tabs.push([`${who} on ${web.port}`, track(await openResumed(web.port, acc.session, {}))]);
+        }
+        await sleep(300);
+        const res = await c.api<{ chat_id: string; user_id: string }>('POST', '/v1/direct', { user_name: bob.userName }, alice.session);
+        assert.equal(res.status, 201);
+        const chatId = res.body.chat_id;
+        const users = (await d.api<{ users: { user_id: string; user_name: string }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, bob.session)).body.users;
+        assert.equal(users.length, 2);
+        const want = users.map((u) => `${u.user_id} ${u.user_name}`).sort();
+        const members = (s: TestSocket) => s.of('member').filter((f) => f.chat_id === chatId).map((f) => `${String(f.user_id)} ${String(f.user_name)}`).sort();
+        for (const [name, s] of tabs) {
+          await s.until(`both members on ${name}`, () => members(s).length >= 2, 5000).catch(() => undefined);
+        }
+        await sleep(200);
+        for (const [name, s] of tabs) assert.deepEqual(members(s), want, name);
+        // And the chat's messages reach them all.
+        const sent = await d.api('POST', `/v1/chats/${chatId}/messages?user_id=${res.body.user_id}`, { message: 'hi bob' }, alice.session);
+        assert.equal(sent.status, 201);
+        for (const [name, s] of tabs) await s.until(`the message on ${name}`, () => s.texts(chatId).includes('hi bob'));
+      } finally {
+        c.proc.kill();
+        d.proc.kill();
+        await Promise.all([c.proc.exited, d.proc.exited]);
+      }
+    });
+
     // A post moves the poster's read marker; its `read` must not overtake its
     // `message` on any connection, on either instance (until 2026-12-07 a
     // connection holding its messages, before its first frame or while it
