@@ -68,9 +68,11 @@ export interface ReadMoved {
   /**
    * The marker's position (the message's seq): markers only move forward,
    * so of two events for one account and chat, the one with the higher seq
-   * is the newer, whatever order they arrive in.
+   * is the newer, whatever order they arrive in. Every publisher of this
+   * version sets it; an instance of the version before it (a rolling deploy)
+   * does not, and a subscriber then finds it from `messageId`.
    */
-  seq: number;
+  seq?: number;
 }
 
 /** Sessions that stopped working (logout, expiry, refresh, password change, theft). */
@@ -96,14 +98,16 @@ export interface EventMap {
 }
 export type EventName = keyof EventMap;
 
-type FieldKind = 'string' | 'number' | 'boolean' | 'string|null' | 'string[]';
+/** `number?`: a number, or absent (a field older versions do not send). */
+type FieldKind = 'string' | 'number' | 'number?' | 'boolean' | 'string|null' | 'string[]';
 const SHAPES: { [K in EventName]: Record<keyof EventMap[K], FieldKind> } = {
   'message.stored': {
     chatId: 'string', messageId: 'string', userId: 'string', userName: 'string',
     accountId: 'string|null', text: 'string', createdAt: 'string', seq: 'number',
   },
   'member.joined': { chatId: 'string', userId: 'string', userName: 'string', accountId: 'string|null' },
-  'read.moved': { accountId: 'string', chatId: 'string', messageId: 'string', unread: 'number', seq: 'number' },
+  // seq: absent from an instance of the previous version (rolling deploy); until 2026-12-07 such events were refused here.
+  'read.moved': { accountId: 'string', chatId: 'string', messageId: 'string', unread: 'number', seq: 'number?' },
   'session.ended': { accountId: 'string', tokenHashes: 'string[]', reason: 'string' },
   'presence.changed': { accountId: 'string', online: 'boolean' },
 };
@@ -112,6 +116,7 @@ function fits(value: unknown, kind: FieldKind): boolean {
   switch (kind) {
     case 'string': return typeof value === 'string';
     case 'number': return typeof value === 'number' && Number.isFinite(value);
+    case 'number?': return value === undefined || (typeof value === 'number' && Number.isFinite(value));
     case 'boolean': return typeof value === 'boolean';
     case 'string|null': return value === null || typeof value === 'string';
     case 'string[]': return Array.isArray(value) && value.every((v) => typeof v === 'string');
@@ -159,7 +164,7 @@ function checkEvent(v: unknown): AnyEvent | undefined {
   const fields = data as Record<string, unknown>;
   for (const [key, kind] of Object.entries(shape)) if (!fits(fields[key], kind)) return undefined;
   const clean: Record<string, unknown> = {};
-  for (const key of Object.keys(shape)) clean[key] = fields[key];
+  for (const key of Object.keys(shape)) if (fields[key] !== undefined) clean[key] = fields[key];
   return { name, data: clean } as unknown as AnyEvent;
 }
 
@@ -187,6 +192,7 @@ interface Queued {
 export class EventBus {
   private readonly reactors = new Map<EventName, Set<Reactor<EventName>>>();
   private readonly subscribers = new Map<EventName, Set<Listener<EventName>>>();
+  private readonly gapListeners = new Set<() => void>();
   private started: Promise<void> | undefined;
   /** Published in this turn of the event loop, not yet flushed. */
   private queued: Queued[] = [];
@@ -205,8 +211,34 @@ export class EventBus {
 
   /** Subscribes this process to the shared channel, once. */
   start(): Promise<void> {
-    this.started ??= this.pubsub.subscribe((raw) => this.deliver(raw));
+    this.started ??= this.pubsub.subscribe(
+      (raw) => this.deliver(raw),
+      () => this.gap(),
+    );
     return this.started;
+  }
+
+  /**
+   * Runs `fn` each time this process's subscription to the shared channel
+   * comes back after it was lost (Redis restarted, the connection cut): the
+   * events of every instance published meanwhile never reached this
+   * process's subscribers. Called once the subscription is in place again.
+   * Returns the undo.
+   */
+  onGap(fn: () => void): () => void {
+    this.gapListeners.add(fn);
+    return () => this.gapListeners.delete(fn);
+  }
+
+  private gap(): void {
+    this.log.warn('the event subscription was lost and is back; events published meanwhile were missed');
+    for (const fn of this.gapListeners) {
+      try {
+        fn();
+      } catch (err) {
+        this.log.error({ err }, 'event gap listener failed');
+      }
+    }
   }
 
   /**
@@ -311,6 +343,7 @@ export class EventBus {
   async close(): Promise<void> {
     this.reactors.clear();
     this.subscribers.clear();
+    this.gapListeners.clear();
   }
 }
 

@@ -250,6 +250,14 @@ describe('event parsing', () => {
     }
   });
 
+  it('takes a read.moved without seq (an instance of the previous version, rolling deploy); a seq that is not a number is still refused', () => {
+    const one = (event: unknown) => parseFlush(JSON.stringify({ events: [event] }));
+    const old = { accountId: 'a', chatId: 'b', messageId: 'c', unread: 2 };
+    assert.deepEqual(one({ name: 'read.moved', data: old }), { events: [{ name: 'read.moved', data: old }], rejected: 0 });
+    assert.deepEqual(one({ name: 'read.moved', data: { ...old, seq: '5' } }), { events: [], rejected: 1 });
+    assert.deepEqual(one({ name: 'read.moved', data: { ...old, seq: null } }), { events: [], rejected: 1 });
+  });
+
   it('reads a flush: the good events in order, the malformed ones counted and dropped', () => {
     const good = { name: 'read.moved', data: { accountId: 'a', chatId: 'b', messageId: 'c', unread: 2, seq: 5 } };
     const flush = parseFlush(JSON.stringify({ events: [good, { name: 'read.moved', data: { accountId: 'a' } }, { ...good, data: { ...good.data, unread: 0 } }, 7], origin: 'x' }));

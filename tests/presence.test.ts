@@ -75,4 +75,23 @@ describe(`presence (${MODE === 'services' ? 'Redis' : 'memory'})`, () => {
     if (redis !== undefined) assert.ok(commands <= 10, `${commands} commands for 5,000 accounts`);
     for (const id of on) await presence.leave('instance-a', id);
   });
+
+  it('expired answers each account whose marks all expired without a leave once, to one caller; not one that left or is still renewed', async () => {
+    const a = createPresence(harness().infra.kv, 1);
+    // Two instances' views of one store (in memory, the store is the object itself).
+    const b = MODE === 'services' ? createPresence(harness().infra.kv, 1) : a;
+    const [died, left, renewed] = [randomUUID(), randomUUID(), randomUUID()];
+    await a.arrive('dies', died);
+    await a.arrive('dies', left);
+    await a.leave('dies', left);
+    await a.arrive('dies', renewed);
+    await new Promise((r) => setTimeout(r, 700));
+    await b.heartbeat('lives', [renewed]);
+    await new Promise((r) => setTimeout(r, 600));
+    const [fromA, fromB] = await Promise.all([a.expired(1000), b.expired(1000)]);
+    const key = (id: string) => id.replace(/-/g, '');
+    assert.deepEqual([...fromA, ...fromB].filter((id) => [died, left, renewed].map(key).includes(id)), [key(died)]);
+    assert.deepEqual((await a.expired(1000)).filter((id) => id === key(died)), [], 'answered once');
+    assert.equal((await a.online([renewed])).size, 1);
+  });
 });

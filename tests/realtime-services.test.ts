@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { uniq } from './helpers/factories';
 import { freePort, ServiceProcess } from './helpers/process';
+import { TcpProxy } from './helpers/tcp-proxy';
 import { openResumed, openSocket, ZERO, type TestSocket } from './helpers/ws';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -195,6 +196,74 @@ if (MODE === 'services') {
       assert.deepEqual([...seen, ...received([second], chatId)], want);
     });
 
+    // SPEC: `online` turns false within 60 s after the account's instance
+    // died. Until 2026-12-07 the members list did (the marks expire after
+    // 45 s), but no instance ever sent the `offline` frame: an open tab kept
+    // showing the account online.
+    it('kill -9 of the instance holding an account\'s only tab: the other instance\'s tabs are told it is offline within 60 s', async function () {
+      this.timeout(120_000);
+      const victim = await startWeb();
+      procs.push(victim.proc);
+      const alice = await account(b);
+      const carol = await account(b);
+      const { chatId, otherId: carolId } = await chatOf(alice, carol);
+      const watcher = track(await openResumed(b.port, alice.session, {}));
+      await sleep(200);
+      track(await openResumed(victim.port, carol.session, {}));
+      await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === true);
+      const members = async () => (await b.api<{ users: { user_id: string; online: boolean }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, alice.session)).body.users;
+      assert.equal((await members()).find((u) => u.user_id === carolId)?.online, true);
+      victim.proc.kill();
+      await victim.proc.exited;
+      const offline = await Promise.race([
+        watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === false, 60_000).then(() => true),
+        sleep(60_000).then(() => false),
+      ]);
+      assert.ok(offline, `no offline frame 60 s after the kill: ${JSON.stringify(watcher.of('presence'))}`);
+      assert.equal((await members()).find((u) => u.user_id === carolId)?.online, false);
+      // Said once (one instance takes the expired account), and the last frame is what holds.
+      await sleep(6000);
+      assert.deepEqual(watcher.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online), [true, false]);
+    });
+
+    // Until 2026-12-07 the other side's tabs got only their own member frame
+    // of a new direct chat: the caller's join was announced first, when the
+    // other account was not indexed under the chat on any instance yet.
+    it('a new direct chat reaches the open tabs of both sides on every instance, each with both members', async () => {
+      const settings = { APPS: 'auth,chats,messages,realtime,conversations' };
+      const [c, d] = await Promise.all([startWeb(settings), startWeb(settings)]);
+      procs.push(c.proc, d.proc);
+      try {
+        const alice = await account(c);
+        const bob = await account(c);
+        const tabs: [string, TestSocket][] = [];
+        for (const [who, acc] of [['alice', alice], ['bob', bob]] as const) {
+          for (const web of [c, d]) tabs.push([`${who} on ${web.port}`, track(await openResumed(web.port, acc.session, {}))]);
+        }
+        await sleep(300);
+        const res = await c.api<{ chat_id: string; user_id: string }>('POST', '/v1/direct', { user_name: bob.userName }, alice.session);
+        assert.equal(res.status, 201);
+        const chatId = res.body.chat_id;
+        const users = (await d.api<{ users: { user_id: string; user_name: string }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, bob.session)).body.users;
+        assert.equal(users.length, 2);
+        const want = users.map((u) => `${u.user_id} ${u.user_name}`).sort();
+        const members = (s: TestSocket) => s.of('member').filter((f) => f.chat_id === chatId).map((f) => `${String(f.user_id)} ${String(f.user_name)}`).sort();
+        for (const [name, s] of tabs) {
+          await s.until(`both members on ${name}`, () => members(s).length >= 2, 5000).catch(() => undefined);
+        }
+        await sleep(200);
+        for (const [name, s] of tabs) assert.deepEqual(members(s), want, name);
+        // And the chat's messages reach them all.
+        const sent = await d.api('POST', `/v1/chats/${chatId}/messages?user_id=${res.body.user_id}`, { message: 'hi bob' }, alice.session);
+        assert.equal(sent.status, 201);
+        for (const [name, s] of tabs) await s.until(`the message on ${name}`, () => s.texts(chatId).includes('hi bob'));
+      } finally {
+        c.proc.kill();
+        d.proc.kill();
+        await Promise.all([c.proc.exited, d.proc.exited]);
+      }
+    });
+
     // A post moves the poster's read marker; its `read` must not overtake its
     // `message` on any connection, on either instance (until 2026-12-07 a
     // connection holding its messages, before its first frame or while it
@@ -248,6 +317,56 @@ if (MODE === 'services') {
         }
       });
     }
+
+    // Until 2026-12-07 an instance whose Redis subscription was cut and came
+    // back kept its sockets open: what was published meanwhile never reached
+    // them, and nothing told them to resume (a chat that stayed quiet kept its
+    // gap; joins, read markers and presence changes were gone for good).
+    it('an instance whose Redis connection is cut and comes back closes its sockets with 1013; their resume brings what was posted meanwhile', async () => {
+      const url = new URL(testEnv().REDIS_URL);
+      const proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
+      const proxyPort = await proxy.up();
+      const c = await startWeb({ REDIS_URL: `redis://127.0.0.1:${proxyPort}` });
+      procs.push(c.proc);
+      try {
+        const alice = await account(b);
+        const bob = await account(b);
+        const { chatId, ownerId } = await chatOf(alice, bob);
+        const onC = track(await openResumed(c.port, bob.session, { [chatId]: ZERO }));
+        const onB = track(await openResumed(b.port, bob.session, { [chatId]: ZERO }));
+        const posted: string[] = [];
+        const post = async (text: string) => {
+          const res = await b.api<{ message_id: string }>('POST', `/v1/chats/${chatId}/messages?user_id=${ownerId}`, { message: text }, alice.session);
+          assert.equal(res.status, 201);
+          posted.push(res.body.message_id);
+        };
+        await post('before');
+        for (const s of [onC, onB]) await s.until('the first message', () => s.texts(chatId).length === 1);
+        // Instance c alone loses Redis; b goes on publishing.
+        await proxy.down();
+        await c.proc.waitFor((l) => l.msg === 'redis pub/sub connection error' && l.connection === 'subscribe');
+        await post('while c was cut 1');
+        await post('while c was cut 2');
+        await onB.until('the messages of the outage', () => onB.texts(chatId).length === 3);
+        await proxy.up();
+        assert.equal(await Promise.race([onC.closed, sleep(20_000).then(() => 'still open')]), 1013, `frames: ${onC.texts(chatId).join(', ')}`);
+        assert.equal(onC.closeReason, 'events-lost');
+        const seen = received([onC], chatId);
+        const again = track(await openResumed(c.port, bob.session, { [chatId]: seen[seen.length - 1] }));
+        await again.until('what was missed', () => seen.length + received([again], chatId).length >= posted.length);
+        await post('after');
+        await again.until('the next live one', () => again.texts(chatId).includes('after'));
+        assert.deepEqual([...seen, ...received([again], chatId)], posted);
+        // The instance that lost nothing kept its socket, with every message once.
+        assert.equal(onB.closeCode, undefined);
+        await onB.until('the last message', () => onB.texts(chatId).length === 4);
+        assert.deepEqual(received([onB], chatId), posted);
+      } finally {
+        c.proc.kill();
+        await c.proc.exited;
+        await proxy.down();
+      }
+    });
 
     it('Redis restarted mid-burst: after resume nothing is missing, nothing repeated', async function () {
       const redisPort = await freePort();

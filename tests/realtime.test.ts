@@ -5,7 +5,9 @@ import vm from 'node:vm';
 import { createHash, randomBytes } from 'node:crypto';
 import { postMessage as post } from '../messenger/apps/messages/post';
 import { insertMessage } from '../messenger/db/messages';
-import { parseId } from '../messenger/ids';
+import { joinChat as joinInDb } from '../messenger/db/members';
+import { parseId, toWireId } from '../messenger/ids';
+import { wsClosed } from '../messenger/infra/metrics';
 import type { Presence } from '../messenger/infra/presence';
 import { ticketKey } from '../messenger/apps/realtime';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
@@ -560,6 +562,28 @@ describe('real time: GET /v1/events', function () {
       assert.deepEqual(reads.filter((f) => f.chat_id === chatId).map((f) => f.unread), [2, 0]);
       assert.deepEqual(reads.filter((f) => f.chat_id === other).map((f) => f.unread), [0]);
     });
+
+    // In a rolling deploy the instances of the previous version publish
+    // `read.moved` without `seq`; until 2026-12-07 such an event was refused
+    // as malformed on arrival and the account's tabs never got the marker.
+    it('a read.moved without seq (an instance of the previous version, in a rolling deploy) is told, and never behind a marker already told', async () => {
+      const { client } = harness().app;
+      const { events } = harness().infra;
+      const account = await accountOf(alice);
+      const s = await connect(alice.session, {});
+      await sleep(100);
+      const ids = [await postMessage(client, chatId, bobId, 'one', bob.session), await postMessage(client, chatId, bobId, 'two', bob.session)];
+      await s.until('both messages', () => s.texts(chatId).length === 2);
+      const old = (messageId: string, unread: number) => ({ accountId: account, chatId, messageId, unread }) as unknown as Parameters<typeof events.publish<'read.moved'>>[1];
+      await events.publish('read.moved', old(ids[0], 1));
+      await s.until('the first marker', () => s.of('read').length === 1);
+      await events.publish('read.moved', old(ids[1], 0));
+      // Behind the one told: not told again.
+      await events.publish('read.moved', old(ids[0], 1));
+      await s.until('the second marker', () => s.of('read').length === 2);
+      await sleep(200);
+      assert.deepEqual(s.of('read').map((f) => [f.chat_id, f.message_id, f.unread]), [[chatId, ids[0], 1], [chatId, ids[1], 0]]);
+    });
   });
 
   describe('read frames after their message', () => {
@@ -637,6 +661,7 @@ describe('real time: GET /v1/events', function () {
           return gone;
         },
         online: (ids) => infra.presence.online(ids),
+        expired: (limit) => infra.presence.expired(limit),
       };
       const app = await startApp({ ...infra, presence });
       try {
@@ -750,6 +775,60 @@ describe('real time: GET /v1/events', function () {
       const fromStart = await connect(bob.session, { [chatId]: ZERO });
       await fromStart.until('all', () => fromStart.texts(chatId).length === 6);
       assert.deepEqual(fromStart.texts(chatId), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']);
+    });
+
+    // A resume may name a chat the connection is not indexed under yet: the
+    // account joined it and the join's event is still on its way. Until
+    // 2026-12-07 such a chat's live messages were not held while the resume
+    // read the database: one stored before the read but arriving during it
+    // was sent live, then again in the replay.
+    it('a resume of a chat whose join event has not arrived yet: a message arriving while it reads comes once, in order', async () => {
+      const { infra } = harness();
+      const aliceAccount = await accountOf(alice);
+      let reading: () => void = () => undefined;
+      const readStarted = new Promise<void>((r) => (reading = r));
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((r) => (release = r));
+      // The same database, but alice's resume statement runs only when the test says so.
+      const db = new Proxy(infra.db, {
+        get(target, prop) {
+          if (prop !== 'raw') return Reflect.get(target, prop) as unknown;
+          return (sql: string, bindings: unknown[]) => {
+            if (!(sql.includes('WITH asked AS') && bindings[2] === aliceAccount)) return target.raw(sql, bindings as never);
+            reading();
+            return released.then(() => target.raw(sql, bindings as never));
+          };
+        },
+      });
+      const app = await startApp({ ...infra, db });
+      let tab: TestSocket | undefined;
+      try {
+        const chat = await buildChat(app.client, bob.session);
+        const bobThere = await joinChat(app.client, chat, bob.session, uniq('bob'));
+        tab = await openSocket(app.client.port, { session: alice.session });
+        tab.sendJson({ type: 'probe' });
+        await tab.next((f) => f.type === 'error');
+        // Alice joins; its event is still on the way to this instance.
+        const aliceName = uniq('alice');
+        const member = await joinInDb(infra.db, parseId(chat) as string, aliceName, aliceAccount);
+        assert.ok(member !== undefined);
+        tab.sendJson({ type: 'resume', chats: { [chat]: ZERO } });
+        await readStarted;
+        // While the resume reads: the join's event arrives, and a message is stored and announced.
+        await infra.events.publish('member.joined', { chatId: chat, userId: toWireId(member.id), userName: aliceName, accountId: aliceAccount });
+        const ids = [await postMessage(app.client, chat, bobThere, 'during the read', bob.session)];
+        await sleep(200);
+        release();
+        ids.push(await postMessage(app.client, chat, bobThere, 'after', bob.session));
+        const s = tab;
+        await s.until('the later message', () => s.texts(chat).includes('after'));
+        await sleep(200);
+        assert.deepEqual(s.of('message').filter((f) => f.chat_id === chat).map((f) => f.message_id), ids);
+      } finally {
+        release();
+        if (tab !== undefined && tab.closeCode === undefined) await tab.close();
+        await app.close();
+      }
     });
 
     it('a chat named by its dashed upper-case id gets a message held before the resume exactly once', async () => {
@@ -952,6 +1031,52 @@ describe('real time: GET /v1/events', function () {
       assert.ok(Date.now() - started < 1000);
       await sleep(100);
       assert.equal(other.closeCode, undefined);
+    });
+
+    // Until 2026-12-07 an upgrade that read its session just before a logout,
+    // and was accepted after the logout's event had come, stayed open until
+    // the next ping (WS_PING_MS, 30 s by default).
+    it('a socket whose upgrade read the session just before the logout is closed with 4401 at once, not at the next ping', async () => {
+      const { infra } = harness();
+      const key = `session:${tokenHash(alice.session)}`;
+      let armed = false;
+      let reading: () => void = () => undefined;
+      const readDone = new Promise<void>((r) => (reading = r));
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((r) => (release = r));
+      // The same store, but the armed upgrade's session read answers only when the test says so.
+      const kv = new Proxy(infra.kv, {
+        get(target, prop) {
+          const v = Reflect.get(target, prop) as unknown;
+          if (prop !== 'get') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          return async (k: string) => {
+            const value = await target.get(k);
+            if (k === key && armed) {
+              armed = false;
+              reading();
+              await released;
+            }
+            return value;
+          };
+        },
+      });
+      const app = await startApp({ ...infra, kv });
+      try {
+        const witness = await openSocket(app.client.port, { session: alice.session });
+        armed = true;
+        const opening = openSocket(app.client.port, { session: alice.session });
+        await readDone;
+        await harness().app.client.post('/v1/auth/logout', undefined, alice.session).expect(200);
+        // The end's event has reached this instance: its open socket of the session closed.
+        assert.equal(await witness.closed, 4401);
+        release();
+        const late = await opening;
+        assert.equal(await Promise.race([late.closed, sleep(3000).then(() => 'still open')]), 4401);
+        assert.equal(late.closeReason, 'session-ended');
+      } finally {
+        release();
+        await app.close();
+      }
     });
 
     it('stores none of the sends still waiting when the session ends (logout while frames queue)', async () => {
@@ -1178,6 +1303,70 @@ describe('real time: GET /v1/events', function () {
         assert.equal(await stalled.closed, 1006);
         assert.ok(stalled.texts(chatId).length < 400, 'the stalled connection was cut before everything was queued for it');
         await reader.close();
+      } finally {
+        await app.close();
+      }
+    });
+
+    // Until 2026-12-07 only the count of one chat's held messages bounded a
+    // connection whose replay waited for it to read: live messages piled up
+    // for it (up to 10,000 of each chat resumed) while it stayed open.
+    it('closes a connection that stopped reading during its replay once the live messages held for it pass 16 × WS_MAX_BUFFER_BYTES', async () => {
+      const { infra } = harness();
+      const app = await startApp(infra, { WS_MAX_BUFFER_BYTES: '64kb', WS_PING_MS: '600000' });
+      try {
+        const account = await accountOf(alice);
+        const big = 'x'.repeat(16_000);
+        // A backlog of 16 MB: more than the socket buffers of both ends take, so the replay waits for the reader.
+        for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(aliceId) as string, null, `old ${i} ${big}`);
+        const stalled = await openSocket(app.client.port, { session: bob.session });
+        stalled.pauseReading(true);
+        stalled.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+        await sleep(500);
+        const cut = async () => (await wsClosed.get()).values.find((v) => v.labels.reason === 'too-far-behind')?.value ?? 0;
+        const before = await cut();
+        // 200 live messages of 16 kB each (3.2 MB held): past 16 × 64 kB.
+        for (let i = 0; i < 200; i++) await post(infra, { chatId, userId: aliceId, accountId: account, text: `live ${i} ${big}` });
+        // Closed by the server while the peer still does not read.
+        const deadline = Date.now() + 5000;
+        while ((await cut()) === before && Date.now() < deadline) await sleep(50);
+        assert.equal((await cut()) - before, 1, 'closed as too-far-behind while the peer did not read');
+        stalled.pauseReading(false);
+        // 1013 too-far-behind; a client that reads the close only after the server cut the connection sees 1006.
+        const code = await stalled.closed;
+        assert.ok(code === 1013 || code === 1006, `closed: ${String(code)}`);
+        assert.ok(stalled.of('message').length < 1000, `cut before the replay was sent: ${stalled.of('message').length} messages`);
+      } finally {
+        await app.close();
+      }
+    });
+
+    // Until 2026-12-07 the live messages held during a replay were all
+    // written at once when it ended: past WS_MAX_BUFFER_BYTES the connection
+    // was dropped as a slow consumer (1006), however fast its client read.
+    it('a client that reads gets its replay and then the live messages held meanwhile, however many bytes they are, as it reads them', async () => {
+      const { infra } = harness();
+      const app = await startApp(infra, { WS_MAX_BUFFER_BYTES: '512kb', WS_PING_MS: '600000' });
+      try {
+        const account = await accountOf(alice);
+        const big = 'x'.repeat(16_000);
+        for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(aliceId) as string, null, `old ${i} ${big}`);
+        const s = await openSocket(app.client.port, { session: bob.session });
+        // The client reads late (a slow link): the replay waits for it, and live messages are held meanwhile.
+        s.pauseReading(true);
+        s.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
+        await sleep(500);
+        // 240 live messages of 16 kB (3.8 MB, more than the socket buffers take at once; within what a connection may hold).
+        for (let i = 0; i < 240; i++) await post(infra, { chatId, userId: aliceId, accountId: account, text: `live ${i} ${big}` });
+        s.pauseReading(false);
+        await s.until('the replay and the held messages', () => s.texts(chatId).length === 1240 || s.closeCode !== undefined, 60_000);
+        assert.equal(s.closeCode, undefined, `closed after ${s.texts(chatId).length} messages`);
+        const want = [...Array.from({ length: 1000 }, (_, i) => `old ${i} ${big}`), ...Array.from({ length: 240 }, (_, i) => `live ${i} ${big}`)];
+        assert.deepEqual(s.texts(chatId), want);
+        // Live messages flow at once again.
+        await post(infra, { chatId, userId: aliceId, accountId: account, text: 'after' });
+        await s.until('the next one', () => s.texts(chatId).includes('after'));
+        await s.close();
       } finally {
         await app.close();
       }

@@ -352,6 +352,13 @@ export async function resumeReplays(
   return out;
 }
 
+/** The position (seq) of a stored message of a chat; undefined when it is not one. */
+export async function seqOfMessage(db: Queryable, chatId: string, messageId: string): Promise<number | undefined> {
+  const res = (await db.raw('SELECT seq::int AS seq FROM messages WHERE id = ? AND chat_id = ?', [messageId, chatId])) as { rows: { seq: number }[] };
+  const row = res.rows[0];
+  return row === undefined ? undefined : Number(row.seq);
+}
+
 /**
  * Up to `limit` messages of the chat after position `afterSeq`, in chat
  * order, with the chat's current last position (what a client that is told

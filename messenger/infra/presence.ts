@@ -27,6 +27,13 @@ export interface Presence {
   leave(instance: string, accountId: string): Promise<boolean>;
   /** Which of these accounts are online on any instance. */
   online(accountIds: string[]): Promise<Set<string>>;
+  /**
+   * Accounts (at most `limit`) whose every mark expired without a `leave`:
+   * their instances died (SIGKILL, a lost host) and nobody announced them
+   * offline. Each such account is answered once, to one caller of all
+   * instances, which announces it.
+   */
+  expired(limit: number): Promise<string[]>;
 }
 
 /** One spelling of an account id (UUID dashed or not, any case) for keys and comparisons. */
@@ -54,23 +61,48 @@ class NormalisedPresence implements Presence {
     const on = await this.inner.online(accountIds.map(idKey));
     return new Set(accountIds.filter((a) => on.has(idKey(a))));
   }
+
+  expired(limit: number): Promise<string[]> {
+    return this.inner.expired(limit);
+  }
 }
 
 /** Default lifetime of a presence mark; instances renew marks more often than this. */
 export const PRESENCE_TTL_SECONDS = 45;
 
-// KEYS[1] the account's set; ARGV: instance, now, until, ttl seconds. Sets this
-// instance's mark, then counts the live marks of the others in the same step.
+/**
+ * The sorted set of every account with a mark, scored with the time its last
+ * mark expires (only ever raised): an account scored in the past lost all its
+ * marks without a `leave`.
+ */
+const EXPIRIES_KEY = 'presence-expiries';
+
+// KEYS[1] the account's set, KEYS[2] the expiries; ARGV: instance, now, until,
+// ttl seconds, account. Sets this instance's mark, then counts the live marks
+// of the others in the same step.
 const ARRIVE_SCRIPT = `
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[5])
 return redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf') - 1
 `;
 
-// KEYS[1] the account's set; ARGV: instance, now. The live marks left once this one is gone.
+// KEYS[1] the account's set, KEYS[2] the expiries; ARGV: instance, now,
+// account. The live marks left once this one is gone; with none left the
+// leaver announces the account, so it leaves the expiries.
 const LEAVE_SCRIPT = `
 redis.call('ZREM', KEYS[1], ARGV[1])
-return redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf')
+local left = redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf')
+if left == 0 then redis.call('ZREM', KEYS[2], ARGV[3]) end
+return left
+`;
+
+// KEYS[1] the expiries; ARGV: now, limit. Takes the accounts whose last mark
+// expired, in the same step, so each is answered to one caller only.
+const EXPIRED_SCRIPT = `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
 `;
 
 // KEYS: the accounts' sets; ARGV[1] now. The (1-based) positions of the keys with a live mark.
@@ -88,7 +120,7 @@ const ONLINE_CHUNK = 1000;
 /**
  * Redis: one sorted set per account, `presence:<account>`, whose members are
  * instance ids scored with the time their mark expires. Online = a score in
- * the future (ZCOUNT), one pipelined command per account asked about; the key
+ * the future (ZCOUNT), asked in one script per ONLINE_CHUNK accounts; the key
  * itself expires too, so nothing is left behind by dead instances.
  */
 class RedisPresence implements Presence {
@@ -104,18 +136,23 @@ class RedisPresence implements Presence {
     for (const a of accountIds) {
       pipe.zadd(`presence:${a}`, until, instance);
       pipe.expire(`presence:${a}`, this.ttlSeconds);
+      pipe.zadd(EXPIRIES_KEY, 'GT', until, a);
     }
     await pipe.exec();
   }
 
   async arrive(instance: string, accountId: string): Promise<boolean> {
     const now = Date.now();
-    const others = await this.redis.eval(ARRIVE_SCRIPT, 1, `presence:${accountId}`, instance, now, now + this.ttlSeconds * 1000, this.ttlSeconds);
+    const others = await this.redis.eval(ARRIVE_SCRIPT, 2, `presence:${accountId}`, EXPIRIES_KEY, instance, now, now + this.ttlSeconds * 1000, this.ttlSeconds, accountId);
     return Number(others) === 0;
   }
 
   async leave(instance: string, accountId: string): Promise<boolean> {
-    return Number(await this.redis.eval(LEAVE_SCRIPT, 1, `presence:${accountId}`, instance, Date.now())) === 0;
+    return Number(await this.redis.eval(LEAVE_SCRIPT, 2, `presence:${accountId}`, EXPIRIES_KEY, instance, Date.now(), accountId)) === 0;
+  }
+
+  async expired(limit: number): Promise<string[]> {
+    return (await this.redis.eval(EXPIRED_SCRIPT, 1, EXPIRIES_KEY, Date.now(), limit)) as string[];
   }
 
   async online(accountIds: string[]): Promise<Set<string>> {
@@ -137,6 +174,8 @@ class RedisPresence implements Presence {
 /** The embedded mode: one process, marks with an expiry time in a Map. */
 class MemoryPresence implements Presence {
   private readonly marks = new Map<string, Map<string, number>>();
+  /** When each marked account's last mark expires (see EXPIRIES_KEY). */
+  private readonly expiries = new Map<string, number>();
 
   constructor(private readonly ttlSeconds: number) {}
 
@@ -149,6 +188,7 @@ class MemoryPresence implements Presence {
         this.marks.set(a, m);
       }
       m.set(instance, until);
+      this.expiries.set(a, Math.max(until, this.expiries.get(a) ?? 0));
     }
   }
 
@@ -163,7 +203,22 @@ class MemoryPresence implements Presence {
     const m = this.marks.get(accountId);
     m?.delete(instance);
     if (m !== undefined && m.size === 0) this.marks.delete(accountId);
-    return (await this.online([accountId])).size === 0;
+    const offline = (await this.online([accountId])).size === 0;
+    if (offline) this.expiries.delete(accountId);
+    return offline;
+  }
+
+  async expired(limit: number): Promise<string[]> {
+    const now = Date.now();
+    const out: string[] = [];
+    for (const [a, until] of this.expiries) {
+      if (out.length >= limit) break;
+      if (until > now) continue;
+      this.expiries.delete(a);
+      this.marks.delete(a);
+      out.push(a);
+    }
+    return out;
   }
 
   async online(accountIds: string[]): Promise<Set<string>> {

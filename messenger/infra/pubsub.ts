@@ -11,8 +11,13 @@ import type { Logger } from './logger';
 export interface PubSub {
   readonly kind: 'redis' | 'memory';
   publish(message: string): Promise<void>;
-  /** Starts delivering every message to `onMessage`; call once per process. */
-  subscribe(onMessage: (message: string) => void): Promise<void>;
+  /**
+   * Starts delivering every message to `onMessage`; call once per process.
+   * `onGap` runs each time the subscription is back after it was lost (what
+   * was published meanwhile never reaches this process), once it is in
+   * place again: from then on nothing more is missed.
+   */
+  subscribe(onMessage: (message: string) => void, onGap?: () => void): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -25,7 +30,8 @@ export class MemoryPubSub implements PubSub {
     for (const fn of this.listeners) setImmediate(fn, message);
   }
 
-  async subscribe(onMessage: (message: string) => void): Promise<void> {
+  async subscribe(onMessage: (message: string) => void, _onGap?: () => void): Promise<void> {
+    // One process: nothing published here can be missed here.
     this.listeners.add(onMessage);
   }
 
@@ -77,9 +83,28 @@ export class RedisPubSub implements PubSub {
     }
   }
 
-  async subscribe(onMessage: (message: string) => void): Promise<void> {
+  async subscribe(onMessage: (message: string) => void, onGap?: () => void): Promise<void> {
     this.sub.on('message', (channel: string, message: string) => {
       if (channel === this.channel) onMessage(message);
+    });
+    // A subscriber connection that closed (Redis restarted, the network cut)
+    // missed what was published until it is subscribed again: ioredis
+    // re-subscribes on 'ready'; this SUBSCRIBE goes after its own, so once it
+    // is answered the channel is ours again, and `onGap` says what was lost.
+    let lost = false;
+    this.sub.on('close', () => {
+      lost = true;
+    });
+    this.sub.on('ready', () => {
+      if (!lost) return;
+      lost = false;
+      this.sub.subscribe(this.channel).then(
+        () => onGap?.(),
+        () => {
+          // Not subscribed after all: the next 'ready' tries again.
+          lost = true;
+        },
+      );
     });
     // Not awaited: with Redis away at start the subscription is made when it comes back.
     this.sub.subscribe(this.channel).catch(() => undefined);

@@ -99,7 +99,14 @@ const conversationsApp: AppFactory = (deps): App => {
         if (other === undefined) throw new NotFound('user-not-found');
         if (other.id === session.accountId) throw new BadRequest();
         const chat = await openDirectChat(db, session.accountId, other.id);
-        for (const m of chat.members) {
+        // The other side's join first: each instance indexes the chat's creator
+        // (the caller) on its first event and the joining account on each, so
+        // with this order both accounts' tabs get both frames. In join order
+        // (caller first) the other side was not indexed yet when the caller's
+        // frame went out, and its tabs never learnt the caller's identity
+        // (until 2026-12-07).
+        const members = [...chat.members.filter((m) => m.account_id !== session.accountId), ...chat.members.filter((m) => m.account_id === session.accountId)];
+        for (const m of members) {
           await events.publish('member.joined', {
             chatId: toWireId(chat.chatId),
             userId: toWireId(m.id),

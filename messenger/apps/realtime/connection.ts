@@ -36,6 +36,13 @@ export interface ChatCursor {
 
 /** Most live events one chat may hold back on one connection (or a connection loading its chat list, in all) before it is closed (1013) to resume later. */
 export const MAX_HELD = 10_000;
+/**
+ * The live messages one connection may hold back in all its chats, as a
+ * multiple of WS_MAX_BUFFER_BYTES, before it is closed (1013) to resume
+ * later: a replay to a peer that stopped reading waits for it, and the live
+ * messages of every chat it resumed pile up meanwhile.
+ */
+export const HELD_BYTES_PER_BUFFER = 16;
 
 /**
  * The client-frame allowance of one session on this process: RPS_LIMIT
@@ -92,6 +99,8 @@ export class Connection {
   early: (() => void)[] | undefined = [];
   alive = true;
   closed = false;
+  /** The approximate size of the live messages held in all this connection's cursors (see HELD_BYTES_PER_BUFFER). */
+  heldBytes = 0;
   /** Per chat, the position of the last read marker sent on this connection. */
   private readonly readSent = new Map<string, number>();
   /** Client frames are handled one after another. */
@@ -110,6 +119,11 @@ export class Connection {
     private readonly maxWaitingBytes: number,
     private readonly allowance: FrameAllowance = new FrameAllowance(rps),
   ) {}
+
+  /** Most bytes of live messages this connection may hold. */
+  get heldLimit(): number {
+    return this.maxBuffer * HELD_BYTES_PER_BUFFER;
+  }
 
   /** The cursor of a chat, created on first use. */
   cursor(chatId: string): ChatCursor {
@@ -185,16 +199,21 @@ export class Connection {
     if (this.send(data, 'message')) wsDeliveryLatency.observe({ path }, Math.max(0, (Date.now() - Date.parse(m.createdAt)) / 1000));
   }
 
+  /** True while the unsent frames are at a quarter of WS_MAX_BUFFER_BYTES or more: replays and drains wait (`flushed`) before writing more. */
+  get pressed(): boolean {
+    return !this.closed && this.ws.bufferedAmount >= this.maxBuffer / 4;
+  }
+
   /**
    * Resolves once the frames queued so far have left this process (or the
    * socket closed): replays wait on it so a large replay never piles up in
    * memory ahead of a slow reader.
    */
   flushed(): Promise<void> {
-    if (this.closed || this.ws.bufferedAmount < this.maxBuffer / 4) return Promise.resolve();
+    if (!this.pressed) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
-        if (this.closed || this.ws.bufferedAmount < this.maxBuffer / 4) resolve();
+        if (!this.pressed) resolve();
         else setTimeout(check, 5);
       };
       check();
@@ -208,7 +227,8 @@ export class Connection {
 
   /** Closes with a code the client acts on (4401: log in again, 4429: slow down, 1001/1013: reconnect and resume). */
   close(code: number, reason: string): void {
-    if (this.closed) return;
+    // Once closing, a further reason to close changes nothing (and is not counted again).
+    if (this.ending) return;
     wsClosed.inc({ reason });
     this.ws.close(code, reason);
     // A peer that does not answer the close handshake is cut.

@@ -13,15 +13,18 @@
  */
 import type { WebSocket } from 'ws';
 import type { MemberJoined, MessageStored, PresenceChanged, ReadMoved, SessionEnded } from '../../events';
-import { messagesAfter, resumeReplays, type SeqMessageRow } from '../../db/messages';
+import { messagesAfter, resumeReplays, seqOfMessage, type SeqMessageRow } from '../../db/messages';
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
-import { wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
+import { wsClosed, wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
 import type { Deps, Session } from '../../types';
 import { postMessage } from '../messages/post';
 import { CLOSE, Connection, FrameAllowance, MAX_HELD, type ChatCursor } from './connection';
 import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
+
+/** A read marker with its position (found from the message when the event came without it). */
+type PlacedRead = ReadMoved & { seq: number };
 
 /** Messages after a connection's position in a chat, with the chat's last position (read by a resume or a repair). */
 type Replay = { rows: SeqMessageRow[]; lastSeq: number };
@@ -40,10 +43,24 @@ const FIRST_FRAME_GRACE_MS = 500;
 const PRESENCE_SAID_MS = 5 * 60_000;
 /** Presence marks are renewed this often (they expire after 45 s). */
 const PRESENCE_HEARTBEAT_MS = 15_000;
+/**
+ * How often each instance looks for accounts whose marks all expired without
+ * a close (their instance died): announced offline at most 45 + 5 s after
+ * the death (SPEC: within 60 s).
+ */
+const PRESENCE_SWEEP_MS = 5_000;
+/** Most accounts one sweep announces offline (the next sweep takes the rest). */
+const PRESENCE_SWEEP_MAX = 1000;
 /** Chats whose creator is remembered (creators never change). */
 const OWNER_CACHE_MAX = 50_000;
 /** The seq of a no_storage message: delivered live only, never stored (docs/storage-modes.md). */
 const UNORDERED = 0;
+/**
+ * How long the token hashes of ended sessions are remembered: an upgrade
+ * that read its session just before the end, and is accepted only after the
+ * `session.ended` event came, is closed at once rather than at the next ping.
+ */
+const ENDED_KEPT_MS = 60_000;
 /** Longest timer Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -93,6 +110,8 @@ export class Gateway {
   private readonly presenceTells = new Map<string, Promise<void>>();
   /** What this process last told its connections about an account's presence (kept PRESENCE_SAID_MS). */
   private readonly presenceSaid = new Map<string, { online: boolean; at: number }>();
+  /** Sessions whose `session.ended` came lately (token hash → when), kept ENDED_KEPT_MS. */
+  private readonly endedSessions = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly undo: (() => void)[] = [];
   closing = false;
@@ -121,6 +140,7 @@ export class Gateway {
       events.subscribe('read.moved', (e) => this.onRead(e)),
       events.subscribe('session.ended', (e) => this.onSessionEnded(e)),
       events.subscribe('presence.changed', (e) => this.onPresence(e)),
+      events.onGap(() => this.eventsLost()),
     );
     this.timers.push(setInterval(() => this.ping(), config.realtime.pingMs));
     this.timers.push(
@@ -133,6 +153,7 @@ export class Gateway {
           .catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
       }, PRESENCE_HEARTBEAT_MS),
     );
+    this.timers.push(setInterval(() => void this.sweepPresence(), PRESENCE_SWEEP_MS));
     for (const t of this.timers) t.unref();
   }
 
@@ -149,6 +170,20 @@ export class Gateway {
     for (const c of all) c.drop('server-shutdown');
   }
 
+  /**
+   * The events of the time this process was not subscribed (a Redis restart
+   * or a cut connection) never came: a chat that stays quiet would never
+   * repair its gap, and joins, read markers and presence changes have no
+   * repair at all. So every connection open now is closed with 1013: its
+   * client reconnects and resumes, and reloads what it shows (before, the
+   * sockets stayed open and were never told).
+   */
+  private eventsLost(): void {
+    // What this process said about presence may be stale too: say it again on the next change.
+    this.presenceSaid.clear();
+    for (const set of this.bySession.values()) for (const conn of set) conn.close(CLOSE.tryAgainLater, 'events-lost');
+  }
+
   /** Stops timers and subscriptions (connections are closed by closeAll). */
   async stop(): Promise<void> {
     await this.closeAll();
@@ -159,6 +194,17 @@ export class Gateway {
   /** Takes over an accepted WebSocket of `session`. */
   accept(ws: WebSocket, session: Session): void {
     const { config, log } = this.deps;
+    // Its upgrade read the session before it ended, and the end's event came
+    // before this: closed at once (until 2026-12-07 it stayed open until the
+    // next ping, up to WS_PING_MS).
+    const ended = this.endedSessions.get(session.tokenHash);
+    if (ended !== undefined) {
+      ws.on('error', () => undefined);
+      wsClosed.inc({ reason: 'session-ended' });
+      ws.close(CLOSE.sessionEnded, 'session-ended');
+      setTimeout(() => ws.terminate(), 1000).unref();
+      return;
+    }
     let allowance = this.allowances.get(session.tokenHash);
     if (allowance === undefined) {
       allowance = new FrameAllowance(config.throttling.rpsLimit);
@@ -342,9 +388,31 @@ export class Gateway {
     });
   }
 
+  /**
+   * Announces offline the accounts whose marks all expired without a close:
+   * an instance killed (SIGKILL, its host lost) never said they left. Each
+   * such account is taken by one instance only (Presence.expired). Before
+   * 2026-12-07 nobody announced them: the members list said offline once the
+   * marks expired, but an open tab kept showing them online.
+   */
+  private async sweepPresence(): Promise<void> {
+    const { presence, events, log } = this.deps;
+    try {
+      const gone = await presence.expired(PRESENCE_SWEEP_MAX);
+      // An account still connected here lost its marks to a store that did not answer (the renewals failed): marked again, not announced.
+      const here = gone.filter((a) => this.countFor(toOwnerKey(a)) > 0);
+      if (here.length > 0) await presence.heartbeat(events.origin, here);
+      const offline = gone.filter((a) => this.countFor(toOwnerKey(a)) === 0);
+      await Promise.all(offline.map((accountId) => events.publish('presence.changed', { accountId, online: false })));
+    } catch (err) {
+      log.warn({ err: String(err) }, 'presence sweep failed');
+    }
+  }
+
   private ping(): void {
     const forgotten = Date.now() - PRESENCE_SAID_MS;
     for (const [account, said] of this.presenceSaid) if (said.at < forgotten) this.presenceSaid.delete(account);
+    for (const [hash, at] of this.endedSessions) if (at < Date.now() - ENDED_KEPT_MS) this.endedSessions.delete(hash);
     for (const [hash, allowance] of this.allowances) if (!this.bySession.has(hash) && allowance.full()) this.allowances.delete(hash);
     for (const [hash, set] of this.bySession) {
       this.verify(hash).catch((err: unknown) => {
@@ -377,10 +445,13 @@ export class Gateway {
     if (conn.ending) return;
     const f: ClientFrame = text === undefined ? { type: 'bad' } : parseClientFrame(text);
     if (f.type === 'resume') {
-      // The chats being resumed wait for their replay; every other chat flows live from now on.
+      // The chats being resumed wait for their replay; every other chat flows
+      // live from now on. A chat this connection is not indexed under yet is
+      // held too: its join's event may come while the replay is read (until
+      // 2026-12-07 its live messages then flowed at once, and came again in
+      // the replay). The cursor goes again if the chat turns out unreadable.
       for (const [chatId] of f.chats) {
-        const c = conn.readableCursor(chatId);
-        if (c !== undefined) c.busy = true;
+        if (parseId(chatId) !== null) conn.cursor(chatId).busy = true;
       }
       this.release(conn);
       await this.resume(conn, f);
@@ -434,10 +505,13 @@ export class Gateway {
       if (chatId === null || cursorId === null || replay === undefined || 'missing' in replay) {
         const noChat = chatId === null || (replay !== undefined && 'missing' in replay && replay.missing === 'chat');
         conn.send(frame('error', { chat_id: wireChat, message: noChat ? 'chat-not-found' : 'bad-cursor' }), 'error');
-        const existing = chatId === null ? undefined : conn.readableCursor(toWireId(chatId));
-        if (existing !== undefined) {
+        const wire = chatId === null ? undefined : toWireId(chatId);
+        const existing = wire === undefined ? undefined : conn.cursors.get(wire);
+        if (wire !== undefined && existing !== undefined) {
           existing.busy = false;
-          this.drain(conn, toWireId(chatId as string), existing);
+          // Made by this resume for a chat the account may not read: nothing will come to it.
+          if (!conn.readable.has(wire) && existing.held.length === 0) conn.cursors.delete(wire);
+          else this.drain(conn, wire, existing);
         }
         continue;
       }
@@ -503,54 +577,73 @@ export class Gateway {
   }
 
   private hold(conn: Connection, c: ChatCursor, e: MessageStored): void {
+    // Nothing more is kept for a connection that is closing.
+    if (conn.ending) return;
     c.held.push(e);
-    if (c.held.length > MAX_HELD) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+    conn.heldBytes += heldSize(e);
+    // Per chat by count, per connection by size: a replay waiting for a peer
+    // that stopped reading holds every chat it resumed (until 2026-12-07 only
+    // the count per chat bounded it: 10,000 messages of each chat).
+    if (c.held.length > MAX_HELD || conn.heldBytes > conn.heldLimit) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
   }
 
-  /**
-   * Sends held live messages that continue the connection's position; true
-   * when one further ahead remains (a gap only the database can fill). Once
-   * none does, the read marker held behind them follows.
-   */
-  private drainHeld(conn: Connection, c: ChatCursor): boolean {
-    if (this.drainMessages(conn, c)) return true;
+  /** Takes the first held message of a chat off its list. */
+  private unhold(conn: Connection, c: ChatCursor): void {
+    const e = c.held.shift();
+    if (e !== undefined) conn.heldBytes -= heldSize(e);
+  }
+
+  /** The read marker held behind a chat's messages, sent once they were. */
+  private sendHeldRead(conn: Connection, c: ChatCursor): void {
     const read = c.read;
     c.read = undefined;
     if (read !== undefined && conn.readMoved(read.chatId, read.seq)) conn.send(read.data, 'read');
-    return false;
   }
 
-  private drainMessages(conn: Connection, c: ChatCursor): boolean {
+  /**
+   * Sends held live messages that continue the connection's position, as
+   * fast as the peer reads: `more` when its unsent frames reached a quarter
+   * of WS_MAX_BUFFER_BYTES with messages still held (the caller waits for
+   * them to leave, then calls again), `gap` when one further ahead remains
+   * (only the database can fill it), `done` when none is left. Until
+   * 2026-12-07 they were all written at once: a client whose replay had
+   * held more than WS_MAX_BUFFER_BYTES of live messages was dropped as a
+   * slow consumer right after its replay, however fast it read.
+   */
+  private drainMessages(conn: Connection, c: ChatCursor): 'more' | 'gap' | 'done' {
     // Stable: the unordered (seq 0) messages come first, in the order they arrived.
     c.held.sort((a, b) => a.seq - b.seq);
     while (c.held.length > 0) {
+      if (conn.pressed) return 'more';
       const e = c.held[0];
       if (e.seq === UNORDERED) {
-        c.held.shift();
+        this.unhold(conn, c);
         conn.sendMessage(e, 'live');
         continue;
       }
       if (c.last !== undefined && e.seq <= c.last) {
-        c.held.shift();
+        this.unhold(conn, c);
         continue;
       }
-      if (c.last !== undefined && e.seq !== c.last + 1) return true;
-      c.held.shift();
+      if (c.last !== undefined && e.seq !== c.last + 1) return 'gap';
+      this.unhold(conn, c);
       c.last = e.seq;
       conn.sendMessage(e, 'live');
     }
-    return false;
+    return 'done';
   }
 
-  /** Drains what a chat held once nothing reads the database for it. */
+  /** Drains what a chat held once nothing reads the database for it (the rest, if the peer is behind, as it reads). */
   private drain(conn: Connection, chatId: string, c: ChatCursor): void {
-    if (this.drainHeld(conn, c)) void this.startCatchUp(conn, chatId, c);
+    const left = this.drainMessages(conn, c);
+    if (left === 'done') this.sendHeldRead(conn, c);
+    else void this.startCatchUp(conn, chatId, c, undefined, left === 'more');
   }
 
-  /** Starts reading the database for a chat of a connection (live messages wait meanwhile). */
-  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay): Promise<void> {
+  /** Starts reading the database for a chat of a connection (live messages wait meanwhile); `drainFirst`: send what is held before reading. */
+  private startCatchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay, drainFirst = false): Promise<void> {
     c.busy = true;
-    const run = this.catchUp(conn, chatId, c, first).finally(() => {
+    const run = this.catchUp(conn, chatId, c, first, drainFirst).finally(() => {
       if (c.running === run) c.running = undefined;
     });
     c.running = run;
@@ -563,30 +656,51 @@ export class Gateway {
    * they meet. Started by startCatchUp; clears `c.busy` when done. `first`:
    * what follows the position, read already (by a resume).
    */
-  private async catchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay): Promise<void> {
+  private async catchUp(conn: Connection, chatId: string, c: ChatCursor, first?: Replay, drainFirst = false): Promise<void> {
     const { db, log } = this.deps;
     const uuid = parseId(chatId) as string;
     let emptyReads = 0;
+    let read = !drainFirst;
     try {
       for (;;) {
         if (conn.closed) return;
-        const after = c.last ?? 0;
-        const { rows, lastSeq } = first ?? (await messagesAfter(db, uuid, after, REPLAY_MAX + 1));
-        first = undefined;
-        if (rows.length > REPLAY_MAX) {
-          conn.send(frame('reset', { chat_id: chatId }), 'reset');
-          c.last = Math.max(lastSeq, after);
-        } else {
-          for (const row of rows) {
-            c.last = row.seq;
-            conn.sendMessage(storedFromRow(chatId, row), 'replay');
-            await conn.flushed();
-            if (conn.closed) return;
+        let rowsRead = 0;
+        if (read) {
+          const after = c.last ?? 0;
+          const { rows, lastSeq } = first ?? (await messagesAfter(db, uuid, after, REPLAY_MAX + 1));
+          first = undefined;
+          rowsRead = rows.length;
+          if (rows.length > REPLAY_MAX) {
+            conn.send(frame('reset', { chat_id: chatId }), 'reset');
+            c.last = Math.max(lastSeq, after);
+          } else {
+            for (const row of rows) {
+              c.last = row.seq;
+              conn.sendMessage(storedFromRow(chatId, row), 'replay');
+              await conn.flushed();
+              if (conn.closed) return;
+            }
           }
         }
-        if (!this.drainHeld(conn, c)) return;
+        // The held messages, as the peer reads them. The last call and what
+        // follows it (the read marker, `busy` cleared) run in one turn, so no
+        // live message can be held after it and stay there.
+        let left = this.drainMessages(conn, c);
+        while (left === 'more') {
+          await conn.flushed();
+          if (conn.closed) return;
+          left = this.drainMessages(conn, c);
+        }
+        if (left === 'done') {
+          this.sendHeldRead(conn, c);
+          return;
+        }
+        if (!read) {
+          read = true;
+          continue;
+        }
         // A held message is ahead of what the database showed: its predecessor commits any moment.
-        emptyReads = rows.length === 0 ? emptyReads + 1 : 0;
+        emptyReads = rowsRead === 0 ? emptyReads + 1 : 0;
         if (emptyReads > 20) {
           log.warn({ chatId, after: c.last }, 'a message announced live is not in the database; closing to let the client resume');
           conn.close(CLOSE.tryAgainLater, 'gap');
@@ -679,19 +793,39 @@ export class Gateway {
   private onRead(e: ReadMoved): void {
     const account = toOwnerKey(e.accountId);
     if (!this.byAccount.has(account)) return;
+    if (e.seq === undefined) {
+      // From an instance of the previous version (a rolling deploy): the
+      // position is the message's. Its `message` took the chat's turn when it
+      // came, before this lookup ends, so the marker still follows it.
+      this.placeRead(e);
+      return;
+    }
+    const placed: PlacedRead = { ...e, seq: e.seq };
     this.inOrder(e.chatId, () => {
       const conns = this.byAccount.get(account);
       if (conns === undefined) return;
       const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
       for (const conn of conns) {
         // Still loading its chat list: the marker waits behind the messages kept meanwhile.
-        if (conn.early !== undefined && !conn.readable.has(e.chatId)) this.keep(conn, () => this.readFor(conn, e, data));
-        else this.readFor(conn, e, data);
+        if (conn.early !== undefined && !conn.readable.has(e.chatId)) this.keep(conn, () => this.readFor(conn, placed, data));
+        else this.readFor(conn, placed, data);
       }
     });
   }
 
-  private readFor(conn: Connection, e: ReadMoved, data: string): void {
+  /** Finds the position of a marker that came without it, then tells it; a message that is not one of the chat's moves nothing. */
+  private placeRead(e: ReadMoved): void {
+    const chatId = parseId(e.chatId);
+    const messageId = parseId(e.messageId);
+    if (chatId === null || messageId === null) return;
+    seqOfMessage(this.deps.db, chatId, messageId)
+      .then((seq) => {
+        if (seq !== undefined) this.onRead({ ...e, seq });
+      })
+      .catch((err: unknown) => this.deps.log.warn({ err: String(err), chatId: e.chatId }, 'read marker without a position not delivered'));
+  }
+
+  private readFor(conn: Connection, e: PlacedRead, data: string): void {
     const c = conn.readableCursor(e.chatId);
     if (c !== undefined && (conn.holding || c.busy)) {
       if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
@@ -703,7 +837,9 @@ export class Gateway {
   }
 
   private onSessionEnded(e: SessionEnded): void {
+    const now = Date.now();
     for (const hash of e.tokenHashes) {
+      this.endedSessions.set(hash, now);
       for (const conn of this.bySession.get(hash) ?? []) conn.close(CLOSE.sessionEnded, `session-ended:${e.reason}`.slice(0, 100));
     }
   }
@@ -736,6 +872,11 @@ export class Gateway {
       this.keepEarly(chatId, tell);
     }
   }
+}
+
+/** What a held message costs a connection, roughly (its texts and the object around them). */
+function heldSize(e: MessageStored): number {
+  return 2 * (e.text.length + e.userName.length) + 256;
 }
 
 /**
