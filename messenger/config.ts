@@ -433,7 +433,13 @@ export function loadEnvFile(env: Env = process.env): void {
     if (named) throw new ConfigError([`ENV_FILE is "${file}", which does not exist`]);
     return;
   }
-  process.loadEnvFile(file);
+  try {
+    process.loadEnvFile(file);
+  } catch (err) {
+    // A folder or an unreadable file: node's own error ("Contents of '/etc' should be a valid string") names neither.
+    const why = (err as { code?: unknown }).code === 'EISDIR' || fs.statSync(file).isDirectory() ? 'is a directory, not a file' : `cannot be read (${(err as Error).message})`;
+    throw new ConfigError([`${named ? `ENV_FILE is "${file}", which` : `${file}`} ${why}`]);
+  }
 }
 
 /** For an entrypoint: the configuration (after `.env`), or every problem on stderr and exit code 2. */
