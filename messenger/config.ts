@@ -216,7 +216,17 @@ function postgresFromParts(r: Reader): string | undefined {
   // The original accepted a comma-separated host list; pg connects to the first.
   const host = hosts.split(',')[0].trim();
   const auth = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
-  return `postgres://${auth}@${host}:${port}/${db}`;
+  const url = `postgres://${auth}@${host}:${port}/${db}`;
+  let parsedHost = '';
+  try {
+    parsedHost = new URL(url).hostname;
+  } catch {
+    // Reported below: the process would start and fail every query with "Invalid URL".
+  }
+  if (host === '' || parsedHost === '') {
+    r.problems.push(`POSTGRES_HOSTS must start with a host name or address (db, 10.0.0.5, db1,db2), got "${hosts}"`);
+  }
+  return url;
 }
 
 function parseApps(r: Reader, authDisabled: boolean): AppName[] {

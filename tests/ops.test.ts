@@ -235,6 +235,17 @@ describe('GET /metrics', () => {
     });
   });
 
+  it('refuses POSTGRES_HOSTS without a usable first host at start-up, naming it; takes the first of a list', () => {
+    for (const hosts of [',,,', 'db host', ' ,db2']) {
+      assert.throws(() => loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: hosts })), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.deepEqual(err.problems, [`POSTGRES_HOSTS must start with a host name or address (db, 10.0.0.5, db1,db2), got "${hosts}"`]);
+        return true;
+      });
+    }
+    assert.equal(loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: 'db1,db2', POSTGRES_DB: 'm' })).databaseUrl, 'postgres://postgres@db1:5432/m');
+  });
+
   it('BCRYPT_THREADS defaults to one thread per core across all web workers, and an explicit value wins', () => {
     const cores = os.availableParallelism();
     const services = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/x', REDIS_URL: 'redis://127.0.0.1:6379' };
