@@ -35,6 +35,8 @@ export interface Config {
   redisPrefix: string;
   /** RabbitMQ connection string; undefined selects the in-process queue. */
   rmqUrl: string | undefined;
+  /** Bound of one RabbitMQ connect attempt while the broker sends nothing, before it is retried. */
+  rmqConnectTimeoutMs: number;
   apps: AppName[];
   sessionTtlSeconds: number;
   /** Absolute lifetime of a login chain (its refresh tokens and sessions), from the login. */
@@ -358,6 +360,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: r.url('REDIS_URL', ['redis:', 'rediss:']),
     redisPrefix: r.str('REDIS_PREFIX', 'messenger:'),
     rmqUrl,
+    rmqConnectTimeoutMs: r.int('RMQ_CONNECT_TIMEOUT_MS', 10_000, 100, 600_000),
     apps,
     sessionTtlSeconds: r.int('SESSION_TTL_SECONDS', 3600, 1, 365 * 24 * 3600),
     refreshTtlSeconds: r.int('REFRESH_TTL_SECONDS', 30 * 24 * 3600, 1, 365 * 24 * 3600),
