@@ -11,11 +11,19 @@ help: ## list every target
 	@echo "usage: make <target>   (settings come from the environment, e.g. PORT=8090 make run-local)"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Reinstalls only when node_modules does not satisfy package.json (npm ls): a checkout or pull
+# makes package.json newer than node_modules without changing a dependency, and npm ci first
+# empties node_modules. Never through a symbolic link: npm ci empties the folder it points to
+# (another checkout's, in use) and installs a new one here.
 node_modules: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	@if npm ls >/dev/null 2>&1; then :; \
+	elif [ -L node_modules ]; then \
+	  echo "make: node_modules links to $$(readlink node_modules), whose packages do not match package.json (npm ls says what differs); run npm ci in the checkout that folder belongs to, or replace the link with npm ci here (it would empty the folder it points to)" >&2; \
+	  exit 1; \
+	else npm ci --no-audit --no-fund; fi
 	@touch node_modules
 
-install: node_modules ## install dependencies from the lockfile (npm ci)
+install: node_modules ## install dependencies from the lockfile (npm ci) unless node_modules satisfies package.json
 
 build: node_modules ## compile TypeScript into dist/ (npm run build; npm start does it too)
 	npm run -s build

@@ -35,6 +35,8 @@ export interface Config {
   redisPrefix: string;
   /** RabbitMQ connection string; undefined selects the in-process queue. */
   rmqUrl: string | undefined;
+  /** Bound of one RabbitMQ connect attempt while the broker sends nothing, before it is retried. */
+  rmqConnectTimeoutMs: number;
   apps: AppName[];
   sessionTtlSeconds: number;
   /** Absolute lifetime of a login chain (its refresh tokens and sessions), from the login. */
@@ -216,7 +218,17 @@ function postgresFromParts(r: Reader): string | undefined {
   // The original accepted a comma-separated host list; pg connects to the first.
   const host = hosts.split(',')[0].trim();
   const auth = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
-  return `postgres://${auth}@${host}:${port}/${db}`;
+  const url = `postgres://${auth}@${host}:${port}/${db}`;
+  let parsedHost = '';
+  try {
+    parsedHost = new URL(url).hostname;
+  } catch {
+    // Reported below: the process would start and fail every query with "Invalid URL".
+  }
+  if (host === '' || parsedHost === '') {
+    r.problems.push(`POSTGRES_HOSTS must start with a host name or address (db, 10.0.0.5, db1,db2), got "${hosts}"`);
+  }
+  return url;
 }
 
 function parseApps(r: Reader, authDisabled: boolean): AppName[] {
@@ -348,6 +360,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: r.url('REDIS_URL', ['redis:', 'rediss:']),
     redisPrefix: r.str('REDIS_PREFIX', 'messenger:'),
     rmqUrl,
+    rmqConnectTimeoutMs: r.int('RMQ_CONNECT_TIMEOUT_MS', 10_000, 100, 600_000),
     apps,
     sessionTtlSeconds: r.int('SESSION_TTL_SECONDS', 3600, 1, 365 * 24 * 3600),
     refreshTtlSeconds: r.int('REFRESH_TTL_SECONDS', 30 * 24 * 3600, 1, 365 * 24 * 3600),
@@ -433,7 +446,13 @@ export function loadEnvFile(env: Env = process.env): void {
     if (named) throw new ConfigError([`ENV_FILE is "${file}", which does not exist`]);
     return;
   }
-  process.loadEnvFile(file);
+  try {
+    process.loadEnvFile(file);
+  } catch (err) {
+    // A folder or an unreadable file: node's own error ("Contents of '/etc' should be a valid string") names neither.
+    const why = (err as { code?: unknown }).code === 'EISDIR' || fs.statSync(file).isDirectory() ? 'is a directory, not a file' : `cannot be read (${(err as Error).message})`;
+    throw new ConfigError([`${named ? `ENV_FILE is "${file}", which` : `${file}`} ${why}`]);
+  }
 }
 
 /** For an entrypoint: the configuration (after `.env`), or every problem on stderr and exit code 2. */

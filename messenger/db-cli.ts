@@ -1,22 +1,34 @@
 #!/usr/bin/env node
-import { ConfigError, loadConfig, loadEnvFile } from './config';
-import { createDb, migrateLatest, migrateRollback } from './infra/db';
+import { ConfigError, loadConfig, loadEnvFile, type Config } from './config';
+import { createDb, dbFailureHint, migrateLatest, migrateRollback, migrationNames, pendingMigrations } from './infra/db';
 import { createLogger } from './infra/logger';
 
-const USAGE = 'usage: messenger-db migrate|rollback';
+const USAGE = 'usage: messenger-db migrate|rollback|status';
 
-/** `messenger-db migrate` applies pending migrations; `rollback` undoes the newest applied one. */
+let config: Config | undefined;
+
+/**
+ * `messenger-db migrate` applies pending migrations; `rollback` undoes the
+ * newest applied one; `status` lists each migration of this build as applied
+ * or pending, writing nothing.
+ */
 async function main(): Promise<number> {
   const command = process.argv[2];
-  if (command !== 'migrate' && command !== 'rollback') {
+  if (command !== 'migrate' && command !== 'rollback' && command !== 'status') {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
   loadEnvFile();
-  const config = loadConfig();
+  config = loadConfig();
   // knex's own messages go through the JSON logger (a refused connection is a debug line), not raw to stdout with a stack.
   const db = await createDb(config, createLogger(config.logLevel, 'messenger-db'));
   try {
+    if (command === 'status') {
+      const pending = new Set(await pendingMigrations(db));
+      for (const name of await migrationNames()) process.stdout.write(`${pending.has(name) ? 'pending' : 'applied'}  ${name}\n`);
+      process.stdout.write(pending.size === 0 ? 'up to date\n' : `${pending.size} pending: run messenger-db migrate\n`);
+      return 0;
+    }
     const names = command === 'migrate' ? await migrateLatest(db) : await migrateRollback(db);
     const verb = command === 'migrate' ? 'applied' : 'rolled back';
     process.stdout.write(names.length === 0 ? `nothing to do\n` : `${verb}: ${names.join(', ')}\n`);
@@ -29,8 +41,13 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
-    else process.stderr.write(`messenger-db failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (err instanceof ConfigError) {
+      // A setting that cannot work, as in every other entrypoint.
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    const hint = dbFailureHint(err, config);
+    process.stderr.write(`messenger-db failed: ${err instanceof Error ? err.message : String(err)}${hint === undefined ? '' : `: ${hint}`}\n`);
     process.exit(1);
   },
 );

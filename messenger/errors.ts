@@ -126,6 +126,9 @@ export function isUnavailable(err: unknown): boolean {
     if (/^(08|57P|53)/.test(code)) return true;
     // 57014 is statement_timeout / query_canceled: the database is too slow to answer.
     if (code === '57014') return true;
+    // Class 28 (our user or password refused) and 3D000 (no such database): a
+    // connection that cannot be made as set up, not a fault of the request.
+    if (code.startsWith('28') || code === '3D000') return true;
   }
   if (UNAVAILABLE_MESSAGES.some((re) => re.test(err.message))) return true;
   const cause = field(err, 'cause');

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { RabbitBroker } from '../messenger/infra/broker';
+import { ConfigError, loadConfig } from '../messenger/config';
+import { newBroker, RabbitBroker } from '../messenger/infra/broker';
 import { createLogger } from '../messenger/infra/logger';
+import { testEnv } from './helpers/env';
 import { waitUntil } from './helpers/wait';
 
 const log = createLogger('silent');
@@ -45,5 +47,24 @@ describe('RabbitMQ connect attempts', function () {
     assert.equal(broker.isConnected(), false);
     // The timed-out attempt closed its socket rather than leaving it open.
     await waitUntil('the timed-out socket is closed by the client', async () => closed >= 1, 2000);
+  });
+});
+
+describe('RMQ_CONNECT_TIMEOUT_MS', () => {
+  it('bounds each connect attempt of the broker the process builds (default 10000); outside 100-600000 it stops start-up naming it', () => {
+    const rmq = { RMQ_URL: 'amqp://guest:guest@127.0.0.1:5672' };
+    const set = newBroker(loadConfig(testEnv({ ...rmq, RMQ_CONNECT_TIMEOUT_MS: '300' })), log);
+    assert.ok(set instanceof RabbitBroker);
+    assert.equal(set.connectTimeoutMs, 300);
+    const unset = newBroker(loadConfig(testEnv({ ...rmq, RMQ_CONNECT_TIMEOUT_MS: '' })), log);
+    assert.ok(unset instanceof RabbitBroker);
+    assert.equal(unset.connectTimeoutMs, 10_000);
+    for (const bad of ['50', '10s']) {
+      assert.throws(() => loadConfig(testEnv({ ...rmq, RMQ_CONNECT_TIMEOUT_MS: bad })), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.problems.join('\n'), /^RMQ_CONNECT_TIMEOUT_MS must be/m);
+        return true;
+      });
+    }
   });
 });

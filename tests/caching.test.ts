@@ -7,6 +7,7 @@ import type { BuiltInfra } from '../messenger/infra';
 import { MemoryKv, type Kv } from '../messenger/infra/kv';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import { waitUntil } from './helpers/wait';
 
 async function setup(client: Running['client']) {
   const u = await buildUser(client);
@@ -135,7 +136,7 @@ describe('caching when the store refuses its writes', () => {
     const app = await startApp({ ...infra, kv, log: pino({ level: 'warn' }, sink) });
     try {
       const { u, chatId, userId } = await setup(app.client);
-      const bump = lines.find((l) => l.msg === 'could not invalidate cached pages; they may be stale until they expire');
+      const bump = lines.find((l) => l.msg === 'could not invalidate cached pages; retrying every second until the store answers');
       assert.ok(bump, 'the failed version bump is logged');
       assert.equal(bump.level, 50);
       assert.match(JSON.stringify(bump.err), /version bump refused/);
@@ -150,6 +151,57 @@ describe('caching when the store refuses its writes', () => {
       assert.deepEqual((first.body as Page).messages.map((m) => [m.text, m.user_id]), [['first', userId]]);
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('caching when a version bump fails for a while', () => {
+  it('the bump is made again once the store answers: the page then has the message, not only once it expires', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        done();
+      },
+    });
+    // An infrastructure of its own: the suite's app, on a shared one, would bump the version itself.
+    const infra = await startInfra({ REDIS_PREFIX: `test:bump:${process.pid}:` });
+    let refuseBumps = false;
+    const kv = new Proxy(infra.kv, {
+      get(target, prop) {
+        if (prop === 'incr') {
+          return (key: string, ...rest: unknown[]) =>
+            refuseBumps && key.includes('cv:')
+              ? Promise.reject(new Error('Stream isn\'t writeable and enableOfflineQueue options is false'))
+              : (target.incr as (...a: unknown[]) => Promise<number>).call(target, key, ...rest);
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as Kv;
+    const app = await startApp({ ...infra, kv, log: pino({ level: 'info' }, sink) });
+    try {
+      const { u, chatId, userId } = await setup(app.client);
+      const page = `/v1/chats/${chatId}/messages?limit=10`;
+      await app.client.get(page, u.session).expect(200).expect('X-Cache', 'MISS');
+      await app.client.get(page, u.session).expect(200).expect('X-Cache', 'HIT');
+      refuseBumps = true;
+      await postMessage(app.client, chatId, userId, 'second', u.session);
+      await postMessage(app.client, chatId, userId, 'third', u.session);
+      const failed = lines.filter((l) => l.msg === 'could not invalidate cached pages; retrying every second until the store answers');
+      assert.equal(failed.length, 1, 'logged once per outage, not once per message');
+      assert.equal(failed[0].level, 50);
+      // Meanwhile the page is the one cached before them: what the retry is for.
+      const stale = await app.client.get(page, u.session).expect(200).expect('X-Cache', 'HIT');
+      assert.deepEqual((stale.body as Page).messages.map((m) => m.text), ['first']);
+      refuseBumps = false;
+      const texts = async () => ((await app.client.get(page, u.session).expect(200)).body as Page).messages.map((m) => m.text);
+      await waitUntil('the page to show the messages stored while the bump failed', async () => (await texts()).includes('third'), 10_000, 100);
+      assert.deepEqual(await texts(), ['first', 'second', 'third']);
+      assert.ok(lines.some((l) => l.msg === 'cached pages invalidated after the store came back'));
+    } finally {
+      await app.close();
+      await infra.shutdown.run();
     }
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../messenger/config';
 
@@ -88,5 +89,66 @@ describe('deployment files', () => {
     const codes = [...union[1].matchAll(/'([a-z-]+)'/g)].map((m) => m[1]);
     assert.ok(codes.length > 10);
     assert.deepEqual(codes.filter((c, i) => codes.indexOf(c) !== i), []);
+  });
+});
+
+describe('make: the node_modules step', () => {
+  /**
+   * A copy of the Makefile beside package.json and package-lock.json that are
+   * newer than node_modules (as after a checkout or pull), with an `npm` on
+   * PATH that records its arguments and answers `npm ls` with `lsExit`.
+   */
+  function runMake(opts: { link: boolean; lsExit: number }) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'opsx-make-'));
+    const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'opsx-shared-nm-'));
+    try {
+      fs.copyFileSync(path.join(ROOT, 'Makefile'), path.join(dir, 'Makefile'));
+      fs.writeFileSync(path.join(shared, 'sentinel'), 'installed');
+      if (opts.link) fs.symlinkSync(shared, path.join(dir, 'node_modules'));
+      else fs.cpSync(shared, path.join(dir, 'node_modules'), { recursive: true });
+      const old = new Date(Date.now() - 3600_000);
+      fs.utimesSync(path.join(dir, 'node_modules'), old, old);
+      fs.writeFileSync(path.join(dir, 'package.json'), '{}');
+      fs.writeFileSync(path.join(dir, 'package-lock.json'), '{}');
+      const bin = path.join(dir, 'fakebin');
+      fs.mkdirSync(bin);
+      // Records each call; `ci` empties node_modules as the real one does.
+      fs.writeFileSync(
+        path.join(bin, 'npm'),
+        `#!/bin/sh\necho "$*" >> ${dir}/npm-calls\ncase "$1" in ls) exit ${opts.lsExit};; ci) rm -rf node_modules/*;; esac\n`,
+        { mode: 0o755 },
+      );
+      const res = spawnSync('make', ['--no-print-directory', 'node_modules'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+      });
+      const calls = fs.existsSync(path.join(dir, 'npm-calls')) ? fs.readFileSync(path.join(dir, 'npm-calls'), 'utf8').trim().split('\n') : [];
+      return { status: res.status, stderr: res.stderr, calls, sentinel: fs.existsSync(path.join(shared, 'sentinel')), shared };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(shared, { recursive: true, force: true });
+    }
+  }
+
+  it('does not reinstall when the installed packages satisfy package.json, however old node_modules is', () => {
+    const r = runMake({ link: true, lsExit: 0 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.calls, ['ls']);
+    assert.ok(r.sentinel, 'the linked node_modules was emptied');
+  });
+
+  it('never runs npm ci through a node_modules link (it would empty the folder of another checkout): stops naming it', () => {
+    const r = runMake({ link: true, lsExit: 1 });
+    assert.notEqual(r.status, 0);
+    assert.deepEqual(r.calls, ['ls']);
+    assert.ok(r.sentinel, 'the linked node_modules was emptied');
+    assert.match(r.stderr, /node_modules links to \S*opsx-shared-nm-\S*, whose packages do not match package\.json.*run npm ci in the checkout/);
+  });
+
+  it('runs npm ci when its own node_modules does not satisfy package.json', () => {
+    const r = runMake({ link: false, lsExit: 1 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.calls, ['ls', 'ci --no-audit --no-fund']);
   });
 });

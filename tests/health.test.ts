@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+import { runChecksWithVerdict } from '../messenger/infra/health';
 import { harness } from './helpers/harness';
 
 describe('health', () => {
@@ -22,5 +24,21 @@ describe('health', () => {
 
   it('DELETE /ping answers 405 method-not-allowed', async () => {
     await harness().app.client.request('DELETE', '/ping').expect(405, { message: 'method-not-allowed' });
+  });
+});
+
+describe('the reason a check gives when it is down', () => {
+  it('says "not connected (reconnecting)" for a Redis client between connections, not ioredis\'s own wording', async () => {
+    const { results, down } = await runChecksWithVerdict(
+      [
+        { name: 'redis', run: () => Promise.reject(new Error("Stream isn't writeable and enableOfflineQueue options is false")) },
+        { name: 'other', run: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })) },
+      ],
+      1000,
+    );
+    assert.equal(down, true);
+    assert.equal(results.redis.status, 'down');
+    assert.equal(results.redis.error, 'not connected (reconnecting)');
+    assert.equal(results.other.error, 'ECONNREFUSED');
   });
 });

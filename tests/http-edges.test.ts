@@ -187,3 +187,34 @@ describe('HTTP edges', () => {
     }
   });
 });
+
+describe('the drain of the listener (SIGTERM)', () => {
+  it('a request in flight when the drain starts is answered with Connection: close, and its connection then ends', async () => {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let arrived!: () => void;
+    const inHandler = new Promise<void>((resolve) => (arrived = resolve));
+    const server = await listen(
+      (_req, res) => {
+        arrived();
+        void released.then(() => {
+          res.setHeader('Content-Type', 'application/json');
+          res.end('{}');
+        });
+      },
+      0,
+      '127.0.0.1',
+    );
+    const port = (server.server.address() as AddressInfo).port;
+    const answer = raw(port, ['GET /ping HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n']);
+    await inHandler;
+    const drained = server.drain(Date.now() + 5000);
+    release();
+    const { text } = await answer;
+    await drained;
+    const res = parse(text);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.connection, 'close', `told ${res.headers.connection}: the client would reuse a connection being closed`);
+    assert.equal(res.body, '{}');
+  });
+});

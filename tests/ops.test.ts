@@ -8,6 +8,7 @@ import addFormats from 'ajv-formats';
 import knexFactory from 'knex';
 import OpenAPIBackend from 'openapi-backend';
 import { ConfigError, loadConfig } from '../messenger/config';
+import { toWireError } from '../messenger/errors';
 import { createDb, DATA_DIR_LOCK, pendingMigrations } from '../messenger/infra/db';
 import { roleMetricsPort } from '../messenger/services';
 import { serveRoleEndpoints } from '../messenger/services/role-server';
@@ -234,6 +235,17 @@ describe('GET /metrics', () => {
     });
   });
 
+  it('refuses POSTGRES_HOSTS without a usable first host at start-up, naming it; takes the first of a list', () => {
+    for (const hosts of [',,,', 'db host', ' ,db2']) {
+      assert.throws(() => loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: hosts })), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.deepEqual(err.problems, [`POSTGRES_HOSTS must start with a host name or address (db, 10.0.0.5, db1,db2), got "${hosts}"`]);
+        return true;
+      });
+    }
+    assert.equal(loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: 'db1,db2', POSTGRES_DB: 'm' })).databaseUrl, 'postgres://postgres@db1:5432/m');
+  });
+
   it('BCRYPT_THREADS defaults to one thread per core across all web workers, and an explicit value wins', () => {
     const cores = os.availableParallelism();
     const services = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/x', REDIS_URL: 'redis://127.0.0.1:6379' };
@@ -356,8 +368,61 @@ describe('messenger-db rollback', function () {
       encoding: 'utf8',
     });
     assert.equal(r.status, 1);
-    assert.equal(r.stderr, `messenger-db failed: connect ECONNREFUSED 127.0.0.1:${dead}\n`);
+    assert.equal(
+      r.stderr,
+      `messenger-db failed: connect ECONNREFUSED 127.0.0.1:${dead}: is PostgreSQL at 127.0.0.1:${dead} running and reachable? Start it, or set DATABASE_URL to where it runs\n`,
+    );
     assert.equal(r.stdout, '', 'knex printed its own error and stack');
+  });
+
+  /** messenger-db run with exactly `env` (plus PATH and HOME). */
+  const dbCli = (args: string[], env: Record<string, string>) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', ...args], {
+      cwd: path.resolve(__dirname, '..'),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      encoding: 'utf8',
+    });
+
+  it('messenger-db with ENV_FILE naming a file that does not exist stops with exit code 2 naming it, as every other entrypoint does', () => {
+    const missing = path.join(os.tmpdir(), `messenger-no-such-${process.pid}.env`);
+    const r = dbCli(['migrate'], { ENV_FILE: missing, DATA_DIR: 'memory://' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /ENV_FILE is ".*messenger-no-such-.*\.env", which does not exist/);
+  });
+
+  it('messenger-db with a setting that cannot work stops with exit code 2 listing it', () => {
+    const r = dbCli(['migrate'], { PORT: 'abc', DATA_DIR: 'memory://' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr, 'invalid configuration:\n  - PORT must be a whole number, got "abc"\n');
+  });
+
+  it('messenger-db status lists each migration as pending or applied, writing nothing, and says what to run', () => {
+    const data = tempDir('messenger-status-');
+    try {
+      const env = { DATA_DIR: data.dir, LOG_LEVEL: 'warn' };
+      const before = dbCli(['status'], env);
+      assert.equal(before.status, 0, before.stderr);
+      const lines = before.stdout.trim().split('\n');
+      assert.equal(lines[0], 'pending  001_core');
+      assert.equal(lines.at(-2), 'pending  013_name_prefix_key');
+      assert.match(lines.at(-1) ?? '', /^13 pending: run messenger-db migrate$/);
+      assert.equal(dbCli(['status'], env).stdout, before.stdout, 'status applied something');
+      assert.equal(dbCli(['migrate'], env).status, 0);
+      const after = dbCli(['status'], env);
+      assert.equal(after.status, 0, after.stderr);
+      assert.match(after.stdout, /^applied {2}001_core\n[^]*applied {2}013_name_prefix_key\nup to date\n$/);
+      assert.doesNotMatch(after.stdout, /^pending/m);
+    } finally {
+      data.remove();
+    }
+  });
+
+  it('messenger-db with no command or an unknown one prints its usage, naming status, with exit code 2', () => {
+    for (const args of [[], ['statsu']]) {
+      const r = dbCli(args, { DATA_DIR: 'memory://' });
+      assert.equal(r.status, 2);
+      assert.equal(r.stderr, 'usage: messenger-db migrate|rollback|status\n');
+    }
   });
 
   it('undoes only the newest migration, keeping the data, however many were applied together; run again it undoes the next', async () => {
@@ -504,6 +569,66 @@ describe('a settings file named by ENV_FILE', function () {
       p.kill();
     }
   });
+});
+
+describe('a settings file named by ENV_FILE that is a directory', function () {
+  this.timeout(60_000);
+
+  it('messenger-api stops (exit 2) saying ENV_FILE names a directory, not with a stack trace', async () => {
+    const dir = tempDir('messenger-envdir-');
+    const p = new ServiceProcess('messenger/main.ts', { ENV_FILE: dir.dir, DATA_DIR: 'memory://', PORT: String(await freePort()), LOG_LEVEL: 'info' });
+    try {
+      const exit = await exitWithin(p, 20_000);
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.equal(p.stderr.join(''), `invalid configuration:\n  - ENV_FILE is "${dir.dir}", which is a directory, not a file\n`);
+    } finally {
+      p.kill();
+      dir.remove();
+    }
+  });
+});
+
+describe('a PostgreSQL that refuses the database or the user of DATABASE_URL', () => {
+  it('is a backing service that cannot be used (503 service-unavailable), not an internal error (500)', () => {
+    for (const [code, message] of [
+      ['3D000', 'database "nowhere" does not exist'],
+      ['28000', 'role "nobody" does not exist'],
+      ['28P01', 'password authentication failed for user "postgres"'],
+    ]) {
+      const err = Object.assign(new Error(message), { code, severity: 'FATAL' });
+      assert.deepEqual(toWireError(err), { status: 503, code: 'service-unavailable', unexpected: false }, code);
+    }
+  });
+
+  if (MODE === 'services') {
+    it('messenger-db migrate says to create the database first; messenger-api answers 503 until it exists, with a hint in its log', async function () {
+      this.timeout(60_000);
+      const u = new URL(databaseUrl());
+      u.pathname = `/opsx_missing_${process.pid}`;
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'migrate'], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: u.toString() },
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 1);
+      assert.equal(
+        r.stderr,
+        `messenger-db failed: database "opsx_missing_${process.pid}" does not exist: create the database first (createdb opsx_missing_${process.pid}, or CREATE DATABASE), then run messenger-db migrate\n`,
+      );
+      const port = await freePort();
+      const p = new ServiceProcess('messenger/main.ts', { ...testEnv({ DATABASE_URL: u.toString(), PORT: String(port), LOG_LEVEL: 'info' }) });
+      try {
+        const [warn] = await p.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('could not check the database for pending migrations'));
+        assert.match(String(warn.hint), /create the database first \(createdb opsx_missing_/);
+        await p.waitFor((l) => l.msg === 'messenger-api started');
+        const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, { method: 'POST', body: JSON.stringify({ user_name: 'nodb', password: 'secret1' }) });
+        assert.equal(res.status, 503);
+        assert.deepEqual(await res.json(), { message: 'service-unavailable' });
+      } finally {
+        p.kill();
+      }
+    });
+  }
 });
 
 describe('HOST', function () {

@@ -52,10 +52,19 @@ export async function listen(
   requestTimeoutMs = 30_000,
 ): Promise<DrainableServer> {
   let draining = false;
+  // Responses of requests in flight: when the drain starts, those whose headers are not sent yet
+  // are told Connection: close too (a client told keep-alive would send its next
+  // request on a connection the drain then closes, and a POST is not retried).
+  const unanswered = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
     // A request that arrives on a kept-alive connection during the drain is
     // still served, but its connection is not kept for another.
     if (draining) res.setHeader('Connection', 'close');
+    else {
+      unanswered.add(res);
+      // 'close' comes after the response is sent and after an abort alike.
+      res.once('close', () => unanswered.delete(res));
+    }
     handler(req, res);
   });
   // Longer than a load balancer's idle timeout (nginx keepalive_timeout, ALB 60 s),
@@ -81,6 +90,8 @@ export async function listen(
     server,
     drain(drainBy) {
       draining = true;
+      for (const res of unanswered) if (!res.headersSent) res.setHeader('Connection', 'close');
+      unanswered.clear();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // A connection whose last response was started before the drain turns
       // idle afterwards; close such ones as they appear.

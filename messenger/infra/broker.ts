@@ -242,7 +242,7 @@ export class RabbitBroker implements Broker {
      * accepts TCP but never answers would otherwise hang the attempt, and
      * with it start-up and reconnection, forever.
      */
-    private readonly connectTimeoutMs = CONNECT_TIMEOUT_MS,
+    readonly connectTimeoutMs = CONNECT_TIMEOUT_MS,
   ) {
     this.pauses = new RetryPauses(log);
   }
@@ -677,7 +677,7 @@ export class MemoryBroker implements Broker {
 
 /** RabbitMQ when RMQ_URL is set, else the in-process broker; not started (see `Broker.start`). */
 export function newBroker(config: Config, log: Logger): Broker {
-  return config.rmqUrl === undefined ? new MemoryBroker(log) : new RabbitBroker(config.rmqUrl, log);
+  return config.rmqUrl === undefined ? new MemoryBroker(log) : new RabbitBroker(config.rmqUrl, log, config.rmqConnectTimeoutMs);
 }
 
 /** A started broker (connected, or still trying after 5 s). */

@@ -168,6 +168,11 @@ export async function migrateRollback(db: Db): Promise<string[]> {
   return rolled;
 }
 
+/** The names of this build's migrations, oldest first. */
+export async function migrationNames(): Promise<string[]> {
+  return migrationSource.getMigrations([]);
+}
+
 /**
  * The migrations of this build that the database lacks, read without
  * writing anything (knex's own listing creates its tables).
@@ -182,4 +187,27 @@ export async function pendingMigrations(db: Db): Promise<string[]> {
 /** True when the database answers a trivial query. */
 export async function pingDb(db: Db): Promise<void> {
   await db.raw('select 1');
+}
+
+/** What to do about a database that could not be used, when the error says (appended to its message). */
+export function dbFailureHint(err: unknown, config: Pick<Config, 'databaseUrl'> | undefined): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  let where = 'the database';
+  let name = 'messenger';
+  if (config?.databaseUrl !== undefined) {
+    try {
+      const u = new URL(config.databaseUrl);
+      where = `PostgreSQL at ${u.hostname}:${u.port || '5432'}`;
+      name = decodeURIComponent(u.pathname.slice(1)) || name;
+    } catch {
+      // An unparsable URL says nothing more.
+    }
+  }
+  if (code === '3D000') return `create the database first (createdb ${name}, or CREATE DATABASE), then run messenger-db migrate`;
+  if (typeof code === 'string' && code.startsWith('28')) return 'check the user name and password in DATABASE_URL (or POSTGRES_USER, POSTGRES_PASSWORD)';
+  if (typeof code === 'string' && ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ETIMEDOUT'].includes(code)) {
+    return `is ${where} running and reachable? Start it, or set DATABASE_URL to where it runs`;
+  }
+  return undefined;
 }

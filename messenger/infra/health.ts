@@ -32,6 +32,8 @@ function reason(err: unknown): string {
   const code = (err as { code?: unknown }).code;
   // The message of a connection error can carry the URL (with a password); the errno cannot.
   if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
+  // ioredis while it reconnects (no offline queue): its own wording says nothing to an operator.
+  if (/Stream isn't writeable|Connection is closed/i.test(err.message)) return 'not connected (reconnecting)';
   return err.message.replace(/\w+:\/\/\S+/g, '<url>').slice(0, 120);
 }
 

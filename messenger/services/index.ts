@@ -8,7 +8,7 @@
  */
 import type { Config } from '../config';
 import { buildInfra, type BuiltInfra } from '../infra';
-import { pendingMigrations } from '../infra/db';
+import { dbFailureHint, pendingMigrations } from '../infra/db';
 import { createLogger } from '../infra/logger';
 import { Shutdown } from '../infra/shutdown';
 import { webService } from './web';
@@ -53,7 +53,11 @@ async function missingMigrations(infra: BuiltInfra): Promise<string[]> {
   try {
     return await pendingMigrations(infra.db);
   } catch (err) {
-    infra.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not check the database for pending migrations');
+    const hint = dbFailureHint(err, infra.config);
+    infra.log.warn(
+      { err: err instanceof Error ? err.message : String(err), ...(hint === undefined ? {} : { hint }) },
+      'could not check the database for pending migrations; answering 503 until it can be used',
+    );
     return [];
   }
 }

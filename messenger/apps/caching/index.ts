@@ -51,6 +51,35 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
   const versionKey = (chat: string) => `cv:${chat}`;
   const budgetKey = (chat: string) => `cb:${chat}`;
 
+  // Chats whose version could not be bumped after a store (the store was
+  // away): their cached pages lack messages, so the bump is tried again every
+  // second until it is made, rather than serving those pages until they expire.
+  const unbumped = new Set<string>();
+  let retry: NodeJS.Timeout | undefined;
+  let failing = false;
+  const bump = async (chats: string[]): Promise<void> => {
+    try {
+      await Promise.all(chats.map((chat) => kv.incr(versionKey(chat))));
+    } catch (err) {
+      // A bump that did succeed is harmless to make again: it only invalidates.
+      for (const chat of chats) unbumped.add(chat);
+      if (!failing) log.error({ err }, 'could not invalidate cached pages; retrying every second until the store answers');
+      failing = true;
+      retry ??= setTimeout(() => {
+        retry = undefined;
+        const again = [...unbumped];
+        unbumped.clear();
+        void bump(again).then(() => {
+          if (unbumped.size === 0 && failing) {
+            failing = false;
+            log.info({ chats: again.length }, 'cached pages invalidated after the store came back');
+          }
+        });
+      }, 1000);
+      retry.unref();
+    }
+  };
+
   return {
     name: 'caching',
     requires: ['messages'],
@@ -105,13 +134,13 @@ const cachingApp: AppFactory = ({ config, kv, log }): App => {
       async 'message.stored'(stored) {
         const chats = new Set(stored.filter((e) => e.seq > 0).map((e) => e.chatId));
         if (chats.size === 0) return;
-        try {
-          await Promise.all([...chats].map((chat) => kv.incr(versionKey(chat))));
-        } catch (err) {
-          // The message is stored; refusing the 201 now would invite a duplicate.
-          log.error({ err }, 'could not invalidate cached pages; they may be stale until they expire');
-        }
+        // The message is stored; refusing the 201 when the bump fails would invite a duplicate.
+        await bump([...chats]);
       },
+    },
+    async stop() {
+      if (retry !== undefined) clearTimeout(retry);
+      retry = undefined;
     },
   };
 };
