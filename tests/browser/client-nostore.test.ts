@@ -9,14 +9,13 @@ import assert from 'node:assert/strict';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { harness, startApp, type Running } from '../helpers/harness';
 import { buildUser } from '../helpers/factories';
-import { launchBrowser, live, logIn, relay, shown, until, watchProblems, type Relay } from './helpers';
+import { launchBrowser, live, logIn, relay, send, shown, until, watchProblems, type Relay } from './helpers';
 import type { Page } from 'playwright-core';
 
 /** A list item's badge and last-message preview, as shown ('' for none). */
 async function itemShows(page: Page, chatId: string): Promise<{ badge: string; last: string }> {
   const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
-  const badge = (await item.locator('.badge').count()) === 0 ? '' : ((await item.locator('.badge').textContent()) ?? '');
-  return { badge, last: (await item.locator('.last .text').textContent()) ?? '' };
+  return { badge: (await item.locator('.badge').allTextContents()).join(''), last: (await item.locator('.last .text').allTextContents()).join('') };
 }
 
 describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
@@ -194,5 +193,56 @@ describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
     await until('three shown in the second tab', async () => (await shown(second)).includes('three'));
     await until('badge cleared in the first tab', async () => (await itemShows(first, chatId)).badge === '');
     for (const t of tabs) assert.deepEqual(t.problems, []);
+  });
+
+  // Until 2026-12-07 the chat's cursor moved to the last live message, which
+  // is no cursor (never stored): opening the chat again asked for the page
+  // after it, got 400 bad-cursor, and showed "That message is not in this
+  // chat." with the badge left as it was.
+  it('a chat opened before, opened again after live messages came: they are shown, no error, and its badge clears', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('opened twice');
+    const { page, problems } = await newPage();
+    const refused: string[] = [];
+    page.on('response', (r) => {
+      if (r.status() >= 400) refused.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+    });
+    await logIn(page, bob.userName);
+    await live(page);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await item.click();
+    await page.getByText('No messages yet. Say hello!').waitFor();
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'while open' }, alice.session).expect(201);
+    await until('shown while open', async () => (await shown(page)).includes('while open'));
+
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'while closed' }, alice.session).expect(201);
+    await until('badge 1', async () => (await itemShows(page, chatId)).badge === '1');
+    await item.click();
+    await until('both shown', async () => (await shown(page)).join('|') === 'while open|while closed');
+    await until('badge cleared', async () => (await itemShows(page, chatId)).badge === '');
+    assert.equal(await page.locator('.chat .error').count(), 0);
+    // Bob answers: sent, shown once.
+    await send(page, 'answer');
+    await until('the answer shown', async () => (await shown(page)).includes('answer'));
+    await page.waitForTimeout(500);
+    assert.deepEqual(await shown(page), ['while open', 'while closed', 'answer']);
+    // The first page asked for after a live message is refused (400
+    // bad-cursor): that is how the client learns that live messages are not
+    // stored, and it asks no such page again.
+    assert.ok(refused.length <= 1, refused.join(', '));
+    const learnt = refused.length;
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'third time' }, alice.session).expect(201);
+    await until('badge 1 again', async () => (await itemShows(page, chatId)).badge === '1');
+    await item.click();
+    await until('all shown', async () => (await shown(page)).join('|') === 'while open|while closed|answer|third time');
+    await until('badge cleared again', async () => (await itemShows(page, chatId)).badge === '');
+    assert.equal(refused.length, learnt, refused.join(', '));
+    assert.deepEqual(problems, []);
   });
 });

@@ -72,6 +72,12 @@ interface History {
   checkpoints: string[];
   /** Cursor after the last known message: where polling and `resume` continue. */
   tail: string;
+  /**
+   * Cursor after the last message a page brought (a stored one): where a
+   * scan goes on when `tail` is a live message the server did not store
+   * (MESSAGE_STORAGE_TYPE=no_storage), which is no cursor.
+   */
+  paged: string;
   scanning: Promise<void> | undefined;
   scanned: boolean;
   /** Live frames that came while a scan was running; applied after it. */
@@ -247,6 +253,7 @@ function history(chatId: string): History {
       index: new Map(),
       checkpoints: [],
       tail: ZERO,
+      paged: ZERO,
       scanning: undefined,
       scanned: false,
       buffered: [],
@@ -270,8 +277,13 @@ function following(h: History): boolean {
   return h.view.start + h.view.messages.length === h.view.total;
 }
 
-/** Appends messages in chat order; skips any already seen; keeps the window bounded while it follows the end. */
-function ingest(chatId: string, msgs: Msg[], live: boolean): void {
+/**
+ * Appends messages in chat order; skips any already seen; keeps the window
+ * bounded while it follows the end. `live`: counted as unread when not on
+ * screen; `paged`: read from a page, so stored (a live one moves the tail
+ * too, unless the server is known not to store them).
+ */
+function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void {
   const h = history(chatId);
   if (msgs.length === 0) return;
   const follow = following(h);
@@ -281,7 +293,7 @@ function ingest(chatId: string, msgs: Msg[], live: boolean): void {
     const i = h.view.total;
     if (i % BLOCK === 0) h.checkpoints[i / BLOCK] = h.tail;
     h.index.set(m.message_id, i);
-    h.tail = m.message_id;
+    if (paged || stores !== false) h.tail = m.message_id;
     h.view.total = i + 1;
     added.push(m);
     const sent = store.outbox.findIndex((o) => o.message_id === m.message_id);
@@ -320,11 +332,18 @@ export function scan(chatId: string): Promise<void> {
   h.scanning ??= (async () => {
     try {
       for (;;) {
-        const res = await api<{ messages: Msg[]; next: { iterator: string } }>(
-          'GET',
-          `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`,
-        );
-        ingest(chatId, res.messages, h.scanned);
+        let res: { messages: Msg[] };
+        try {
+          res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`);
+        } catch (err) {
+          // The tail is a live message that was never stored: the server does not store them; on from the last page.
+          if (!(err instanceof ApiError && err.code === 'bad-cursor') || h.tail === h.paged) throw err;
+          stores = false;
+          h.tail = h.paged;
+          continue;
+        }
+        ingest(chatId, res.messages, h.scanned, true);
+        if (res.messages.length > 0) h.paged = res.messages[res.messages.length - 1].message_id;
         if (res.messages.length < 1000) break;
       }
       h.scanned = true;
