@@ -10,7 +10,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness, startApp, type Client } from '../helpers/harness';
 import { buildUser, type TestUser } from '../helpers/factories';
 import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
-import { launchBrowser, logIn, relay, send, shown, until, watchProblems, type Relay } from './helpers';
+import { launchBrowser, logIn, PASSWORD, relay, send, shown, until, watchProblems, type Relay } from './helpers';
 
 /** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
 async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
@@ -546,6 +546,48 @@ describe('the web client after the exploratory run', function () {
     await page.locator('input[name="people"]').fill(alice.userName.toUpperCase());
     await page.getByRole('button', { name: `Message ${namesake.userName}` }).waitFor();
     assert.deepEqual(await page.locator('.people li').allTextContents(), [`Message ${namesake.userName}`]);
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 the names were sent as typed, and the server refuses a
+  // name with a space at either end: "Please check what you typed.", with
+  // nothing to see in the field that was wrong.
+  it('a name typed with a space before or after it (sign up, log in, a new chat, a display name) is taken without the space', async () => {
+    const { client } = harness().app;
+    const name = `sp${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    const { page, problems } = await newPage();
+    await page.getByRole('tab', { name: 'Sign up' }).click();
+    await page.getByLabel('Name').fill(` ${name} `);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.locator('.conn.live').waitFor();
+    assert.equal(await page.locator('.me').textContent(), name);
+
+    await page.getByRole('button', { name: 'New or join' }).click();
+    await page.getByLabel('Chat name').fill('  Trimmed team ');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.locator('.chat-name', { hasText: 'Trimmed team' }).waitFor();
+    assert.equal(await page.locator('.chat-name').textContent(), 'Trimmed team');
+    const chatId = /#\/chat\/([0-9a-f]{32})$/.exec(page.url())?.[1];
+    assert.ok(chatId);
+
+    // Another browser logs in with the name padded, and joins under a padded display name.
+    const { page: other } = await newPage();
+    await other.getByLabel('Name').fill(`${name}  `);
+    await other.getByLabel('Password').fill(PASSWORD);
+    await other.getByRole('button', { name: 'Log in' }).click();
+    await other.locator('.conn.live').waitFor();
+    assert.equal(await other.locator('.me').textContent(), name);
+    const guest = await buildUser(client);
+    const { page: third } = await newPage();
+    await logIn(third, guest.userName);
+    await third.goto(`${base}/#/join/${chatId}`);
+    await third.getByLabel('Your name in this chat').fill(' Dee ');
+    await third.getByRole('button', { name: 'Join', exact: true }).click();
+    await third.locator('#composer-text').waitFor();
+    await send(third, 'hello');
+    await until('the message under the trimmed display name', async () => (await page.locator('.msg .author').allTextContents()).includes('Dee'));
+    assert.equal(await page.locator('[role="alert"]').count(), 0);
     assert.deepEqual(problems, []);
   });
 });
