@@ -590,4 +590,32 @@ describe('the web client after the exploratory run', function () {
     assert.equal(await page.locator('[role="alert"]').count(), 0);
     assert.deepEqual(problems, []);
   });
+
+  // Until 2026-12-07 a long name without a space (anyone may join a group
+  // under any name, up to 255 characters) pushed the message's time out of
+  // its bubble, and the members list made the whole page scroll sideways.
+  it('a 255-character display name without a space: at 360 px nothing scrolls sideways and each message keeps its time in its bubble', async () => {
+    const { client } = harness().app;
+    const owner = await buildUser(client);
+    const { chatId } = await chatWith(client, owner, 'long names');
+    const guest = await buildUser(client);
+    const longName = 'W'.repeat(255);
+    const guestId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: longName }, guest.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${guestId}`, { message: 'hello from a long name' }, guest.session).expect(201);
+    const { page, problems } = await newPage(360, 700);
+    await logIn(page, owner.userName);
+    await page.goto(`${base}/#/chat/${chatId}`);
+    await until('the message', async () => (await shown(page)).includes('hello from a long name'));
+    await page.getByRole('button', { name: /Members/ }).click();
+    await page.locator('.members li', { hasText: 'WWWW' }).waitFor();
+    const sideways = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.equal(await sideways(), 0, 'the page scrolls sideways');
+    const inside = await page.$eval('.msg:not(.pending)', (m) => {
+      const box = m.getBoundingClientRect();
+      const t = (m.querySelector('time') as HTMLElement).getBoundingClientRect();
+      return t.width > 0 && t.left >= box.left && t.right <= box.right && t.bottom <= box.bottom;
+    });
+    assert.ok(inside, 'the time is outside its bubble');
+    assert.deepEqual(problems, []);
+  });
 });
