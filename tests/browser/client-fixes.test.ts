@@ -640,4 +640,24 @@ describe('the web client after the exploratory run', function () {
     await client.post('/v1/auth/login', { user_name: user.userName, password: PASSWORD }).expect(201);
     assert.deepEqual(problems, []);
   });
+
+  // Until 2026-12-07 a chat that does not exist (or that the account may not
+  // see) also offered "You have not joined this chat. Join it to write.",
+  // which led to the same refusal.
+  it('a chat address naming no chat the account may see says so, and offers no join', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const stranger = await buildUser(client);
+    const { chatId: hidden } = await chatWith(client, stranger, 'not yours');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    for (const id of ['0123456789abcdef0123456789abcdef', hidden]) {
+      await page.evaluate((h) => (location.hash = h), `#/chat/${id}`);
+      await page.locator('.chat [role="alert"]', { hasText: 'No such chat, or you may not see it.' }).waitFor();
+      assert.equal(await page.getByText('You have not joined this chat.').count(), 0);
+      assert.equal(await page.locator('#composer-text').count(), 0);
+    }
+    assert.deepEqual(problems, []);
+  });
 });
