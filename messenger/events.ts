@@ -59,7 +59,7 @@ export interface MemberJoined {
   accountId: string | null;
 }
 
-/** An account's read marker in a chat moved forward. */
+/** An account's read marker in a chat moved forward (or, seq 0, it read a live message of no_storage). */
 export interface ReadMoved {
   accountId: string;
   chatId: string;
@@ -68,9 +68,10 @@ export interface ReadMoved {
   /**
    * The marker's position (the message's seq): markers only move forward,
    * so of two events for one account and chat, the one with the higher seq
-   * is the newer, whatever order they arrive in. Every publisher of this
-   * version sets it; an instance of the version before it (a rolling deploy)
-   * does not, and a subscriber then finds it from `messageId`.
+   * is the newer, whatever order they arrive in. 0: a live message of the
+   * no_storage mode was read, the marker did not move. Every publisher of
+   * this version sets it; an instance of the version before it (a rolling
+   * deploy) does not, and a subscriber then finds it from `messageId`.
    */
   seq?: number;
 }

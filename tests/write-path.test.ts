@@ -9,6 +9,7 @@ import { waitUntil } from './helpers/wait';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Client, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, uniq, type Page } from './helpers/factories';
+import { openResumed, type TestSocket } from './helpers/ws';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -338,6 +339,39 @@ describe('write path, MESSAGE_STORAGE_TYPE=no_storage', function () {
     await client.post(`/v1/chats/${chatId}/read`, { message_id: 'xyz' }, owner.session).expect(400, { message: 'bad-cursor' });
     const stranger = await buildUser(client);
     await client.post(`/v1/chats/${chatId}/read`, { message_id: id }, stranger.session).expect(404, { message: 'chat-not-found' });
+  });
+
+  // Until 2026-12-07 nothing was sent (no marker moved), so the account's
+  // other tabs, which had counted the message live, kept their badge.
+  it('reading a live-only message tells every connection of the reader\'s account: a read frame with its message_id and the unread count', async () => {
+    const { client } = app;
+    const reader = await buildUser(client);
+    const chatId = await buildChat(client, reader.session);
+    await joinChat(client, chatId, reader.session, 'Reader');
+    const writer = await buildUser(client);
+    const theirs = await joinChat(client, chatId, writer.session, 'Writer');
+    const sockets: TestSocket[] = [];
+    try {
+      const tabs = [await openResumed(app.client.port, reader.session, {}), await openResumed(app.client.port, reader.session, {})];
+      const writerTab = await openResumed(app.client.port, writer.session, {});
+      sockets.push(...tabs, writerTab);
+      for (const s of sockets) s.sendJson({ type: 'probe' });
+      for (const s of sockets) await s.next((f) => f.type === 'error');
+      const id = await postOk(client, chatId, theirs, 'read me', writer.session);
+      for (const s of sockets) await s.until('the live message', () => s.texts(chatId).includes('read me'));
+      await client.post(`/v1/chats/${chatId}/read`, { message_id: id }, reader.session).expect(200, { unread: 0 });
+      for (const s of tabs) {
+        const f = await s.next((x) => x.type === 'read');
+        assert.deepEqual(f, { type: 'read', chat_id: chatId, message_id: id, unread: 0 });
+      }
+      // Only the reader's account is told; a malformed id tells nobody.
+      await client.post(`/v1/chats/${chatId}/read`, { message_id: 'xyz' }, reader.session).expect(400, { message: 'bad-cursor' });
+      await sleep(300);
+      assert.deepEqual(writerTab.of('read'), []);
+      for (const s of tabs) assert.equal(s.of('read').length, 1);
+    } finally {
+      for (const s of sockets) await s.close();
+    }
   });
 
   it('still refuses a non-member (404) and bad input (400)', async () => {

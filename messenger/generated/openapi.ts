@@ -485,8 +485,10 @@ export interface paths {
          *     Nothing is stored on any error. With `MESSAGE_STORAGE_TYPE=no_storage`
          *     a live message is never stored and has no place to mark: a
          *     well-formed `message_id` that is not a stored message of the chat
-         *     answers `200` with the count as it stands, the marker unmoved
-         *     (docs/storage-modes.md).
+         *     answers `200` with the count as it stands, the marker unmoved; the
+         *     read is still told to your real-time connections (a `read` frame with
+         *     that `message_id` and the count), since your other tabs and devices
+         *     counted the live message too (docs/storage-modes.md).
          */
         post: operations["markRead"];
         delete?: never;
@@ -893,7 +895,7 @@ export interface components {
             user_id: components["schemas"]["Id"];
             user_name: string;
         };
-        /** @description The account's read marker in a chat moved (sent to the account's own connections only). */
+        /** @description The account's read marker in a chat moved (sent to the account's own connections only); with `MESSAGE_STORAGE_TYPE=no_storage` also when the account read a live message, which moves no marker (`message_id` is that message, `unread` the count as it stands). */
         WsReadFrame: {
             /** @enum {string} */
             type: "read";

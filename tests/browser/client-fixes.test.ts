@@ -10,7 +10,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness, startApp, type Client } from '../helpers/harness';
 import { buildUser, type TestUser } from '../helpers/factories';
 import { fillLastMessages } from '../../migrations/012_chat_last_message_json';
-import { launchBrowser, logIn, relay, send, shown, until, watchProblems, type Relay } from './helpers';
+import { launchBrowser, logIn, PASSWORD, relay, send, shown, until, watchProblems, type Relay } from './helpers';
 
 /** Stores `n` messages `${prefix} 1` … `${prefix} n` by `memberId` with SQL (the HTTP path is rate limited). */
 async function seed(chatId: string, memberId: string, n: number, prefix: string, text = (g: string) => `'${prefix} ' || ${g}`): Promise<void> {
@@ -546,6 +546,118 @@ describe('the web client after the exploratory run', function () {
     await page.locator('input[name="people"]').fill(alice.userName.toUpperCase());
     await page.getByRole('button', { name: `Message ${namesake.userName}` }).waitFor();
     assert.deepEqual(await page.locator('.people li').allTextContents(), [`Message ${namesake.userName}`]);
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 the names were sent as typed, and the server refuses a
+  // name with a space at either end: "Please check what you typed.", with
+  // nothing to see in the field that was wrong.
+  it('a name typed with a space before or after it (sign up, log in, a new chat, a display name) is taken without the space', async () => {
+    const { client } = harness().app;
+    const name = `sp${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    const { page, problems } = await newPage();
+    await page.getByRole('tab', { name: 'Sign up' }).click();
+    await page.getByLabel('Name').fill(` ${name} `);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.locator('.conn.live').waitFor();
+    assert.equal(await page.locator('.me').textContent(), name);
+
+    await page.getByRole('button', { name: 'New or join' }).click();
+    await page.getByLabel('Chat name').fill('  Trimmed team ');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.locator('.chat-name', { hasText: 'Trimmed team' }).waitFor();
+    assert.equal(await page.locator('.chat-name').textContent(), 'Trimmed team');
+    const chatId = /#\/chat\/([0-9a-f]{32})$/.exec(page.url())?.[1];
+    assert.ok(chatId);
+
+    // Another browser logs in with the name padded, and joins under a padded display name.
+    const { page: other } = await newPage();
+    await other.getByLabel('Name').fill(`${name}  `);
+    await other.getByLabel('Password').fill(PASSWORD);
+    await other.getByRole('button', { name: 'Log in' }).click();
+    await other.locator('.conn.live').waitFor();
+    assert.equal(await other.locator('.me').textContent(), name);
+    const guest = await buildUser(client);
+    const { page: third } = await newPage();
+    await logIn(third, guest.userName);
+    await third.goto(`${base}/#/join/${chatId}`);
+    await third.getByLabel('Your name in this chat').fill(' Dee ');
+    await third.getByRole('button', { name: 'Join', exact: true }).click();
+    await third.locator('#composer-text').waitFor();
+    await send(third, 'hello');
+    await until('the message under the trimmed display name', async () => (await page.locator('.msg .author').allTextContents()).includes('Dee'));
+    assert.equal(await page.locator('[role="alert"]').count(), 0);
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 a long name without a space (anyone may join a group
+  // under any name, up to 255 characters) pushed the message's time out of
+  // its bubble, and the members list made the whole page scroll sideways.
+  it('a 255-character display name without a space: at 360 px nothing scrolls sideways and each message keeps its time in its bubble', async () => {
+    const { client } = harness().app;
+    const owner = await buildUser(client);
+    const { chatId } = await chatWith(client, owner, 'long names');
+    const guest = await buildUser(client);
+    const longName = 'W'.repeat(255);
+    const guestId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: longName }, guest.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${guestId}`, { message: 'hello from a long name' }, guest.session).expect(201);
+    const { page, problems } = await newPage(360, 700);
+    await logIn(page, owner.userName);
+    await page.goto(`${base}/#/chat/${chatId}`);
+    await until('the message', async () => (await shown(page)).includes('hello from a long name'));
+    await page.getByRole('button', { name: /Members/ }).click();
+    await page.locator('.members li', { hasText: 'WWWW' }).waitFor();
+    const sideways = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.equal(await sideways(), 0, 'the page scrolls sideways');
+    const inside = await page.$eval('.msg:not(.pending)', (m) => {
+      const box = m.getBoundingClientRect();
+      const t = (m.querySelector('time') as HTMLElement).getBoundingClientRect();
+      return t.width > 0 && t.left >= box.left && t.right <= box.right && t.bottom <= box.bottom;
+    });
+    assert.ok(inside, 'the time is outside its bubble');
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 the sign-up form said so but the password change sent
+  // it, and the server's refusal read "Please check what you typed.".
+  it('a new password over 72 bytes is said to be too long before it is sent; the password stays unchanged', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { page, problems } = await newPage();
+    const asked: string[] = [];
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname === '/v1/auth/password') asked.push(r.method());
+    });
+    await logIn(page, user.userName);
+    await page.getByRole('button', { name: 'Account' }).click();
+    await page.getByLabel('Current password').fill(PASSWORD);
+    await page.getByLabel('New password').fill('ü'.repeat(37)); // 74 bytes in UTF-8
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByRole('alert').waitFor();
+    assert.equal(await page.getByRole('alert').textContent(), 'The new password may be at most 72 bytes.');
+    assert.deepEqual(asked, []);
+    await client.post('/v1/auth/login', { user_name: user.userName, password: PASSWORD }).expect(201);
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 a chat that does not exist (or that the account may not
+  // see) also offered "You have not joined this chat. Join it to write.",
+  // which led to the same refusal.
+  it('a chat address naming no chat the account may see says so, and offers no join', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const stranger = await buildUser(client);
+    const { chatId: hidden } = await chatWith(client, stranger, 'not yours');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    for (const id of ['0123456789abcdef0123456789abcdef', hidden]) {
+      await page.evaluate((h) => (location.hash = h), `#/chat/${id}`);
+      await page.locator('.chat [role="alert"]', { hasText: 'No such chat, or you may not see it.' }).waitFor();
+      assert.equal(await page.getByText('You have not joined this chat.').count(), 0);
+      assert.equal(await page.locator('#composer-text').count(), 0);
+    }
     assert.deepEqual(problems, []);
   });
 });

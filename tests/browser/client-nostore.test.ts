@@ -9,13 +9,21 @@ import assert from 'node:assert/strict';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { harness, startApp, type Running } from '../helpers/harness';
 import { buildUser } from '../helpers/factories';
-import { launchBrowser, live, logIn, shown, until, watchProblems } from './helpers';
+import { launchBrowser, live, logIn, relay, send, shown, until, watchProblems, type Relay } from './helpers';
+import type { Page } from 'playwright-core';
+
+/** A list item's badge and last-message preview, as shown ('' for none). */
+async function itemShows(page: Page, chatId: string): Promise<{ badge: string; last: string }> {
+  const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+  return { badge: (await item.locator('.badge').allTextContents()).join(''), last: (await item.locator('.last .text').allTextContents()).join('') };
+}
 
 describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
   this.timeout(120_000);
   let browser: Browser;
   let app: Running;
   const contexts: BrowserContext[] = [];
+  const relays: Relay[] = [];
 
   before(async () => {
     app = await startApp(harness().infra, { MESSAGE_STORAGE_TYPE: 'no_storage' });
@@ -25,8 +33,29 @@ describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
   after(async () => {
     for (const c of contexts) await c.close();
     await browser?.close();
+    for (const r of relays) await r.stop();
     await app?.close();
   });
+
+  /** Alice and Bob in a new group chat: its id and Alice's user_id there. */
+  async function groupOfTwo(name: string) {
+    const { client } = app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: name }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const aliceId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Alice' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Bob' }, bob.session).expect(201);
+    return { alice, bob, chatId, aliceId };
+  }
+
+  async function newPage(port = app.client.port) {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+    contexts.push(context);
+    const page = await context.newPage();
+    const problems = watchProblems(page);
+    await page.goto(`http://127.0.0.1:${port}/`);
+    return { page, problems };
+  }
 
   it('messages that came while a chat was closed are shown when it is opened, and its unread badge clears', async () => {
     const { client } = app;
@@ -65,6 +94,155 @@ describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
     await page.waitForTimeout(1000);
     assert.equal(await item.locator('.badge').count(), 0);
     assert.deepEqual(refused, []);
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 every chat list reload put the server's answer in place
+  // of what had come live: last message null ("No messages yet") and unread 0.
+  it('a chat list reload keeps the last message and unread badge that came live: for a chat not known yet, and after a reconnect', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('kept live');
+    const server = await relay(client.port);
+    relays.push(server);
+    const { page, problems } = await newPage(server.port);
+    let listLoads = 0;
+    page.on('response', (r) => {
+      if (r.request().method() === 'GET' && new URL(r.url()).pathname === '/v1/chats' && r.status() === 200) listLoads += 1;
+    });
+    await logIn(page, bob.userName);
+    await live(page);
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).waitFor();
+    for (const text of ['first, live only', 'second, live only']) {
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: text }, alice.session).expect(201);
+    }
+    const counted = { badge: '2', last: 'Alice: second, live only' };
+    await until('unread badge 2', async () => (await itemShows(page, chatId)).badge === '2');
+    assert.deepEqual(await itemShows(page, chatId), counted);
+
+    // Carol opens a direct chat with Bob and writes: frames for a chat Bob's tab does not know, so the list is loaded again.
+    const carol = await buildUser(client);
+    const before = listLoads;
+    const direct = (await client.post('/v1/direct', { user_name: bob.userName }, carol.session).expect(201)).body as { chat_id: string; user_id: string };
+    await client.post(`/v1/chats/${direct.chat_id}/messages?user_id=${direct.user_id}`, { message: 'hello, Bob' }, carol.session).expect(201);
+    await until('the direct chat listed with its live message', async () => {
+      const shows = await itemShows(page, direct.chat_id).catch(() => undefined);
+      return shows?.badge === '1' && shows.last === `${carol.userName}: hello, Bob`;
+    });
+    await until('the list loaded again', async () => listLoads > before);
+    assert.deepEqual(await itemShows(page, chatId), counted);
+
+    // The server goes away and comes back: the socket reconnects and the list is loaded again.
+    await server.stop();
+    await page.locator('.conn:not(.live)').waitFor();
+    const beforeReconnect = listLoads;
+    await server.start();
+    await live(page);
+    await until('the list loaded after the reconnect', async () => listLoads > beforeReconnect, 20_000);
+    await page.waitForTimeout(500);
+    assert.deepEqual(await itemShows(page, chatId), counted);
+    assert.deepEqual(await itemShows(page, direct.chat_id), { badge: '1', last: `${carol.userName}: hello, Bob` });
+
+    // Read here, it stays read when the list is loaded again.
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('both messages shown', async () => (await shown(page)).join('|') === 'first, live only|second, live only');
+    await until('badge cleared', async () => (await itemShows(page, chatId)).badge === '');
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await server.stop();
+    await page.locator('.conn:not(.live)').waitFor();
+    const afterRead = listLoads;
+    await server.start();
+    await live(page);
+    await until('the list loaded after the second reconnect', async () => listLoads > afterRead, 20_000);
+    await page.waitForTimeout(500);
+    assert.deepEqual(await itemShows(page, chatId), { badge: '', last: 'Alice: second, live only' });
+    assert.deepEqual(problems, []);
+  });
+
+  // Until 2026-12-07 reading a live message moved no marker, so no `read`
+  // frame went out and the account's other tabs kept their badge.
+  it('reading live messages in one tab clears their badge in the account\'s other tabs; a message that comes after still counts', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('read elsewhere');
+    const tabs = [await newPage(), await newPage()];
+    for (const { page } of tabs) {
+      await logIn(page, bob.userName);
+      await live(page);
+      await page.locator(`.chat-item[data-chat="${chatId}"]`).waitFor();
+    }
+    for (const text of ['one', 'two']) {
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: text }, alice.session).expect(201);
+    }
+    for (const { page } of tabs) await until('badge 2 in each tab', async () => (await itemShows(page, chatId)).badge === '2');
+
+    // Read in the first tab: the second tab's badge clears.
+    const [first, second] = tabs.map((t) => t.page);
+    await first.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('both shown', async () => (await shown(first)).join('|') === 'one|two');
+    await until('badge cleared in the reading tab', async () => (await itemShows(first, chatId)).badge === '');
+    await until('badge cleared in the other tab', async () => (await itemShows(second, chatId)).badge === '');
+
+    // The first tab leaves the chat; a new message counts in both, until read in the second.
+    await first.evaluate(() => {
+      location.hash = '#/';
+    });
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'three' }, alice.session).expect(201);
+    for (const page of [first, second]) await until('badge 1 in each tab', async () => (await itemShows(page, chatId)).badge === '1');
+    await second.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('three shown in the second tab', async () => (await shown(second)).includes('three'));
+    await until('badge cleared in the first tab', async () => (await itemShows(first, chatId)).badge === '');
+    for (const t of tabs) assert.deepEqual(t.problems, []);
+  });
+
+  // Until 2026-12-07 the chat's cursor moved to the last live message, which
+  // is no cursor (never stored): opening the chat again asked for the page
+  // after it, got 400 bad-cursor, and showed "That message is not in this
+  // chat." with the badge left as it was.
+  it('a chat opened before, opened again after live messages came: they are shown, no error, and its badge clears', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('opened twice');
+    const { page, problems } = await newPage();
+    const refused: string[] = [];
+    page.on('response', (r) => {
+      if (r.status() >= 400) refused.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+    });
+    await logIn(page, bob.userName);
+    await live(page);
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    await item.click();
+    await page.getByText('No messages yet. Say hello!').waitFor();
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'while open' }, alice.session).expect(201);
+    await until('shown while open', async () => (await shown(page)).includes('while open'));
+
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'while closed' }, alice.session).expect(201);
+    await until('badge 1', async () => (await itemShows(page, chatId)).badge === '1');
+    await item.click();
+    await until('both shown', async () => (await shown(page)).join('|') === 'while open|while closed');
+    await until('badge cleared', async () => (await itemShows(page, chatId)).badge === '');
+    assert.equal(await page.locator('.chat .error').count(), 0);
+    // Bob answers: sent, shown once.
+    await send(page, 'answer');
+    await until('the answer shown', async () => (await shown(page)).includes('answer'));
+    await page.waitForTimeout(500);
+    assert.deepEqual(await shown(page), ['while open', 'while closed', 'answer']);
+    // The first page asked for after a live message is refused (400
+    // bad-cursor): that is how the client learns that live messages are not
+    // stored, and it asks no such page again.
+    assert.ok(refused.length <= 1, refused.join(', '));
+    const learnt = refused.length;
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'third time' }, alice.session).expect(201);
+    await until('badge 1 again', async () => (await itemShows(page, chatId)).badge === '1');
+    await item.click();
+    await until('all shown', async () => (await shown(page)).join('|') === 'while open|while closed|answer|third time');
+    await until('badge cleared again', async () => (await itemShows(page, chatId)).badge === '');
+    assert.equal(refused.length, learnt, refused.join(', '));
     assert.deepEqual(problems, []);
   });
 });

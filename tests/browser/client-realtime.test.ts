@@ -11,12 +11,13 @@ import assert from 'node:assert/strict';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { harness } from '../helpers/harness';
 import { buildUser, uniq } from '../helpers/factories';
-import { chatIdOf, launchBrowser, live, logIn, send, shown, signUp, until } from './helpers';
+import { chatIdOf, launchBrowser, live, logIn, relay, send, shown, signUp, until, type Relay } from './helpers';
 
 describe('the web client, real time and accounts', function () {
   this.timeout(180_000);
   let browser: Browser;
   const contexts: BrowserContext[] = [];
+  const relays: Relay[] = [];
   let base = '';
 
   before(async () => {
@@ -37,6 +38,7 @@ describe('the web client, real time and accounts', function () {
   after(async () => {
     for (const c of contexts) await c.close();
     await browser?.close();
+    for (const r of relays) await r.stop();
   });
 
   async function newPage(): Promise<{ page: Page; context: BrowserContext }> {
@@ -197,5 +199,43 @@ describe('the web client, real time and accounts', function () {
       [`session_id ${sessions[1]}`],
       'one socket, opened with a ticket of the session in use',
     );
+  });
+
+  // The web client keeps what came live across a chat list reload when the
+  // server's list does not have it (MESSAGE_STORAGE_TYPE=no_storage,
+  // client-nostore.test.ts); here the messages are stored, and the server's
+  // answer wins: a read made in another tab while this one was cut off.
+  it('a tab cut off while another reads the chat takes the server\'s unread count when it reconnects', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: 'read meanwhile' }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const aliceId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Alice' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Bob' }, bob.session).expect(201);
+    const server = await relay(client.port);
+    relays.push(server);
+    const { page: reader } = await newPage();
+    const { page: cutOff } = await newPage();
+    await reader.goto(`${base}/`);
+    await cutOff.goto(`http://127.0.0.1:${server.port}/`);
+    for (const page of [reader, cutOff]) {
+      await logIn(page, bob.userName);
+      await live(page);
+    }
+    const badge = (page: Page) => page.locator(`.chat-item[data-chat="${chatId}"] .badge`);
+    for (const text of ['one', 'two']) {
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: text }, alice.session).expect(201);
+    }
+    for (const page of [reader, cutOff]) await until('badge 2', async () => (await badge(page).textContent().catch(() => '')) === '2');
+
+    await server.stop();
+    await cutOff.locator('.conn:not(.live)').waitFor();
+    await reader.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('read in the other tab', async () => (await badge(reader).count()) === 0);
+    assert.equal(await badge(cutOff).textContent(), '2');
+    await server.start();
+    await live(cutOff);
+    await until('the server\'s count, 0', async () => (await badge(cutOff).count()) === 0, 20_000);
+    assert.equal(await cutOff.locator(`.chat-item[data-chat="${chatId}"] .last .text`).textContent(), 'Alice: two');
   });
 });

@@ -230,6 +230,11 @@ export function hasSession(): boolean {
   return session !== undefined;
 }
 
+/** The server takes a password of at most 72 bytes in UTF-8 after Unicode NFC (bcrypt reads no more); a longer one is refused. */
+export function passwordTooLong(password: string): boolean {
+  return new TextEncoder().encode(password.normalize('NFC')).length > 72;
+}
+
 /** Creates an account, then logs in to it. */
 export async function register(userName: string, password: string): Promise<void> {
   await raw('POST', '/v1/auth/register', { user_name: userName, password });

@@ -58,6 +58,13 @@ export interface View {
   dividerId: string;
 }
 
+/** A message that came live: its arrival number in this session, and whether it was read (seen here, or read up to in another tab). */
+interface Live {
+  msg: Msg;
+  at: number;
+  read: boolean;
+}
+
 interface History {
   /** message_id → index, for every message seen (ids only, so 10,000 messages cost little). */
   index: Map<string, number>;
@@ -65,6 +72,12 @@ interface History {
   checkpoints: string[];
   /** Cursor after the last known message: where polling and `resume` continue. */
   tail: string;
+  /**
+   * Cursor after the last message a page brought (a stored one): where a
+   * scan goes on when `tail` is a live message the server did not store
+   * (MESSAGE_STORAGE_TYPE=no_storage), which is no cursor.
+   */
+  paged: string;
   scanning: Promise<void> | undefined;
   scanned: boolean;
   /** Live frames that came while a scan was running; applied after it. */
@@ -76,6 +89,13 @@ interface History {
    * MESSAGE_STORAGE_TYPE=no_storage they are all there is to show.
    */
   kept: Msg[];
+  /**
+   * Live frames of this chat (the last WINDOW), in the order they came, with
+   * whether they were read here: what the client learnt live, kept across
+   * chat list reloads while the server's list does not have them
+   * (MESSAGE_STORAGE_TYPE=no_storage stores none) and counted after a read.
+   */
+  live: Live[];
   readIndex: number;
   readTimer: ReturnType<typeof setTimeout> | undefined;
   view: View;
@@ -92,6 +112,14 @@ export const store = reactive({
 });
 
 const histories = new Map<string, History>();
+/** Live messages received in this session (the last one's `at`). */
+let liveCount = 0;
+/**
+ * Whether the server stores what it delivers live, learnt from a chat list
+ * asked for after a live message came (it has the message, or it has not:
+ * MESSAGE_STORAGE_TYPE=no_storage); undefined until then.
+ */
+let stores: boolean | undefined;
 let toastSeq = 0;
 let pollTimer: ReturnType<typeof setInterval> | undefined;
 let listTimer: ReturnType<typeof setInterval> | undefined;
@@ -165,19 +193,48 @@ export function chatTitle(c: Chat | undefined, id = ''): string {
   return `Chat ${(c?.chat_id ?? id).slice(0, 8)}`;
 }
 
-/** Loads the chat list (GET /v1/chats); without that endpoint, the chats remembered in this tab. */
+/**
+ * The live messages of a chat that the server's list item does not have
+ * (newer than its last message): with MESSAGE_STORAGE_TYPE=no_storage every
+ * one (none is stored); otherwise only those that came after the list was
+ * read. The ones it has are forgotten (the server's count holds them); those
+ * that came before the list was asked for (`asked`) tell whether the server
+ * stores live messages.
+ */
+function unknownLive(chatId: string, last: Msg | null, asked: number): Live[] {
+  const h = histories.get(chatId);
+  if (h === undefined) return [];
+  const unknown = h.live.filter((l) => last === null || l.msg.created_at > last.created_at);
+  for (const l of h.live) if (l.at <= asked) stores = !unknown.includes(l);
+  h.live = unknown;
+  return unknown;
+}
+
+/**
+ * Loads the chat list (GET /v1/chats); without that endpoint, the chats
+ * remembered in this tab. The server's item wins, except for live messages
+ * it does not have (see unknownLive): they stay the last message, and those
+ * of others not read yet are added to its unread count. So a reload (on
+ * reconnect, or for a chat not known yet) keeps what came live in the
+ * no_storage mode, and takes a read made in another tab in the others.
+ */
 export async function loadChats(): Promise<void> {
   if (!store.has.chatList) return;
   try {
+    const asked = liveCount;
     const res = await api<{ chats: Array<Omit<Chat, 'activity'> & { created_at?: string }> }>('GET', '/v1/chats?limit=1000');
     const seen = new Set<string>();
     for (const c of res.chats) {
       seen.add(c.chat_id);
       const old = store.chats[c.chat_id];
+      const live = unknownLive(c.chat_id, c.last_message, asked);
+      const last = live.length > 0 ? live[live.length - 1].msg : c.last_message;
+      const unread = c.unread + live.filter((l) => !l.read && l.msg.user_id !== c.user_id).length;
       upsertChat({
         ...c,
-        activity: c.last_message?.created_at ?? old?.activity ?? c.created_at ?? '1970-01-01T00:00:00Z',
-        unread: c.chat_id === store.openChat && document.visibilityState === 'visible' ? Math.min(c.unread, old?.unread ?? c.unread) : c.unread,
+        last_message: last,
+        activity: last?.created_at ?? old?.activity ?? c.created_at ?? '1970-01-01T00:00:00Z',
+        unread: c.chat_id === store.openChat && document.visibilityState === 'visible' ? Math.min(unread, old?.unread ?? unread) : unread,
       });
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
@@ -196,10 +253,12 @@ function history(chatId: string): History {
       index: new Map(),
       checkpoints: [],
       tail: ZERO,
+      paged: ZERO,
       scanning: undefined,
       scanned: false,
       buffered: [],
       kept: [],
+      live: [],
       readIndex: -1,
       readTimer: undefined,
       view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '' }),
@@ -218,8 +277,13 @@ function following(h: History): boolean {
   return h.view.start + h.view.messages.length === h.view.total;
 }
 
-/** Appends messages in chat order; skips any already seen; keeps the window bounded while it follows the end. */
-function ingest(chatId: string, msgs: Msg[], live: boolean): void {
+/**
+ * Appends messages in chat order; skips any already seen; keeps the window
+ * bounded while it follows the end. `live`: counted as unread when not on
+ * screen; `paged`: read from a page, so stored (a live one moves the tail
+ * too, unless the server is known not to store them).
+ */
+function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void {
   const h = history(chatId);
   if (msgs.length === 0) return;
   const follow = following(h);
@@ -229,7 +293,7 @@ function ingest(chatId: string, msgs: Msg[], live: boolean): void {
     const i = h.view.total;
     if (i % BLOCK === 0) h.checkpoints[i / BLOCK] = h.tail;
     h.index.set(m.message_id, i);
-    h.tail = m.message_id;
+    if (paged || stores !== false) h.tail = m.message_id;
     h.view.total = i + 1;
     added.push(m);
     const sent = store.outbox.findIndex((o) => o.message_id === m.message_id);
@@ -268,11 +332,18 @@ export function scan(chatId: string): Promise<void> {
   h.scanning ??= (async () => {
     try {
       for (;;) {
-        const res = await api<{ messages: Msg[]; next: { iterator: string } }>(
-          'GET',
-          `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`,
-        );
-        ingest(chatId, res.messages, h.scanned);
+        let res: { messages: Msg[] };
+        try {
+          res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`);
+        } catch (err) {
+          // The tail is a live message that was never stored: the server does not store them; on from the last page.
+          if (!(err instanceof ApiError && err.code === 'bad-cursor') || h.tail === h.paged) throw err;
+          stores = false;
+          h.tail = h.paged;
+          continue;
+        }
+        ingest(chatId, res.messages, h.scanned, true);
+        if (res.messages.length > 0) h.paged = res.messages[res.messages.length - 1].message_id;
         if (res.messages.length < 1000) break;
       }
       h.scanned = true;
@@ -472,22 +543,55 @@ export function seen(chatId: string, messageId: string): void {
   h.readTimer = setTimeout(() => void postRead(chatId, messageId), 300);
 }
 
-async function postRead(chatId: string, messageId: string): Promise<void> {
+/**
+ * The account read the chat up to `messageId`, here or in another tab (a
+ * `read` frame); `unread` is the server's count. Live messages up to it are
+ * read. Those of others after it that are not read yet are in that count
+ * when the server stores messages, and are added when it does not (it never
+ * counts a live one); while that is not known, the chat list is asked.
+ */
+function readUpTo(chatId: string, messageId: string, unread: number): void {
+  const chat = store.chats[chatId];
+  if (chat === undefined) return;
+  const live = history(chatId).live;
+  const p = live.findIndex((l) => l.msg.message_id === messageId);
+  for (let i = 0; i <= p; i++) live[i].read = true;
+  const after = p < 0 ? 0 : live.slice(p + 1).filter((l) => !l.read && l.msg.user_id !== chat.user_id).length;
+  chat.unread = unread + (stores === false ? after : 0);
+  if (after > 0 && stores === undefined) void loadChats().catch(() => undefined);
+}
+
+/** Without a read endpoint: everything is read once the last message was seen. */
+function readAllHere(chatId: string): void {
   const chat = store.chats[chatId];
   const h = history(chatId);
+  if (chat === undefined || h.readIndex < h.view.total - 1) return;
+  chat.unread = 0;
+  for (const l of h.live) l.read = true;
+}
+
+async function postRead(chatId: string, messageId: string): Promise<void> {
   if (!store.has.read) {
-    if (chat && h.readIndex >= h.view.total - 1) chat.unread = 0;
+    readAllHere(chatId);
     return;
   }
   try {
     const res = await api<{ unread: number }>('POST', `/v1/chats/${chatId}/read`, { message_id: messageId });
-    if (chat) chat.unread = res.unread;
+    readUpTo(chatId, messageId, res.unread);
   } catch (err) {
     if (isNotFound(err)) {
       store.has.read = false;
-      if (chat && h.readIndex >= h.view.total - 1) chat.unread = 0;
+      readAllHere(chatId);
     }
   }
+}
+
+/** A message came live: noted for the chat list (see History.live). */
+function noteLive(chatId: string, m: Msg): void {
+  const h = history(chatId);
+  if (h.live.some((l) => l.msg.message_id === m.message_id)) return;
+  h.live.push({ msg: m, at: ++liveCount, read: store.openChat === chatId && document.visibilityState === 'visible' });
+  if (h.live.length > WINDOW) h.live.splice(0, h.live.length - WINDOW);
 }
 
 // ---- sending ----------------------------------------------------------------
@@ -575,6 +679,7 @@ function onFrame(f: Frame): void {
   switch (f.type) {
     case 'message': {
       const m: Msg = { message_id: str(f.message_id), user_id: str(f.user_id), user_name: str(f.user_name), text: str(f.text), created_at: str(f.created_at) };
+      noteLive(chatId, m);
       if (!(chatId in store.chats)) void loadChats().catch(() => undefined); // a chat we did not know of yet
       const h = history(chatId);
       if (h.scanning) h.buffered.push(m);
@@ -603,8 +708,7 @@ function onFrame(f: Frame): void {
       break;
     }
     case 'read': {
-      const chat = store.chats[chatId];
-      if (chat && typeof f.unread === 'number') chat.unread = f.unread;
+      if (typeof f.unread === 'number') readUpTo(chatId, str(f.message_id), f.unread);
       break;
     }
     case 'presence': {
@@ -686,6 +790,7 @@ onSignOut(() => {
   for (const t of retryTimers.values()) clearTimeout(t);
   retryTimers.clear();
   histories.clear();
+  stores = undefined;
   store.chats = {};
   store.members = {};
   store.outbox = [];

@@ -71,11 +71,15 @@ const conversationsApp: AppFactory = (deps): App => {
           // no_storage: a live message is never stored, so it has no place in
           // the chat order to mark and is never counted in `unread`. Reading
           // one leaves the marker where it is and answers the count as it
-          // stands (docs/storage-modes.md#read-markers-and-unread); in the
-          // other modes a message that is not found is a bad cursor.
+          // stands; the account's other tabs and devices, which counted the
+          // message live too, are told it was read: a `read` frame with seq 0,
+          // no place in the order (docs/storage-modes.md#read-markers-and-unread).
+          // In the other modes a message that is not found is a bad cursor.
           if (config.messageStorage === 'no_storage' && messageId !== null) {
+            const { unread } = await markerOf(db, accountId, chatId);
+            await events.publish('read.moved', { accountId: toWireId(accountId), chatId: toWireId(chatId), messageId: toWireId(messageId), unread, seq: 0 });
             ctx.status = 200;
-            ctx.body = { unread: (await markerOf(db, accountId, chatId)).unread };
+            ctx.body = { unread };
             return;
           }
           throw new BadRequest('bad-cursor');

@@ -826,6 +826,12 @@ export class Gateway {
   }
 
   private readFor(conn: Connection, e: PlacedRead, data: string): void {
+    // A live message of no_storage was read (seq 0): no marker moved, no
+    // place in the chat order to wait for or to be behind.
+    if (e.seq === UNORDERED) {
+      conn.send(data, 'read');
+      return;
+    }
     const c = conn.readableCursor(e.chatId);
     if (c !== undefined && (conn.holding || c.busy)) {
       if (c.read === undefined || c.read.seq < e.seq) c.read = { chatId: e.chatId, seq: e.seq, data };
