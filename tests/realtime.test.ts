@@ -14,6 +14,7 @@ import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, postMessage, uniq, type TestUser } from './helpers/factories';
 import { openResumed, openSocket, refused, ZERO, type TestSocket } from './helpers/ws';
+import { gatedDb } from './helpers/wait';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -361,26 +362,8 @@ describe('real time: GET /v1/events', function () {
       // never got those messages.
       const { infra } = harness();
       const aliceAccount = await accountOf(alice);
-      let started: () => void = () => undefined;
-      const bothStarted = new Promise<void>((r) => {
-        let n = 0;
-        started = () => {
-          if (++n === 2) r();
-        };
-      });
-      let release: () => void = () => undefined;
-      const released = new Promise<void>((r) => (release = r));
       // The same database, but alice's chat list (readableChats) is read only when the test says so.
-      const db = new Proxy(infra.db, {
-        get(target, prop) {
-          if (prop !== 'raw') return Reflect.get(target, prop) as unknown;
-          return (sql: string, bindings: unknown[]) => {
-            if (!(sql.includes('FROM chats WHERE owner_id') && bindings[0] === aliceAccount)) return target.raw(sql, bindings as never);
-            started();
-            return released.then(() => target.raw(sql, bindings as never));
-          };
-        },
-      });
+      const { db, held, release } = gatedDb(infra.db, (sql, bindings) => sql.includes('FROM chats WHERE owner_id') && bindings[0] === aliceAccount);
       const app = await startApp({ ...infra, db });
       const mine: TestSocket[] = [];
       try {
@@ -396,7 +379,7 @@ describe('real time: GET /v1/events', function () {
         const silent = await openSocket(p, { session: alice.session });
         const resumed = await openResumed(p, alice.session, { [chat]: ZERO });
         mine.push(silent, resumed);
-        await bothStarted;
+        await held(2);
         // Posted, joined and read while both of alice's chat lists are loading.
         const carol = await buildUser(app.client);
         const ids = [await postMessage(app.client, chat, bobThere, 'while loading 1', bob.session)];
@@ -785,21 +768,8 @@ describe('real time: GET /v1/events', function () {
     it('a resume of a chat whose join event has not arrived yet: a message arriving while it reads comes once, in order', async () => {
       const { infra } = harness();
       const aliceAccount = await accountOf(alice);
-      let reading: () => void = () => undefined;
-      const readStarted = new Promise<void>((r) => (reading = r));
-      let release: () => void = () => undefined;
-      const released = new Promise<void>((r) => (release = r));
       // The same database, but alice's resume statement runs only when the test says so.
-      const db = new Proxy(infra.db, {
-        get(target, prop) {
-          if (prop !== 'raw') return Reflect.get(target, prop) as unknown;
-          return (sql: string, bindings: unknown[]) => {
-            if (!(sql.includes('WITH asked AS') && bindings[2] === aliceAccount)) return target.raw(sql, bindings as never);
-            reading();
-            return released.then(() => target.raw(sql, bindings as never));
-          };
-        },
-      });
+      const { db, held, release } = gatedDb(infra.db, (sql, bindings) => sql.includes('WITH asked AS') && bindings[2] === aliceAccount);
       const app = await startApp({ ...infra, db });
       let tab: TestSocket | undefined;
       try {
@@ -813,7 +783,7 @@ describe('real time: GET /v1/events', function () {
         const member = await joinInDb(infra.db, parseId(chat) as string, aliceName, aliceAccount);
         assert.ok(member !== undefined);
         tab.sendJson({ type: 'resume', chats: { [chat]: ZERO } });
-        await readStarted;
+        await held();
         // While the resume reads: the join's event arrives, and a message is stored and announced.
         await infra.events.publish('member.joined', { chatId: chat, userId: toWireId(member.id), userName: aliceName, accountId: aliceAccount });
         const ids = [await postMessage(app.client, chat, bobThere, 'during the read', bob.session)];
