@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { harness, startApp, startInfra, type Running } from './helpers/harness';
-import { MODE, databaseUrl } from './helpers/env';
+import { MODE, RUN_ID, databaseUrl } from './helpers/env';
 import { TcpProxy } from './helpers/tcp-proxy';
 import { buildChat, buildUser, getPage, joinChat, postMessage, type Page } from './helpers/factories';
 import type { BuiltInfra } from '../messenger/infra';
@@ -165,7 +165,7 @@ describe('caching when a version bump fails for a while', () => {
       },
     });
     // An infrastructure of its own: the suite's app, on a shared one, would bump the version itself.
-    const infra = await startInfra({ REDIS_PREFIX: `test:bump:${process.pid}:` });
+    const infra = await startInfra({ REDIS_PREFIX: `test:${RUN_ID}:bump:` });
     let refuseBumps = false;
     const kv = new Proxy(infra.kv, {
       get(target, prop) {
