@@ -9,6 +9,7 @@ import { joinChat as joinInDb } from '../messenger/db/members';
 import { parseId, toWireId } from '../messenger/ids';
 import { wsClosed } from '../messenger/infra/metrics';
 import type { Presence } from '../messenger/infra/presence';
+import type { Db } from '../messenger/infra/db';
 import { ticketKey } from '../messenger/apps/realtime';
 import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Running } from './helpers/harness';
@@ -19,6 +20,11 @@ import { gatedDb } from './helpers/wait';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The account id (as PostgreSQL gives it) of a test user. */
+/** 1,000 messages of `filler` stored straight into a chat (16 MB with 16 kB each): a backlog a replay has to wait on its reader for. */
+async function insertBacklog(infra: { db: Db }, chatId: string, userId: string, filler: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(userId) as string, null, `old ${i} ${filler}`);
+}
+
 async function accountOf(user: TestUser): Promise<string> {
   const row = (await harness().infra.db('users').select('id').where({ user_name: user.userName }).first()) as { id: string };
   return row.id;
@@ -1288,7 +1294,7 @@ describe('real time: GET /v1/events', function () {
         const account = await accountOf(alice);
         const big = 'x'.repeat(16_000);
         // A backlog of 16 MB: more than the socket buffers of both ends take, so the replay waits for the reader.
-        for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(aliceId) as string, null, `old ${i} ${big}`);
+        await insertBacklog(infra, chatId, aliceId, big);
         const stalled = await openSocket(app.client.port, { session: bob.session });
         stalled.pauseReading(true);
         stalled.sendJson({ type: 'resume', chats: { [chatId]: ZERO } });
@@ -1320,7 +1326,7 @@ describe('real time: GET /v1/events', function () {
       try {
         const account = await accountOf(alice);
         const big = 'x'.repeat(16_000);
-        for (let i = 0; i < 1000; i++) await insertMessage(infra.db, parseId(chatId) as string, parseId(aliceId) as string, null, `old ${i} ${big}`);
+        await insertBacklog(infra, chatId, aliceId, big);
         const s = await openSocket(app.client.port, { session: bob.session });
         // The client reads late (a slow link): the replay waits for it, and live messages are held meanwhile.
         s.pauseReading(true);

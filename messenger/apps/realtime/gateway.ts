@@ -410,9 +410,9 @@ export class Gateway {
   }
 
   private ping(): void {
-    const forgotten = Date.now() - PRESENCE_SAID_MS;
-    for (const [account, said] of this.presenceSaid) if (said.at < forgotten) this.presenceSaid.delete(account);
-    for (const [hash, at] of this.endedSessions) if (at < Date.now() - ENDED_KEPT_MS) this.endedSessions.delete(hash);
+    const now = Date.now();
+    for (const [account, said] of this.presenceSaid) if (said.at < now - PRESENCE_SAID_MS) this.presenceSaid.delete(account);
+    for (const [hash, at] of this.endedSessions) if (at < now - ENDED_KEPT_MS) this.endedSessions.delete(hash);
     for (const [hash, allowance] of this.allowances) if (!this.bySession.has(hash) && allowance.full()) this.allowances.delete(hash);
     for (const [hash, set] of this.bySession) {
       this.verify(hash).catch((err: unknown) => {
