@@ -135,10 +135,11 @@ export type AnyEvent = { [K in EventName]: { name: K; data: EventMap[K] } }[Even
 
 /**
  * Parses one flush from the wire (`{"events": [envelope, ...]}`): the events
- * that are exactly ones of ours, in order, and how many were not.
- * Undefined when the message itself is not a flush.
+ * that are exactly ones of ours, in order, and how many were not; `lost`
+ * when its publisher says events it could not publish were dropped (see
+ * EventBus). Undefined when the message itself is not a flush.
  */
-export function parseFlush(raw: string): { events: AnyEvent[]; rejected: number } | undefined {
+export function parseFlush(raw: string): { events: AnyEvent[]; rejected: number; lost?: true } | undefined {
   let v: unknown;
   try {
     v = JSON.parse(raw);
@@ -153,7 +154,8 @@ export function parseFlush(raw: string): { events: AnyEvent[]; rejected: number 
     const event = checkEvent(item);
     if (event !== undefined) events.push(event);
   }
-  return { events, rejected: list.length - events.length };
+  const flush = { events, rejected: list.length - events.length };
+  return (v as { lost?: unknown }).lost === true ? { ...flush, lost: true } : flush;
 }
 
 /** One event of a flush; undefined for anything that is not exactly one of ours. */
@@ -182,6 +184,16 @@ export type Reactor<K extends EventName> = (events: EventMap[K][], also: FollowU
 
 /** Rounds of follow-ups one flush may have; more means reactors that feed each other (a bug), logged and cut. */
 const MAX_ROUNDS = 4;
+/**
+ * Flushes whose PUBLISH failed are kept, in order, and published again
+ * until it works, up to this many bytes of their text or PENDING_MAX_FLUSHES
+ * flushes; past that they are dropped and the instances are told
+ * (`lost`) instead, so memory stays bounded through a long outage.
+ */
+const PENDING_MAX_BYTES = 8 * 1024 * 1024;
+const PENDING_MAX_FLUSHES = 10_000;
+/** How often a failed PUBLISH is tried again. */
+const PUBLISH_RETRY_MS = 250;
 
 interface Queued {
   name: EventName;
@@ -197,6 +209,13 @@ export class EventBus {
   private started: Promise<void> | undefined;
   /** Published in this turn of the event loop, not yet flushed. */
   private queued: Queued[] = [];
+  /** Flushes whose PUBLISH failed, oldest first, with their event counts: tried again every PUBLISH_RETRY_MS. */
+  private pending: { payload: string; counts: Map<EventName, number> }[] = [];
+  private pendingBytes = 0;
+  /** Unpublished flushes were dropped (past the bound): every instance is told before anything else is published. */
+  private dropped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   /** Identifies this process on the shared channel (diagnostics only). */
   readonly origin = randomUUID();
 
@@ -231,8 +250,8 @@ export class EventBus {
     return () => this.gapListeners.delete(fn);
   }
 
-  private gap(): void {
-    this.log.warn('the event subscription was lost and is back; events published meanwhile were missed');
+  private gap(why = 'the event subscription was lost and is back; events published meanwhile were missed'): void {
+    this.log.warn(why);
     for (const fn of this.gapListeners) {
       try {
         fn();
@@ -245,8 +264,10 @@ export class EventBus {
   /**
    * Publishes an event of a committed change: local reactors run first and
    * are awaited, then every instance's subscribers get it. Resolves when
-   * both are done for the flush this event went out in. Never throws: a
-   * pub/sub outage loses live delivery only (logged and counted).
+   * both are done for the flush this event went out in (a PUBLISH that
+   * failed is not waited for: it is tried again later, see `keep`). Never
+   * throws: a pub/sub outage delays or loses live delivery only (logged and
+   * counted).
    */
   publish<K extends EventName>(name: K, data: EventMap[K]): Promise<void> {
     return new Promise<void>((done) => {
@@ -277,14 +298,78 @@ export class EventBus {
     }
     const counts = new Map<EventName, number>();
     for (const e of out) counts.set(e.name, (counts.get(e.name) ?? 0) + 1);
-    try {
-      await this.pubsub.publish(JSON.stringify({ events: out, origin: this.origin }));
-      for (const [name, n] of counts) eventsPublished.inc({ event: name, outcome: 'sent' }, n);
-    } catch (err) {
-      for (const [name, n] of counts) eventsPublished.inc({ event: name, outcome: 'lost' }, n);
-      this.log.warn({ err: err instanceof Error ? err.message : err, events: out.length }, 'events not broadcast; clients catch up with resume');
+    const payload = JSON.stringify({ events: out, origin: this.origin });
+    // Behind flushes that wait for a retry (or a drop not told yet): in order, after them.
+    if (this.pending.length > 0 || this.dropped) this.keep(payload, counts);
+    else {
+      try {
+        await this.pubsub.publish(payload);
+        for (const [name, n] of counts) eventsPublished.inc({ event: name, outcome: 'sent' }, n);
+      } catch (err) {
+        this.log.warn({ err: err instanceof Error ? err.message : err, events: out.length }, 'events not broadcast yet; publishing them again until it works');
+        this.keep(payload, counts);
+      }
     }
     for (const q of batch) q.done();
+  }
+
+  /**
+   * Keeps a flush whose PUBLISH failed (or that waits behind one) for the
+   * retry. A PUBLISH can fail while every instance's subscription stays up
+   * (the publishing connection alone was cut): no instance then sees a gap,
+   * so a dropped flush would be lost for good without anyone knowing (until
+   * 2026-12-07 it was). Past the bound the kept flushes are dropped, and
+   * once publishing works again every instance is told (`lost`), which it
+   * handles as a gap in its own subscription: its sockets reconnect and
+   * resume.
+   */
+  private keep(payload: string, counts: Map<EventName, number>): void {
+    if (this.dropped) {
+      for (const [name, n] of counts) eventsPublished.inc({ event: name, outcome: 'lost' }, n);
+    } else {
+      this.pending.push({ payload, counts });
+      this.pendingBytes += payload.length;
+      if (this.pendingBytes > PENDING_MAX_BYTES || this.pending.length > PENDING_MAX_FLUSHES) {
+        for (const p of this.pending) for (const [name, n] of p.counts) eventsPublished.inc({ event: name, outcome: 'lost' }, n);
+        this.log.warn({ flushes: this.pending.length, bytes: this.pendingBytes }, 'too many events waiting to be published; dropped, every instance will be told to make its clients resume');
+        this.pending = [];
+        this.pendingBytes = 0;
+        this.dropped = true;
+      }
+    }
+    this.keepTrying();
+  }
+
+  /** Publishes what `keep` kept, oldest first (the drop notice before all); on a failure, again later. */
+  private async retry(): Promise<void> {
+    try {
+      if (this.dropped) {
+        await this.pubsub.publish(JSON.stringify({ events: [], lost: true, origin: this.origin }));
+        this.dropped = false;
+        this.log.info('told every instance that unpublished events were dropped');
+      }
+      while (this.pending.length > 0 && !this.dropped) {
+        const p = this.pending[0];
+        await this.pubsub.publish(p.payload);
+        // Still the first: a drop meanwhile emptied the list, and the notice goes first.
+        if (this.pending[0] !== p) break;
+        this.pending.shift();
+        this.pendingBytes -= p.payload.length;
+        for (const [name, n] of p.counts) eventsPublished.inc({ event: name, outcome: 'sent' }, n);
+      }
+      this.retryTimer = undefined;
+      if (this.dropped) this.keepTrying();
+    } catch {
+      this.retryTimer = undefined;
+      this.keepTrying();
+    }
+  }
+
+  /** Schedules the retry (unless one is scheduled or running). */
+  private keepTrying(): void {
+    if (this.closed) return;
+    this.retryTimer ??= setTimeout(() => void this.retry(), PUBLISH_RETRY_MS);
+    this.retryTimer.unref();
   }
 
   /** Each reactor once with its events of `round` (by name, in order), all concurrently; failures logged. */
@@ -328,6 +413,8 @@ export class EventBus {
   private deliver(raw: string): void {
     const flush = parseFlush(raw);
     if (flush === undefined || flush.rejected > 0) this.log.warn({ rejected: flush?.rejected ?? 'all' }, 'ignored malformed events from the pub/sub channel');
+    // Its publisher dropped events it could not publish: as if this subscription had missed them.
+    if (flush?.lost === true) this.gap('an instance could not publish some events and dropped them; events were missed');
     for (const event of flush?.events ?? []) {
       for (const fn of this.subscribers.get(event.name) ?? []) {
         try {
@@ -342,6 +429,9 @@ export class EventBus {
 
   /** Stops listening (the pub/sub connection itself is closed by its owner). */
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.reactors.clear();
     this.subscribers.clear();
     this.gapListeners.clear();

@@ -264,6 +264,11 @@ describe('event parsing', () => {
     assert.deepEqual(flush, { events: [good, { ...good, data: { ...good.data, unread: 0 } }], rejected: 2 });
     for (const bad of ['not json', 'null', '[]', JSON.stringify({ events: 'x' }), JSON.stringify(good)]) assert.equal(parseFlush(bad), undefined, bad);
   });
+
+  it('reads the notice of an instance that dropped events it could not publish', () => {
+    assert.deepEqual(parseFlush(JSON.stringify({ events: [], lost: true, origin: 'x' })), { events: [], rejected: 0, lost: true });
+    assert.deepEqual(parseFlush(JSON.stringify({ events: [], lost: 'yes' })), { events: [], rejected: 0 });
+  });
 });
 
 describe('apps are folders', () => {

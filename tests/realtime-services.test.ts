@@ -368,6 +368,90 @@ if (MODE === 'services') {
       }
     });
 
+    /**
+     * An instance `c` whose Redis goes through a proxy, a chat of alice and
+     * bob, and bob's tabs on `c` and `b` that have seen one message posted
+     * through `c` (so its publishing connection is known to the proxy).
+     */
+    async function publisherSetUp(extra: Record<string, string> = {}) {
+      const url = new URL(testEnv().REDIS_URL);
+      const proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
+      const proxyPort = await proxy.up();
+      const c = await startWeb({ REDIS_URL: `redis://127.0.0.1:${proxyPort}`, ...extra });
+      procs.push(c.proc);
+      const alice = await account(b);
+      const bob = await account(b);
+      const { chatId, ownerId } = await chatOf(alice, bob);
+      const tabs = [track(await openResumed(c.port, bob.session, { [chatId]: ZERO })), track(await openResumed(b.port, bob.session, { [chatId]: ZERO }))];
+      const post = async (text: string) => {
+        const res = await c.api<{ message_id: string }>('POST', `/v1/chats/${chatId}/messages?user_id=${ownerId}`, { message: text }, alice.session);
+        assert.equal(res.status, 201);
+        return res.body.message_id;
+      };
+      await post('before');
+      for (const s of tabs) await s.until('the first message', () => s.texts(chatId).length === 1);
+      /** Cuts c's publishing connection alone (its subscription and key-value connections stay up) and keeps it from coming back. */
+      const cutPublisher = async () => {
+        proxy.refuseNew = true;
+        assert.equal(proxy.cutWhereSent('publish'), 1);
+        await c.proc.waitFor((l) => l.msg === 'redis pub/sub connection error' && l.connection === 'publish');
+      };
+      return { proxy, c, alice, bob, chatId, tabs, post, cutPublisher };
+    }
+
+    // Until 2026-12-07 a flush whose PUBLISH failed (the publishing
+    // connection of its instance cut, the subscriptions of every instance
+    // up) was dropped: no instance ever got its events and none knew, so a
+    // quiet chat's last message, a join, a read marker never reached any tab.
+    it('events whose PUBLISH failed while every subscription stayed up reach the tabs on every instance once publishing works again', async () => {
+      const { proxy, c, chatId, tabs, post, cutPublisher } = await publisherSetUp();
+      try {
+        await cutPublisher();
+        const lost = await post('published while the connection was cut');
+        const carol = await account(b);
+        const join = await c.api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('late') }, carol.session);
+        assert.equal(join.status, 201);
+        proxy.refuseNew = false;
+        for (const s of tabs) {
+          await s.until('the message and the join, or a close', () => s.closeCode !== undefined || (s.texts(chatId).length === 2 && s.of('member').some((f) => f.user_id === join.body.user_id)), 20_000);
+          assert.equal(s.closeCode, undefined, `closed ${s.closeCode} ${s.closeReason}`);
+          assert.deepEqual(s.of('message').map((f) => f.message_id).slice(1), [lost]);
+        }
+        // And what follows comes once, in order.
+        const after = await post('after');
+        for (const s of tabs) await s.until('the next one', () => s.texts(chatId).includes('after'));
+        for (const s of tabs) assert.deepEqual(s.of('message').map((f) => f.message_id).slice(1), [lost, after]);
+      } finally {
+        c.proc.kill();
+        await c.proc.exited;
+        await proxy.down();
+      }
+    });
+
+    it('more unpublished events than an instance keeps: once publishing works again every instance closes its tabs with 1013 events-lost, and resume brings the rest', async () => {
+      // 9 posts of 1 MB of JSON each pass what an instance keeps for a later PUBLISH (8 MiB).
+      const { proxy, c, bob, chatId, tabs, post, cutPublisher } = await publisherSetUp({ MESSAGE_MAX_LENGTH: '1000000' });
+      try {
+        await cutPublisher();
+        const big = 'x'.repeat(1_000_000);
+        const ids: string[] = [];
+        for (let i = 0; i < 9; i++) ids.push(await post(`${i} ${big}`.slice(0, 1_000_000)));
+        proxy.refuseNew = false;
+        for (const s of tabs) {
+          assert.equal(await Promise.race([s.closed, sleep(20_000).then(() => 'still open')]), 1013, `messages: ${s.of('message').length}`);
+          assert.equal(s.closeReason, 'events-lost');
+        }
+        const seen = tabs[1].of('message').map((f) => f.message_id as string);
+        const again = track(await openResumed(b.port, bob.session, { [chatId]: seen[seen.length - 1] }));
+        await again.until('what was missed', () => again.of('message').length >= ids.length - (seen.length - 1));
+        assert.deepEqual([...seen, ...again.of('message').map((f) => f.message_id as string)].slice(1), ids);
+      } finally {
+        c.proc.kill();
+        await c.proc.exited;
+        await proxy.down();
+      }
+    });
+
     it('Redis restarted mid-burst: after resume nothing is missing, nothing repeated', async function () {
       const redisPort = await freePort();
       let redis: ChildProcess | undefined;

@@ -18,6 +18,10 @@ export class TcpProxy {
   delayMs = 0;
   /** Connections accepted so far. */
   accepted = 0;
+  /** While true, new connections are cut as soon as they are accepted (the open ones stay). */
+  refuseNew = false;
+  /** What each open client connection has sent so far (lower-cased, first 64 kB), to pick connections by their commands. */
+  private readonly sent = new Map<net.Socket, string>();
 
   constructor(
     private readonly targetHost: string,
@@ -39,7 +43,15 @@ export class TcpProxy {
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
       this.accepted += 1;
+      if (this.refuseNew) {
+        drop();
+        return;
+      }
+      this.sent.set(client, '');
+      client.on('close', () => this.sent.delete(client));
       client.on('data', (chunk: Buffer) => {
+        const before = this.sent.get(client);
+        if (before !== undefined && before.length < 65_536) this.sent.set(client, before + chunk.toString('latin1').toLowerCase());
         if (this.swallow) return;
         if (this.delayMs > 0) setTimeout(() => upstream.write(chunk), this.delayMs);
         else upstream.write(chunk);
@@ -54,6 +66,17 @@ export class TcpProxy {
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
     return this.port;
+  }
+
+  /** Cuts the open client connections that have sent `text` (lower case; a command name such as `publish`); returns how many. */
+  cutWhereSent(text: string): number {
+    let n = 0;
+    for (const [client, sent] of this.sent) {
+      if (!sent.includes(text)) continue;
+      client.destroy();
+      n++;
+    }
+    return n;
   }
 
   /** Cuts every open connection and stops accepting new ones. */
