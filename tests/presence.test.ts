@@ -38,6 +38,22 @@ describe(`presence (${MODE === 'services' ? 'Redis' : 'memory'})`, () => {
     }
   });
 
+  it('a renewal answers the accounts that had no live mark left (online again with it), each to one instance only', async () => {
+    const presence = createPresence(harness().infra.kv, 1);
+    const [kept, lapsed] = [randomUUID(), randomUUID()];
+    assert.deepEqual(await presence.heartbeat('a', [kept, lapsed]), [kept, lapsed], 'never marked: both come online');
+    assert.deepEqual(await presence.heartbeat('a', [kept, lapsed]), [], 'renewed in time: nothing new');
+    const deadline = Date.now() + 3000;
+    while ((await presence.online([lapsed])).size > 0) {
+      assert.ok(Date.now() < deadline, 'still online 3 s after a 1 s mark');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await presence.heartbeat('b', [kept]);
+    const wire = lapsed.replace(/-/g, '');
+    assert.deepEqual(await presence.heartbeat('a', [kept, wire]), [wire], 'the lapsed one, in the spelling asked; the other held by b');
+    assert.deepEqual(await presence.heartbeat('b', [lapsed]), [], 'marked again by a already');
+  });
+
   it('arrive says whether the account came online, leave whether it is offline now, each in one step with its mark', async () => {
     const presence = createPresence(harness().infra.kv);
     const id = randomUUID();

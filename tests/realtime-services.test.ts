@@ -226,6 +226,43 @@ if (MODE === 'services') {
       assert.deepEqual(watcher.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online), [true, false]);
     });
 
+    // An instance whose event loop stalls past the marks' TTL (45 s) is
+    // taken for dead: another instance's sweep announces its accounts
+    // offline. Until 2026-12-07, when it came back, its renewal marked them
+    // again silently: the members list said online, the open tabs kept the
+    // `offline` frame until reloaded.
+    it('an instance stalled past the presence TTL (SIGSTOP): its account is announced offline, and online again once it runs (SIGCONT)', async function () {
+      this.timeout(150_000);
+      const victim = await startWeb();
+      procs.push(victim.proc);
+      const alice = await account(b);
+      const carol = await account(b);
+      const { chatId, otherId: carolId } = await chatOf(alice, carol);
+      const watcher = track(await openResumed(b.port, alice.session, {}));
+      await sleep(200);
+      const tab = track(await openResumed(victim.port, carol.session, {}));
+      await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === true);
+      const members = async () => (await b.api<{ users: { user_id: string; online: boolean }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, alice.session)).body.users;
+      const carolOf = (s: TestSocket) => s.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online);
+      victim.proc.child.kill('SIGSTOP');
+      try {
+        await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === false, 70_000);
+        assert.equal((await members()).find((u) => u.user_id === carolId)?.online, false);
+      } finally {
+        victim.proc.child.kill('SIGCONT');
+      }
+      await watcher.until('carol online again', () => carolOf(watcher).length >= 3, 30_000);
+      assert.deepEqual(carolOf(watcher), [true, false, true]);
+      assert.equal((await members()).find((u) => u.user_id === carolId)?.online, true);
+      assert.equal(tab.closeCode, undefined);
+      // And her tab closing now is told as usual.
+      await tab.close();
+      await watcher.until('carol offline', () => carolOf(watcher).length >= 4, 10_000);
+      assert.deepEqual(carolOf(watcher), [true, false, true, false]);
+      victim.proc.kill();
+      await victim.proc.exited;
+    });
+
     // Until 2026-12-07 the other side's tabs got only their own member frame
     // of a new direct chat: the caller's join was announced first, when the
     // other account was not indexed under the chat on any instance yet.

@@ -11,8 +11,14 @@ import { RedisKv } from './kv';
  * compared in one form, and `online` answers with the ids as they were asked.
  */
 export interface Presence {
-  /** Re-marks these accounts as connected to this instance (the periodic renewal). */
-  heartbeat(instance: string, accountIds: string[]): Promise<void>;
+  /**
+   * Re-marks these accounts as connected to this instance (the periodic
+   * renewal). Answers those that had no live mark on any instance, this
+   * one's included, just before: they were offline (their marks expired
+   * while this instance stalled, or the store lost them) and are online
+   * again with this mark, each answered to one caller only.
+   */
+  heartbeat(instance: string, accountIds: string[]): Promise<string[]>;
   /**
    * Marks the account as connected to this instance, in one atomic step with
    * the question whether another instance had it online: true when the
@@ -45,8 +51,9 @@ function idKey(id: string): string {
 class NormalisedPresence implements Presence {
   constructor(private readonly inner: Presence) {}
 
-  heartbeat(instance: string, accountIds: string[]): Promise<void> {
-    return this.inner.heartbeat(instance, accountIds.map(idKey));
+  async heartbeat(instance: string, accountIds: string[]): Promise<string[]> {
+    const back = new Set(await this.inner.heartbeat(instance, accountIds.map(idKey)));
+    return accountIds.filter((a) => back.has(idKey(a)));
   }
 
   arrive(instance: string, accountId: string): Promise<boolean> {
@@ -105,6 +112,22 @@ if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 return ids
 `;
 
+// KEYS[1] the expiries, KEYS[2..] the accounts' sets; ARGV: instance, now,
+// until, ttl seconds, then the accounts (in the order of their keys). Renews
+// this instance's marks; answers the (1-based) positions of the accounts that
+// had no live mark left, in the same step, so of two instances renewing or
+// arriving at once only one finds an account offline.
+const HEARTBEAT_SCRIPT = `
+local back = {}
+for i = 2, #KEYS do
+  if redis.call('ZCOUNT', KEYS[i], ARGV[2], '+inf') == 0 then back[#back + 1] = i - 1 end
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[3 + i])
+end
+return back
+`;
+
 // KEYS: the accounts' sets; ARGV[1] now. The (1-based) positions of the keys with a live mark.
 const ONLINE_SCRIPT = `
 local on = {}
@@ -129,16 +152,19 @@ class RedisPresence implements Presence {
     private readonly ttlSeconds: number,
   ) {}
 
-  async heartbeat(instance: string, accountIds: string[]): Promise<void> {
-    if (accountIds.length === 0) return;
-    const until = Date.now() + this.ttlSeconds * 1000;
-    const pipe = this.redis.pipeline();
-    for (const a of accountIds) {
-      pipe.zadd(`presence:${a}`, until, instance);
-      pipe.expire(`presence:${a}`, this.ttlSeconds);
-      pipe.zadd(EXPIRIES_KEY, 'GT', until, a);
+  async heartbeat(instance: string, accountIds: string[]): Promise<string[]> {
+    const ids = [...new Set(accountIds)];
+    const back: string[] = [];
+    const now = Date.now();
+    const until = now + this.ttlSeconds * 1000;
+    // One script per ONLINE_CHUNK accounts (its keys and reply stay small).
+    for (let at = 0; at < ids.length; at += ONLINE_CHUNK) {
+      const chunk = ids.slice(at, at + ONLINE_CHUNK);
+      const keys = [EXPIRIES_KEY, ...chunk.map((a) => `presence:${a}`)];
+      const on = (await this.redis.eval(HEARTBEAT_SCRIPT, keys.length, ...keys, instance, now, until, this.ttlSeconds, ...chunk)) as number[];
+      for (const i of on) back.push(chunk[Number(i) - 1]);
     }
-    await pipe.exec();
+    return back;
   }
 
   async arrive(instance: string, accountId: string): Promise<boolean> {
@@ -179,9 +205,12 @@ class MemoryPresence implements Presence {
 
   constructor(private readonly ttlSeconds: number) {}
 
-  async heartbeat(instance: string, accountIds: string[]): Promise<void> {
-    const until = Date.now() + this.ttlSeconds * 1000;
-    for (const a of accountIds) {
+  async heartbeat(instance: string, accountIds: string[]): Promise<string[]> {
+    const now = Date.now();
+    const until = now + this.ttlSeconds * 1000;
+    const back: string[] = [];
+    for (const a of new Set(accountIds)) {
+      if (![...(this.marks.get(a)?.values() ?? [])].some((u) => u > now)) back.push(a);
       let m = this.marks.get(a);
       if (m === undefined) {
         m = new Map();
@@ -190,6 +219,7 @@ class MemoryPresence implements Presence {
       m.set(instance, until);
       this.expiries.set(a, Math.max(until, this.expiries.get(a) ?? 0));
     }
+    return back;
   }
 
   async arrive(instance: string, accountId: string): Promise<boolean> {

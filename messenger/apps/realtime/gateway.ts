@@ -148,8 +148,13 @@ export class Gateway {
         const accounts = [...this.byAccount.keys()];
         this.deps.presence
           .heartbeat(events.origin, accounts)
-          // An account whose last tab here closed while the renewal was on its way has just been marked again.
-          .then(() => Promise.all(accounts.filter((a) => this.countFor(a) === 0).map((a) => this.depart(a))))
+          .then((back) =>
+            Promise.all([
+              // An account whose last tab here closed while the renewal was on its way has just been marked again.
+              ...accounts.filter((a) => this.countFor(a) === 0).map((a) => this.depart(a)),
+              ...this.cameBack(back),
+            ]),
+          )
           .catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
       }, PRESENCE_HEARTBEAT_MS),
     );
@@ -401,12 +406,32 @@ export class Gateway {
       const gone = await presence.expired(PRESENCE_SWEEP_MAX);
       // An account still connected here lost its marks to a store that did not answer (the renewals failed): marked again, not announced.
       const here = gone.filter((a) => this.countFor(toOwnerKey(a)) > 0);
-      if (here.length > 0) await presence.heartbeat(events.origin, here);
+      if (here.length > 0) await Promise.all(this.cameBack(await presence.heartbeat(events.origin, here)));
       const offline = gone.filter((a) => this.countFor(toOwnerKey(a)) === 0);
       await Promise.all(offline.map((accountId) => events.publish('presence.changed', { accountId, online: false })));
     } catch (err) {
       log.warn({ err: String(err) }, 'presence sweep failed');
     }
+  }
+
+  /**
+   * Announces online the accounts a renewal found with no live mark left
+   * (still connected here): their marks expired while this process stalled
+   * past their TTL (or the store lost them), and another instance's sweep
+   * may have announced them offline meanwhile. Until 2026-12-07 the renewal
+   * marked them again silently: the members list said online, open tabs
+   * kept showing them offline.
+   */
+  private cameBack(accounts: string[]): Promise<void>[] {
+    const { events } = this.deps;
+    return accounts
+      .map(toOwnerKey)
+      .filter((a) => this.countFor(a) > 0)
+      .map((accountId) =>
+        this.presenceStep(accountId, 'presence not announced', async () => {
+          if (this.countFor(accountId) > 0) await events.publish('presence.changed', { accountId, online: true });
+        }),
+      );
   }
 
   private ping(): void {
