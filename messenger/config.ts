@@ -114,6 +114,8 @@ export interface Config {
   realtime: {
     /** Open WebSocket connections per account on one instance. */
     maxPerAccount: number;
+    /** Open WebSocket connections on one instance (process), all accounts together. */
+    maxConnections: number;
     /** A connection whose unsent frames pass this many bytes is closed instead of buffered. */
     maxBufferBytes: number;
     /** Ping interval; a peer that has not answered the previous ping by the next is dropped. */
@@ -408,6 +410,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     realtime: {
       maxPerAccount: r.int('WS_MAX_PER_ACCOUNT', 20, 1, 100_000),
+      maxConnections: r.int('WS_MAX_CONNECTIONS', 10_000, 1, 1_000_000),
       maxBufferBytes: r.bytes('WS_MAX_BUFFER_BYTES', 1024 * 1024),
       pingMs: r.int('WS_PING_MS', 30_000, 50, 3_600_000),
     },

@@ -74,10 +74,10 @@ export class TooManyRequests extends AppError {
   }
 }
 
-/** 503: a backing service (PostgreSQL, Redis, RabbitMQ) is not answering. */
+/** 503: a backing service (PostgreSQL, Redis, RabbitMQ) is not answering, or the instance is full (`retryAfter`). */
 export class ServiceUnavailable extends AppError {
-  constructor() {
-    super(503, 'service-unavailable');
+  constructor(retryAfter?: number) {
+    super(503, 'service-unavailable', retryAfter);
   }
 }
 

@@ -318,6 +318,31 @@ describe('real time: GET /v1/events', function () {
         await app.close();
       }
     });
+
+    // Until 2026-12-07 only WS_MAX_PER_ACCOUNT bounded them: many accounts
+    // could open sockets on one process without end, and grow its memory.
+    it('caps the connections of one process, all accounts together (WS_MAX_CONNECTIONS), with 503 service-unavailable and Retry-After, before a ticket is spent', async () => {
+      const app = await startApp(harness().infra, { WS_MAX_CONNECTIONS: '3' });
+      const open: TestSocket[] = [];
+      try {
+        const p = app.client.port;
+        open.push(await openSocket(p, { session: alice.session }), await openSocket(p, { session: bob.session }), await openSocket(p, { session: alice.session }));
+        const r = await refused(p, { session: bob.session });
+        assert.equal(r.status, 503);
+        assert.deepEqual(r.body, { message: 'service-unavailable' });
+        assert.ok(Number(r.headers['retry-after']) >= 1);
+        const ticket = ((await app.client.post('/v1/events/ticket', undefined, bob.session).expect(201)).body as { ticket: string }).ticket;
+        assert.equal((await refused(p, { ticket })).status, 503);
+        // A closed connection frees its place; the refused ticket still works.
+        await (open.shift() as TestSocket).close();
+        await sleep(50);
+        open.push(await openSocket(p, { ticket }));
+        assert.equal((await refused(p, { session: alice.session })).status, 503);
+      } finally {
+        for (const s of open) await s.close();
+        await app.close();
+      }
+    });
   });
 
   describe('frames', () => {

@@ -2136,7 +2136,16 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            503: components["responses"]["ServiceUnavailable"];
+            /** @description `service-unavailable`: PostgreSQL or Redis is not answering, or the instance is shutting down; or, with `Retry-After`, the process already holds `WS_MAX_CONNECTIONS` (default 10,000) connections of all accounts together (checked before the session or ticket is looked up, so a ticket is not spent): try again, or another instance. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
 }

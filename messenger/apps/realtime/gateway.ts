@@ -114,6 +114,8 @@ export class Gateway {
   private readonly endedSessions = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly undo: (() => void)[] = [];
+  /** Connections accepted and not closed yet (see `size`). */
+  private open = 0;
   closing = false;
 
   /**
@@ -125,6 +127,11 @@ export class Gateway {
     private readonly deps: Deps,
     private readonly verify: (tokenHash: string) => Promise<unknown>,
   ) {}
+
+  /** Open connections on this process (all accounts; those closing until they closed). */
+  get size(): number {
+    return this.open;
+  }
 
   /** Open connections of an account on this process. */
   countFor(accountId: string): number {
@@ -226,6 +233,7 @@ export class Gateway {
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
     this.loading.add(conn);
+    this.open++;
     wsConnections.inc();
     if (session.expiresAt !== undefined) {
       const left = session.expiresAt - Date.now();
@@ -366,6 +374,7 @@ export class Gateway {
     clearTimeout(conn.expiryTimer);
     clearTimeout(conn.graceTimer);
     this.loaded(conn);
+    this.open--;
     wsConnections.dec();
     const accountId = conn.session.accountId;
     remove(this.byAccount, accountId, conn);

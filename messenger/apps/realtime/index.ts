@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { AppError, BadRequest, TooManyRequests, Unauthorized } from '../../errors';
+import { AppError, BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized } from '../../errors';
 import { refuseUpgrade as refuse, refuseUpgradeFor } from '../../http/upgrade';
 import type { App, AppFactory, AppModule, Session, UpgradeAdmission, UpgradeHandler } from '../../types';
 import { SessionStore } from '../auth/sessions';
@@ -101,6 +101,9 @@ const realtimeApp: AppFactory = (deps): App => {
     if (!originAllowed(origin, req.headers.host, config.corsOrigins)) {
       return refuse(socket, 403, 'origin-not-allowed');
     }
+    // The instance is full (WS_MAX_CONNECTIONS): refused before anything is
+    // looked up or a ticket spent; the client tries again (another instance).
+    if (gateway.size >= config.realtime.maxConnections) return refuse(socket, 503, 'service-unavailable', { 'Retry-After': '1' });
     let admission: UpgradeAdmission | undefined;
     let session: Session;
     try {
@@ -116,6 +119,10 @@ const realtimeApp: AppFactory = (deps): App => {
     if (socket.destroyed) return;
     if (gateway.countFor(session.accountId) >= config.realtime.maxPerAccount) {
       return refuseUpgradeFor(socket, new TooManyRequests('request-limit-exceeded', 1), admission, log);
+    }
+    // Again after the awaits above (other upgrades were accepted meanwhile); from here to the accept nothing waits.
+    if (gateway.size >= config.realtime.maxConnections) {
+      return refuseUpgradeFor(socket, new ServiceUnavailable(1), admission, log);
     }
     rateHeaders.set(req, admission.headers);
     wss.handleUpgrade(req, socket, head, (ws) => gateway.accept(ws, session));
