@@ -436,6 +436,54 @@ describe('real time: GET /v1/events', function () {
       }
     });
 
+    // Until 2026-12-07 each connection loading its chat list kept its own
+    // copy of every event meanwhile, and a presence change one per chat of
+    // the account: an account in more than 10,000 chats coming online closed
+    // every connection loading on the instance (1013 too-far-behind), and
+    // N loading connections kept N copies of everything.
+    it('a presence change of an account in more than 10,000 chats leaves the connections loading their chat list open, with its frame for a shared chat', async () => {
+      const { infra } = harness();
+      const client = harness().app.client;
+      const [dave, erin, watcherUser] = [await buildUser(client), await buildUser(client), await buildUser(client)];
+      const daveAccount = await accountOf(dave);
+      const erinAccount = await accountOf(erin);
+      const rows = Array.from({ length: 10_001 }, (_, i) => ({ chat_name: `dave ${i}`, owner_id: daveAccount }));
+      for (let i = 0; i < rows.length; i += 1000) {
+        const ids = (await infra.db('chats').insert(rows.slice(i, i + 1000)).returning('id')) as { id: string }[];
+        await infra.db('chat_members').insert(ids.map(({ id }) => ({ chat_id: id, user_name: 'dave', account_id: daveAccount })));
+      }
+      const shared = await buildChat(client, dave.session);
+      const daveThere = await joinChat(client, shared, dave.session, uniq('dave'));
+      await joinChat(client, shared, erin.session, uniq('erin'));
+      await joinChat(client, shared, watcherUser.session, uniq('watcher'));
+      // Erin's chat list is read only when the test says so.
+      const { db, held, release } = gatedDb(infra.db, (sql, bindings) => sql.includes('FROM chats WHERE owner_id') && bindings[0] === erinAccount);
+      const app = await startApp({ ...infra, db });
+      const mine: TestSocket[] = [];
+      try {
+        const p = app.client.port;
+        const watcher = await openResumed(p, watcherUser.session, {});
+        mine.push(watcher);
+        watcher.sendJson({ type: 'probe' });
+        await watcher.next((f) => f.type === 'error');
+        const loading = await openSocket(p, { session: erin.session });
+        mine.push(loading);
+        await held(1);
+        mine.push(await openSocket(p, { session: dave.session }));
+        // Told on this instance: the watcher, loaded, gets its frame at once.
+        await watcher.next((f) => f.type === 'presence' && f.user_id === daveThere && f.online === true);
+        release();
+        loading.sendJson({ type: 'probe' });
+        await loading.until('an answer or a close', () => loading.closeCode !== undefined || loading.of('error').length > 0);
+        assert.equal(loading.closeCode, undefined, `closed ${loading.closeCode} ${loading.closeReason}`);
+        assert.deepEqual(loading.of('presence').map((f) => [f.chat_id, f.user_id, f.online]), [[shared, daveThere, true]]);
+      } finally {
+        release();
+        for (const s of mine) if (s.closeCode === undefined) await s.close();
+        await app.close();
+      }
+    });
+
     it('send: stored and acknowledged with client_id; the message frame comes on every connection', async () => {
       const s = await connect(alice.session, {});
       const watcher = await connect(bob.session, {});

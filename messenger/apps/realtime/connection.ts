@@ -92,11 +92,12 @@ export class Connection {
   /** Until the client's first frame (or a short grace), live messages are held so a `resume` can come first. */
   holding = true;
   /**
-   * While the account's chat list is being loaded (from the accept on), the
-   * events that may concern it wait here, in arrival order (at most MAX_HELD):
-   * each delivers itself once the list is known, if its chat is in it.
+   * While the account's chat list is being loaded (from the accept on): the
+   * position in the gateway's log of early events (kept once for all the
+   * loading connections) from which this one replays, once its list is
+   * known, those of its chats. Undefined once loaded.
    */
-  early: (() => void)[] | undefined = [];
+  earlyFrom: number | undefined;
   alive = true;
   closed = false;
   /** The approximate size of the live messages held in all this connection's cursors (see HELD_BYTES_PER_BUFFER). */

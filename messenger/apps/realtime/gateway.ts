@@ -23,6 +23,13 @@ import { postMessage } from '../messages/post';
 import { CLOSE, Connection, FrameAllowance, MAX_HELD, type ChatCursor } from './connection';
 import { frame, messageFrame, parseClientFrame, storedFromRow, type ClientFrame, type ResumeFrame, type SendFrame } from './frames';
 
+/**
+ * An event kept for the connections loading their chat lists: delivers
+ * itself to `conn` for the chats `missed` answers true for (in its list, and
+ * not indexed for it yet when the event came, so not delivered then).
+ */
+type EarlyEvent = (conn: Connection, missed: (chatId: string) => boolean) => void;
+
 /** A read marker with its position (found from the message when the event came without it). */
 type PlacedRead = ReadMoved & { seq: number };
 
@@ -99,8 +106,28 @@ export class Gateway {
    * does not refill it.
    */
   private readonly allowances = new Map<string, FrameAllowance>();
-  /** Connections whose account's chat list is being loaded: they are not indexed by chat yet (see `keepEarly`). */
+  /**
+   * Connections whose account's chat list is being loaded: they are not
+   * indexed by chat yet (see `keepEarly`). In accept order, so the first has
+   * the oldest `earlyFrom`.
+   */
   private readonly loading = new Set<Connection>();
+  /**
+   * The events that came while any connection was loading its chat list,
+   * kept once for all of them (each connection replays from its own
+   * `earlyFrom`); `earlyBase` is the position of the first. Trimmed as the
+   * oldest loading connection finishes. Until 2026-12-07 each loading
+   * connection kept its own copy of every event, and a presence change one
+   * per chat of the account.
+   */
+  private early: EarlyEvent[] = [];
+  private earlyBase = 0;
+  /**
+   * For each account with connections loading here: how many, and at which
+   * log position each chat was indexed for it meanwhile (an early event of a
+   * chat indexed before it came was delivered then, not kept).
+   */
+  private readonly earlyIndexed = new Map<string, { loading: number; at: Map<string, number> }>();
   private readonly owners = new Map<string, string | null>();
   /** Events of a chat whose creator is being looked up wait here, in order. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -233,6 +260,10 @@ export class Gateway {
     add(this.byAccount, session.accountId, conn);
     add(this.bySession, session.tokenHash, conn);
     this.loading.add(conn);
+    conn.earlyFrom = this.earlyEnd;
+    const tracked = this.earlyIndexed.get(session.accountId);
+    if (tracked === undefined) this.earlyIndexed.set(session.accountId, { loading: 1, at: new Map() });
+    else tracked.loading++;
     this.open++;
     wsConnections.inc();
     if (session.expiresAt !== undefined) {
@@ -290,7 +321,8 @@ export class Gateway {
     if (conn.closed) return;
     for (const c of chats) this.index(accountId, toWireId(c));
     // In the same turn as the indexing: an event comes either before (kept) or after (indexed).
-    for (const deliver of this.loaded(conn)) deliver();
+    this.replayEarly(conn);
+    this.loaded(conn);
     conn.graceTimer = setTimeout(() => this.release(conn), FIRST_FRAME_GRACE_MS);
     if (!first) return;
     await this.presenceStep(accountId, 'presence not recorded', async () => {
@@ -326,33 +358,61 @@ export class Gateway {
     return next;
   }
 
-  /** Ends the loading of a connection's chat list; returns the events kept meanwhile. */
-  private loaded(conn: Connection): (() => void)[] {
-    this.loading.delete(conn);
-    const early = conn.early ?? [];
-    conn.early = undefined;
-    return early;
+  /** The log position the next early event takes. */
+  private get earlyEnd(): number {
+    return this.earlyBase + this.early.length;
   }
 
-  /**
-   * Keeps an event of a chat for the connections still loading their chat
-   * list that are not indexed under it yet: `deliver` runs for each once its
-   * list is loaded, if the chat is in it (or joined meanwhile). Without this,
-   * an event that came during the load reached no connection of the account.
-   */
-  private keepEarly(chatId: string, deliver: (conn: Connection) => void): void {
-    for (const conn of this.loading) {
-      if (conn.readable.has(chatId)) continue;
-      this.keep(conn, () => {
-        if (conn.readable.has(chatId)) deliver(conn);
-      });
+  /** Delivers to a connection whose chat list was just indexed the early events it missed, in arrival order. */
+  private replayEarly(conn: Connection): void {
+    const from = conn.earlyFrom;
+    if (from === undefined) return;
+    const at = this.earlyIndexed.get(conn.session.accountId)?.at;
+    const end = this.earlyEnd;
+    for (let i = Math.max(from, this.earlyBase); i < end; i++) {
+      // Indexed after this event came (by this load, or a join meanwhile): the event was not delivered then.
+      const missed = (chatId: string) => conn.readable.has(chatId) && (at?.get(chatId) ?? -1) > i;
+      this.early[i - this.earlyBase](conn, missed);
     }
   }
 
-  private keep(conn: Connection, deliver: () => void): void {
-    if (conn.early === undefined || conn.ending) return;
-    conn.early.push(deliver);
-    if (conn.early.length > MAX_HELD) conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+  /** Ends the loading of a connection's chat list (loaded, failed or closed): forgets what only it still needed. */
+  private loaded(conn: Connection): void {
+    if (conn.earlyFrom === undefined) return;
+    conn.earlyFrom = undefined;
+    this.loading.delete(conn);
+    const accountId = conn.session.accountId;
+    const tracked = this.earlyIndexed.get(accountId);
+    if (tracked !== undefined && --tracked.loading === 0) this.earlyIndexed.delete(accountId);
+    this.trimEarly();
+  }
+
+  /** Drops the early events no loading connection needs any more. */
+  private trimEarly(): void {
+    const first = this.loading.values().next().value;
+    const keepFrom = first?.earlyFrom ?? this.earlyEnd;
+    if (keepFrom <= this.earlyBase) return;
+    this.early.splice(0, keepFrom - this.earlyBase);
+    this.earlyBase = keepFrom;
+  }
+
+  /**
+   * Keeps an event for the connections still loading their chat list (once
+   * for all of them): each gets it once its list is loaded, for the chats in
+   * it (or joined meanwhile) that were not indexed for it when the event
+   * came. Without this, an event that came during the load reached no
+   * connection of the account. A connection that has more than MAX_HELD
+   * events waiting is closed (1013) to resume later.
+   */
+  private keepEarly(event: EarlyEvent): void {
+    if (this.loading.size === 0) return;
+    this.early.push(event);
+    const oldest = this.earlyEnd - MAX_HELD;
+    for (const conn of this.loading) {
+      if ((conn.earlyFrom ?? Infinity) >= oldest) break;
+      conn.close(CLOSE.tryAgainLater, 'too-far-behind');
+      this.loaded(conn);
+    }
   }
 
   /** Indexes an account with connections here under a chat it may read (for all its connections). */
@@ -360,6 +420,8 @@ export class Gateway {
     const readable = this.accountChats.get(accountId);
     if (readable === undefined || readable.has(chatId)) return;
     readable.add(chatId);
+    // Early events of this chat from here on are delivered to the account's connections at once.
+    this.earlyIndexed.get(accountId)?.at.set(chatId, this.earlyEnd);
     add(this.byChat, chatId, accountId);
   }
 
@@ -794,8 +856,8 @@ export class Gateway {
     this.inOrder(e.chatId, () => {
       if (!this.byChat.has(e.chatId) && this.loading.size === 0) return;
       const data = messageFrame(e);
-      this.keepEarly(e.chatId, (conn) => {
-        if (this.offer(conn, e, data)) wsFrames.inc({ direction: 'out', type: 'message' });
+      this.keepEarly((conn, missed) => {
+        if (missed(e.chatId) && this.offer(conn, e, data)) wsFrames.inc({ direction: 'out', type: 'message' });
       });
       let sent = 0;
       for (const conn of this.connectionsOf(e.chatId)) if (this.offer(conn, e, data)) sent++;
@@ -812,7 +874,9 @@ export class Gateway {
       if (e.accountId !== null) this.index(toOwnerKey(e.accountId), e.chatId);
       const data = frame('member', { chat_id: e.chatId, user_id: e.userId, user_name: e.userName });
       for (const conn of this.connectionsOf(e.chatId)) conn.send(data, 'member');
-      this.keepEarly(e.chatId, (conn) => conn.send(data, 'member'));
+      this.keepEarly((conn, missed) => {
+        if (missed(e.chatId)) conn.send(data, 'member');
+      });
     });
   }
 
@@ -841,9 +905,11 @@ export class Gateway {
       const data = frame('read', { chat_id: e.chatId, message_id: e.messageId, unread: e.unread });
       for (const conn of conns) {
         // Still loading its chat list: the marker waits behind the messages kept meanwhile.
-        if (conn.early !== undefined && !conn.readable.has(e.chatId)) this.keep(conn, () => this.readFor(conn, placed, data));
-        else this.readFor(conn, placed, data);
+        if (conn.earlyFrom === undefined || conn.readable.has(e.chatId)) this.readFor(conn, placed, data);
       }
+      this.keepEarly((conn, missed) => {
+        if (conn.session.accountId === account && missed(e.chatId)) this.readFor(conn, placed, data);
+      });
     });
   }
 
@@ -902,15 +968,18 @@ export class Gateway {
     if (this.presenceSaid.get(account)?.online === online) return;
     this.presenceSaid.set(account, { online, at: Date.now() });
     const identities = await identitiesOf(this.deps.db, account);
-    for (const id of identities) {
+    const told = identities.map((id) => {
       const chatId = toWireId(id.chat_id);
-      const data = frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online });
-      const tell = (conn: Connection) => {
-        if (conn.session.accountId !== account) conn.send(data, 'presence');
-      };
-      for (const conn of this.connectionsOf(chatId)) tell(conn);
-      this.keepEarly(chatId, tell);
+      return { chatId, data: frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online }) };
+    });
+    for (const { chatId, data } of told) {
+      for (const conn of this.connectionsOf(chatId)) if (conn.session.accountId !== account) conn.send(data, 'presence');
     }
+    // One early event for all the account's chats (until 2026-12-07, one per chat and loading connection).
+    this.keepEarly((conn, missed) => {
+      if (conn.session.accountId === account) return;
+      for (const { chatId, data } of told) if (missed(chatId)) conn.send(data, 'presence');
+    });
   }
 }
 
