@@ -476,7 +476,48 @@ describe('real time: GET /v1/events', function () {
         loading.sendJson({ type: 'probe' });
         await loading.until('an answer or a close', () => loading.closeCode !== undefined || loading.of('error').length > 0);
         assert.equal(loading.closeCode, undefined, `closed ${loading.closeCode} ${loading.closeReason}`);
-        assert.deepEqual(loading.of('presence').map((f) => [f.chat_id, f.user_id, f.online]), [[shared, daveThere, true]]);
+        // (The watcher's own `online` may come too: it opened just before.)
+        await loading.until("dave's presence", () => loading.of('presence').some((f) => f.user_id === daveThere));
+        assert.deepEqual(loading.of('presence').filter((f) => f.user_id === daveThere).map((f) => [f.chat_id, f.online]), [[shared, true]]);
+      } finally {
+        release();
+        for (const s of mine) if (s.closeCode === undefined) await s.close();
+        await app.close();
+      }
+    });
+
+    it('what is kept for connections loading their chat list stays bounded: past 10,000 events the oldest is closed with 1013 too-far-behind, a newer one is not', async () => {
+      const { infra } = harness();
+      const client = harness().app.client;
+      const erin = await buildUser(client);
+      const erinAccount = await accountOf(erin);
+      // A chat nobody here reads: its events reach loading connections only.
+      const quiet = await buildChat(client, (await buildUser(client)).session);
+      const { db, held, release } = gatedDb(infra.db, (sql, bindings) => sql.includes('FROM chats WHERE owner_id') && bindings[0] === erinAccount);
+      const app = await startApp({ ...infra, db });
+      const mine: TestSocket[] = [];
+      try {
+        const p = app.client.port;
+        const oldest = await openSocket(p, { session: erin.session });
+        mine.push(oldest);
+        await held(1);
+        const burst = (from: number, n: number) =>
+          Promise.all(
+            Array.from({ length: n }, (_, i) =>
+              infra.events.publish('message.stored', { chatId: quiet, messageId: randomBytes(16).toString('hex'), userId: ZERO, userName: 'x', accountId: null, text: 'x', createdAt: new Date().toISOString(), seq: from + i }),
+            ),
+          );
+        await burst(1, 5000);
+        const newer = await openSocket(p, { session: erin.session });
+        mine.push(newer);
+        await held(2);
+        await burst(5001, 5001);
+        assert.equal(await Promise.race([oldest.closed, sleep(5000).then(() => 'still open')]), 1013);
+        assert.equal(oldest.closeReason, 'too-far-behind');
+        release();
+        newer.sendJson({ type: 'probe' });
+        await newer.next((f) => f.type === 'error');
+        assert.equal(newer.closeCode, undefined);
       } finally {
         release();
         for (const s of mine) if (s.closeCode === undefined) await s.close();

@@ -58,6 +58,13 @@ const PRESENCE_HEARTBEAT_MS = 15_000;
 const PRESENCE_SWEEP_MS = 5_000;
 /** Most accounts one sweep announces offline (the next sweep takes the rest). */
 const PRESENCE_SWEEP_MAX = 1000;
+/**
+ * Most frames the early events kept for loading connections may carry in
+ * all (a presence change carries one per chat of the account): past it, or
+ * past MAX_HELD events for a connection, the oldest loading connections are
+ * closed (1013) to resume later, so what is kept stays bounded.
+ */
+const EARLY_MAX_FRAMES = 100_000;
 /** Chats whose creator is remembered (creators never change). */
 const OWNER_CACHE_MAX = 50_000;
 /** The seq of a no_storage message: delivered live only, never stored (docs/storage-modes.md). */
@@ -120,8 +127,10 @@ export class Gateway {
    * connection kept its own copy of every event, and a presence change one
    * per chat of the account.
    */
-  private early: EarlyEvent[] = [];
+  private early: { deliver: EarlyEvent; frames: number }[] = [];
   private earlyBase = 0;
+  /** The frames the kept early events carry, in all (see EARLY_MAX_FRAMES). */
+  private earlyFrames = 0;
   /**
    * For each account with connections loading here: how many, and at which
    * log position each chat was indexed for it meanwhile (an early event of a
@@ -372,7 +381,7 @@ export class Gateway {
     for (let i = Math.max(from, this.earlyBase); i < end; i++) {
       // Indexed after this event came (by this load, or a join meanwhile): the event was not delivered then.
       const missed = (chatId: string) => conn.readable.has(chatId) && (at?.get(chatId) ?? -1) > i;
-      this.early[i - this.earlyBase](conn, missed);
+      this.early[i - this.earlyBase].deliver(conn, missed);
     }
   }
 
@@ -392,7 +401,7 @@ export class Gateway {
     const first = this.loading.values().next().value;
     const keepFrom = first?.earlyFrom ?? this.earlyEnd;
     if (keepFrom <= this.earlyBase) return;
-    this.early.splice(0, keepFrom - this.earlyBase);
+    for (const e of this.early.splice(0, keepFrom - this.earlyBase)) this.earlyFrames -= e.frames;
     this.earlyBase = keepFrom;
   }
 
@@ -404,14 +413,17 @@ export class Gateway {
    * connection of the account. A connection that has more than MAX_HELD
    * events waiting is closed (1013) to resume later.
    */
-  private keepEarly(event: EarlyEvent): void {
+  private keepEarly(deliver: EarlyEvent, frames = 1): void {
     if (this.loading.size === 0) return;
-    this.early.push(event);
-    const oldest = this.earlyEnd - MAX_HELD;
-    for (const conn of this.loading) {
-      if ((conn.earlyFrom ?? Infinity) >= oldest) break;
-      conn.close(CLOSE.tryAgainLater, 'too-far-behind');
-      this.loaded(conn);
+    this.early.push({ deliver, frames });
+    this.earlyFrames += frames;
+    for (;;) {
+      const first = this.loading.values().next().value;
+      if (first === undefined) break;
+      if (this.earlyEnd - (first.earlyFrom ?? this.earlyEnd) <= MAX_HELD && this.earlyFrames <= EARLY_MAX_FRAMES) break;
+      first.close(CLOSE.tryAgainLater, 'too-far-behind');
+      // Trims what only it needed.
+      this.loaded(first);
     }
   }
 
@@ -979,7 +991,7 @@ export class Gateway {
     this.keepEarly((conn, missed) => {
       if (conn.session.accountId === account) return;
       for (const { chatId, data } of told) if (missed(chatId)) conn.send(data, 'presence');
-    });
+    }, told.length);
   }
 }
 
