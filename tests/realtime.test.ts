@@ -15,7 +15,7 @@ import { MODE, deleteQueues, testEnv } from './helpers/env';
 import { harness, startApp, type Running } from './helpers/harness';
 import { buildChat, buildUser, getPage, joinChat, postMessage, uniq, type TestUser } from './helpers/factories';
 import { openResumed, openSocket, refused, ZERO, type TestSocket } from './helpers/ws';
-import { gatedDb } from './helpers/wait';
+import { gatedDb, waitUntil } from './helpers/wait';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -782,6 +782,47 @@ describe('real time: GET /v1/events', function () {
         const frames = watcher.of('presence').filter((f) => f.user_id === carolId);
         assert.ok(frames.length === 0 || frames[frames.length - 1].online === false, JSON.stringify(frames));
       } finally {
+        await app.close();
+      }
+    });
+
+    // Until 2026-12-07 a presence change whose frames could not be sent (the
+    // database did not answer the identities lookup) was never told again:
+    // the process had noted it as said, so the tabs showed the old state
+    // until the account changed again.
+    it('a presence change whose identities lookup failed is told once the database answers again', async () => {
+      const { infra } = harness();
+      const client = harness().app.client;
+      const [watching, leaving] = [await buildUser(client), await buildUser(client)];
+      const chat = await buildChat(client, watching.session);
+      await joinChat(client, chat, watching.session, uniq('w'));
+      const leavingId = await joinChat(client, chat, leaving.session, uniq('l'));
+      const failing = { on: false, seen: 0 };
+      const db = new Proxy(infra.db, {
+        apply(target, thisArg, args: unknown[]) {
+          if (failing.on && args[0] === 'chat_members') {
+            failing.seen++;
+            throw new Error('database not answering');
+          }
+          return Reflect.apply(target, thisArg, args) as unknown;
+        },
+      });
+      const app = await startApp({ ...infra, db });
+      try {
+        const p = app.client.port;
+        const watcher = track(await openResumed(p, watching.session, {}));
+        watcher.sendJson({ type: 'probe' });
+        await watcher.next((f) => f.type === 'error');
+        const tab = await openSocket(p, { session: leaving.session });
+        await watcher.next((f) => f.type === 'presence' && f.user_id === leavingId && f.online === true);
+        failing.on = true;
+        await tab.close();
+        await waitUntil('the lookup to fail', async () => failing.seen > 0);
+        failing.on = false;
+        await watcher.next((f) => f.type === 'presence' && f.user_id === leavingId && f.online === false);
+        assert.deepEqual(watcher.of('presence').filter((f) => f.user_id === leavingId).map((f) => f.online), [true, false]);
+      } finally {
+        failing.on = false;
         await app.close();
       }
     });

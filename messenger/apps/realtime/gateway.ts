@@ -48,6 +48,8 @@ const RESUME_READ_CHATS = 50;
 const FIRST_FRAME_GRACE_MS = 500;
 /** How long what was said about an account's presence is remembered (a repeat after that costs one duplicate frame). */
 const PRESENCE_SAID_MS = 5 * 60_000;
+/** A presence change that could not be told (the store or the database did not answer) is tried again after this long. */
+const PRESENCE_RETELL_MS = 1000;
 /** Presence marks are renewed this often (they expire after 45 s). */
 const PRESENCE_HEARTBEAT_MS = 15_000;
 /**
@@ -146,6 +148,8 @@ export class Gateway {
   private readonly presenceTells = new Map<string, Promise<void>>();
   /** What this process last told its connections about an account's presence (kept PRESENCE_SAID_MS). */
   private readonly presenceSaid = new Map<string, { online: boolean; at: number }>();
+  /** Accounts whose presence change could not be told, each with its timer to try again (one per account). */
+  private readonly presenceRetells = new Map<string, NodeJS.Timeout>();
   /** Sessions whose `session.ended` came lately (token hash → when), kept ENDED_KEPT_MS. */
   private readonly endedSessions = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -236,6 +240,8 @@ export class Gateway {
   async stop(): Promise<void> {
     await this.closeAll();
     for (const t of this.timers.splice(0)) clearInterval(t);
+    for (const t of this.presenceRetells.values()) clearTimeout(t);
+    this.presenceRetells.clear();
     for (const u of this.undo.splice(0)) u();
   }
 
@@ -968,7 +974,30 @@ export class Gateway {
     // One after another: two events handled at once could each read the
     // state, then send their frames in the order their lookups came back (an
     // `online` read before the close, sent after its `offline`).
-    return this.inTurn(this.presenceTells, account, 'presence not told', () => this.tellPresence(account));
+    return this.inTurn(this.presenceTells, account, 'presence not told; told again shortly', async () => {
+      try {
+        await this.tellPresence(account);
+      } catch (err) {
+        this.retell(account);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Tells an account's presence again shortly (what holds then is read
+   * again): a change that could not be told because Redis or PostgreSQL did
+   * not answer is not lost. Until 2026-12-07 it was, and the process had
+   * noted it as said, so open tabs kept the old state until the next change.
+   */
+  private retell(account: string): void {
+    if (this.presenceRetells.has(account) || this.closing) return;
+    const timer = setTimeout(() => {
+      this.presenceRetells.delete(account);
+      void this.onPresence({ accountId: account, online: false });
+    }, PRESENCE_RETELL_MS);
+    timer.unref();
+    this.presenceRetells.set(account, timer);
   }
 
   private async tellPresence(account: string): Promise<void> {
@@ -978,8 +1007,9 @@ export class Gateway {
     // differs from what this process last said about the account.
     const online = (await this.deps.presence.online([account])).has(account);
     if (this.presenceSaid.get(account)?.online === online) return;
-    this.presenceSaid.set(account, { online, at: Date.now() });
+    // Noted as said only once it can be told (a failed lookup is told again).
     const identities = await identitiesOf(this.deps.db, account);
+    this.presenceSaid.set(account, { online, at: Date.now() });
     const told = identities.map((id) => {
       const chatId = toWireId(id.chat_id);
       return { chatId, data: frame('presence', { chat_id: chatId, user_id: toWireId(id.id), user_name: id.user_name, online }) };
