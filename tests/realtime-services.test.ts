@@ -405,6 +405,58 @@ if (MODE === 'services') {
       }
     });
 
+    // Until 2026-12-07 the sockets an instance closed because its
+    // subscription had a gap (1013 events-lost) left as if their users had
+    // gone: every account with no tab elsewhere was announced offline, then
+    // online again a moment later when its client reconnected, on every
+    // instance, for every account at once.
+    it('sockets closed with 1013 events-lost keep their accounts online: a client that reconnects causes no offline/online blink, one that does not is offline within 60 s', async function () {
+      this.timeout(120_000);
+      const url = new URL(testEnv().REDIS_URL);
+      const proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
+      const proxyPort = await proxy.up();
+      const c = await startWeb({ REDIS_URL: `redis://127.0.0.1:${proxyPort}` });
+      procs.push(c.proc);
+      try {
+        const bob = await account(b);
+        const alice = await account(b);
+        const carol = await account(b);
+        const { chatId, otherId: aliceId } = await chatOf(bob, alice);
+        const carolId = (await b.api<{ user_id: string }>('POST', `/v1/chats/${chatId}/users`, { user_name: uniq('c') }, carol.session)).body.user_id;
+        const watcher = track(await openResumed(b.port, bob.session, {}));
+        watcher.sendJson({ type: 'probe' });
+        await watcher.next((f) => f.type === 'error');
+        const tabs = [track(await openResumed(c.port, alice.session, {})), track(await openResumed(c.port, carol.session, {}))];
+        const said = (id: string) => watcher.of('presence').filter((f) => f.user_id === id).map((f) => f.online);
+        await watcher.until('both online', () => said(aliceId).length === 1 && said(carolId).length === 1);
+        await proxy.down();
+        await c.proc.waitFor((l) => l.msg === 'redis pub/sub connection error' && l.connection === 'subscribe');
+        await proxy.up();
+        for (const s of tabs) {
+          assert.equal(await Promise.race([s.closed, sleep(20_000).then(() => 'still open')]), 1013);
+          assert.equal(s.closeReason, 'events-lost');
+        }
+        // Alice's client reconnects (to the same instance); carol's does not.
+        const again = track(await openResumed(c.port, alice.session, {}));
+        again.sendJson({ type: 'probe' });
+        await again.next((f) => f.type === 'error');
+        await watcher.until('carol offline', () => said(carolId).length >= 2, 60_000);
+        assert.deepEqual(said(carolId), [true, false]);
+        assert.deepEqual(said(aliceId), [true], 'alice blinked');
+        const members = (await b.api<{ users: { user_id: string; online: boolean }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, bob.session)).body.users;
+        assert.equal(members.find((u) => u.user_id === aliceId)?.online, true);
+        assert.equal(members.find((u) => u.user_id === carolId)?.online, false);
+        // A close by the client is told at once, as ever.
+        await again.close();
+        await watcher.until('alice offline', () => said(aliceId).length >= 2, 10_000);
+        assert.deepEqual(said(aliceId), [true, false]);
+      } finally {
+        c.proc.kill();
+        await c.proc.exited;
+        await proxy.down();
+      }
+    });
+
     /**
      * An instance `c` whose Redis goes through a proxy, a chat of alice and
      * bob, and bob's tabs on `c` and `b` that have seen one message posted

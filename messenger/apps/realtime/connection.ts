@@ -100,6 +100,12 @@ export class Connection {
   earlyFrom: number | undefined;
   alive = true;
   closed = false;
+  /**
+   * Closed by the server for its own reason (events lost) with the client
+   * expected back: its account's mark is left to expire rather than
+   * cleared, so a reconnect within the marks' TTL is no offline/online blink.
+   */
+  keepsPresence = false;
   /** The approximate size of the live messages held in all this connection's cursors (see HELD_BYTES_PER_BUFFER). */
   heldBytes = 0;
   /** Per chat, the position of the last read marker sent on this connection. */

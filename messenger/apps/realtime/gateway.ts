@@ -233,7 +233,16 @@ export class Gateway {
   private eventsLost(): void {
     // What this process said about presence may be stale too: say it again on the next change.
     this.presenceSaid.clear();
-    for (const set of this.bySession.values()) for (const conn of set) conn.close(CLOSE.tryAgainLater, 'events-lost');
+    for (const set of this.bySession.values()) {
+      for (const conn of set) {
+        // Its client comes back at once: the account stays online meanwhile
+        // (its mark expires within the TTL if it does not, and the sweep
+        // says so). Until 2026-12-07 every account with no tab elsewhere was
+        // announced offline, then online again a moment later.
+        if (!conn.ending) conn.keepsPresence = true;
+        conn.close(CLOSE.tryAgainLater, 'events-lost');
+      }
+    }
   }
 
   /** Stops timers and subscriptions (connections are closed by closeAll). */
@@ -464,7 +473,7 @@ export class Gateway {
       for (const chatId of conn.readable) remove(this.byChat, chatId, accountId);
       this.accountChats.delete(accountId);
     }
-    if (this.countFor(accountId) > 0 || this.closing) return;
+    if (this.countFor(accountId) > 0 || this.closing || conn.keepsPresence) return;
     void this.depart(accountId);
   }
 
