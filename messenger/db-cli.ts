@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, loadEnvFile, type Config } from './config';
 import { createDb, dbFailureHint, migrateLatest, migrateRollback, migrationNames, pendingMigrations } from './infra/db';
+import { CannotStart } from './infra/errors';
 import { createLogger } from './infra/logger';
 
 const USAGE = 'usage: messenger-db migrate|rollback|status';
@@ -44,6 +45,11 @@ main().then(
     if (err instanceof ConfigError) {
       // A setting that cannot work, as in every other entrypoint.
       process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    if (err instanceof CannotStart) {
+      // An embedded DATA_DIR in use by another process: exit 2, as messenger-api does.
+      process.stderr.write(`messenger-db cannot start: ${err.message}\n`);
       process.exit(2);
     }
     const hint = dbFailureHint(err, config);

@@ -3,7 +3,7 @@ import cluster from 'node:cluster';
 import { loadConfigOrExit, type Config } from './config';
 import { createLogger } from './infra/logger';
 import { serveClusterMetrics } from './infra/metrics';
-import { runServices } from './services';
+import { exitOnStartFailure, runServices } from './services';
 
 /** Delay before replacing a dead worker: short at first, longer while workers keep dying young. */
 function restartDelay(recentDeaths: number): number {
@@ -73,10 +73,7 @@ function main(): void {
     runPrimary(config);
     return;
   }
-  runServices(['web'], config, 'messenger-api').catch((err: unknown) => {
-    process.stderr.write(`messenger-api failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  runServices(['web'], config, 'messenger-api').catch(exitOnStartFailure('messenger-api'));
 }
 
 main();

@@ -316,8 +316,20 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
       second = new ServiceProcess('messenger/main.ts', env(await freePort()));
       const started = second.waitFor(isListening).then(() => 'listening' as const, () => 'stopped' as const);
       assert.equal(await started, 'stopped', 'the second process started on a directory in use');
-      assert.notEqual((await second.exited).code, 0);
-      assert.match(second.stderr.join(''), new RegExp(`DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)`));
+      // Exit code 2, as every other refusal to start as set up (1 is a crash a supervisor retries).
+      assert.deepEqual(await second.exited, { code: 2, signal: null });
+      assert.match(
+        second.stderr.join(''),
+        new RegExp(`^messenger-api cannot start: DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)[^\\n]*\\n$`),
+      );
+      // messenger-db refuses the directory in use the same way.
+      const cli = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'status'], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATA_DIR: data.dir },
+        encoding: 'utf8',
+      });
+      assert.equal(cli.status, 2, cli.stderr);
+      assert.match(cli.stderr, new RegExp(`^messenger-db cannot start: DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)[^\\n]*\\n$`));
 
       const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, {
         method: 'POST',
@@ -629,6 +641,21 @@ describe('a PostgreSQL that refuses the database or the user of DATABASE_URL', (
       }
     });
   }
+});
+
+describe('an impossible combination of apps (APPS)', function () {
+  this.timeout(60_000);
+
+  it('messenger-api stops with exit code 2 naming the missing app, in one line, as for any setting that cannot work', async () => {
+    const p = new ServiceProcess('messenger/main.ts', testEnv({ APPS: 'auth,messages', PORT: String(await freePort()), LOG_LEVEL: 'info' }));
+    try {
+      const exit = await exitWithin(p, 30_000);
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.equal(p.stderr.join(''), 'messenger-api cannot start: app "messages" requires app "chats", which is not in APPS\n');
+    } finally {
+      p.kill();
+    }
+  });
 });
 
 describe('HOST', function () {

@@ -4,6 +4,7 @@ import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
 import type { Logger } from './logger';
 import { migrationSource } from '../../migrations';
+import { CannotStart } from './errors';
 
 export type Db = Knex;
 
@@ -57,7 +58,7 @@ function lockDataDir(dir: string): () => void {
     }
     const holder = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
     if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && nodeRuns(holder)) {
-      throw new Error(
+      throw new CannotStart(
         `DATA_DIR ${dir} is in use by another process (pid ${holder}): stop it, or set another DATA_DIR; if no such process runs, delete ${file}`,
       );
     }
