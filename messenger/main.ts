@@ -1,5 +1,8 @@
 #!/usr/bin/env node
+// First: a SIGTERM while the rest loads is kept for an orderly shutdown, not the default kill (exit 143).
+import './keep-early-signals';
 import cluster from 'node:cluster';
+import { takeEarlySignal } from './infra/early-signals';
 import { loadConfigOrExit, type Config } from './config';
 import { createLogger } from './infra/logger';
 import { serveClusterMetrics } from './infra/metrics';
@@ -64,6 +67,9 @@ function runPrimary(config: Config): void {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // A signal that came while the modules loaded: the workers just forked are stopped at once.
+  const early = takeEarlySignal();
+  if (early !== undefined) stop(early);
   log.info({ workers: config.workersNum, port: config.port }, 'messenger-api primary started');
 }
 
