@@ -246,6 +246,56 @@ describe('GET /metrics', () => {
     assert.equal(loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: 'db1,db2', POSTGRES_DB: 'm' })).databaseUrl, 'postgres://postgres@db1:5432/m');
   });
 
+  it('refuses a DATABASE_URL, REDIS_URL or RMQ_URL without a host (or DATABASE_URL without a database) at start-up, naming the setting and never echoing the URL', () => {
+    const problems = (env: Record<string, string>): string[] => {
+      try {
+        loadConfig({ DATA_DIR: 'memory://', ...env });
+        return [];
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        return err.problems;
+      }
+    };
+    assert.deepEqual(problems({ DATABASE_URL: 'postgres://' }), [
+      'DATABASE_URL names no host (such as postgres://user:password@db:5432/messenger)',
+      'DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)',
+    ]);
+    assert.deepEqual(problems({ DATABASE_URL: 'postgresql://me:secret@db:5432' }), ['DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)']);
+    assert.deepEqual(problems({ DATABASE_URL: 'postgres://me:secret@db:99999/m' }), [
+      'DATABASE_URL is not a valid URL (such as postgres://user:password@db:5432/messenger; percent-encode @ : / in the password)',
+    ]);
+    assert.deepEqual(problems({ DATABASE_URL: 'mysql://db/m' }), ['DATABASE_URL must start with postgres:// or postgresql://, got "mysql://"']);
+    assert.deepEqual(problems({ REDIS_URL: 'redis://' }), ['REDIS_URL names no host (such as redis://redis:6379)']);
+    assert.deepEqual(problems({ REDIS_URL: 'redis://cache:6379/sessions' }), [
+      'REDIS_URL must end with the host or a database number (/0 to /15) (such as redis://redis:6379)',
+    ]);
+    assert.deepEqual(problems({ RMQ_URL: 'amqp://' }), ['RMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
+    assert.deepEqual(problems({ RABBITMQ_URL: 'amqps://' }), ['RABBITMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
+    // What works: a host and a database, a socket directory, a Redis database number, a vhost.
+    for (const env of <Record<string, string>[]>[
+      { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/messenger' },
+      { DATABASE_URL: 'postgresql:///messenger?host=/var/run/postgresql' },
+      { REDIS_URL: 'redis://:pw@cache:6379/2' },
+      { REDIS_URL: 'rediss://cache' },
+      { RMQ_URL: 'amqp://guest:guest@mq:5672/%2F' },
+    ]) {
+      assert.deepEqual(problems(env), [], JSON.stringify(env));
+    }
+  });
+
+  it('messenger-db with DATABASE_URL=postgres:// stops with exit code 2 naming DATABASE_URL, without connecting', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'status'], {
+      cwd: path.resolve(__dirname, '..'),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: 'postgres://' },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      'invalid configuration:\n  - DATABASE_URL names no host (such as postgres://user:password@db:5432/messenger)\n  - DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)\n',
+    );
+  });
+
   it('BCRYPT_THREADS defaults to one thread per core across all web workers, and an explicit value wins', () => {
     const cores = os.availableParallelism();
     const services = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/x', REDIS_URL: 'redis://127.0.0.1:6379' };
