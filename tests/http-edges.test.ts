@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import zlib from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { listen, type DrainableServer } from '../messenger/http/server';
 import { harness, startApp, type Running } from './helpers/harness';
@@ -95,6 +96,33 @@ describe('HTTP edges', () => {
     assert.equal(res.status, 400);
     assert.deepEqual(JSON.parse(res.body), { message: 'bad-parameters' });
     assert.match(res.headers['content-type'], /^application\/json/);
+  });
+
+  // Until 2026-12-07 the header was ignored: a gzip body was a 400 (raw bytes parsed as JSON)
+  // and a plain body labelled gzip was stored as sent.
+  it('a body with a Content-Encoding other than identity is 415 unsupported-media-type with Accept-Encoding: identity, and nothing is stored', async () => {
+    const { client } = harness().app;
+    const name = `enc${Date.now()}`;
+    const json = JSON.stringify({ user_name: name, password: 'secret1' });
+    for (const [encoding, body] of [
+      ['gzip', zlib.gzipSync(json)],
+      ['gzip', Buffer.from(json)],
+      ['br', zlib.brotliCompressSync(json)],
+      ['deflate, identity', zlib.deflateSync(json)],
+      ['x-unknown', Buffer.from(json)],
+    ] as [string, Buffer][]) {
+      const head = `POST /v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nContent-Length: ${body.length}\r\n\r\n`;
+      const res = parse((await raw(port, [Buffer.concat([Buffer.from(head), body])])).text);
+      assert.equal(res.status, 415, `${encoding}: ${res.body}`);
+      assert.deepEqual(JSON.parse(res.body), { message: 'unsupported-media-type' });
+      assert.equal(res.headers['accept-encoding'], 'identity');
+      assert.match(res.headers['content-type'], /^application\/json/);
+    }
+    await client.post('/v1/auth/login', { user_name: name, password: 'secret1' }).expect(400, { message: 'user-not-found' });
+    // identity is no encoding; an operation without a body ignores the header, as it ignores a body.
+    const plain = `POST /v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Encoding: Identity\r\nContent-Length: ${json.length}\r\nConnection: close\r\n\r\n${json}`;
+    assert.equal(parse((await raw(port, [plain])).text).status, 201);
+    assert.equal(parse((await raw(port, ['GET /ping HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n'])).text).status, 200);
   });
 
   it('a 405 names the allowed methods in Allow', async () => {
