@@ -616,6 +616,31 @@ describe('logs while PostgreSQL cannot be reached', function () {
   });
 });
 
+describe('logs while Redis cannot be reached', function () {
+  this.timeout(60_000);
+
+  // Until 2026-12-07 the line said ioredis's "Stream isn't writeable and enableOfflineQueue options is false".
+  it('a request that meets the outage logs "backend unavailable" naming redis and why, in the service\'s words', async () => {
+    const dead = await freePort();
+    const p = new ServiceProcess(
+      'messenger/main.ts',
+      testEnv({ DATABASE_URL: '', DATA_DIR: 'memory://', REDIS_URL: `redis://127.0.0.1:${dead}`, RMQ_URL: '', PORT: String(await freePort()), LOG_LEVEL: 'info' }),
+    );
+    try {
+      const [listening] = await p.waitFor((l) => l.msg === 'messenger-api listening');
+      const port = (listening.address as { port: number }).port;
+      const res = await fetch(`http://127.0.0.1:${port}/v1/auth/login`, { method: 'POST', body: JSON.stringify({ user_name: 'nobody', password: 'secret1' }) });
+      assert.equal(res.status, 503);
+      const requestId = res.headers.get('x-request-id');
+      const [line] = await p.waitFor((l) => l.msg === 'backend unavailable' && l.requestId === requestId);
+      assert.deepEqual([line.backend, line.err], ['redis', 'not connected (reconnecting)']);
+      assert.doesNotMatch(JSON.stringify(p.lines), /enableOfflineQueue|Stream isn't writeable/);
+    } finally {
+      p.kill();
+    }
+  });
+});
+
 describe('a settings file named by ENV_FILE', function () {
   this.timeout(60_000);
 
