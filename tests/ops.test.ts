@@ -404,6 +404,35 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
     }
   });
 
+  // Until 2026-12-07: exit 1 with "messenger-db failed: EEXIST: file already exists, mkdir ..." and "... failed: [object Object]".
+  it('a DATA_DIR that is a file, under a file, or read-only stops messenger-db with exit code 2 and one line naming it', () => {
+    const data = tempDir('messenger-baddir-');
+    const readOnly = path.join(data.dir, 'read-only');
+    try {
+      const file = path.join(data.dir, 'a-file');
+      fs.writeFileSync(file, 'x');
+      // Read-only for everyone; root may still write the lock, but PGlite checks the mode itself.
+      fs.mkdirSync(readOnly);
+      fs.chmodSync(readOnly, 0o555);
+      for (const [dir, said] of [
+        [file, `DATA_DIR ${file} is not a directory`],
+        [path.join(file, 'sub'), `DATA_DIR ${path.join(file, 'sub')} cannot be created (ENOTDIR): create it, or set DATA_DIR to a writable directory`],
+        [readOnly, `DATA_DIR ${readOnly} is not writable (EACCES): the embedded database writes there; set DATA_DIR to a writable directory, or memory:// to keep nothing`],
+      ]) {
+        const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'status'], {
+          cwd: path.resolve(__dirname, '..'),
+          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATA_DIR: dir },
+          encoding: 'utf8',
+        });
+        assert.deepEqual([r.status, r.stderr], [2, `messenger-db cannot start: ${said}\n`]);
+      }
+      assert.equal(fs.existsSync(path.join(readOnly, DATA_DIR_LOCK)), false, 'the lock outlived the failed start');
+    } finally {
+      fs.chmodSync(readOnly, 0o755);
+      data.remove();
+    }
+  });
+
   it('a lock left by a process that no longer runs is taken over, and given back on close', async () => {
     const data = tempDir('messenger-datadir-');
     try {
