@@ -71,6 +71,20 @@ describe('HTTP edges', () => {
     assert.ok(ms < 2000, `closed after ${ms} ms`);
   });
 
+  // Until 2026-12-07 Node's default check every 30 s held such connections up to 30 s past REQUEST_TIMEOUT_MS.
+  it('answers 408 and frees the connection within about REQUEST_TIMEOUT_MS when the headers trickle in or never come (slowloris)', async () => {
+    const [trickled, silent] = await Promise.all([
+      raw(port, 'GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: '.split('').concat(Array<string>(60).fill('a')), 100, 5000),
+      raw(port, [], 0, 5000),
+    ]);
+    for (const { text, ms } of [trickled, silent]) {
+      const res = parse(text);
+      assert.equal(res.status, 408, text);
+      assert.deepEqual(JSON.parse(res.body), { message: 'request-timeout' });
+      assert.ok(ms < 2500, `closed after ${ms} ms (REQUEST_TIMEOUT_MS 600)`);
+    }
+  });
+
   it('answers 408 to a promised body that never comes', async () => {
     const head = 'POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n';
     const res = parse((await raw(port, [head], 0, 5000)).text);

@@ -56,7 +56,11 @@ export async function listen(
   // are told Connection: close too (a client told keep-alive would send its next
   // request on a connection the drain then closes, and a POST is not retried).
   const unanswered = new Set<http.ServerResponse>();
-  const server = http.createServer((req, res) => {
+  // Node checks requestTimeout and headersTimeout only every connectionsCheckingInterval
+  // (30 s by default), so headers trickled in (slowloris) or never sent held a connection
+  // up to 30 s past REQUEST_TIMEOUT_MS; checked at a tenth of it (0.1 to 1 s), the bound holds.
+  const checkEveryMs = Math.max(100, Math.min(1000, Math.floor(requestTimeoutMs / 10)));
+  const server = http.createServer({ connectionsCheckingInterval: checkEveryMs }, (req, res) => {
     // A request that arrives on a kept-alive connection during the drain is
     // still served, but its connection is not kept for another.
     if (draining) res.setHeader('Connection', 'close');
