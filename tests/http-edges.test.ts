@@ -139,6 +139,17 @@ describe('HTTP edges', () => {
     assert.equal(parse((await raw(port, ['GET /ping HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n'])).text).status, 200);
   });
 
+  // Until 2026-12-07 Node answered it itself: an empty chunked 400, no JSON, no X-Request-Id.
+  it('an HTTP/1.1 request without Host is 400 bad-parameters in the usual shape; HTTP/1.0 needs none', async () => {
+    const res = parse((await raw(port, ['GET /ping HTTP/1.1\r\n\r\n'])).text);
+    assert.equal(res.status, 400);
+    assert.deepEqual(JSON.parse(res.body), { message: 'bad-parameters' });
+    assert.match(res.headers['content-type'], /^application\/json/);
+    assert.match(res.headers['x-request-id'], /^[\w-]{8,}$/);
+    const old = parse((await raw(port, ['GET /ping HTTP/1.0\r\n\r\n'])).text);
+    assert.deepEqual([old.status, JSON.parse(old.body)], [200, {}]);
+  });
+
   it('a 405 names the allowed methods in Allow', async () => {
     const res = await harness().app.client.request('DELETE', '/ping').expect(405, { message: 'method-not-allowed' });
     assert.deepEqual(res.headers.allow.split(', ').sort(), ['GET', 'HEAD']);
