@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import fs from 'node:fs';
+import path from 'node:path';
 import { ConfigError, loadConfig, loadEnvFile, type Config } from './config';
 import { createDb, dbFailureHint, migrateLatest, migrateRollback, migrationNames, pendingMigrations } from './infra/db';
 import { CannotStart } from './infra/errors';
@@ -7,6 +9,16 @@ import { createLogger } from './infra/logger';
 const USAGE = 'usage: messenger-db migrate|rollback|status';
 
 let config: Config | undefined;
+
+/**
+ * Whether the embedded DATA_DIR holds a database (PGlite writes PG_VERSION at
+ * its initdb), or is something that must be opened to be judged (a file).
+ */
+function embeddedDatabaseExists(dataDir: string): boolean {
+  if (dataDir === 'memory://' || dataDir === ':memory:') return true;
+  if (!fs.existsSync(dataDir)) return false;
+  return !fs.statSync(dataDir).isDirectory() || fs.existsSync(path.join(dataDir, 'PG_VERSION'));
+}
 
 /**
  * `messenger-db migrate` applies pending migrations; `rollback` undoes the
@@ -21,6 +33,13 @@ async function main(): Promise<number> {
   }
   loadEnvFile();
   config = loadConfig();
+  if (command === 'status' && config.databaseUrl === undefined && !embeddedDatabaseExists(config.dataDir)) {
+    // Opening it would create it (PGlite's initdb, some 20 MB) just to say that nothing is applied.
+    const names = await migrationNames();
+    for (const name of names) process.stdout.write(`pending  ${name}\n`);
+    process.stdout.write(`${names.length} pending: run messenger-db migrate (no database in ${config.dataDir} yet)\n`);
+    return 0;
+  }
   // knex's own messages go through the JSON logger (a refused connection is a debug line), not raw to stdout with a stack.
   const db = await createDb(config, createLogger(config.logLevel, 'messenger-db'));
   try {
