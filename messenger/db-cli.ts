@@ -27,7 +27,8 @@ function embeddedDatabaseExists(dataDir: string): boolean {
  */
 async function main(): Promise<number> {
   const command = process.argv[2];
-  if (command !== 'migrate' && command !== 'rollback' && command !== 'status') {
+  // No command takes arguments: `rollback 3` or `rollback all` would undo one migration, not what was asked.
+  if ((command !== 'migrate' && command !== 'rollback' && command !== 'status') || process.argv.length > 3) {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }

@@ -510,8 +510,9 @@ describe('messenger-db rollback', function () {
     }
   });
 
-  it('messenger-db with no command or an unknown one prints its usage, naming status, with exit code 2', () => {
-    for (const args of [[], ['statsu']]) {
+  // Until 2026-12-07 extra arguments were ignored: `rollback 3` undid one migration and exited 0.
+  it('messenger-db with no command, an unknown one or extra arguments prints its usage, naming status, with exit code 2', () => {
+    for (const args of [[], ['statsu'], ['rollback', '3'], ['migrate', 'now']]) {
       const r = dbCli(args, { DATA_DIR: 'memory://' });
       assert.equal(r.status, 2);
       assert.equal(r.stderr, 'usage: messenger-db migrate|rollback|status\n');
