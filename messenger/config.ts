@@ -193,6 +193,22 @@ class Reader {
   }
 
   /**
+   * A RabbitMQ queue name: RabbitMQ refuses `amq.*` names and names over 255
+   * bytes, and `<name>.dead` (its dead-letter queue) must fit too; refused
+   * there, the worker exited 1 with the broker's "ACCESS_REFUSED" or amqplib's
+   * "Field 'queue' is the wrong type".
+   */
+  queue(name: string, fallback: string): string {
+    const v = this.str(name, fallback);
+    if (v.trim() === '' || v !== v.trim() || v.startsWith('amq.') || Buffer.byteLength(v) > 250 || [...v].some((c) => c.charCodeAt(0) < 0x20 || c === '\x7f')) {
+      this.problems.push(
+        `${name} must be a RabbitMQ queue name of 1 to 250 bytes (its dead-letter queue adds ".dead"), not starting with "amq." (reserved), without surrounding spaces or control characters`,
+      );
+    }
+    return v;
+  }
+
+  /**
    * A service URL: one of `protocols`, naming a host (pg's `?host=/socket/dir`
    * counts) and, where `path` says, a database: `postgres://` alone started
    * and failed every request with "no PostgreSQL user name specified", and
@@ -251,6 +267,10 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   if (unknown.length > 0) {
     r.problems.push(`APPS has unknown app(s) ${unknown.join(', ')}; known: ${ALL_APPS.join(', ')}`);
     names = names.filter((n) => !unknown.includes(n));
+  }
+  if (raw !== undefined && names.length === 0) {
+    // `APPS=,` (or a list built from empty variables) ran no app at all: every operation 404.
+    r.problems.push(`APPS names no app ("${raw}"); leave it unset for all of them: ${ALL_APPS.join(', ')}`);
   }
   let apps = [...new Set(names)] as AppName[];
   if (authDisabled) {
@@ -400,7 +420,7 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken,
     metricsPort: r.optional('METRICS_PORT') === undefined ? undefined : r.int('METRICS_PORT', 9464, 0, 65535),
     search: {
-      queue: r.str('SEARCH_QUEUE', 'messenger.search'),
+      queue: r.queue('SEARCH_QUEUE', 'messenger.search'),
       timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),
       taskTtlSeconds: r.int('SEARCH_TASK_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
       maxAttempts: r.int('SEARCH_MAX_ATTEMPTS', 3, 1, 100),
@@ -423,7 +443,7 @@ export function loadConfig(env: Env = process.env): Config {
     messageStorage: messageStorage as MessageStorage,
     indexCleanMs: r.int('INDEX_CLEAN_MS', 100, 0, 60_000),
     sync: {
-      queue: r.str('SYNC_QUEUE', 'messenger.sync'),
+      queue: r.queue('SYNC_QUEUE', 'messenger.sync'),
       bulkSize: r.int('SYNC_BULK_SIZE', 500, 1, 10_000),
       flushMs: r.int('SYNC_FLUSH_MS', 50, 0, 60_000),
       inProcess: r.bool('SYNC_IN_PROCESS', rmqUrl === undefined),

@@ -283,6 +283,35 @@ describe('GET /metrics', () => {
     }
   });
 
+  // Until 2026-12-07 these started: APPS=, ran no app (every operation 404), and a queue name RabbitMQ
+  // refuses stopped the worker with exit 1 and the broker's ACCESS_REFUSED once connected.
+  it('refuses an APPS that names no app and SEARCH_QUEUE or SYNC_QUEUE names RabbitMQ refuses, naming the setting', () => {
+    const problems = (env: Record<string, string>): string[] => {
+      try {
+        loadConfig({ DATA_DIR: 'memory://', ...env });
+        return [];
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        return err.problems;
+      }
+    };
+    assert.match(problems({ APPS: ',' }).join('\n'), /^APPS names no app \(","\); leave it unset for all of them: auth, /);
+    assert.match(problems({ APPS: ' , ' }).join('\n'), /^APPS names no app/);
+    for (const [name, value] of [
+      ['SEARCH_QUEUE', 'amq.search'],
+      ['SEARCH_QUEUE', 'q'.repeat(251)],
+      ['SYNC_QUEUE', ' messenger.sync'],
+      ['SYNC_QUEUE', 'sync\nqueue'],
+    ]) {
+      assert.deepEqual(
+        problems({ [name]: value }),
+        [`${name} must be a RabbitMQ queue name of 1 to 250 bytes (its dead-letter queue adds ".dead"), not starting with "amq." (reserved), without surrounding spaces or control characters`],
+        `${name}=${JSON.stringify(value)}`,
+      );
+    }
+    assert.deepEqual(problems({ SEARCH_QUEUE: 'q'.repeat(250), SYNC_QUEUE: 'prod.sync-2', APPS: 'auth,chats' }), []);
+  });
+
   it('messenger-db with DATABASE_URL=postgres:// stops with exit code 2 naming DATABASE_URL, without connecting', () => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'status'], {
       cwd: path.resolve(__dirname, '..'),
