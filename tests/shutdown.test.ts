@@ -224,14 +224,28 @@ describe('ordered shutdown of a process (infra/shutdown.ts, real signals)', func
 describe('messenger-api signalled while its modules load', function () {
   this.timeout(120_000);
 
-  it('a SIGTERM 0.1 s and 0.3 s after the TypeScript loader is ready (main.ts still loading) ends in an orderly exit 0, not a kill by the signal', async () => {
+  it('a SIGTERM while main.ts loads its modules (as it starts loading config, and 0.2 s later) ends in an orderly exit 0, not a kill by the signal', async () => {
     const dir = tempDir('messenger-early-signal-');
-    // Registered after tsx and before main.ts: from its line on, main.ts is what loads.
+    // Preloaded after tsx: says when main.ts first requires ./config, i.e. while its imports load.
+    // (A signal before main.ts's first line runs cannot be kept: no JavaScript of ours runs yet.)
     const marker = path.join(dir.dir, 'ready.mjs');
-    fs.writeFileSync(marker, "process.stderr.write('loader-ready\\n');\n");
+    fs.writeFileSync(
+      marker,
+      [
+        "import { createRequire } from 'node:module';",
+        "const Module = createRequire(import.meta.url)('node:module');",
+        'const load = Module._load;',
+        'let said = false;',
+        'Module._load = function (request, ...rest) {',
+        "  if (!said && /(^|\\/)config(\\.ts)?$/.test(request)) { said = true; process.stderr.write('loader-ready\\n'); }",
+        '  return load.call(this, request, ...rest);',
+        '};',
+        '',
+      ].join('\n'),
+    );
     try {
       const outcomes: string[] = [];
-      for (const after of [100, 300]) {
+      for (const after of [0, 200]) {
         const child = spawn(process.execPath, ['--import', 'tsx', '--import', marker, path.resolve(__dirname, '../messenger/main.ts')], {
           cwd: path.resolve(__dirname, '..'),
           env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...testEnv({ PORT: String(await freePort()), LOG_LEVEL: 'info' }) },
@@ -255,8 +269,8 @@ describe('messenger-api signalled while its modules load', function () {
         assert.doesNotMatch(stdout, /"level":(50|60)/, `an error was logged: ${stdout}`);
       }
       assert.deepEqual(outcomes, [
-        '100 ms: {"code":0,"signal":null}, stderr ""',
-        '300 ms: {"code":0,"signal":null}, stderr ""',
+        '0 ms: {"code":0,"signal":null}, stderr ""',
+        '200 ms: {"code":0,"signal":null}, stderr ""',
       ]);
     } finally {
       dir.remove();
