@@ -150,6 +150,18 @@ describe('HTTP edges', () => {
     assert.deepEqual([old.status, JSON.parse(old.body)], [200, {}]);
   });
 
+  // Until 2026-12-07 Node dropped every header after the 2000th, so the second Authorization went unseen.
+  it('a second Authorization header after 2000 other headers is still seen: 401 auth-failed', async () => {
+    const u = await buildUser(harness().app.client);
+    const junk = Array.from({ length: 2000 }, (_, i) => `x${i.toString(36)}: 1\r\n`).join('');
+    const request = (extra: string) =>
+      `GET /v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: session_id ${u.session}\r\n${junk}${extra}Connection: close\r\n\r\n`;
+    const res = parse((await raw(port, [request(`Authorization: session_id ${'0'.repeat(32)}\r\n`)])).text);
+    assert.deepEqual([res.status, JSON.parse(res.body)], [401, { message: 'auth-failed' }]);
+    // The same request with one Authorization is served.
+    assert.equal(parse((await raw(port, [request('')])).text).status, 200);
+  });
+
   it('a 405 names the allowed methods in Allow', async () => {
     const res = await harness().app.client.request('DELETE', '/ping').expect(405, { message: 'method-not-allowed' });
     assert.deepEqual(res.headers.allow.split(', ').sort(), ['GET', 'HEAD']);

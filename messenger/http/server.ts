@@ -91,6 +91,10 @@ export async function listen(
     });
   }
   server.on('clientError', answerClientError);
+  // Node keeps only the first 2000 headers and drops the rest unseen, so a second
+  // Authorization after 2000 others passed the one-Authorization check (a proxy may
+  // read that one). Every header is kept; their total size stays bounded (16 KiB, else 431).
+  server.maxHeadersCount = 0;
   server.keepAliveTimeout = 65_000;
   // The whole request (headers and body) must arrive within REQUEST_TIMEOUT_MS:
   // a body that trickles in cannot hold a connection for minutes. The body
