@@ -162,6 +162,14 @@ describe('HTTP edges', () => {
     assert.equal(parse((await raw(port, [request('')])).text).status, 200);
   });
 
+  // Until 2026-12-07 Node closed the connection without a word.
+  it('CONNECT is 405 method-not-allowed in the usual shape', async () => {
+    const res = parse((await raw(port, ['CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'])).text);
+    assert.equal(res.status, 405);
+    assert.deepEqual(JSON.parse(res.body), { message: 'method-not-allowed' });
+    assert.match(res.headers['content-type'], /^application\/json/);
+  });
+
   it('a 405 names the allowed methods in Allow', async () => {
     const res = await harness().app.client.request('DELETE', '/ping').expect(405, { message: 'method-not-allowed' });
     assert.deepEqual(res.headers.allow.split(', ').sort(), ['GET', 'HEAD']);

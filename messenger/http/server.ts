@@ -91,6 +91,12 @@ export async function listen(
     });
   }
   server.on('clientError', answerClientError);
+  // CONNECT (a proxy tunnel) is no method of this API: without a listener Node closed the
+  // connection with no answer at all; it is refused like any other method a path does not take.
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => undefined);
+    socket.end(errorResponse(405, 'Method Not Allowed', 'method-not-allowed'));
+  });
   // Node keeps only the first 2000 headers and drops the rest unseen, so a second
   // Authorization after 2000 others passed the one-Authorization check (a proxy may
   // read that one). Every header is kept; their total size stays bounded (16 KiB, else 431).
