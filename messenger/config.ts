@@ -194,17 +194,46 @@ class Reader {
     return n;
   }
 
-  url(name: string, protocols: string[]): string | undefined {
+  /**
+   * A RabbitMQ queue name: RabbitMQ refuses `amq.*` names and names over 255
+   * bytes, and `<name>.dead` (its dead-letter queue) must fit too; refused
+   * there, the worker exited 1 with the broker's "ACCESS_REFUSED" or amqplib's
+   * "Field 'queue' is the wrong type".
+   */
+  queue(name: string, fallback: string): string {
+    const v = this.str(name, fallback);
+    if (v.trim() === '' || v !== v.trim() || v.startsWith('amq.') || Buffer.byteLength(v) > 250 || [...v].some((c) => c.charCodeAt(0) < 0x20 || c === '\x7f')) {
+      this.problems.push(
+        `${name} must be a RabbitMQ queue name of 1 to 250 bytes (its dead-letter queue adds ".dead"), not starting with "amq." (reserved), without surrounding spaces or control characters`,
+      );
+    }
+    return v;
+  }
+
+  /**
+   * A service URL: one of `protocols`, naming a host (pg's `?host=/socket/dir`
+   * counts) and, where `path` says, a database: `postgres://` alone started
+   * and failed every request with "no PostgreSQL user name specified", and
+   * `redis://` or `amqp://` silently meant localhost.
+   */
+  url(name: string, protocols: string[], example: string, path?: { rule: string; test: (pathname: string) => boolean }): string | undefined {
     const raw = this.optional(name);
     if (raw === undefined) return undefined;
+    let u: URL;
     try {
-      const u = new URL(raw);
-      if (!protocols.includes(u.protocol)) {
-        this.problems.push(`${name} must start with ${protocols.join(' or ')}//, got "${u.protocol}//"`);
-      }
+      u = new URL(raw);
     } catch {
-      this.problems.push(`${name} is not a valid URL`);
+      // Never echoed: it may hold a password.
+      this.problems.push(`${name} is not a valid URL (such as ${example}; percent-encode @ : / in the password)`);
+      return raw;
     }
+    if (!protocols.includes(u.protocol)) {
+      this.problems.push(`${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, got "${u.protocol}//"`);
+      return raw;
+    }
+    const socketHost = u.searchParams.get('host');
+    if (u.hostname === '' && (socketHost === null || socketHost === '')) this.problems.push(`${name} names no host (such as ${example})`);
+    if (path !== undefined && !path.test(u.pathname)) this.problems.push(`${name} ${path.rule} (such as ${example})`);
     return raw;
   }
 }
@@ -240,6 +269,10 @@ function parseApps(r: Reader, authDisabled: boolean): AppName[] {
   if (unknown.length > 0) {
     r.problems.push(`APPS has unknown app(s) ${unknown.join(', ')}; known: ${ALL_APPS.join(', ')}`);
     names = names.filter((n) => !unknown.includes(n));
+  }
+  if (raw !== undefined && names.length === 0) {
+    // `APPS=,` (or a list built from empty variables) ran no app at all: every operation 404.
+    r.problems.push(`APPS names no app ("${raw}"); leave it unset for all of them: ${ALL_APPS.join(', ')}`);
   }
   let apps = [...new Set(names)] as AppName[];
   if (authDisabled) {
@@ -325,13 +358,18 @@ export function loadConfig(env: Env = process.env): Config {
   let apps = parseApps(r, authDisabled);
   if (throttlingOff) apps = apps.filter((a) => a !== 'throttling');
 
-  const databaseUrl = r.url('DATABASE_URL', ['postgres:', 'postgresql:']) ?? postgresFromParts(r);
+  const databaseUrl =
+    r.url('DATABASE_URL', ['postgres:', 'postgresql:'], 'postgres://user:password@db:5432/messenger', {
+      rule: 'names no database',
+      test: (p) => p.length > 1,
+    }) ?? postgresFromParts(r);
   const logLevel = r.str('LOG_LEVEL', 'info');
   const levels: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(logLevel as LogLevel)) {
     r.problems.push(`LOG_LEVEL must be one of ${levels.join(', ')}, got "${logLevel}"`);
   }
-  const rmqUrl = r.url('RMQ_URL', ['amqp:', 'amqps:']) ?? r.url('RABBITMQ_URL', ['amqp:', 'amqps:']);
+  const rmqExample = 'amqp://user:password@rabbitmq:5672';
+  const rmqUrl = r.url('RMQ_URL', ['amqp:', 'amqps:'], rmqExample) ?? r.url('RABBITMQ_URL', ['amqp:', 'amqps:'], rmqExample);
   const metricsToken = r.optional('METRICS_TOKEN');
   if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) {
     r.problems.push('METRICS_TOKEN must be 16 to 256 printable characters without spaces');
@@ -359,7 +397,11 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     poolSize: r.int('POOL_SIZE', 10, 1, 500),
     dbTimeoutMs: r.int('DB_TIMEOUT_MS', 3000, 100, 120000),
-    redisUrl: r.url('REDIS_URL', ['redis:', 'rediss:']),
+    redisUrl: r.url('REDIS_URL', ['redis:', 'rediss:'], 'redis://redis:6379', {
+      // ioredis reads a database number from the path and ignores anything else there.
+      rule: 'must end with the host or a database number (/0 to /15)',
+      test: (p) => p === '' || p === '/' || /^\/\d{1,2}$/.test(p),
+    }),
     redisPrefix: r.str('REDIS_PREFIX', 'messenger:'),
     rmqUrl,
     rmqConnectTimeoutMs: r.int('RMQ_CONNECT_TIMEOUT_MS', 10_000, 100, 600_000),
@@ -380,7 +422,7 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken,
     metricsPort: r.optional('METRICS_PORT') === undefined ? undefined : r.int('METRICS_PORT', 9464, 0, 65535),
     search: {
-      queue: r.str('SEARCH_QUEUE', 'messenger.search'),
+      queue: r.queue('SEARCH_QUEUE', 'messenger.search'),
       timeoutMs: r.int('SEARCH_TIMEOUT_MS', 5000, 10, 600000),
       taskTtlSeconds: r.int('SEARCH_TASK_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
       maxAttempts: r.int('SEARCH_MAX_ATTEMPTS', 3, 1, 100),
@@ -403,7 +445,7 @@ export function loadConfig(env: Env = process.env): Config {
     messageStorage: messageStorage as MessageStorage,
     indexCleanMs: r.int('INDEX_CLEAN_MS', 100, 0, 60_000),
     sync: {
-      queue: r.str('SYNC_QUEUE', 'messenger.sync'),
+      queue: r.queue('SYNC_QUEUE', 'messenger.sync'),
       bulkSize: r.int('SYNC_BULK_SIZE', 500, 1, 10_000),
       flushMs: r.int('SYNC_FLUSH_MS', 50, 0, 60_000),
       inProcess: r.bool('SYNC_IN_PROCESS', rmqUrl === undefined),

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import './keep-early-signals';
 import { loadConfigOrExit } from './config';
-import { runServices } from './services';
+import { exitOnStartFailure, runServices } from './services';
 
 /**
  * messenger-run-task-consumer: the search worker role. Takes search tasks
@@ -9,7 +9,4 @@ import { runServices } from './services';
  * Redis; serves /health and /metrics on METRICS_PORT. SIGTERM finishes the
  * tasks in hand, then closes RabbitMQ, Redis and PostgreSQL in that order.
  */
-runServices(['search-worker'], loadConfigOrExit(), 'messenger-run-task-consumer').catch((err: unknown) => {
-  process.stderr.write(`messenger-run-task-consumer failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runServices(['search-worker'], loadConfigOrExit(), 'messenger-run-task-consumer').catch(exitOnStartFailure('messenger-run-task-consumer'));

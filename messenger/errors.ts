@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'service-unavailable'
   | 'request-timeout'
   | 'headers-too-large'
+  | 'unsupported-media-type'
   | 'internal-error';
 
 /** An error with a stable wire code; `status` is the HTTP status it maps to. */

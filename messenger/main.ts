@@ -1,9 +1,12 @@
 #!/usr/bin/env node
+// First: a SIGTERM while the rest loads is kept for an orderly shutdown, not the default kill (exit 143).
+import './keep-early-signals';
 import cluster from 'node:cluster';
+import { takeEarlySignal } from './infra/early-signals';
 import { loadConfigOrExit, type Config } from './config';
 import { createLogger } from './infra/logger';
 import { serveClusterMetrics } from './infra/metrics';
-import { runServices } from './services';
+import { exitOnStartFailure, runServices } from './services';
 
 /** Delay before replacing a dead worker: short at first, longer while workers keep dying young. */
 function restartDelay(recentDeaths: number): number {
@@ -64,6 +67,9 @@ function runPrimary(config: Config): void {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // A signal that came while the modules loaded: the workers just forked are stopped at once.
+  const early = takeEarlySignal();
+  if (early !== undefined) stop(early);
   log.info({ workers: config.workersNum, port: config.port }, 'messenger-api primary started');
 }
 
@@ -73,10 +79,7 @@ function main(): void {
     runPrimary(config);
     return;
   }
-  runServices(['web'], config, 'messenger-api').catch((err: unknown) => {
-    process.stderr.write(`messenger-api failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  runServices(['web'], config, 'messenger-api').catch(exitOnStartFailure('messenger-api'));
 }
 
 main();

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { ConfigError, loadConfig } from '../messenger/config';
+import pino from 'pino';
 import { newBroker, RabbitBroker } from '../messenger/infra/broker';
 import { createLogger } from '../messenger/infra/logger';
-import { testEnv } from './helpers/env';
+import { MODE, testEnv } from './helpers/env';
 import { waitUntil } from './helpers/wait';
 
 const log = createLogger('silent');
@@ -68,3 +69,26 @@ describe('RMQ_CONNECT_TIMEOUT_MS', () => {
     }
   });
 });
+
+if (MODE === 'services') {
+  describe('RabbitMQ refusing the user of RMQ_URL (services mode)', () => {
+    // Until 2026-12-07 the warning said only "not reachable" with the broker's ACCESS_REFUSED.
+    it('the retry warning carries a hint to check the user name and password in RMQ_URL', async () => {
+      const lines: Record<string, unknown>[] = [];
+      const capture = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+      const url = new URL(testEnv().RMQ_URL);
+      url.username = 'nobody';
+      url.password = 'wrong';
+      const broker = new RabbitBroker(url.toString(), capture, 2000);
+      try {
+        await broker.start(50);
+        await waitUntil('the retry warning', async () => lines.some((l) => l.msg === 'rabbitmq not reachable; retrying with backoff'), 10_000);
+        const warning = lines.find((l) => l.msg === 'rabbitmq not reachable; retrying with backoff');
+        assert.equal(warning?.hint, 'check the user name and password in RMQ_URL');
+        assert.match(String(warning?.err), /ACCESS.REFUSED/);
+      } finally {
+        await broker.close();
+      }
+    });
+  });
+}

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import zlib from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { listen, type DrainableServer } from '../messenger/http/server';
 import { harness, startApp, type Running } from './helpers/harness';
@@ -70,6 +71,20 @@ describe('HTTP edges', () => {
     assert.ok(ms < 2000, `closed after ${ms} ms`);
   });
 
+  // Until 2026-12-07 Node's default check every 30 s held such connections up to 30 s past REQUEST_TIMEOUT_MS.
+  it('answers 408 and frees the connection within about REQUEST_TIMEOUT_MS when the headers trickle in or never come (slowloris)', async () => {
+    const [trickled, silent] = await Promise.all([
+      raw(port, 'GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: '.split('').concat(Array<string>(60).fill('a')), 100, 5000),
+      raw(port, [], 0, 5000),
+    ]);
+    for (const { text, ms } of [trickled, silent]) {
+      const res = parse(text);
+      assert.equal(res.status, 408, text);
+      assert.deepEqual(JSON.parse(res.body), { message: 'request-timeout' });
+      assert.ok(ms < 2500, `closed after ${ms} ms (REQUEST_TIMEOUT_MS 600)`);
+    }
+  });
+
   it('answers 408 to a promised body that never comes', async () => {
     const head = 'POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n';
     const res = parse((await raw(port, [head], 0, 5000)).text);
@@ -94,6 +109,64 @@ describe('HTTP edges', () => {
     const res = parse((await raw(port, ['GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n'])).text);
     assert.equal(res.status, 400);
     assert.deepEqual(JSON.parse(res.body), { message: 'bad-parameters' });
+    assert.match(res.headers['content-type'], /^application\/json/);
+  });
+
+  // Until 2026-12-07 the header was ignored: a gzip body was a 400 (raw bytes parsed as JSON)
+  // and a plain body labelled gzip was stored as sent.
+  it('a body with a Content-Encoding other than identity is 415 unsupported-media-type with Accept-Encoding: identity, and nothing is stored', async () => {
+    const { client } = harness().app;
+    const name = `enc${Date.now()}`;
+    const json = JSON.stringify({ user_name: name, password: 'secret1' });
+    for (const [encoding, body] of [
+      ['gzip', zlib.gzipSync(json)],
+      ['gzip', Buffer.from(json)],
+      ['br', zlib.brotliCompressSync(json)],
+      ['deflate, identity', zlib.deflateSync(json)],
+      ['x-unknown', Buffer.from(json)],
+    ] as [string, Buffer][]) {
+      const head = `POST /v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: ${encoding}\r\nContent-Length: ${body.length}\r\n\r\n`;
+      const res = parse((await raw(port, [Buffer.concat([Buffer.from(head), body])])).text);
+      assert.equal(res.status, 415, `${encoding}: ${res.body}`);
+      assert.deepEqual(JSON.parse(res.body), { message: 'unsupported-media-type' });
+      assert.equal(res.headers['accept-encoding'], 'identity');
+      assert.match(res.headers['content-type'], /^application\/json/);
+    }
+    await client.post('/v1/auth/login', { user_name: name, password: 'secret1' }).expect(400, { message: 'user-not-found' });
+    // identity is no encoding; an operation without a body ignores the header, as it ignores a body.
+    const plain = `POST /v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Encoding: Identity\r\nContent-Length: ${json.length}\r\nConnection: close\r\n\r\n${json}`;
+    assert.equal(parse((await raw(port, [plain])).text).status, 201);
+    assert.equal(parse((await raw(port, ['GET /ping HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n'])).text).status, 200);
+  });
+
+  // Until 2026-12-07 Node answered it itself: an empty chunked 400, no JSON, no X-Request-Id.
+  it('an HTTP/1.1 request without Host is 400 bad-parameters in the usual shape; HTTP/1.0 needs none', async () => {
+    const res = parse((await raw(port, ['GET /ping HTTP/1.1\r\n\r\n'])).text);
+    assert.equal(res.status, 400);
+    assert.deepEqual(JSON.parse(res.body), { message: 'bad-parameters' });
+    assert.match(res.headers['content-type'], /^application\/json/);
+    assert.match(res.headers['x-request-id'], /^[\w-]{8,}$/);
+    const old = parse((await raw(port, ['GET /ping HTTP/1.0\r\n\r\n'])).text);
+    assert.deepEqual([old.status, JSON.parse(old.body)], [200, {}]);
+  });
+
+  // Until 2026-12-07 Node dropped every header after the 2000th, so the second Authorization went unseen.
+  it('a second Authorization header after 2000 other headers is still seen: 401 auth-failed', async () => {
+    const u = await buildUser(harness().app.client);
+    const junk = Array.from({ length: 2000 }, (_, i) => `x${i.toString(36)}: 1\r\n`).join('');
+    const request = (extra: string) =>
+      `GET /v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: session_id ${u.session}\r\n${junk}${extra}Connection: close\r\n\r\n`;
+    const res = parse((await raw(port, [request(`Authorization: session_id ${'0'.repeat(32)}\r\n`)])).text);
+    assert.deepEqual([res.status, JSON.parse(res.body)], [401, { message: 'auth-failed' }]);
+    // The same request with one Authorization is served.
+    assert.equal(parse((await raw(port, [request('')])).text).status, 200);
+  });
+
+  // Until 2026-12-07 Node closed the connection without a word.
+  it('CONNECT is 405 method-not-allowed in the usual shape', async () => {
+    const res = parse((await raw(port, ['CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'])).text);
+    assert.equal(res.status, 405);
+    assert.deepEqual(JSON.parse(res.body), { message: 'method-not-allowed' });
     assert.match(res.headers['content-type'], /^application\/json/);
   });
 

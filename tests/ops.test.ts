@@ -246,6 +246,85 @@ describe('GET /metrics', () => {
     assert.equal(loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: 'db1,db2', POSTGRES_DB: 'm' })).databaseUrl, 'postgres://postgres@db1:5432/m');
   });
 
+  it('refuses a DATABASE_URL, REDIS_URL or RMQ_URL without a host (or DATABASE_URL without a database) at start-up, naming the setting and never echoing the URL', () => {
+    const problems = (env: Record<string, string>): string[] => {
+      try {
+        loadConfig({ DATA_DIR: 'memory://', ...env });
+        return [];
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        return err.problems;
+      }
+    };
+    assert.deepEqual(problems({ DATABASE_URL: 'postgres://' }), [
+      'DATABASE_URL names no host (such as postgres://user:password@db:5432/messenger)',
+      'DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)',
+    ]);
+    assert.deepEqual(problems({ DATABASE_URL: 'postgresql://me:secret@db:5432' }), ['DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)']);
+    assert.deepEqual(problems({ DATABASE_URL: 'postgres://me:secret@db:99999/m' }), [
+      'DATABASE_URL is not a valid URL (such as postgres://user:password@db:5432/messenger; percent-encode @ : / in the password)',
+    ]);
+    assert.deepEqual(problems({ DATABASE_URL: 'mysql://db/m' }), ['DATABASE_URL must start with postgres:// or postgresql://, got "mysql://"']);
+    assert.deepEqual(problems({ REDIS_URL: 'redis://' }), ['REDIS_URL names no host (such as redis://redis:6379)']);
+    assert.deepEqual(problems({ REDIS_URL: 'redis://cache:6379/sessions' }), [
+      'REDIS_URL must end with the host or a database number (/0 to /15) (such as redis://redis:6379)',
+    ]);
+    assert.deepEqual(problems({ RMQ_URL: 'amqp://' }), ['RMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
+    assert.deepEqual(problems({ RABBITMQ_URL: 'amqps://' }), ['RABBITMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
+    // What works: a host and a database, a socket directory, a Redis database number, a vhost.
+    for (const env of <Record<string, string>[]>[
+      { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/messenger' },
+      { DATABASE_URL: 'postgresql:///messenger?host=/var/run/postgresql' },
+      { REDIS_URL: 'redis://:pw@cache:6379/2' },
+      { REDIS_URL: 'rediss://cache' },
+      { RMQ_URL: 'amqp://guest:guest@mq:5672/%2F' },
+    ]) {
+      assert.deepEqual(problems(env), [], JSON.stringify(env));
+    }
+  });
+
+  // Until 2026-12-07 these started: APPS=, ran no app (every operation 404), and a queue name RabbitMQ
+  // refuses stopped the worker with exit 1 and the broker's ACCESS_REFUSED once connected.
+  it('refuses an APPS that names no app and SEARCH_QUEUE or SYNC_QUEUE names RabbitMQ refuses, naming the setting', () => {
+    const problems = (env: Record<string, string>): string[] => {
+      try {
+        loadConfig({ DATA_DIR: 'memory://', ...env });
+        return [];
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        return err.problems;
+      }
+    };
+    assert.match(problems({ APPS: ',' }).join('\n'), /^APPS names no app \(","\); leave it unset for all of them: auth, /);
+    assert.match(problems({ APPS: ' , ' }).join('\n'), /^APPS names no app/);
+    for (const [name, value] of [
+      ['SEARCH_QUEUE', 'amq.search'],
+      ['SEARCH_QUEUE', 'q'.repeat(251)],
+      ['SYNC_QUEUE', ' messenger.sync'],
+      ['SYNC_QUEUE', 'sync\nqueue'],
+    ]) {
+      assert.deepEqual(
+        problems({ [name]: value }),
+        [`${name} must be a RabbitMQ queue name of 1 to 250 bytes (its dead-letter queue adds ".dead"), not starting with "amq." (reserved), without surrounding spaces or control characters`],
+        `${name}=${JSON.stringify(value)}`,
+      );
+    }
+    assert.deepEqual(problems({ SEARCH_QUEUE: 'q'.repeat(250), SYNC_QUEUE: 'prod.sync-2', APPS: 'auth,chats' }), []);
+  });
+
+  it('messenger-db with DATABASE_URL=postgres:// stops with exit code 2 naming DATABASE_URL, without connecting', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'status'], {
+      cwd: path.resolve(__dirname, '..'),
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: 'postgres://' },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      'invalid configuration:\n  - DATABASE_URL names no host (such as postgres://user:password@db:5432/messenger)\n  - DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)\n',
+    );
+  });
+
   it('BCRYPT_THREADS defaults to one thread per core across all web workers, and an explicit value wins', () => {
     const cores = os.availableParallelism();
     const services = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/x', REDIS_URL: 'redis://127.0.0.1:6379' };
@@ -316,8 +395,20 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
       second = new ServiceProcess('messenger/main.ts', env(await freePort()));
       const started = second.waitFor(isListening).then(() => 'listening' as const, () => 'stopped' as const);
       assert.equal(await started, 'stopped', 'the second process started on a directory in use');
-      assert.notEqual((await second.exited).code, 0);
-      assert.match(second.stderr.join(''), new RegExp(`DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)`));
+      // Exit code 2, as every other refusal to start as set up (1 is a crash a supervisor retries).
+      assert.deepEqual(await second.exited, { code: 2, signal: null });
+      assert.match(
+        second.stderr.join(''),
+        new RegExp(`^messenger-api cannot start: DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)[^\\n]*\\n$`),
+      );
+      // messenger-db refuses the directory in use the same way.
+      const cli = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'status'], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATA_DIR: data.dir },
+        encoding: 'utf8',
+      });
+      assert.equal(cli.status, 2, cli.stderr);
+      assert.match(cli.stderr, new RegExp(`^messenger-db cannot start: DATA_DIR .* is in use by another process \\(pid ${first.child.pid}\\)[^\\n]*\\n$`));
 
       const res = await fetch(`http://127.0.0.1:${port}/v1/auth/register`, {
         method: 'POST',
@@ -338,6 +429,35 @@ describe('the embedded data directory (DATA_DIR) belongs to one process', functi
     } finally {
       first.kill();
       second?.kill();
+      data.remove();
+    }
+  });
+
+  // Until 2026-12-07: exit 1 with "messenger-db failed: EEXIST: file already exists, mkdir ..." and "... failed: [object Object]".
+  it('a DATA_DIR that is a file, under a file, or read-only stops messenger-db with exit code 2 and one line naming it', () => {
+    const data = tempDir('messenger-baddir-');
+    const readOnly = path.join(data.dir, 'read-only');
+    try {
+      const file = path.join(data.dir, 'a-file');
+      fs.writeFileSync(file, 'x');
+      // Read-only for everyone; root may still write the lock, but PGlite checks the mode itself.
+      fs.mkdirSync(readOnly);
+      fs.chmodSync(readOnly, 0o555);
+      for (const [dir, said] of [
+        [file, `DATA_DIR ${file} is not a directory`],
+        [path.join(file, 'sub'), `DATA_DIR ${path.join(file, 'sub')} cannot be created (ENOTDIR): create it, or set DATA_DIR to a writable directory`],
+        [readOnly, `DATA_DIR ${readOnly} is not writable (EACCES): the embedded database writes there; set DATA_DIR to a writable directory, or memory:// to keep nothing`],
+      ]) {
+        const r = spawnSync(process.execPath, ['--import', 'tsx', 'messenger/db-cli.ts', 'migrate'], {
+          cwd: path.resolve(__dirname, '..'),
+          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATA_DIR: dir },
+          encoding: 'utf8',
+        });
+        assert.deepEqual([r.status, r.stderr], [2, `messenger-db cannot start: ${said}\n`]);
+      }
+      assert.equal(fs.existsSync(path.join(readOnly, DATA_DIR_LOCK)), false, 'the lock outlived the failed start');
+    } finally {
+      fs.chmodSync(readOnly, 0o755);
       data.remove();
     }
   });
@@ -405,8 +525,10 @@ describe('messenger-db rollback', function () {
       const lines = before.stdout.trim().split('\n');
       assert.equal(lines[0], 'pending  001_core');
       assert.equal(lines.at(-2), 'pending  013_name_prefix_key');
-      assert.match(lines.at(-1) ?? '', /^13 pending: run messenger-db migrate$/);
+      assert.match(lines.at(-1) ?? '', /^13 pending: run messenger-db migrate/);
       assert.equal(dbCli(['status'], env).stdout, before.stdout, 'status applied something');
+      // Until 2026-12-07 status on an embedded DATA_DIR without a database created one there.
+      assert.deepEqual(fs.readdirSync(data.dir), [], 'status wrote to DATA_DIR');
       assert.equal(dbCli(['migrate'], env).status, 0);
       const after = dbCli(['status'], env);
       assert.equal(after.status, 0, after.stderr);
@@ -417,8 +539,9 @@ describe('messenger-db rollback', function () {
     }
   });
 
-  it('messenger-db with no command or an unknown one prints its usage, naming status, with exit code 2', () => {
-    for (const args of [[], ['statsu']]) {
+  // Until 2026-12-07 extra arguments were ignored: `rollback 3` undid one migration and exited 0.
+  it('messenger-db with no command, an unknown one or extra arguments prints its usage, naming status, with exit code 2', () => {
+    for (const args of [[], ['statsu'], ['rollback', '3'], ['migrate', 'now']]) {
       const r = dbCli(args, { DATA_DIR: 'memory://' });
       assert.equal(r.status, 2);
       assert.equal(r.stderr, 'usage: messenger-db migrate|rollback|status\n');
@@ -554,6 +677,31 @@ describe('logs while PostgreSQL cannot be reached', function () {
   });
 });
 
+describe('logs while Redis cannot be reached', function () {
+  this.timeout(60_000);
+
+  // Until 2026-12-07 the line said ioredis's "Stream isn't writeable and enableOfflineQueue options is false".
+  it('a request that meets the outage logs "backend unavailable" naming redis and why, in the service\'s words', async () => {
+    const dead = await freePort();
+    const p = new ServiceProcess(
+      'messenger/main.ts',
+      testEnv({ DATABASE_URL: '', DATA_DIR: 'memory://', REDIS_URL: `redis://127.0.0.1:${dead}`, RMQ_URL: '', PORT: String(await freePort()), LOG_LEVEL: 'info' }),
+    );
+    try {
+      const [listening] = await p.waitFor((l) => l.msg === 'messenger-api listening');
+      const port = (listening.address as { port: number }).port;
+      const res = await fetch(`http://127.0.0.1:${port}/v1/auth/login`, { method: 'POST', body: JSON.stringify({ user_name: 'nobody', password: 'secret1' }) });
+      assert.equal(res.status, 503);
+      const requestId = res.headers.get('x-request-id');
+      const [line] = await p.waitFor((l) => l.msg === 'backend unavailable' && l.requestId === requestId);
+      assert.deepEqual([line.backend, line.err], ['redis', 'not connected (reconnecting)']);
+      assert.doesNotMatch(JSON.stringify(p.lines), /enableOfflineQueue|Stream isn't writeable/);
+    } finally {
+      p.kill();
+    }
+  });
+});
+
 describe('a settings file named by ENV_FILE', function () {
   this.timeout(60_000);
 
@@ -629,6 +777,21 @@ describe('a PostgreSQL that refuses the database or the user of DATABASE_URL', (
       }
     });
   }
+});
+
+describe('an impossible combination of apps (APPS)', function () {
+  this.timeout(60_000);
+
+  it('messenger-api stops with exit code 2 naming the missing app, in one line, as for any setting that cannot work', async () => {
+    const p = new ServiceProcess('messenger/main.ts', testEnv({ APPS: 'auth,messages', PORT: String(await freePort()), LOG_LEVEL: 'info' }));
+    try {
+      const exit = await exitWithin(p, 30_000);
+      assert.deepEqual(exit, { code: 2, signal: null });
+      assert.equal(p.stderr.join(''), 'messenger-api cannot start: app "messages" requires app "chats", which is not in APPS\n');
+    } finally {
+      p.kill();
+    }
+  });
 });
 
 describe('HOST', function () {

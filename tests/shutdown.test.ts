@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { loadConfig } from '../messenger/config';
 import { createDb, type Db } from '../messenger/infra/db';
 import { MODE, testEnv } from './helpers/env';
@@ -215,6 +217,63 @@ describe('ordered shutdown of a process (infra/shutdown.ts, real signals)', func
       assert.deepEqual(p.lines.filter((l) => l.msg === 'closed').map((l) => l.resource), ['http']);
     } finally {
       p.kill();
+    }
+  });
+});
+
+describe('messenger-api signalled while its modules load', function () {
+  this.timeout(120_000);
+
+  it('a SIGTERM while main.ts loads its modules (as it starts loading config, and 0.2 s later) ends in an orderly exit 0, not a kill by the signal', async () => {
+    const dir = tempDir('messenger-early-signal-');
+    // Preloaded after tsx: says when main.ts first requires ./config, i.e. while its imports load.
+    // (A signal before main.ts's first line runs cannot be kept: no JavaScript of ours runs yet.)
+    const marker = path.join(dir.dir, 'ready.mjs');
+    fs.writeFileSync(
+      marker,
+      [
+        "import { createRequire } from 'node:module';",
+        "const Module = createRequire(import.meta.url)('node:module');",
+        'const load = Module._load;',
+        'let said = false;',
+        'Module._load = function (request, ...rest) {',
+        "  if (!said && /(^|\\/)config(\\.ts)?$/.test(request)) { said = true; process.stderr.write('loader-ready\\n'); }",
+        '  return load.call(this, request, ...rest);',
+        '};',
+        '',
+      ].join('\n'),
+    );
+    try {
+      const outcomes: string[] = [];
+      for (const after of [0, 200]) {
+        const child = spawn(process.execPath, ['--import', 'tsx', '--import', marker, path.resolve(__dirname, '../messenger/main.ts')], {
+          cwd: path.resolve(__dirname, '..'),
+          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...testEnv({ PORT: String(await freePort()), LOG_LEVEL: 'info' }) },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+        let stdout = '';
+        let stderr = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+        await new Promise<void>((resolve) => {
+          child.stderr.setEncoding('utf8').on('data', (c: string) => {
+            stderr += c;
+            if (stderr.includes('loader-ready')) resolve();
+          });
+        });
+        await new Promise((resolve) => setTimeout(resolve, after));
+        const listened = stdout.includes('messenger-api listening');
+        child.kill('SIGTERM');
+        const exit = await exited;
+        outcomes.push(`${after} ms: ${JSON.stringify(exit)}${listened ? ' (had already started)' : ''}, stderr ${JSON.stringify(stderr.replace('loader-ready\n', ''))}`);
+        assert.doesNotMatch(stdout, /"level":(50|60)/, `an error was logged: ${stdout}`);
+      }
+      assert.deepEqual(outcomes, [
+        '0 ms: {"code":0,"signal":null}, stderr ""',
+        '200 ms: {"code":0,"signal":null}, stderr ""',
+      ]);
+    } finally {
+      dir.remove();
     }
   });
 });

@@ -9,6 +9,7 @@ import { STAGES, type App, type Deps, type Handler, type OperationId, type Opera
 import { jsonBody } from './body';
 import { refuseUpgradeFor } from './upgrade';
 import { errorHandler, observeUpgrade, requestContext } from './context';
+import { CannotStart } from '../infra/errors';
 import { cacheableOperations, createApi, numbersToStrings, publicPathMatcher, RequestValidator, stringFields, type Api } from './openapi';
 import { cors } from './cors';
 import { OperationRouter } from './router';
@@ -32,8 +33,8 @@ export interface WebApp {
   stop(): Promise<void>;
 }
 
-/** Raised at start-up when the enabled apps cannot work together. */
-export class AppSetupError extends Error {}
+/** Raised at start-up when the enabled apps cannot work together (exit code 2, as a bad setting). */
+export class AppSetupError extends CannotStart {}
 
 /** Builds every enabled app, failing with a named problem when one needs an app that is off. */
 export function buildApps(deps: Deps): App[] {
@@ -53,7 +54,7 @@ export function buildApps(deps: Deps): App[] {
     }
     apps.push(app);
   }
-  if (problems.length > 0) throw new AppSetupError(`cannot start: ${problems.join('; ')}`);
+  if (problems.length > 0) throw new AppSetupError(problems.join('; '));
   const always = ['core', 'ops'].map((name) => (modules.get(name) as NonNullable<ReturnType<typeof modules.get>>).create(deps, enabled));
   return [...always, ...apps];
 }

@@ -10,11 +10,21 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
  * strict UTF-8: bytes that are not valid UTF-8 are refused with 400 instead of
  * being turned into U+FFFD and stored altered. Over `limit` bytes: 413.
  * An empty body is `undefined`. Only `operations` (those swagger.yml gives a
- * request body) read one; any other request's body is ignored, unread.
+ * request body) read one; any other request's body is ignored, unread. A body
+ * with a `Content-Encoding` other than `identity` is 415, unread.
  */
 export function jsonBody(limit: number, operations: Set<string>, timeoutMs: number): ApiMiddleware {
   return async function jsonBody(ctx, next) {
     if (ctx.state.operationId === undefined || !operations.has(ctx.state.operationId)) return next();
+    const encoding = ctx.get('content-encoding');
+    if (encoding !== '' && encoding.split(',').some((c) => c.trim().toLowerCase() !== 'identity')) {
+      // A compressed body (gzip, br, ...) was read as raw bytes: 400 for real JSON, or
+      // stored as sent when the header lied. No decoder here (a zip bomb's cost for
+      // bodies of at most BODY_LIMIT); RFC 7694 says which coding is accepted.
+      ctx.set('Accept-Encoding', 'identity');
+      ctx.set('Connection', 'close');
+      throw new AppError(415, 'unsupported-media-type');
+    }
     let raw: Buffer;
     let timer: NodeJS.Timeout | undefined;
     // The whole request must arrive within REQUEST_TIMEOUT_MS of its first byte being handled.

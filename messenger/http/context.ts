@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorBody, toWireError } from '../errors';
+import { describeFailure } from '../infra/errors';
 import { observeRequest } from '../infra/metrics';
 import type { Logger } from '../infra/logger';
 import type { ApiMiddleware } from '../types';
@@ -14,7 +15,11 @@ export function errorHandler(): ApiMiddleware {
     } catch (err) {
       const wire = toWireError(err);
       if (wire.unexpected) ctx.state.log.error({ err }, 'unexpected error');
-      else if (wire.status === 503) ctx.state.log.warn({ err: err instanceof Error ? err.message : err }, 'backend unavailable');
+      else if (wire.status === 503) {
+        // The service's words (which backend, why), not a driver's: ioredis says "Stream isn't writeable ...".
+        const { backend, reason } = describeFailure(err);
+        ctx.state.log.warn({ ...(backend === undefined ? {} : { backend }), err: reason }, 'backend unavailable');
+      }
       ctx.status = wire.status;
       ctx.body = errorBody(wire);
       if (wire.retryAfter !== undefined) ctx.set('Retry-After', String(wire.retryAfter));

@@ -32,10 +32,15 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
     return;
   }
   const [status, reason, code] = PARSER_ERRORS[err.code ?? ''] ?? [400, 'Bad Request', 'bad-parameters'];
+  socket.end(errorResponse(status, reason, code));
+}
+
+/** The JSON error answer of the listener itself, in the usual shape, closing the connection. */
+function errorResponse(status: number, reason: string, code: string): string {
   const body = JSON.stringify({ message: code });
-  socket.end(
+  return (
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `X-Request-Id: ${randomUUID()}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+    `X-Request-Id: ${randomUUID()}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`
   );
 }
 
@@ -56,7 +61,17 @@ export async function listen(
   // are told Connection: close too (a client told keep-alive would send its next
   // request on a connection the drain then closes, and a POST is not retried).
   const unanswered = new Set<http.ServerResponse>();
-  const server = http.createServer((req, res) => {
+  // Node checks requestTimeout and headersTimeout only every connectionsCheckingInterval
+  // (30 s by default), so headers trickled in (slowloris) or never sent held a connection
+  // up to 30 s past REQUEST_TIMEOUT_MS; checked at a tenth of it (0.1 to 1 s), the bound holds.
+  const checkEveryMs = Math.max(100, Math.min(1000, Math.floor(requestTimeoutMs / 10)));
+  // Node's own check answers an HTTP/1.1 request without Host with an empty 400 (no JSON
+  // body, no request id); the same refusal is made below in the usual shape.
+  const server = http.createServer({ connectionsCheckingInterval: checkEveryMs, requireHostHeader: false }, (req, res) => {
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+      res.socket?.end(errorResponse(400, 'Bad Request', 'bad-parameters'));
+      return;
+    }
     // A request that arrives on a kept-alive connection during the drain is
     // still served, but its connection is not kept for another.
     if (draining) res.setHeader('Connection', 'close');
@@ -69,8 +84,23 @@ export async function listen(
   });
   // Longer than a load balancer's idle timeout (nginx keepalive_timeout, ALB 60 s),
   // so the proxy, not us, closes idle connections and never reuses a dead one.
-  if (onUpgrade !== undefined) server.on('upgrade', onUpgrade);
+  if (onUpgrade !== undefined) {
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (req.httpVersion === '1.1' && req.headers.host === undefined) socket.end(errorResponse(400, 'Bad Request', 'bad-parameters'));
+      else onUpgrade(req, socket, head);
+    });
+  }
   server.on('clientError', answerClientError);
+  // CONNECT (a proxy tunnel) is no method of this API: without a listener Node closed the
+  // connection with no answer at all; it is refused like any other method a path does not take.
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => undefined);
+    socket.end(errorResponse(405, 'Method Not Allowed', 'method-not-allowed'));
+  });
+  // Node keeps only the first 2000 headers and drops the rest unseen, so a second
+  // Authorization after 2000 others passed the one-Authorization check (a proxy may
+  // read that one). Every header is kept; their total size stays bounded (16 KiB, else 431).
+  server.maxHeadersCount = 0;
   server.keepAliveTimeout = 65_000;
   // The whole request (headers and body) must arrive within REQUEST_TIMEOUT_MS:
   // a body that trickles in cannot hold a connection for minutes. The body

@@ -88,6 +88,19 @@ function reason(err: unknown): string {
 }
 
 /**
+ * What to do about a broker that refuses the connection as set up, when its
+ * answer says (retrying cannot help until RMQ_URL or the broker's users change).
+ */
+export function brokerFailureHint(err: unknown): string | undefined {
+  const text = reason(err);
+  if (/ACCESS[-_]REFUSED/.test(text) && /Login was refused|authentication/i.test(text)) {
+    return 'check the user name and password in RMQ_URL';
+  }
+  if (/NOT[-_]ALLOWED|vhost/i.test(text)) return 'check the virtual host in RMQ_URL (it must exist and the user may use it)';
+  return undefined;
+}
+
+/**
  * The pauses before a failed message is put back: RETRY_PAUSE_MS, or a
  * RetryLater's own delay. `wakeAll` ends every pause at once, so a message
  * waiting out a long delay does not hold up stopping the consumers.
@@ -282,7 +295,11 @@ export class RabbitBroker implements Broker {
         const delay = Math.min(200 * 2 ** Math.min(attempt, 5), 5000);
         if (Date.now() - warned >= WARN_EVERY_MS) {
           warned = Date.now();
-          this.log.warn({ err: reason(err), attempt: attempt + 1, downMs: warned - since, retryInMs: delay }, 'rabbitmq not reachable; retrying with backoff');
+          const hint = brokerFailureHint(err);
+          this.log.warn(
+            { err: reason(err), ...(hint === undefined ? {} : { hint }), attempt: attempt + 1, downMs: warned - since, retryInMs: delay },
+            'rabbitmq not reachable; retrying with backoff',
+          );
         }
         await sleep(delay);
       }

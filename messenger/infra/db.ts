@@ -4,6 +4,7 @@ import knexFactory, { type Knex } from 'knex';
 import type { Config } from '../config';
 import type { Logger } from './logger';
 import { migrationSource } from '../../migrations';
+import { CannotStart } from './errors';
 
 export type Db = Knex;
 
@@ -57,7 +58,7 @@ function lockDataDir(dir: string): () => void {
     }
     const holder = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
     if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && nodeRuns(holder)) {
-      throw new Error(
+      throw new CannotStart(
         `DATA_DIR ${dir} is in use by another process (pid ${holder}): stop it, or set another DATA_DIR; if no such process runs, delete ${file}`,
       );
     }
@@ -76,6 +77,31 @@ function lockDataDir(dir: string): () => void {
   return release;
 }
 
+/**
+ * Creates (when missing) and locks the embedded data directory; one that
+ * cannot be used is a setting that cannot work (exit 2, one line naming
+ * it), not node's "EEXIST: file already exists, mkdir" with exit 1.
+ */
+function takeDataDir(dir: string): () => void {
+  const code = (err: unknown) => (err as NodeJS.ErrnoException).code ?? String(err);
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new CannotStart(`DATA_DIR ${dir} is not a directory`);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new CannotStart(`DATA_DIR ${dir} cannot be created (${code(err)}): create it, or set DATA_DIR to a writable directory`);
+  }
+  try {
+    return lockDataDir(dir);
+  } catch (err) {
+    if (err instanceof CannotStart) throw err;
+    throw new CannotStart(notWritable(dir, code(err)));
+  }
+}
+
+function notWritable(dir: string, code: string): string {
+  return `DATA_DIR ${dir} is not writable (${code}): the embedded database writes there; set DATA_DIR to a writable directory, or memory:// to keep nothing`;
+}
+
 async function createPglite(dataDir: string): Promise<Knex> {
   // Loaded lazily so the services mode never pays for the WebAssembly build.
   const { PGlite } = await import('@electric-sql/pglite');
@@ -83,16 +109,21 @@ async function createPglite(dataDir: string): Promise<Knex> {
   const ClientPgLite = (await import('knex-pglite')).default;
   const inMemory = dataDir === 'memory://' || dataDir === ':memory:';
   let release = () => {};
-  if (!inMemory) {
-    fs.mkdirSync(path.resolve(dataDir), { recursive: true });
-    release = lockDataDir(path.resolve(dataDir));
-  }
+  if (!inMemory) release = takeDataDir(path.resolve(dataDir));
   let pglite;
   try {
     pglite = await PGlite.create(inMemory ? undefined : path.resolve(dataDir), { extensions: { pg_trgm } });
   } catch (err) {
     release();
-    throw err;
+    // PGlite's file system errors are objects without a message ("failed: [object Object]").
+    if (err instanceof Error && err.message !== '' && err.message !== undefined) throw err;
+    const errno = (err as { errno?: unknown } | null)?.errno;
+    // WASI numbers: PGlite checks the mode bits itself, so a read-only directory fails here even for root.
+    const denied = ({ 2: 'EACCES', 63: 'EPERM', 69: 'EROFS' } as Record<number, string>)[typeof errno === 'number' ? errno : -1];
+    if (denied !== undefined) throw new CannotStart(notWritable(path.resolve(dataDir), denied));
+    throw new CannotStart(
+      `DATA_DIR ${path.resolve(dataDir)} cannot be opened as an embedded database${typeof errno === 'number' ? ` (errno ${errno})` : ''}: set DATA_DIR to an empty directory or one this service made`,
+    );
   }
   const knex = knexFactory({
     client: ClientPgLite,

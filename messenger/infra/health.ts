@@ -2,6 +2,7 @@ import { connect } from 'amqplib';
 import type { Config } from '../config';
 import type { Db } from './db';
 import { pingDb } from './db';
+import { describeFailure } from './errors';
 import type { Kv } from './kv';
 
 /** The outcome of one dependency check. */
@@ -27,14 +28,9 @@ function timeout(ms: number): Promise<never> {
   });
 }
 
+/** Why a check failed, in a few words; never a connection string (infra/errors.ts). */
 function reason(err: unknown): string {
-  if (!(err instanceof Error)) return 'failed';
-  const code = (err as { code?: unknown }).code;
-  // The message of a connection error can carry the URL (with a password); the errno cannot.
-  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
-  // ioredis while it reconnects (no offline queue): its own wording says nothing to an operator.
-  if (/Stream isn't writeable|Connection is closed/i.test(err.message)) return 'not connected (reconnecting)';
-  return err.message.replace(/\w+:\/\/\S+/g, '<url>').slice(0, 120);
+  return describeFailure(err).reason;
 }
 
 /** Runs the checks in parallel, each bounded by `timeoutMs`, and reports each with its latency. */

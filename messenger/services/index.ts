@@ -9,6 +9,7 @@
 import type { Config } from '../config';
 import { buildInfra, type BuiltInfra } from '../infra';
 import { dbFailureHint, pendingMigrations } from '../infra/db';
+import { CannotStart } from '../infra/errors';
 import { createLogger } from '../infra/logger';
 import { Shutdown } from '../infra/shutdown';
 import { webService } from './web';
@@ -113,4 +114,17 @@ export async function runServices(names: ServiceName[], config: Config, processN
     log.debug({ err: err instanceof Error ? err.message : String(err) }, 'start-up cut short by the shutdown');
     return undefined;
   }
+}
+
+/**
+ * For an entrypoint whose start-up failed: one line on stderr, then exit code
+ * 2 when it cannot start as set up (a supervisor or the cluster primary must
+ * not retry it; docs/operations.md, "Exit codes"), else 1.
+ */
+export function exitOnStartFailure(processName: string): (err: unknown) => never {
+  return (err) => {
+    const text = err instanceof Error ? err.message : String(err);
+    process.stderr.write(err instanceof CannotStart ? `${processName} cannot start: ${text}\n` : `${processName} failed to start: ${text}\n`);
+    process.exit(err instanceof CannotStart ? 2 : 1);
+  };
 }

@@ -16,6 +16,7 @@ import type { MemberJoined, MessageStored, PresenceChanged, ReadMoved, SessionEn
 import { messagesAfter, resumeReplays, seqOfMessage, type SeqMessageRow } from '../../db/messages';
 import { chatOwner, identitiesOf, readableChats } from '../../db/members';
 import { AppError, toWireError } from '../../errors';
+import { describeFailure } from '../../infra/errors';
 import { parseId, toWireId, ZERO_ID } from '../../ids';
 import { wsClosed, wsConnections, wsDeliveryLatency, wsFrames } from '../../infra/metrics';
 import type { Deps, Session } from '../../types';
@@ -202,7 +203,7 @@ export class Gateway {
               ...this.cameBack(back),
             ]),
           )
-          .catch((err: unknown) => log.warn({ err: String(err) }, 'presence heartbeat failed'));
+          .catch((err: unknown) => log.warn({ err: describeFailure(err).reason }, 'presence heartbeat failed'));
       }, PRESENCE_HEARTBEAT_MS),
     );
     this.timers.push(setInterval(() => void this.sweepPresence(), PRESENCE_SWEEP_MS));
@@ -338,7 +339,7 @@ export class Gateway {
       chats = await readableChats(db, accountId);
     } catch (err) {
       this.loaded(conn);
-      log.warn({ err: String(err) }, 'could not load the chats of a real-time connection');
+      log.warn({ err: describeFailure(err).reason }, 'could not load the chats of a real-time connection');
       conn.close(CLOSE.tryAgainLater, 'service-unavailable');
       return;
     }
@@ -374,7 +375,7 @@ export class Gateway {
   private inTurn(queue: Map<string, Promise<void>>, key: string, failure: string, step: () => Promise<void>): Promise<void> {
     const next = (queue.get(key) ?? Promise.resolve())
       .then(step)
-      .catch((err: unknown) => this.deps.log.warn({ err: String(err) }, failure))
+      .catch((err: unknown) => this.deps.log.warn({ err: describeFailure(err).reason }, failure))
       .finally(() => {
         if (queue.get(key) === next) queue.delete(key);
       });
@@ -508,7 +509,7 @@ export class Gateway {
       const offline = gone.filter((a) => this.countFor(toOwnerKey(a)) === 0);
       await Promise.all(offline.map((accountId) => events.publish('presence.changed', { accountId, online: false })));
     } catch (err) {
-      log.warn({ err: String(err) }, 'presence sweep failed');
+      log.warn({ err: describeFailure(err).reason }, 'presence sweep failed');
     }
   }
 
@@ -832,7 +833,7 @@ export class Gateway {
         if (emptyReads > 0) await new Promise((r) => setTimeout(r, 25));
       }
     } catch (err) {
-      log.warn({ err: String(err), chatId }, 'real-time replay failed; closing so the client resumes');
+      log.warn({ err: describeFailure(err).reason, chatId }, 'real-time replay failed; closing so the client resumes');
       conn.close(CLOSE.tryAgainLater, 'service-unavailable');
     } finally {
       c.busy = false;
@@ -865,7 +866,7 @@ export class Gateway {
         fn();
       })
       .catch((err: unknown) => {
-        this.deps.log.warn({ err: String(err), chatId }, 'real-time event not delivered; clients catch up with resume');
+        this.deps.log.warn({ err: describeFailure(err).reason, chatId }, 'real-time event not delivered; clients catch up with resume');
       })
       .finally(() => {
         if (this.chains.get(chatId) === next) this.chains.delete(chatId);
@@ -949,7 +950,7 @@ export class Gateway {
       .then((seq) => {
         if (seq !== undefined) this.onRead({ ...e, seq });
       })
-      .catch((err: unknown) => this.deps.log.warn({ err: String(err), chatId: e.chatId }, 'read marker without a position not delivered'));
+      .catch((err: unknown) => this.deps.log.warn({ err: describeFailure(err).reason, chatId: e.chatId }, 'read marker without a position not delivered'));
   }
 
   private readFor(conn: Connection, e: PlacedRead, data: string): void {
