@@ -70,12 +70,13 @@ interface History {
   index: Map<string, number>;
   /** checkpoints[k]: the cursor just before message k*BLOCK, so any block can be fetched again with `from`. */
   checkpoints: string[];
-  /** Cursor after the last known message: where polling and `resume` continue. */
+  /** The last known message (a page's or a live one); see cursor(). */
   tail: string;
   /**
    * Cursor after the last message a page brought (a stored one): where a
-   * scan goes on when `tail` is a live message the server did not store
-   * (MESSAGE_STORAGE_TYPE=no_storage), which is no cursor.
+   * scan or `resume` goes on while the server is not known to store its live
+   * messages (with MESSAGE_STORAGE_TYPE=no_storage a live message is no
+   * cursor: a page after it is refused with 400 bad-cursor).
    */
   paged: string;
   scanning: Promise<void> | undefined;
@@ -114,6 +115,8 @@ export const store = reactive({
 const histories = new Map<string, History>();
 /** Live messages received in this session (the last one's `at`). */
 let liveCount = 0;
+/** A chat list is being asked for to learn `stores`. */
+let learning = false;
 /**
  * Whether the server stores what it delivers live, learnt from a chat list
  * asked for after a live message came (it has the message, or it has not:
@@ -280,10 +283,9 @@ function following(h: History): boolean {
 /**
  * Appends messages in chat order; skips any already seen; keeps the window
  * bounded while it follows the end. `live`: counted as unread when not on
- * screen; `paged`: read from a page, so stored (a live one moves the tail
- * too, unless the server is known not to store them).
+ * screen.
  */
-function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void {
+function ingest(chatId: string, msgs: Msg[], live: boolean): void {
   const h = history(chatId);
   if (msgs.length === 0) return;
   const follow = following(h);
@@ -293,7 +295,7 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
     const i = h.view.total;
     if (i % BLOCK === 0) h.checkpoints[i / BLOCK] = h.tail;
     h.index.set(m.message_id, i);
-    if (paged || stores !== false) h.tail = m.message_id;
+    h.tail = m.message_id;
     h.view.total = i + 1;
     added.push(m);
     const sent = store.outbox.findIndex((o) => o.message_id === m.message_id);
@@ -326,6 +328,18 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
   }
 }
 
+/**
+ * Where a page, a poll and `resume` go on from: the last message known when
+ * the server is known to store what it delivers live, else the last one a
+ * page brought. Live messages are thus never a cursor before that is known
+ * (their page would be refused in the no_storage mode: a 400 in the
+ * console); in the other modes a page from the older cursor brings them
+ * again, and they are skipped as seen.
+ */
+function cursor(h: History): string {
+  return stores === true ? h.tail : h.paged;
+}
+
 /** Reads the chat from its last known cursor to the end (the first time: from the start, keeping only the last window). */
 export function scan(chatId: string): Promise<void> {
   const h = history(chatId);
@@ -333,16 +347,16 @@ export function scan(chatId: string): Promise<void> {
     try {
       for (;;) {
         let res: { messages: Msg[] };
+        const from = cursor(h);
         try {
-          res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`);
+          res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${from}`);
         } catch (err) {
-          // The tail is a live message that was never stored: the server does not store them; on from the last page.
-          if (!(err instanceof ApiError && err.code === 'bad-cursor') || h.tail === h.paged) throw err;
+          // The cursor is a live message that was never stored: the server does not store them; on from the last page.
+          if (!(err instanceof ApiError && err.code === 'bad-cursor') || from === h.paged) throw err;
           stores = false;
-          h.tail = h.paged;
           continue;
         }
-        ingest(chatId, res.messages, h.scanned, true);
+        ingest(chatId, res.messages, h.scanned);
         if (res.messages.length > 0) h.paged = res.messages[res.messages.length - 1].message_id;
         if (res.messages.length < 1000) break;
       }
@@ -681,6 +695,15 @@ function onFrame(f: Frame): void {
       const m: Msg = { message_id: str(f.message_id), user_id: str(f.user_id), user_name: str(f.user_name), text: str(f.text), created_at: str(f.created_at) };
       noteLive(chatId, m);
       if (!(chatId in store.chats)) void loadChats().catch(() => undefined); // a chat we did not know of yet
+      else if (stores === undefined && !learning && store.has.chatList) {
+        // Whether the server stores what it delivers: its list has this message, or not.
+        learning = true;
+        void loadChats()
+          .catch(() => undefined)
+          .finally(() => {
+            learning = false;
+          });
+      }
       const h = history(chatId);
       if (h.scanning) h.buffered.push(m);
       else if (h.scanned) ingest(chatId, [m], true);
@@ -760,7 +783,7 @@ function onOpened(): void {
   opened += 1;
   if (opened > 1) reloadPresence();
   const chats: Record<string, string> = {};
-  for (const [id, h] of histories) if (h.scanned) chats[id] = h.tail;
+  for (const [id, h] of histories) if (h.scanned) chats[id] = cursor(h);
   sendFrame({ type: 'resume', chats });
   void loadChats().catch(() => undefined);
   for (const o of store.outbox) if (o.state === 'pending' && o.message_id === undefined) deliver(o, 0);
