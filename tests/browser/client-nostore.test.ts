@@ -244,6 +244,73 @@ describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
     assert.deepEqual(refused, []);
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 a message sent over HTTP (no socket) was answered 201
+  // and then stayed "Sending…" for good: the client waited for a page or a
+  // frame to bring it, and in this mode neither ever does.
+  it('a message sent over HTTP while there is no socket is shown sent, not "Sending…" for good; the other member gets it once', async () => {
+    const { alice, bob, chatId } = await groupOfTwo('sent without a socket');
+    // Alice listens live.
+    const { page: alicePage } = await newPage();
+    await logIn(alicePage, alice.userName);
+    await live(alicePage);
+    await alicePage.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await alicePage.getByText('No messages yet. Say hello!').waitFor();
+    // Bob's tab gets no socket: every ticket is refused (503), so it sends over HTTP.
+    const { page, problems } = await newPage();
+    await page.route('**/v1/events/ticket', (route) => route.fulfill({ status: 503, contentType: 'application/json', body: '{"message":"service-unavailable"}' }));
+    const posts: number[] = [];
+    page.on('response', (r) => {
+      if (r.request().method() === 'POST' && /\/messages$/.test(new URL(r.url()).pathname)) posts.push(r.status());
+    });
+    await logIn(page, bob.userName);
+    await page.locator('.conn.polling').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.getByText('No messages yet. Say hello!').waitFor();
+    await send(page, 'over http');
+    await until('the POST answered', async () => posts.length > 0);
+    assert.deepEqual(posts, [201]);
+    await until('Alice got it', async () => (await shown(alicePage)).includes('over http'));
+    // Sent: the text stays on screen, without "Sending…", and with no retry.
+    await until('no longer "Sending…"', async () => (await page.getByText('Sending…').count()) === 0);
+    await page.getByText('over http').waitFor();
+    await page.waitForTimeout(3000);
+    assert.equal(await page.getByText('Sending…').count(), 0);
+    assert.equal(await page.getByText('over http').count(), 1);
+    assert.deepEqual(posts, [201]);
+    assert.deepEqual(await shown(alicePage), ['over http']);
+    assert.deepEqual(problems, []);
+  });
+
+  it('once the tab knows that nothing is stored, a message sent over HTTP after its socket went is shown as a message in its place', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('sent after the socket went');
+    const { page: alicePage } = await newPage();
+    await logIn(alicePage, alice.userName);
+    await live(alicePage);
+    await alicePage.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await alicePage.getByText('No messages yet. Say hello!').waitFor();
+    const server = await relay(client.port);
+    relays.push(server);
+    const { page, problems } = await newPage(server.port);
+    await logIn(page, bob.userName);
+    await live(page);
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.getByText('No messages yet. Say hello!').waitFor();
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'hello Bob' }, alice.session).expect(201);
+    await until('hello shown', async () => (await shown(page)).includes('hello Bob'));
+    // The socket goes and does not come back (tickets refused); requests get through again.
+    await page.route('**/v1/events/ticket', (route) => route.fulfill({ status: 503, contentType: 'application/json', body: '{"message":"service-unavailable"}' }));
+    await server.stop();
+    await page.locator('.conn:not(.live)').waitFor();
+    await server.start();
+    await page.locator('.conn.polling').waitFor({ timeout: 20_000 });
+    await send(page, 'hello Alice, over http');
+    await until('shown as a message', async () => (await shown(page)).join('|') === 'hello Bob|hello Alice, over http');
+    assert.equal(await page.locator('.msg.pending').count(), 0);
+    await until('Alice got it', async () => (await shown(alicePage)).join('|') === 'hello Bob|hello Alice, over http');
+    assert.deepEqual(problems, []);
+  });
+
   // Until 2026-12-07 the chat's cursor followed its live messages until the
   // client learnt (from a 400 bad-cursor) that they are not stored: a tab
   // that polled an open chat while its socket was down got one 400, logged

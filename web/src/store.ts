@@ -241,6 +241,7 @@ export async function loadChats(): Promise<void> {
       });
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
+    settleSent();
   } catch (err) {
     if (isNotFound(err)) {
       store.has.chatList = false;
@@ -354,6 +355,7 @@ export function scan(chatId: string): Promise<void> {
           // The cursor is a live message that was never stored: the server does not store them; on from the last page.
           if (!(err instanceof ApiError && err.code === 'bad-cursor') || from === h.paged) throw err;
           stores = false;
+          settleSent();
           continue;
         }
         ingest(chatId, res.messages, h.scanned);
@@ -671,7 +673,25 @@ function acked(clientId: string, messageId: string): void {
   o.message_id = messageId;
   // Already here (the frame came before the ack): the bubble goes; else it waits for the frame or the next poll.
   if (history(o.chat_id).index.has(messageId)) discard(o);
+  else if (stores === false) settleSent();
   else if (connection.state !== 'live') void scan(o.chat_id).catch(() => undefined);
+}
+
+/**
+ * The server does not store what it delivers (MESSAGE_STORAGE_TYPE=no_storage):
+ * a message it took (201) while this tab had no socket was delivered to the
+ * others' connections, and no frame or page will ever bring it here. It is
+ * shown as the message it is (id from the 201, sent now) instead of a bubble
+ * waiting for it.
+ */
+function settleSent(): void {
+  if (stores !== false) return;
+  for (const o of [...store.outbox]) {
+    if (o.message_id === undefined || o.state !== 'pending') continue;
+    const name = store.members[o.chat_id]?.find((m) => m.user_id === o.user_id)?.user_name ?? auth.userName;
+    onFrame({ type: 'message', chat_id: o.chat_id, message_id: o.message_id, user_id: o.user_id, user_name: name, text: o.text, created_at: new Date().toISOString() });
+    discard(o);
+  }
 }
 
 function failed(clientId: string, words: string): void {
