@@ -358,4 +358,22 @@ describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
     assert.deepEqual(problems, []);
   });
 
+  // Until 2026-12-07 a search in this mode said "Done. 0 found." and nothing else.
+  it('a search says that this server stores no messages to search, rather than only "0 found"', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('search nothing');
+    const { page, problems } = await newPage();
+    await logIn(page, bob.userName);
+    await live(page);
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).waitFor();
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'findable words here' }, alice.session).expect(201);
+    await until('badge 1', async () => (await itemShows(page, chatId)).badge === '1');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.getByLabel('Words to find').fill('findable');
+    await page.getByRole('button', { name: 'Search' }).last().click();
+    await page.getByText('0 found').waitFor({ timeout: 30_000 });
+    await page.getByText('This server does not store messages', { exact: false }).waitFor({ timeout: 5_000 });
+    assert.deepEqual(problems, []);
+  });
+
 });

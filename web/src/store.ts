@@ -127,6 +127,16 @@ let toastSeq = 0;
 let pollTimer: ReturnType<typeof setInterval> | undefined;
 let listTimer: ReturnType<typeof setInterval> | undefined;
 
+/**
+ * Whether the server stores the messages it delivers: false with
+ * MESSAGE_STORAGE_TYPE=no_storage. Learnt (a chat list asked for) when not
+ * known yet and a live message came to this tab; undefined when none did.
+ */
+export async function serverStores(): Promise<boolean | undefined> {
+  if (stores === undefined && liveCount > 0 && store.has.chatList) await loadChats().catch(() => undefined);
+  return stores;
+}
+
 /** A short message at the bottom of the screen (read out by screen readers). */
 export function toast(text: string): void {
   const id = ++toastSeq;
