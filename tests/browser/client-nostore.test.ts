@@ -376,4 +376,37 @@ describe('the web client, MESSAGE_STORAGE_TYPE=no_storage', function () {
     assert.deepEqual(problems, []);
   });
 
+  // Until 2026-12-07 an open chat showed the last 300 live messages and
+  // scrolling back asked the server for the older ones, which it does not
+  // have: the first messages of the session could not be read again.
+  it('more than 300 live messages in an open chat: scrolling back reaches the first one, the DOM stays bounded', async () => {
+    const { client } = app;
+    const { alice, bob, chatId, aliceId } = await groupOfTwo('many live');
+    const { page, problems } = await newPage();
+    const refused: string[] = [];
+    page.on('response', (r) => {
+      if (r.status() >= 400) refused.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+    });
+    await logIn(page, bob.userName);
+    await live(page);
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.getByText('No messages yet. Say hello!').waitFor();
+    for (let i = 1; i <= 350; i++) {
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: `live ${i}` }, alice.session).expect(201);
+    }
+    await until('the last shown', async () => (await shown(page)).includes('live 350'), 30_000);
+    await until('scrolled back to the first', async () => {
+      await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+      return (await shown(page))[0] === 'live 1';
+    }, 30_000);
+    const texts = await shown(page);
+    assert.ok(texts.length <= 300, `${texts.length} messages in the DOM`);
+    assert.deepEqual(texts.slice(0, 3), ['live 1', 'live 2', 'live 3']);
+    assert.equal(await page.getByText('Scroll up for older messages').count(), 0);
+    // And forward again to the newest.
+    await page.getByRole('button', { name: 'Newest messages ↓' }).click();
+    await until('the newest again', async () => (await shown(page)).at(-1) === 'live 350');
+    assert.deepEqual(refused, []);
+    assert.deepEqual(problems, []);
+  });
 });

@@ -46,6 +46,13 @@ export interface Outgoing {
 /** Messages are paged in blocks; the window keeps at most WINDOW of them in the DOM. */
 export const BLOCK = 100;
 export const WINDOW = 300;
+/**
+ * Messages that came live are also kept in memory, the last KEEP per chat,
+ * so that scrolling back needs no page for them: with
+ * MESSAGE_STORAGE_TYPE=no_storage the server has none to give, and they are
+ * all there is.
+ */
+export const KEEP = 5000;
 const ZERO = '00000000000000000000000000000000';
 
 /** What the chat view renders for one chat. */
@@ -56,6 +63,8 @@ export interface View {
   total: number;
   loading: boolean;
   dividerId: string;
+  /** The messages before `start` are neither stored by the server nor kept here (no_storage, over KEEP). */
+  gone: boolean;
 }
 
 /** A message that came live: its arrival number in this session, and whether it was read (seen here, or read up to in another tab). */
@@ -84,19 +93,21 @@ interface History {
   /** Live frames that came while a scan was running; applied after it. */
   buffered: Msg[];
   /**
-   * Live frames that came before the chat was first read (the last WINDOW of
+   * Live frames that came before the chat was first read (the last KEEP of
    * them), shown when it is opened. With stored messages the first scan
    * brings them anyway (they are skipped as seen); with
    * MESSAGE_STORAGE_TYPE=no_storage they are all there is to show.
    */
   kept: Msg[];
   /**
-   * Live frames of this chat (the last WINDOW), in the order they came, with
+   * Live frames of this chat (the last KEEP), in the order they came, with
    * whether they were read here: what the client learnt live, kept across
    * chat list reloads while the server's list does not have them
    * (MESSAGE_STORAGE_TYPE=no_storage stores none) and counted after a read.
    */
   live: Live[];
+  /** index → message, for the messages that came live (the last KEEP): scrolling back to them asks no page. */
+  mem: Map<number, Msg>;
   readIndex: number;
   readTimer: ReturnType<typeof setTimeout> | undefined;
   view: View;
@@ -273,9 +284,10 @@ function history(chatId: string): History {
       buffered: [],
       kept: [],
       live: [],
+      mem: new Map(),
       readIndex: -1,
       readTimer: undefined,
-      view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '' }),
+      view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '', gone: false }),
     };
     histories.set(chatId, h);
   }
@@ -294,9 +306,9 @@ function following(h: History): boolean {
 /**
  * Appends messages in chat order; skips any already seen; keeps the window
  * bounded while it follows the end. `live`: counted as unread when not on
- * screen.
+ * screen; `paged`: they come from a page (else they are kept in `mem`).
  */
-function ingest(chatId: string, msgs: Msg[], live: boolean): void {
+function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void {
   const h = history(chatId);
   if (msgs.length === 0) return;
   const follow = following(h);
@@ -309,6 +321,10 @@ function ingest(chatId: string, msgs: Msg[], live: boolean): void {
     h.tail = m.message_id;
     h.view.total = i + 1;
     added.push(m);
+    if (!paged) {
+      h.mem.set(i, m);
+      if (h.mem.size > KEEP) h.mem.delete(h.mem.keys().next().value as number);
+    }
     const sent = store.outbox.findIndex((o) => o.message_id === m.message_id);
     if (sent >= 0) store.outbox.splice(sent, 1);
   }
@@ -317,6 +333,7 @@ function ingest(chatId: string, msgs: Msg[], live: boolean): void {
     let next = h.view.messages.concat(added);
     if (next.length > WINDOW) {
       h.view.start += next.length - WINDOW;
+      h.view.gone = false;
       next = next.slice(next.length - WINDOW);
     }
     h.view.messages = next;
@@ -368,7 +385,7 @@ export function scan(chatId: string): Promise<void> {
           settleSent();
           continue;
         }
-        ingest(chatId, res.messages, h.scanned);
+        ingest(chatId, res.messages, h.scanned, true);
         if (res.messages.length > 0) h.paged = res.messages[res.messages.length - 1].message_id;
         if (res.messages.length < 1000) break;
       }
@@ -392,19 +409,50 @@ async function page(chatId: string, from: string, limit: number): Promise<Msg[]>
   return res.messages;
 }
 
+/** Messages number `from` to `to` (exclusive) when all of them are kept in memory; else undefined. */
+function kept(h: History, from: number, to: number): Msg[] | undefined {
+  const out: Msg[] = [];
+  for (let i = from; i < to; i++) {
+    const m = h.mem.get(i);
+    if (m === undefined) return undefined;
+    out.push(m);
+  }
+  return out;
+}
+
+/**
+ * Messages number `from` up to `from + limit` (at most the total): from
+ * memory when they are all kept there, else a page from the checkpoint of
+ * `from`'s block (`from` is the start of a block then).
+ */
+async function messagesAt(chatId: string, from: number, limit: number): Promise<Msg[]> {
+  const h = history(chatId);
+  const inMemory = kept(h, from, Math.min(h.view.total, from + limit));
+  if (inMemory !== undefined) return inMemory;
+  return page(chatId, h.checkpoints[Math.floor(from / BLOCK)] ?? ZERO, limit);
+}
+
 /** Scrolling back: fetches the block before the window again from its checkpoint. Returns how many were added. */
 export async function loadOlder(chatId: string): Promise<number> {
   const h = history(chatId);
   const v = h.view;
-  if (v.start === 0 || v.loading) return 0;
+  if (v.start === 0 || v.loading || v.gone) return 0;
   v.loading = true;
   try {
     const block = Math.floor((v.start - 1) / BLOCK);
-    const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK);
-    const older = msgs.slice(0, v.start - block * BLOCK);
+    let older: Msg[];
+    if (stores === false && kept(h, block * BLOCK, v.start) === undefined) {
+      // Not stored, and the older ones no longer kept here: those that are, then no further.
+      older = [];
+      for (let i = v.start - 1; i >= block * BLOCK && h.mem.has(i); i--) older.unshift(h.mem.get(i) as Msg);
+      if (older.length === 0) {
+        v.gone = true;
+        return 0;
+      }
+    } else older = (await messagesAt(chatId, block * BLOCK, BLOCK)).slice(0, v.start - block * BLOCK);
     let next = older.concat(v.messages);
     if (next.length > WINDOW) next = next.slice(0, WINDOW);
-    v.start = block * BLOCK;
+    v.start -= older.length;
     v.messages = next;
     return older.length;
   } finally {
@@ -419,11 +467,13 @@ export async function loadNewer(chatId: string): Promise<number> {
   if (following(h) || v.loading || v.messages.length === 0) return 0;
   v.loading = true;
   try {
-    const msgs = await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK);
-    const newer = msgs.slice(0, v.total - v.start - v.messages.length);
+    const end = v.start + v.messages.length;
+    const msgs = kept(h, end, Math.min(v.total, end + BLOCK)) ?? (await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK));
+    const newer = msgs.slice(0, v.total - end);
     let next = v.messages.concat(newer);
     if (next.length > WINDOW) {
       v.start += next.length - WINDOW;
+      v.gone = false;
       next = next.slice(next.length - WINDOW);
     }
     v.messages = next;
@@ -437,8 +487,9 @@ export async function loadNewer(chatId: string): Promise<number> {
 async function windowAround(chatId: string, i: number): Promise<void> {
   const h = history(chatId);
   const block = Math.max(0, Math.floor(i / BLOCK) - 1);
-  const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK * 3);
+  const msgs = await messagesAt(chatId, block * BLOCK, BLOCK * 3);
   h.view.start = block * BLOCK;
+  h.view.gone = false;
   h.view.messages = msgs.slice(0, Math.min(WINDOW, h.view.total - block * BLOCK));
 }
 
@@ -456,8 +507,9 @@ export async function jumpToLatest(chatId: string): Promise<void> {
   const h = history(chatId);
   if (following(h)) return;
   const block = Math.floor(Math.max(0, h.view.total - BLOCK * 2) / BLOCK);
-  const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, 1000);
+  const msgs = await messagesAt(chatId, block * BLOCK, 1000);
   h.view.start = block * BLOCK;
+  h.view.gone = false;
   h.view.messages = msgs.slice(0, h.view.total - block * BLOCK);
   await scan(chatId);
 }
@@ -617,7 +669,7 @@ function noteLive(chatId: string, m: Msg): void {
   const h = history(chatId);
   if (h.live.some((l) => l.msg.message_id === m.message_id)) return;
   h.live.push({ msg: m, at: ++liveCount, read: store.openChat === chatId && document.visibilityState === 'visible' });
-  if (h.live.length > WINDOW) h.live.splice(0, h.live.length - WINDOW);
+  if (h.live.length > KEEP) h.live.splice(0, h.live.length - KEEP);
 }
 
 // ---- sending ----------------------------------------------------------------
@@ -741,7 +793,7 @@ function onFrame(f: Frame): void {
         // Not opened yet: the list item changes, and the message is kept for
         // when it is opened (which reads the history first).
         h.kept.push(m);
-        if (h.kept.length > WINDOW) h.kept.splice(0, h.kept.length - WINDOW);
+        if (h.kept.length > KEEP) h.kept.splice(0, h.kept.length - KEEP);
         const chat = store.chats[chatId];
         if (chat) {
           chat.last_message = m;
