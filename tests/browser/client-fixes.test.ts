@@ -660,4 +660,34 @@ describe('the web client after the exploratory run', function () {
     }
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 a draft lived in the chat view only: opening another
+  // chat (or any panel) and coming back found the composer empty.
+  it('a draft stays with its chat when another chat or a panel is opened, and is gone once sent', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId: first } = await chatWith(client, user, 'drafts one');
+    const { chatId: second } = await chatWith(client, user, 'drafts two');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${first}"]`).click();
+    await page.locator('#composer-text').fill('half-written\nsecond line');
+    await page.locator(`.chat-item[data-chat="${second}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts two' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), '');
+    await page.locator('#composer-text').fill('other draft');
+    await page.getByRole('button', { name: 'People' }).click();
+    await page.locator(`.chat-item[data-chat="${first}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts one' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), 'half-written\nsecond line');
+    await page.locator('#composer-text').press('Enter');
+    await until('sent', async () => (await shown(page)).includes('half-written\nsecond line'));
+    await page.locator(`.chat-item[data-chat="${second}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts two' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), 'other draft');
+    await page.locator(`.chat-item[data-chat="${first}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts one' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), '');
+    assert.deepEqual(problems, []);
+  });
 });

@@ -124,6 +124,8 @@ export const store = reactive({
 });
 
 const histories = new Map<string, History>();
+/** What was typed in a chat's composer and not sent yet (chat_id → text), kept while other chats or panels are open. */
+export const drafts = new Map<string, string>();
 /** Live messages received in this session (the last one's `at`). */
 let liveCount = 0;
 /** A chat list is being asked for to learn `stores`. */
@@ -895,6 +897,7 @@ onSignOut(() => {
   for (const t of retryTimers.values()) clearTimeout(t);
   retryTimers.clear();
   histories.clear();
+  drafts.clear();
   stores = undefined;
   store.chats = {};
   store.members = {};
