@@ -690,4 +690,39 @@ describe('the web client after the exploratory run', function () {
     assert.equal(await page.locator('#composer-text').inputValue(), '');
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 Escape did nothing: keyboard users had to Tab back to
+  // the "←" link or the chat list to leave a chat or a panel.
+  it('Escape closes the members list, then the chat (focus back on its list item), and any panel; the draft stays', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId } = await chatWith(client, user, 'escape here');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.locator('#composer-text').fill('kept when closed');
+    await page.getByRole('button', { name: /^Members/ }).click();
+    await page.getByRole('list', { name: 'Members' }).waitFor();
+    // First the members list (focus in the composer), then the chat.
+    await page.locator('#composer-text').focus();
+    await page.keyboard.press('Escape');
+    await until('members list closed', async () => (await page.getByRole('list', { name: 'Members' }).count()) === 0);
+    assert.ok(page.url().endsWith(`#/chat/${chatId}`));
+    await page.keyboard.press('Escape');
+    await until('chat closed', async () => new URL(page.url()).hash === '#/');
+    assert.equal(await page.locator('.chat').count(), 0);
+    assert.equal(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset.chat), chatId);
+    // Enter on the focused item opens it again, the draft in place.
+    await page.keyboard.press('Enter');
+    await page.locator('.chat-name', { hasText: 'escape here' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), 'kept when closed');
+    // A panel: Escape from its field.
+    for (const [button, field] of [['Search', 'Words to find'], ['People', 'Find someone by name'], ['New or join', 'Chat name']] as const) {
+      await page.getByRole('button', { name: button, exact: true }).click();
+      await page.getByLabel(field).focus();
+      await page.keyboard.press('Escape');
+      await until(`${button} closed`, async () => new URL(page.url()).hash === '#/');
+    }
+    assert.deepEqual(problems, []);
+  });
 });
