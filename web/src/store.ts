@@ -128,6 +128,20 @@ const histories = new Map<string, History>();
 export const drafts = new Map<string, string>();
 /** Live messages received in this session (the last one's `at`). */
 let liveCount = 0;
+/**
+ * chat_id → the time of the last message of the server's latest chat list
+ * item: its `unread` counted every message up to it. A frame of such a
+ * message that comes after the list (a `resume` replaying what was missed
+ * while disconnected) is not counted again.
+ */
+const listed = new Map<string, string>();
+
+/** Whether live message `m` of a chat is in the count of the server's latest list. */
+function listedAlready(chatId: string, m: Msg): boolean {
+  const at = listed.get(chatId);
+  return at !== undefined && m.created_at <= at;
+}
+
 /** A chat list is being asked for to learn `stores`. */
 let learning = false;
 /**
@@ -254,6 +268,8 @@ export async function loadChats(): Promise<void> {
       seen.add(c.chat_id);
       const old = store.chats[c.chat_id];
       const live = unknownLive(c.chat_id, c.last_message, asked);
+      if (c.last_message) listed.set(c.chat_id, c.last_message.created_at);
+      else listed.delete(c.chat_id);
       const last = live.length > 0 ? live[live.length - 1].msg : c.last_message;
       const unread = c.unread + live.filter((l) => !l.read && l.msg.user_id !== c.user_id).length;
       upsertChat({
@@ -346,9 +362,9 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
     chat.last_message = last;
     chat.activity = last.created_at;
     if (live) {
-      const mine = added.filter((m) => m.user_id === chat.user_id).length;
+      const others = added.filter((m) => m.user_id !== chat.user_id && !listedAlready(chatId, m)).length;
       const visible = store.openChat === chatId && document.visibilityState === 'visible';
-      if (!visible) chat.unread += added.length - mine;
+      if (!visible) chat.unread += others;
     }
   }
   // Members we have not heard of yet (without the members endpoint, authors are all we know).
@@ -800,7 +816,7 @@ function onFrame(f: Frame): void {
         if (chat) {
           chat.last_message = m;
           chat.activity = m.created_at;
-          if (m.user_id !== chat.user_id) chat.unread += 1;
+          if (m.user_id !== chat.user_id && !listedAlready(chatId, m)) chat.unread += 1;
         }
         const o = store.outbox.find((x) => x.message_id === m.message_id);
         if (o) discard(o);
@@ -898,6 +914,7 @@ onSignOut(() => {
   retryTimers.clear();
   histories.clear();
   drafts.clear();
+  listed.clear();
   stores = undefined;
   store.chats = {};
   store.members = {};
