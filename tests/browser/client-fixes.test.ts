@@ -725,4 +725,43 @@ describe('the web client after the exploratory run', function () {
     }
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 a message that came into the open chat while the
+  // reader was scrolled up was never counted: leaving the chat without
+  // scrolling down to it showed no badge, though it was never seen (and the
+  // server counted it unread).
+  it('a message that comes while scrolled up in the open chat, not seen, is counted unread when the chat is left', async () => {
+    const { client } = harness().app;
+    const dave = await buildUser(client);
+    const alice = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, dave, 'scrolled up');
+    for (let i = 1; i <= 60; i++) await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: `mine ${i}` }, dave.session).expect(201);
+    const aliceId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Alice' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'seen at once' }, alice.session).expect(201);
+    const { page, problems } = await newPage();
+    await logIn(page, dave.userName);
+    await page.locator('.conn.live').waitFor();
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    // Opened on its one unread message, at the end: it is seen and read (the read answered before anything else comes).
+    const read = page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === `/v1/chats/${chatId}/read`);
+    await item.click();
+    await until('the last shown', async () => (await shown(page)).includes('seen at once'));
+    await read;
+    assert.equal(await item.locator('.badge').count(), 0);
+    await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+    await until('scrolled up', async () => (await onScreen(page)).includes('mine 1'));
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'not seen yet' }, alice.session).expect(201);
+    await until('it came', async () => (await shown(page)).includes('not seen yet'));
+    assert.ok(!(await onScreen(page)).includes('not seen yet'));
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await until('badge 1', async () => (await item.locator('.badge').allTextContents()).join() === '1');
+    const server = ((await client.get('/v1/chats', dave.session).expect(200)).body as { chats: Array<{ chat_id: string; unread: number }> }).chats;
+    assert.equal(server.find((c) => c.chat_id === chatId)?.unread, 1);
+    // Opened again and scrolled down to it: read, the badge goes.
+    await item.click();
+    await until('shown', async () => (await onScreen(page)).includes('not seen yet'));
+    await until('badge gone', async () => (await item.locator('.badge').count()) === 0);
+    assert.deepEqual(problems, []);
+  });
 });

@@ -545,6 +545,8 @@ export async function openChat(chatId: string): Promise<void> {
   // window kept at the end, the window around it is loaded instead: the chat
   // opens on what has not been read, and nothing unseen is marked read.
   h.view.dividerId = '';
+  // Everything before the oldest unread message was read (see countUnseen).
+  h.readIndex = Math.max(h.readIndex, h.view.total - unread - 1);
   if (unread > 0 && h.view.total > 0) {
     const first = Math.max(0, h.view.total - unread);
     if (first < h.view.start) await windowAround(chatId, first);
@@ -554,9 +556,29 @@ export async function openChat(chatId: string): Promise<void> {
   void loadMembers(chatId).catch(() => undefined);
 }
 
-/** Closes the chat view (the history stays for a quick return). */
+/** Closes the chat view (the history stays for a quick return); what came and was not seen stays unread. */
 export function closeChat(): void {
+  const id = store.openChat;
   store.openChat = '';
+  if (id) countUnseen(id);
+}
+
+/**
+ * A chat is left: the messages of others after the last one seen (its end
+ * on screen) are unread. While the chat is open and the tab visible, a new
+ * message is not counted (it is on screen, or will be); one that came while
+ * the reader was scrolled up was never seen, and would not count at all.
+ */
+function countUnseen(chatId: string): void {
+  const chat = store.chats[chatId];
+  const h = histories.get(chatId);
+  if (chat === undefined || h === undefined || !h.scanned) return;
+  let unseen = 0;
+  for (let i = h.readIndex + 1; i < h.view.total; i++) {
+    const m = h.mem.get(i) ?? h.view.messages[i - h.view.start];
+    if (m !== undefined && m.user_id !== chat.user_id) unseen += 1;
+  }
+  chat.unread = Math.max(chat.unread, unseen);
 }
 
 /** Chats whose members are being asked for (so one ask is made at a time). */
@@ -686,7 +708,8 @@ async function postRead(chatId: string, messageId: string): Promise<void> {
 function noteLive(chatId: string, m: Msg): void {
   const h = history(chatId);
   if (h.live.some((l) => l.msg.message_id === m.message_id)) return;
-  h.live.push({ msg: m, at: ++liveCount, read: store.openChat === chatId && document.visibilityState === 'visible' });
+  // Read once seen (readUpTo), not when it came: the reader may be scrolled up.
+  h.live.push({ msg: m, at: ++liveCount, read: false });
   if (h.live.length > KEEP) h.live.splice(0, h.live.length - KEEP);
 }
 
