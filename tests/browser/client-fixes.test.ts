@@ -764,4 +764,33 @@ describe('the web client after the exploratory run', function () {
     await until('badge gone', async () => (await item.locator('.badge').count()) === 0);
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 the message box stayed one line high: a message of
+  // several lines (Shift+Enter) showed one line at a time.
+  it('the message box grows with a message of several lines (up to a bound), and shrinks back once it is sent', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId } = await chatWith(client, user, 'tall draft');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    const box = page.locator('#composer-text');
+    const oneLine = await box.evaluate((el) => el.clientHeight);
+    await box.click();
+    for (let i = 1; i <= 5; i++) {
+      await page.keyboard.type(`line ${i}`);
+      if (i < 5) await page.keyboard.press('Shift+Enter');
+    }
+    // Every line is in view: nothing to scroll inside the box.
+    await until('all five lines in view', async () => box.evaluate((el) => el.scrollHeight <= el.clientHeight + 1));
+    assert.ok((await box.evaluate((el) => el.clientHeight)) > oneLine * 2);
+    // A very long draft is bounded (it scrolls inside then), the messages keep most of the pane.
+    await box.fill(Array.from({ length: 200 }, (_, i) => `row ${i}`).join('\n'));
+    await until('bounded', async () => box.evaluate((el) => el.clientHeight <= window.innerHeight * 0.35 && el.scrollHeight > el.clientHeight));
+    await box.fill('line 1\nline 2');
+    await box.press('Enter');
+    await until('sent', async () => (await shown(page)).includes('line 1\nline 2'));
+    await until('one line again', async () => (await box.evaluate((el) => el.clientHeight)) === oneLine);
+    assert.deepEqual(problems, []);
+  });
 });
