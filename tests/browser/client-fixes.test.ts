@@ -793,4 +793,39 @@ describe('the web client after the exploratory run', function () {
     await until('one line again', async () => (await box.evaluate((el) => el.clientHeight)) === oneLine);
     assert.deepEqual(problems, []);
   });
+  // The "Newest messages ↓" button was placed a fixed distance above the
+  // bottom of the chat: once the message box grew (previous fix), it covered
+  // the text being written, at 360 px most of all.
+  it('scrolled back with a tall draft at 360 px: the "Newest messages" button covers neither the message box nor Send', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, user, 'button and box');
+    await seed(chatId, memberId, 399, 'message');
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'message 400' }, user.session).expect(201);
+    const { page, problems } = await newPage(360, 640);
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('the last shown', async () => (await shown(page)).includes('message 400'));
+    const newest = page.getByRole('button', { name: 'Newest messages ↓' });
+    await until('scrolled back', async () => {
+      await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+      return newest.isVisible();
+    });
+    await page.locator('#composer-text').fill('a\nb\nc\nd\ne\nf\ng');
+    const overlap = async (sel: string) => {
+      const [a, b] = [await newest.boundingBox(), await page.locator(sel).boundingBox()];
+      assert.ok(a && b);
+      return a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+    };
+    assert.equal(await overlap('#composer-text'), false);
+    assert.equal(await overlap('.composer button[type="submit"]'), false);
+    // And it sits over the messages, which it is about.
+    const pane = await page.locator('.messages').boundingBox();
+    const button = await newest.boundingBox();
+    assert.ok(pane && button && button.y + button.height <= pane.y + pane.height + 1);
+    await newest.click();
+    await until('the newest again', async () => (await shown(page)).at(-1) === 'message 400');
+    assert.deepEqual(problems, []);
+  });
 });
