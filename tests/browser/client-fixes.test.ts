@@ -828,4 +828,36 @@ describe('the web client after the exploratory run', function () {
     await until('the newest again', async () => (await shown(page)).at(-1) === 'message 400');
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 the search panel counted UTF-16 units (two emoji were
+  // "4 characters") and had no upper bound: both phrases went to the server,
+  // were refused (400) and read "Please check what you typed.".
+  it('search phrases are checked as the server counts them: two emoji are too short, over 1,000 characters too long, nothing sent', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { page, problems } = await newPage();
+    const posts: number[] = [];
+    page.on('response', (r) => {
+      if (r.request().method() === 'POST' && new URL(r.url()).pathname === '/v1/chats/search') posts.push(r.status());
+    });
+    await logIn(page, user.userName);
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    const field = page.getByLabel('Words to find');
+    const go = () => page.locator('form[role="search"] button[type="submit"]').click();
+    await field.fill('😀😀');
+    await go();
+    await page.locator('.panel [role="alert"]', { hasText: 'Type more than 3 characters.' }).waitFor();
+    await field.fill('x'.repeat(1001));
+    await go();
+    await page.locator('.panel [role="alert"]', { hasText: 'Type at most 1,000 characters (this is 1,001).' }).waitFor();
+    assert.deepEqual(posts, []);
+    // Four emoji, and 1,000 characters, are searched.
+    await field.fill('😀😀😀😀');
+    await go();
+    await page.getByText('0 found').waitFor({ timeout: 30_000 });
+    await field.fill('y'.repeat(1000));
+    await go();
+    await until('searched', async () => posts.length === 2);
+    assert.deepEqual(posts, [201, 201]);
+    assert.deepEqual(problems, []);
+  });
 });
