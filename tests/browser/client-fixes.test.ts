@@ -860,4 +860,23 @@ describe('the web client after the exploratory run', function () {
     assert.deepEqual(posts, [201, 201]);
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 sending with the Send button left the focus on the
+  // button: the next message typed went nowhere until the box was clicked.
+  it('after sending with the Send button the focus is back in the message box, so the next message can be typed at once', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId } = await chatWith(client, user, 'send button');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.locator('#composer-text').fill('first, by the button');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    await until('sent', async () => (await shown(page)).includes('first, by the button'));
+    await page.keyboard.type('second, typed at once');
+    await page.keyboard.press('Enter');
+    await until('the second sent', async () => (await shown(page)).includes('second, typed at once'));
+    assert.deepEqual(await shown(page), ['first, by the button', 'second, typed at once']);
+    assert.deepEqual(problems, []);
+  });
 });
