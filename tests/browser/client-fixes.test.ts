@@ -879,4 +879,29 @@ describe('the web client after the exploratory run', function () {
     assert.deepEqual(await shown(page), ['first, by the button', 'second, typed at once']);
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 a chat opened on a slow connection showed an empty
+  // pane until its messages came: nothing said that they were on their way.
+  it('a chat whose messages are on their way says "Loading…", then shows them', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, user, 'slow');
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'here at last' }, user.session).expect(201);
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    // The page of messages is held until the test lets it go.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    await page.route(`**/v1/chats/${chatId}/messages?*`, async (route) => {
+      if (route.request().method() === 'GET') await held;
+      await route.continue();
+    });
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.locator('.messages', { hasText: 'Loading…' }).waitFor();
+    assert.equal(await page.getByText('No messages yet').count(), 0);
+    release();
+    await until('shown', async () => (await shown(page)).includes('here at last'));
+    assert.equal(await page.locator('.messages', { hasText: 'Loading…' }).count(), 0);
+    assert.deepEqual(problems, []);
+  });
 });
