@@ -762,6 +762,16 @@ describe('the web client after the exploratory run', function () {
     await item.click();
     await until('shown', async () => (await onScreen(page)).includes('not seen yet'));
     await until('badge gone', async () => (await item.locator('.badge').count()) === 0);
+    // The same when the chat is left for another chat rather than for the list.
+    const { chatId: other } = await chatWith(client, dave, 'somewhere else');
+    await page.locator(`.chat-item[data-chat="${other}"]`).waitFor();
+    await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+    await until('scrolled up again', async () => !(await onScreen(page)).includes('not seen yet'));
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'not seen either' }, alice.session).expect(201);
+    await until('it came too', async () => (await shown(page)).includes('not seen either'));
+    await page.locator(`.chat-item[data-chat="${other}"]`).click();
+    await page.locator('.chat-name', { hasText: 'somewhere else' }).waitFor();
+    await until('badge 1 again', async () => (await item.locator('.badge').allTextContents()).join() === '1');
     assert.deepEqual(problems, []);
   });
   // Until 2026-12-07 the message box stayed one line high: a message of

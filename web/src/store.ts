@@ -534,6 +534,8 @@ export async function jumpToLatest(chatId: string): Promise<void> {
 
 /** Opens a chat: its history up to now, members, and where the "new messages" divider goes. */
 export async function openChat(chatId: string): Promise<void> {
+  // Straight from another chat (no closeChat in between): that one is left.
+  if (store.openChat && store.openChat !== chatId) closeChat();
   store.openChat = chatId;
   const h = history(chatId);
   const unread = store.chats[chatId]?.unread ?? 0;
