@@ -660,4 +660,258 @@ describe('the web client after the exploratory run', function () {
     }
     assert.deepEqual(problems, []);
   });
+  // Until 2026-12-07 a draft lived in the chat view only: opening another
+  // chat (or any panel) and coming back found the composer empty.
+  it('a draft stays with its chat when another chat or a panel is opened, and is gone once sent', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId: first } = await chatWith(client, user, 'drafts one');
+    const { chatId: second } = await chatWith(client, user, 'drafts two');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${first}"]`).click();
+    await page.locator('#composer-text').fill('half-written\nsecond line');
+    await page.locator(`.chat-item[data-chat="${second}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts two' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), '');
+    await page.locator('#composer-text').fill('other draft');
+    await page.getByRole('button', { name: 'People' }).click();
+    await page.locator(`.chat-item[data-chat="${first}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts one' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), 'half-written\nsecond line');
+    await page.locator('#composer-text').press('Enter');
+    await until('sent', async () => (await shown(page)).includes('half-written\nsecond line'));
+    await page.locator(`.chat-item[data-chat="${second}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts two' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), 'other draft');
+    await page.locator(`.chat-item[data-chat="${first}"]`).click();
+    await page.locator('.chat-name', { hasText: 'drafts one' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), '');
+    assert.deepEqual(problems, []);
+  });
+  // Until 2026-12-07 Escape did nothing: keyboard users had to Tab back to
+  // the "←" link or the chat list to leave a chat or a panel.
+  it('Escape closes the members list, then the chat (focus back on its list item), and any panel; the draft stays', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId } = await chatWith(client, user, 'escape here');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.locator('#composer-text').fill('kept when closed');
+    await page.getByRole('button', { name: /^Members/ }).click();
+    await page.getByRole('list', { name: 'Members' }).waitFor();
+    // First the members list (focus in the composer), then the chat.
+    await page.locator('#composer-text').focus();
+    await page.keyboard.press('Escape');
+    await until('members list closed', async () => (await page.getByRole('list', { name: 'Members' }).count()) === 0);
+    assert.ok(page.url().endsWith(`#/chat/${chatId}`));
+    await page.keyboard.press('Escape');
+    await until('chat closed', async () => new URL(page.url()).hash === '#/');
+    assert.equal(await page.locator('.chat').count(), 0);
+    assert.equal(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset.chat), chatId);
+    // Enter on the focused item opens it again, the draft in place.
+    await page.keyboard.press('Enter');
+    await page.locator('.chat-name', { hasText: 'escape here' }).waitFor();
+    assert.equal(await page.locator('#composer-text').inputValue(), 'kept when closed');
+    // A panel: Escape from its field.
+    for (const [button, field] of [['Search', 'Words to find'], ['People', 'Find someone by name'], ['New or join', 'Chat name']] as const) {
+      await page.getByRole('button', { name: button, exact: true }).click();
+      await page.getByLabel(field).focus();
+      await page.keyboard.press('Escape');
+      await until(`${button} closed`, async () => new URL(page.url()).hash === '#/');
+    }
+    assert.deepEqual(problems, []);
+  });
+  // Until 2026-12-07 a message that came into the open chat while the
+  // reader was scrolled up was never counted: leaving the chat without
+  // scrolling down to it showed no badge, though it was never seen (and the
+  // server counted it unread).
+  it('a message that comes while scrolled up in the open chat, not seen, is counted unread when the chat is left', async () => {
+    const { client } = harness().app;
+    const dave = await buildUser(client);
+    const alice = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, dave, 'scrolled up');
+    for (let i = 1; i <= 60; i++) await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: `mine ${i}` }, dave.session).expect(201);
+    const aliceId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Alice' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'seen at once' }, alice.session).expect(201);
+    const { page, problems } = await newPage();
+    await logIn(page, dave.userName);
+    await page.locator('.conn.live').waitFor();
+    const item = page.locator(`.chat-item[data-chat="${chatId}"]`);
+    // Opened on its one unread message, at the end: it is seen and read (the read answered before anything else comes).
+    const read = page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === `/v1/chats/${chatId}/read`);
+    await item.click();
+    await until('the last shown', async () => (await shown(page)).includes('seen at once'));
+    await read;
+    assert.equal(await item.locator('.badge').count(), 0);
+    await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+    await until('scrolled up', async () => (await onScreen(page)).includes('mine 1'));
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'not seen yet' }, alice.session).expect(201);
+    await until('it came', async () => (await shown(page)).includes('not seen yet'));
+    assert.ok(!(await onScreen(page)).includes('not seen yet'));
+    await page.evaluate(() => {
+      location.hash = '#/';
+    });
+    await until('badge 1', async () => (await item.locator('.badge').allTextContents()).join() === '1');
+    const server = ((await client.get('/v1/chats', dave.session).expect(200)).body as { chats: Array<{ chat_id: string; unread: number }> }).chats;
+    assert.equal(server.find((c) => c.chat_id === chatId)?.unread, 1);
+    // Opened again and scrolled down to it: read, the badge goes.
+    await item.click();
+    await until('shown', async () => (await onScreen(page)).includes('not seen yet'));
+    await until('badge gone', async () => (await item.locator('.badge').count()) === 0);
+    // The same when the chat is left for another chat rather than for the list.
+    const { chatId: other } = await chatWith(client, dave, 'somewhere else');
+    await page.locator(`.chat-item[data-chat="${other}"]`).waitFor();
+    await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+    await until('scrolled up again', async () => !(await onScreen(page)).includes('not seen yet'));
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'not seen either' }, alice.session).expect(201);
+    await until('it came too', async () => (await shown(page)).includes('not seen either'));
+    await page.locator(`.chat-item[data-chat="${other}"]`).click();
+    await page.locator('.chat-name', { hasText: 'somewhere else' }).waitFor();
+    await until('badge 1 again', async () => (await item.locator('.badge').allTextContents()).join() === '1');
+    assert.deepEqual(problems, []);
+  });
+  // Until 2026-12-07 the message box stayed one line high: a message of
+  // several lines (Shift+Enter) showed one line at a time.
+  it('the message box grows with a message of several lines (up to a bound), and shrinks back once it is sent', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId } = await chatWith(client, user, 'tall draft');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    const box = page.locator('#composer-text');
+    const oneLine = await box.evaluate((el) => el.clientHeight);
+    await box.click();
+    for (let i = 1; i <= 5; i++) {
+      await page.keyboard.type(`line ${i}`);
+      if (i < 5) await page.keyboard.press('Shift+Enter');
+    }
+    // Every line is in view: nothing to scroll inside the box.
+    await until('all five lines in view', async () => box.evaluate((el) => el.scrollHeight <= el.clientHeight + 1));
+    assert.ok((await box.evaluate((el) => el.clientHeight)) > oneLine * 2);
+    // A very long draft is bounded (it scrolls inside then), the messages keep most of the pane.
+    await box.fill(Array.from({ length: 200 }, (_, i) => `row ${i}`).join('\n'));
+    await until('bounded', async () => box.evaluate((el) => el.clientHeight <= window.innerHeight * 0.35 && el.scrollHeight > el.clientHeight));
+    await box.fill('line 1\nline 2');
+    await box.press('Enter');
+    await until('sent', async () => (await shown(page)).includes('line 1\nline 2'));
+    await until('one line again', async () => (await box.evaluate((el) => el.clientHeight)) === oneLine);
+    assert.deepEqual(problems, []);
+  });
+  // The "Newest messages ↓" button was placed a fixed distance above the
+  // bottom of the chat: once the message box grew (previous fix), it covered
+  // the text being written, at 360 px most of all.
+  it('scrolled back with a tall draft at 360 px: the "Newest messages" button covers neither the message box nor Send', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, user, 'button and box');
+    await seed(chatId, memberId, 399, 'message');
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'message 400' }, user.session).expect(201);
+    const { page, problems } = await newPage(360, 640);
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('the last shown', async () => (await shown(page)).includes('message 400'));
+    const newest = page.getByRole('button', { name: 'Newest messages ↓' });
+    await until('scrolled back', async () => {
+      await page.$eval('.messages', (el) => el.scrollTo(0, 0));
+      return newest.isVisible();
+    });
+    await page.locator('#composer-text').fill('a\nb\nc\nd\ne\nf\ng');
+    const overlap = async (sel: string) => {
+      const [a, b] = [await newest.boundingBox(), await page.locator(sel).boundingBox()];
+      assert.ok(a && b);
+      return a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+    };
+    assert.equal(await overlap('#composer-text'), false);
+    assert.equal(await overlap('.composer button[type="submit"]'), false);
+    // And it sits over the messages, which it is about.
+    const pane = await page.locator('.messages').boundingBox();
+    const button = await newest.boundingBox();
+    assert.ok(pane && button && button.y + button.height <= pane.y + pane.height + 1);
+    await newest.click();
+    await until('the newest again', async () => (await shown(page)).at(-1) === 'message 400');
+    assert.deepEqual(problems, []);
+  });
+  // Until 2026-12-07 the search panel counted UTF-16 units (two emoji were
+  // "4 characters") and had no upper bound: both phrases went to the server,
+  // were refused (400) and read "Please check what you typed.".
+  it('search phrases are checked as the server counts them: two emoji are too short, over 1,000 characters too long, nothing sent', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { page, problems } = await newPage();
+    const posts: number[] = [];
+    page.on('response', (r) => {
+      if (r.request().method() === 'POST' && new URL(r.url()).pathname === '/v1/chats/search') posts.push(r.status());
+    });
+    await logIn(page, user.userName);
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    const field = page.getByLabel('Words to find');
+    const go = () => page.locator('form[role="search"] button[type="submit"]').click();
+    await field.fill('😀😀');
+    await go();
+    await page.locator('.panel [role="alert"]', { hasText: 'Type more than 3 characters.' }).waitFor();
+    await field.fill('x'.repeat(1001));
+    await go();
+    await page.locator('.panel [role="alert"]', { hasText: 'Type at most 1,000 characters (this is 1,001).' }).waitFor();
+    assert.deepEqual(posts, []);
+    // Four emoji, and 1,000 characters, are searched.
+    await field.fill('😀😀😀😀');
+    await go();
+    await page.getByText('0 found').waitFor({ timeout: 30_000 });
+    await field.fill('y'.repeat(1000));
+    await go();
+    await until('searched', async () => posts.length === 2);
+    assert.deepEqual(posts, [201, 201]);
+    assert.deepEqual(problems, []);
+  });
+  // Until 2026-12-07 sending with the Send button left the focus on the
+  // button: the next message typed went nowhere until the box was clicked.
+  it('after sending with the Send button the focus is back in the message box, so the next message can be typed at once', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId } = await chatWith(client, user, 'send button');
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.locator('#composer-text').fill('first, by the button');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    await until('sent', async () => (await shown(page)).includes('first, by the button'));
+    await page.keyboard.type('second, typed at once');
+    await page.keyboard.press('Enter');
+    await until('the second sent', async () => (await shown(page)).includes('second, typed at once'));
+    assert.deepEqual(await shown(page), ['first, by the button', 'second, typed at once']);
+    assert.deepEqual(problems, []);
+  });
+  // Until 2026-12-07 a chat opened on a slow connection showed an empty
+  // pane until its messages came: nothing said that they were on their way.
+  it('a chat whose messages are on their way says "Loading…", then shows them', async () => {
+    const { client } = harness().app;
+    const user = await buildUser(client);
+    const { chatId, memberId } = await chatWith(client, user, 'slow');
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${memberId}`, { message: 'here at last' }, user.session).expect(201);
+    const { page, problems } = await newPage();
+    await logIn(page, user.userName);
+    await page.locator('.conn.live').waitFor();
+    // The page of messages is held until the test lets it go.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    await page.route(`**/v1/chats/${chatId}/messages?*`, async (route) => {
+      if (route.request().method() === 'GET') await held;
+      await route.continue();
+    });
+    await page.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await page.locator('.messages', { hasText: 'Loading…' }).waitFor();
+    assert.equal(await page.getByText('No messages yet').count(), 0);
+    release();
+    await until('shown', async () => (await shown(page)).includes('here at last'));
+    assert.equal(await page.locator('.messages', { hasText: 'Loading…' }).count(), 0);
+    assert.deepEqual(problems, []);
+  });
 });

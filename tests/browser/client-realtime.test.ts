@@ -238,4 +238,76 @@ describe('the web client, real time and accounts', function () {
     await until('the server\'s count, 0', async () => (await badge(cutOff).count()) === 0, 20_000);
     assert.equal(await cutOff.locator(`.chat-item[data-chat="${chatId}"] .last .text`).textContent(), 'Alice: two');
   });
+  // The same for a chat this tab had opened before: on reconnecting it
+  // resumes that chat, and the messages it missed come again as frames. The
+  // frames are held here until the chat list (asked for on reconnecting)
+  // has been answered: until 2026-12-07 they were then counted on top of
+  // the server's count, which had them already, and the badge showed the
+  // messages read in the other tab as unread (2 here) for good.
+  it('a tab cut off while another reads a chat it had opened: the messages it missed, replayed after the chat list came, are not counted again', async () => {
+    const { client } = harness().app;
+    const alice = await buildUser(client);
+    const bob = await buildUser(client);
+    const chatId = ((await client.post('/v1/chats', { chat_name: 'read meanwhile, opened' }, alice.session).expect(201)).body as { chat_id: string }).chat_id;
+    const aliceId = ((await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Alice' }, alice.session).expect(201)).body as { user_id: string }).user_id;
+    await client.post(`/v1/chats/${chatId}/users`, { user_name: 'Bob' }, bob.session).expect(201);
+    const server = await relay(client.port);
+    relays.push(server);
+    const { page: reader } = await newPage();
+    const { page: cutOff } = await newPage();
+    // The cut-off tab's frames from the server, held while `holding`.
+    let holding = false;
+    const held: Array<() => void> = [];
+    await cutOff.routeWebSocket(/\/v1\/events/, (ws) => {
+      const upstream = ws.connectToServer();
+      upstream.onMessage((m) => {
+        if (holding) held.push(() => ws.send(m));
+        else ws.send(m);
+      });
+    });
+    await reader.goto(`${base}/`);
+    await cutOff.goto(`http://127.0.0.1:${server.port}/`);
+    for (const page of [reader, cutOff]) {
+      await logIn(page, bob.userName);
+      await live(page);
+    }
+    // The cut-off tab opens the chat once and leaves it.
+    await cutOff.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await cutOff.getByText('No messages yet. Say hello!').waitFor();
+    await cutOff.evaluate(() => {
+      location.hash = '#/';
+    });
+    const badge = (page: Page) => page.locator(`.chat-item[data-chat="${chatId}"] .badge`);
+    const last = (page: Page) => page.locator(`.chat-item[data-chat="${chatId}"] .last .text`);
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'one' }, alice.session).expect(201);
+    for (const page of [reader, cutOff]) await until('Alice: one', async () => (await last(page).textContent()) === 'Alice: one');
+
+    await server.stop();
+    await cutOff.locator('.conn:not(.live)').waitFor();
+    for (const text of ['two', 'three']) {
+      await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: text }, alice.session).expect(201);
+    }
+    await until('Alice: three in the reader', async () => (await last(reader).textContent()) === 'Alice: three');
+    await reader.locator(`.chat-item[data-chat="${chatId}"]`).click();
+    await until('read in the other tab', async () => (await badge(reader).count()) === 0);
+    await reader.evaluate(() => {
+      location.hash = '#/';
+    });
+    holding = true;
+    const listed = cutOff.waitForResponse((r) => new URL(r.url()).pathname === '/v1/chats' && r.status() === 200, { timeout: 30_000 });
+    await server.start();
+    await listed;
+    await until('the server\'s count, 0', async () => (await badge(cutOff).count()) === 0);
+    holding = false;
+    for (const f of held.splice(0)) f();
+    await until('the missed messages in the list', async () => (await last(cutOff).textContent()) === 'Alice: three', 20_000);
+    await live(cutOff);
+    await cutOff.waitForTimeout(1000);
+    assert.equal(await badge(cutOff).count(), 0);
+    // A message after that counts once.
+    await client.post(`/v1/chats/${chatId}/messages?user_id=${aliceId}`, { message: 'four' }, alice.session).expect(201);
+    await until('badge 1', async () => (await badge(cutOff).allTextContents()).join() === '1');
+    await cutOff.waitForTimeout(500);
+    assert.equal(await badge(cutOff).textContent(), '1');
+  });
 });

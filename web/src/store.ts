@@ -46,6 +46,13 @@ export interface Outgoing {
 /** Messages are paged in blocks; the window keeps at most WINDOW of them in the DOM. */
 export const BLOCK = 100;
 export const WINDOW = 300;
+/**
+ * Messages that came live are also kept in memory, the last KEEP per chat,
+ * so that scrolling back needs no page for them: with
+ * MESSAGE_STORAGE_TYPE=no_storage the server has none to give, and they are
+ * all there is.
+ */
+export const KEEP = 5000;
 const ZERO = '00000000000000000000000000000000';
 
 /** What the chat view renders for one chat. */
@@ -56,6 +63,8 @@ export interface View {
   total: number;
   loading: boolean;
   dividerId: string;
+  /** The messages before `start` are neither stored by the server nor kept here (no_storage, over KEEP). */
+  gone: boolean;
 }
 
 /** A message that came live: its arrival number in this session, and whether it was read (seen here, or read up to in another tab). */
@@ -70,12 +79,13 @@ interface History {
   index: Map<string, number>;
   /** checkpoints[k]: the cursor just before message k*BLOCK, so any block can be fetched again with `from`. */
   checkpoints: string[];
-  /** Cursor after the last known message: where polling and `resume` continue. */
+  /** The last known message (a page's or a live one); see cursor(). */
   tail: string;
   /**
    * Cursor after the last message a page brought (a stored one): where a
-   * scan goes on when `tail` is a live message the server did not store
-   * (MESSAGE_STORAGE_TYPE=no_storage), which is no cursor.
+   * scan or `resume` goes on while the server is not known to store its live
+   * messages (with MESSAGE_STORAGE_TYPE=no_storage a live message is no
+   * cursor: a page after it is refused with 400 bad-cursor).
    */
   paged: string;
   scanning: Promise<void> | undefined;
@@ -83,19 +93,21 @@ interface History {
   /** Live frames that came while a scan was running; applied after it. */
   buffered: Msg[];
   /**
-   * Live frames that came before the chat was first read (the last WINDOW of
+   * Live frames that came before the chat was first read (the last KEEP of
    * them), shown when it is opened. With stored messages the first scan
    * brings them anyway (they are skipped as seen); with
    * MESSAGE_STORAGE_TYPE=no_storage they are all there is to show.
    */
   kept: Msg[];
   /**
-   * Live frames of this chat (the last WINDOW), in the order they came, with
+   * Live frames of this chat (the last KEEP), in the order they came, with
    * whether they were read here: what the client learnt live, kept across
    * chat list reloads while the server's list does not have them
    * (MESSAGE_STORAGE_TYPE=no_storage stores none) and counted after a read.
    */
   live: Live[];
+  /** index → message, for the messages that came live (the last KEEP): scrolling back to them asks no page. */
+  mem: Map<number, Msg>;
   readIndex: number;
   readTimer: ReturnType<typeof setTimeout> | undefined;
   view: View;
@@ -112,8 +124,26 @@ export const store = reactive({
 });
 
 const histories = new Map<string, History>();
+/** What was typed in a chat's composer and not sent yet (chat_id → text), kept while other chats or panels are open. */
+export const drafts = new Map<string, string>();
 /** Live messages received in this session (the last one's `at`). */
 let liveCount = 0;
+/**
+ * chat_id → the time of the last message of the server's latest chat list
+ * item: its `unread` counted every message up to it. A frame of such a
+ * message that comes after the list (a `resume` replaying what was missed
+ * while disconnected) is not counted again.
+ */
+const listed = new Map<string, string>();
+
+/** Whether live message `m` of a chat is in the count of the server's latest list. */
+function listedAlready(chatId: string, m: Msg): boolean {
+  const at = listed.get(chatId);
+  return at !== undefined && m.created_at <= at;
+}
+
+/** A chat list is being asked for to learn `stores`. */
+let learning = false;
 /**
  * Whether the server stores what it delivers live, learnt from a chat list
  * asked for after a live message came (it has the message, or it has not:
@@ -123,6 +153,16 @@ let stores: boolean | undefined;
 let toastSeq = 0;
 let pollTimer: ReturnType<typeof setInterval> | undefined;
 let listTimer: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * Whether the server stores the messages it delivers: false with
+ * MESSAGE_STORAGE_TYPE=no_storage. Learnt (a chat list asked for) when not
+ * known yet and a live message came to this tab; undefined when none did.
+ */
+export async function serverStores(): Promise<boolean | undefined> {
+  if (stores === undefined && liveCount > 0 && store.has.chatList) await loadChats().catch(() => undefined);
+  return stores;
+}
 
 /** A short message at the bottom of the screen (read out by screen readers). */
 export function toast(text: string): void {
@@ -228,6 +268,8 @@ export async function loadChats(): Promise<void> {
       seen.add(c.chat_id);
       const old = store.chats[c.chat_id];
       const live = unknownLive(c.chat_id, c.last_message, asked);
+      if (c.last_message) listed.set(c.chat_id, c.last_message.created_at);
+      else listed.delete(c.chat_id);
       const last = live.length > 0 ? live[live.length - 1].msg : c.last_message;
       const unread = c.unread + live.filter((l) => !l.read && l.msg.user_id !== c.user_id).length;
       upsertChat({
@@ -238,6 +280,7 @@ export async function loadChats(): Promise<void> {
       });
     }
     for (const id of Object.keys(store.chats)) if (!seen.has(id)) delete store.chats[id];
+    settleSent();
   } catch (err) {
     if (isNotFound(err)) {
       store.has.chatList = false;
@@ -259,9 +302,10 @@ function history(chatId: string): History {
       buffered: [],
       kept: [],
       live: [],
+      mem: new Map(),
       readIndex: -1,
       readTimer: undefined,
-      view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '' }),
+      view: shallowReactive({ start: 0, messages: [], total: 0, loading: false, dividerId: '', gone: false }),
     };
     histories.set(chatId, h);
   }
@@ -280,8 +324,7 @@ function following(h: History): boolean {
 /**
  * Appends messages in chat order; skips any already seen; keeps the window
  * bounded while it follows the end. `live`: counted as unread when not on
- * screen; `paged`: read from a page, so stored (a live one moves the tail
- * too, unless the server is known not to store them).
+ * screen; `paged`: they come from a page (else they are kept in `mem`).
  */
 function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void {
   const h = history(chatId);
@@ -293,9 +336,13 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
     const i = h.view.total;
     if (i % BLOCK === 0) h.checkpoints[i / BLOCK] = h.tail;
     h.index.set(m.message_id, i);
-    if (paged || stores !== false) h.tail = m.message_id;
+    h.tail = m.message_id;
     h.view.total = i + 1;
     added.push(m);
+    if (!paged) {
+      h.mem.set(i, m);
+      if (h.mem.size > KEEP) h.mem.delete(h.mem.keys().next().value as number);
+    }
     const sent = store.outbox.findIndex((o) => o.message_id === m.message_id);
     if (sent >= 0) store.outbox.splice(sent, 1);
   }
@@ -304,6 +351,7 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
     let next = h.view.messages.concat(added);
     if (next.length > WINDOW) {
       h.view.start += next.length - WINDOW;
+      h.view.gone = false;
       next = next.slice(next.length - WINDOW);
     }
     h.view.messages = next;
@@ -314,9 +362,9 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
     chat.last_message = last;
     chat.activity = last.created_at;
     if (live) {
-      const mine = added.filter((m) => m.user_id === chat.user_id).length;
+      const others = added.filter((m) => m.user_id !== chat.user_id && !listedAlready(chatId, m)).length;
       const visible = store.openChat === chatId && document.visibilityState === 'visible';
-      if (!visible) chat.unread += added.length - mine;
+      if (!visible) chat.unread += others;
     }
   }
   // Members we have not heard of yet (without the members endpoint, authors are all we know).
@@ -326,6 +374,18 @@ function ingest(chatId: string, msgs: Msg[], live: boolean, paged = false): void
   }
 }
 
+/**
+ * Where a page, a poll and `resume` go on from: the last message known when
+ * the server is known to store what it delivers live, else the last one a
+ * page brought. Live messages are thus never a cursor before that is known
+ * (their page would be refused in the no_storage mode: a 400 in the
+ * console); in the other modes a page from the older cursor brings them
+ * again, and they are skipped as seen.
+ */
+function cursor(h: History): string {
+  return stores === true ? h.tail : h.paged;
+}
+
 /** Reads the chat from its last known cursor to the end (the first time: from the start, keeping only the last window). */
 export function scan(chatId: string): Promise<void> {
   const h = history(chatId);
@@ -333,13 +393,14 @@ export function scan(chatId: string): Promise<void> {
     try {
       for (;;) {
         let res: { messages: Msg[] };
+        const from = cursor(h);
         try {
-          res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${h.tail}`);
+          res = await api<{ messages: Msg[] }>('GET', `/v1/chats/${chatId}/messages?limit=1000&from=${from}`);
         } catch (err) {
-          // The tail is a live message that was never stored: the server does not store them; on from the last page.
-          if (!(err instanceof ApiError && err.code === 'bad-cursor') || h.tail === h.paged) throw err;
+          // The cursor is a live message that was never stored: the server does not store them; on from the last page.
+          if (!(err instanceof ApiError && err.code === 'bad-cursor') || from === h.paged) throw err;
           stores = false;
-          h.tail = h.paged;
+          settleSent();
           continue;
         }
         ingest(chatId, res.messages, h.scanned, true);
@@ -366,19 +427,50 @@ async function page(chatId: string, from: string, limit: number): Promise<Msg[]>
   return res.messages;
 }
 
+/** Messages number `from` to `to` (exclusive) when all of them are kept in memory; else undefined. */
+function kept(h: History, from: number, to: number): Msg[] | undefined {
+  const out: Msg[] = [];
+  for (let i = from; i < to; i++) {
+    const m = h.mem.get(i);
+    if (m === undefined) return undefined;
+    out.push(m);
+  }
+  return out;
+}
+
+/**
+ * Messages number `from` up to `from + limit` (at most the total): from
+ * memory when they are all kept there, else a page from the checkpoint of
+ * `from`'s block (`from` is the start of a block then).
+ */
+async function messagesAt(chatId: string, from: number, limit: number): Promise<Msg[]> {
+  const h = history(chatId);
+  const inMemory = kept(h, from, Math.min(h.view.total, from + limit));
+  if (inMemory !== undefined) return inMemory;
+  return page(chatId, h.checkpoints[Math.floor(from / BLOCK)] ?? ZERO, limit);
+}
+
 /** Scrolling back: fetches the block before the window again from its checkpoint. Returns how many were added. */
 export async function loadOlder(chatId: string): Promise<number> {
   const h = history(chatId);
   const v = h.view;
-  if (v.start === 0 || v.loading) return 0;
+  if (v.start === 0 || v.loading || v.gone) return 0;
   v.loading = true;
   try {
     const block = Math.floor((v.start - 1) / BLOCK);
-    const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK);
-    const older = msgs.slice(0, v.start - block * BLOCK);
+    let older: Msg[];
+    if (stores === false && kept(h, block * BLOCK, v.start) === undefined) {
+      // Not stored, and the older ones no longer kept here: those that are, then no further.
+      older = [];
+      for (let i = v.start - 1; i >= block * BLOCK && h.mem.has(i); i--) older.unshift(h.mem.get(i) as Msg);
+      if (older.length === 0) {
+        v.gone = true;
+        return 0;
+      }
+    } else older = (await messagesAt(chatId, block * BLOCK, BLOCK)).slice(0, v.start - block * BLOCK);
     let next = older.concat(v.messages);
     if (next.length > WINDOW) next = next.slice(0, WINDOW);
-    v.start = block * BLOCK;
+    v.start -= older.length;
     v.messages = next;
     return older.length;
   } finally {
@@ -393,11 +485,13 @@ export async function loadNewer(chatId: string): Promise<number> {
   if (following(h) || v.loading || v.messages.length === 0) return 0;
   v.loading = true;
   try {
-    const msgs = await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK);
-    const newer = msgs.slice(0, v.total - v.start - v.messages.length);
+    const end = v.start + v.messages.length;
+    const msgs = kept(h, end, Math.min(v.total, end + BLOCK)) ?? (await page(chatId, v.messages[v.messages.length - 1].message_id, BLOCK));
+    const newer = msgs.slice(0, v.total - end);
     let next = v.messages.concat(newer);
     if (next.length > WINDOW) {
       v.start += next.length - WINDOW;
+      v.gone = false;
       next = next.slice(next.length - WINDOW);
     }
     v.messages = next;
@@ -411,8 +505,9 @@ export async function loadNewer(chatId: string): Promise<number> {
 async function windowAround(chatId: string, i: number): Promise<void> {
   const h = history(chatId);
   const block = Math.max(0, Math.floor(i / BLOCK) - 1);
-  const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, BLOCK * 3);
+  const msgs = await messagesAt(chatId, block * BLOCK, BLOCK * 3);
   h.view.start = block * BLOCK;
+  h.view.gone = false;
   h.view.messages = msgs.slice(0, Math.min(WINDOW, h.view.total - block * BLOCK));
 }
 
@@ -430,14 +525,17 @@ export async function jumpToLatest(chatId: string): Promise<void> {
   const h = history(chatId);
   if (following(h)) return;
   const block = Math.floor(Math.max(0, h.view.total - BLOCK * 2) / BLOCK);
-  const msgs = await page(chatId, h.checkpoints[block] ?? ZERO, 1000);
+  const msgs = await messagesAt(chatId, block * BLOCK, 1000);
   h.view.start = block * BLOCK;
+  h.view.gone = false;
   h.view.messages = msgs.slice(0, h.view.total - block * BLOCK);
   await scan(chatId);
 }
 
 /** Opens a chat: its history up to now, members, and where the "new messages" divider goes. */
 export async function openChat(chatId: string): Promise<void> {
+  // Straight from another chat (no closeChat in between): that one is left.
+  if (store.openChat && store.openChat !== chatId) closeChat();
   store.openChat = chatId;
   const h = history(chatId);
   const unread = store.chats[chatId]?.unread ?? 0;
@@ -449,6 +547,8 @@ export async function openChat(chatId: string): Promise<void> {
   // window kept at the end, the window around it is loaded instead: the chat
   // opens on what has not been read, and nothing unseen is marked read.
   h.view.dividerId = '';
+  // Everything before the oldest unread message was read (see countUnseen).
+  h.readIndex = Math.max(h.readIndex, h.view.total - unread - 1);
   if (unread > 0 && h.view.total > 0) {
     const first = Math.max(0, h.view.total - unread);
     if (first < h.view.start) await windowAround(chatId, first);
@@ -458,9 +558,29 @@ export async function openChat(chatId: string): Promise<void> {
   void loadMembers(chatId).catch(() => undefined);
 }
 
-/** Closes the chat view (the history stays for a quick return). */
+/** Closes the chat view (the history stays for a quick return); what came and was not seen stays unread. */
 export function closeChat(): void {
+  const id = store.openChat;
   store.openChat = '';
+  if (id) countUnseen(id);
+}
+
+/**
+ * A chat is left: the messages of others after the last one seen (its end
+ * on screen) are unread. While the chat is open and the tab visible, a new
+ * message is not counted (it is on screen, or will be); one that came while
+ * the reader was scrolled up was never seen, and would not count at all.
+ */
+function countUnseen(chatId: string): void {
+  const chat = store.chats[chatId];
+  const h = histories.get(chatId);
+  if (chat === undefined || h === undefined || !h.scanned) return;
+  let unseen = 0;
+  for (let i = h.readIndex + 1; i < h.view.total; i++) {
+    const m = h.mem.get(i) ?? h.view.messages[i - h.view.start];
+    if (m !== undefined && m.user_id !== chat.user_id) unseen += 1;
+  }
+  chat.unread = Math.max(chat.unread, unseen);
 }
 
 /** Chats whose members are being asked for (so one ask is made at a time). */
@@ -590,8 +710,9 @@ async function postRead(chatId: string, messageId: string): Promise<void> {
 function noteLive(chatId: string, m: Msg): void {
   const h = history(chatId);
   if (h.live.some((l) => l.msg.message_id === m.message_id)) return;
-  h.live.push({ msg: m, at: ++liveCount, read: store.openChat === chatId && document.visibilityState === 'visible' });
-  if (h.live.length > WINDOW) h.live.splice(0, h.live.length - WINDOW);
+  // Read once seen (readUpTo), not when it came: the reader may be scrolled up.
+  h.live.push({ msg: m, at: ++liveCount, read: false });
+  if (h.live.length > KEEP) h.live.splice(0, h.live.length - KEEP);
 }
 
 // ---- sending ----------------------------------------------------------------
@@ -657,7 +778,25 @@ function acked(clientId: string, messageId: string): void {
   o.message_id = messageId;
   // Already here (the frame came before the ack): the bubble goes; else it waits for the frame or the next poll.
   if (history(o.chat_id).index.has(messageId)) discard(o);
+  else if (stores === false) settleSent();
   else if (connection.state !== 'live') void scan(o.chat_id).catch(() => undefined);
+}
+
+/**
+ * The server does not store what it delivers (MESSAGE_STORAGE_TYPE=no_storage):
+ * a message it took (201) while this tab had no socket was delivered to the
+ * others' connections, and no frame or page will ever bring it here. It is
+ * shown as the message it is (id from the 201, sent now) instead of a bubble
+ * waiting for it.
+ */
+function settleSent(): void {
+  if (stores !== false) return;
+  for (const o of [...store.outbox]) {
+    if (o.message_id === undefined || o.state !== 'pending') continue;
+    const name = store.members[o.chat_id]?.find((m) => m.user_id === o.user_id)?.user_name ?? auth.userName;
+    onFrame({ type: 'message', chat_id: o.chat_id, message_id: o.message_id, user_id: o.user_id, user_name: name, text: o.text, created_at: new Date().toISOString() });
+    discard(o);
+  }
 }
 
 function failed(clientId: string, words: string): void {
@@ -681,6 +820,15 @@ function onFrame(f: Frame): void {
       const m: Msg = { message_id: str(f.message_id), user_id: str(f.user_id), user_name: str(f.user_name), text: str(f.text), created_at: str(f.created_at) };
       noteLive(chatId, m);
       if (!(chatId in store.chats)) void loadChats().catch(() => undefined); // a chat we did not know of yet
+      else if (stores === undefined && !learning && store.has.chatList) {
+        // Whether the server stores what it delivers: its list has this message, or not.
+        learning = true;
+        void loadChats()
+          .catch(() => undefined)
+          .finally(() => {
+            learning = false;
+          });
+      }
       const h = history(chatId);
       if (h.scanning) h.buffered.push(m);
       else if (h.scanned) ingest(chatId, [m], true);
@@ -688,12 +836,12 @@ function onFrame(f: Frame): void {
         // Not opened yet: the list item changes, and the message is kept for
         // when it is opened (which reads the history first).
         h.kept.push(m);
-        if (h.kept.length > WINDOW) h.kept.splice(0, h.kept.length - WINDOW);
+        if (h.kept.length > KEEP) h.kept.splice(0, h.kept.length - KEEP);
         const chat = store.chats[chatId];
         if (chat) {
           chat.last_message = m;
           chat.activity = m.created_at;
-          if (m.user_id !== chat.user_id) chat.unread += 1;
+          if (m.user_id !== chat.user_id && !listedAlready(chatId, m)) chat.unread += 1;
         }
         const o = store.outbox.find((x) => x.message_id === m.message_id);
         if (o) discard(o);
@@ -760,7 +908,7 @@ function onOpened(): void {
   opened += 1;
   if (opened > 1) reloadPresence();
   const chats: Record<string, string> = {};
-  for (const [id, h] of histories) if (h.scanned) chats[id] = h.tail;
+  for (const [id, h] of histories) if (h.scanned) chats[id] = cursor(h);
   sendFrame({ type: 'resume', chats });
   void loadChats().catch(() => undefined);
   for (const o of store.outbox) if (o.state === 'pending' && o.message_id === undefined) deliver(o, 0);
@@ -790,6 +938,8 @@ onSignOut(() => {
   for (const t of retryTimers.values()) clearTimeout(t);
   retryTimers.clear();
   histories.clear();
+  drafts.clear();
+  listed.clear();
   stores = undefined;
   store.chats = {};
   store.members = {};
