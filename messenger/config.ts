@@ -120,6 +120,12 @@ export interface Config {
     maxBufferBytes: number;
     /** Ping interval; a peer that has not answered the previous ping by the next is dropped. */
     pingMs: number;
+    /**
+     * Lifetime of an account's presence mark; instances renew marks every
+     * third of it, and an account whose instance died is announced offline
+     * within this + 5 s (at most 50, so within SPEC's 60 s).
+     */
+    presenceTtlSeconds: number;
   };
 }
 
@@ -455,6 +461,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxConnections: r.int('WS_MAX_CONNECTIONS', 10_000, 1, 1_000_000),
       maxBufferBytes: r.bytes('WS_MAX_BUFFER_BYTES', 1024 * 1024),
       pingMs: r.int('WS_PING_MS', 30_000, 50, 3_600_000),
+      presenceTtlSeconds: r.int('PRESENCE_TTL_SECONDS', 45, 3, 50),
     },
   };
 

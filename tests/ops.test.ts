@@ -235,6 +235,18 @@ describe('GET /metrics', () => {
     });
   });
 
+  it('PRESENCE_TTL_SECONDS is 45 by default and refused past 50 (an account of a dead instance must be offline within SPEC\'s 60 s)', () => {
+    assert.equal(loadConfig(testEnv({})).realtime.presenceTtlSeconds, 45);
+    assert.equal(loadConfig(testEnv({ PRESENCE_TTL_SECONDS: '6' })).realtime.presenceTtlSeconds, 6);
+    for (const [value, got] of [['51', '51'], ['2', '2']]) {
+      assert.throws(() => loadConfig(testEnv({ PRESENCE_TTL_SECONDS: value })), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.deepEqual(err.problems, [`PRESENCE_TTL_SECONDS must be between 3 and 50, got ${got}`]);
+        return true;
+      });
+    }
+  });
+
   it('refuses POSTGRES_HOSTS without a usable first host at start-up, naming it; takes the first of a list', () => {
     for (const hosts of [',,,', 'db host', ' ,db2']) {
       assert.throws(() => loadConfig(testEnv({ DATABASE_URL: '', POSTGRES_HOSTS: hosts })), (err: unknown) => {

@@ -196,22 +196,33 @@ if (MODE === 'services') {
       assert.deepEqual([...seen, ...received([second], chatId)], want);
     });
 
-    // SPEC: `online` turns false within 60 s after the account's instance
-    // died. Until 2026-12-07 the members list did (the marks expire after
-    // 45 s), but no instance ever sent the `offline` frame: an open tab kept
-    // showing the account online.
-    it('kill -9 of the instance holding an account\'s only tab: the other instance\'s tabs are told it is offline within 60 s', async function () {
-      this.timeout(120_000);
-      const victim = await startWeb();
+    /**
+     * Alice watching on instance b, in a chat with Carol, whose only tab is on
+     * a second instance (the victim) and who has just been told online. The
+     * victim's marks live 6 s (PRESENCE_TTL_SECONDS; 45 by default), so what
+     * waits for them to expire takes seconds, not a minute.
+     */
+    async function carolOnVictim() {
+      const victim = await startWeb({ PRESENCE_TTL_SECONDS: '6' });
       procs.push(victim.proc);
       const alice = await account(b);
       const carol = await account(b);
       const { chatId, otherId: carolId } = await chatOf(alice, carol);
       const watcher = track(await openResumed(b.port, alice.session, {}));
       await sleep(200);
-      track(await openResumed(victim.port, carol.session, {}));
+      const tab = track(await openResumed(victim.port, carol.session, {}));
       await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === true);
       const members = async () => (await b.api<{ users: { user_id: string; online: boolean }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, alice.session)).body.users;
+      return { victim, carolId, watcher, tab, members };
+    }
+
+    // SPEC: `online` turns false within 60 s after the account's instance
+    // died. Until 2026-12-07 the members list did (the marks expire after
+    // 45 s), but no instance ever sent the `offline` frame: an open tab kept
+    // showing the account online.
+    it('kill -9 of the instance holding an account\'s only tab: the other instance\'s tabs are told it is offline within 60 s', async function () {
+      this.timeout(120_000);
+      const { victim, carolId, watcher, members } = await carolOnVictim();
       assert.equal((await members()).find((u) => u.user_id === carolId)?.online, true);
       victim.proc.kill();
       await victim.proc.exited;
@@ -233,16 +244,7 @@ if (MODE === 'services') {
     // `offline` frame until reloaded.
     it('an instance stalled past the presence TTL (SIGSTOP): its account is announced offline, and online again once it runs (SIGCONT)', async function () {
       this.timeout(150_000);
-      const victim = await startWeb();
-      procs.push(victim.proc);
-      const alice = await account(b);
-      const carol = await account(b);
-      const { chatId, otherId: carolId } = await chatOf(alice, carol);
-      const watcher = track(await openResumed(b.port, alice.session, {}));
-      await sleep(200);
-      const tab = track(await openResumed(victim.port, carol.session, {}));
-      await watcher.next((f) => f.type === 'presence' && f.user_id === carolId && f.online === true);
-      const members = async () => (await b.api<{ users: { user_id: string; online: boolean }[] }>('GET', `/v1/chats/${chatId}/users`, undefined, alice.session)).body.users;
+      const { victim, carolId, watcher, tab, members } = await carolOnVictim();
       const carolOf = (s: TestSocket) => s.of('presence').filter((f) => f.user_id === carolId).map((f) => f.online);
       victim.proc.child.kill('SIGSTOP');
       try {
@@ -415,7 +417,8 @@ if (MODE === 'services') {
       const url = new URL(testEnv().REDIS_URL);
       const proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
       const proxyPort = await proxy.up();
-      const c = await startWeb({ REDIS_URL: `redis://127.0.0.1:${proxyPort}` });
+      // Marks of 15 s (45 by default): longer than the Redis outage below, so alice's survive it.
+      const c = await startWeb({ REDIS_URL: `redis://127.0.0.1:${proxyPort}`, PRESENCE_TTL_SECONDS: '15' });
       procs.push(c.proc);
       try {
         const bob = await account(b);

@@ -52,5 +52,5 @@ export async function buildInfra(config: Config, log: Logger = createLogger(conf
     shutdown.add('broker', () => broker.close());
     await broker.start(BROKER_START_WAIT_MS);
   }
-  return { config, log, db, kv, events, presence: createPresence(kv), broker, shutdown };
+  return { config, log, db, kv, events, presence: createPresence(kv, config.realtime.presenceTtlSeconds), broker, shutdown };
 }

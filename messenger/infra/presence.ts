@@ -74,7 +74,7 @@ class NormalisedPresence implements Presence {
   }
 }
 
-/** Default lifetime of a presence mark; instances renew marks more often than this. */
+/** Default lifetime of a presence mark (PRESENCE_TTL_SECONDS); instances renew marks every third of it. */
 export const PRESENCE_TTL_SECONDS = 45;
 
 /**

@@ -51,12 +51,11 @@ const FIRST_FRAME_GRACE_MS = 500;
 const PRESENCE_SAID_MS = 5 * 60_000;
 /** A presence change that could not be told (the store or the database did not answer) is tried again after this long. */
 const PRESENCE_RETELL_MS = 1000;
-/** Presence marks are renewed this often (they expire after 45 s). */
-const PRESENCE_HEARTBEAT_MS = 15_000;
 /**
  * How often each instance looks for accounts whose marks all expired without
- * a close (their instance died): announced offline at most 45 + 5 s after
- * the death (SPEC: within 60 s).
+ * a close (their instance died): announced offline at most
+ * PRESENCE_TTL_SECONDS (default 45, at most 50) + 5 s after the death (SPEC:
+ * within 60 s). Marks are renewed every third of their TTL.
  */
 const PRESENCE_SWEEP_MS = 5_000;
 /** Most accounts one sweep announces offline (the next sweep takes the rest). */
@@ -204,7 +203,7 @@ export class Gateway {
             ]),
           )
           .catch((err: unknown) => log.warn({ err: describeFailure(err).reason }, 'presence heartbeat failed'));
-      }, PRESENCE_HEARTBEAT_MS),
+      }, (config.realtime.presenceTtlSeconds * 1000) / 3),
     );
     this.timers.push(setInterval(() => void this.sweepPresence(), PRESENCE_SWEEP_MS));
     for (const t of this.timers) t.unref();
