@@ -43,6 +43,17 @@ async function metrics(app: Running = harness().app): Promise<string> {
   return res.text;
 }
 
+/** What loadConfig refuses in `env` (over an embedded set-up): its problems, none when it loads. */
+function configProblems(env: Record<string, string>): string[] {
+  try {
+    loadConfig({ DATA_DIR: 'memory://', ...env });
+    return [];
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.problems;
+  }
+}
+
 describe('GET /health', () => {
   it('answers 200 with every backing service in use, each ok with its latency', async () => {
     const res = await harness().app.client.get('/health').expect(200);
@@ -259,30 +270,21 @@ describe('GET /metrics', () => {
   });
 
   it('refuses a DATABASE_URL, REDIS_URL or RMQ_URL without a host (or DATABASE_URL without a database) at start-up, naming the setting and never echoing the URL', () => {
-    const problems = (env: Record<string, string>): string[] => {
-      try {
-        loadConfig({ DATA_DIR: 'memory://', ...env });
-        return [];
-      } catch (err) {
-        assert.ok(err instanceof ConfigError);
-        return err.problems;
-      }
-    };
-    assert.deepEqual(problems({ DATABASE_URL: 'postgres://' }), [
+    assert.deepEqual(configProblems({ DATABASE_URL: 'postgres://' }), [
       'DATABASE_URL names no host (such as postgres://user:password@db:5432/messenger)',
       'DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)',
     ]);
-    assert.deepEqual(problems({ DATABASE_URL: 'postgresql://me:secret@db:5432' }), ['DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)']);
-    assert.deepEqual(problems({ DATABASE_URL: 'postgres://me:secret@db:99999/m' }), [
+    assert.deepEqual(configProblems({ DATABASE_URL: 'postgresql://me:secret@db:5432' }), ['DATABASE_URL names no database (such as postgres://user:password@db:5432/messenger)']);
+    assert.deepEqual(configProblems({ DATABASE_URL: 'postgres://me:secret@db:99999/m' }), [
       'DATABASE_URL is not a valid URL (such as postgres://user:password@db:5432/messenger; percent-encode @ : / in the password)',
     ]);
-    assert.deepEqual(problems({ DATABASE_URL: 'mysql://db/m' }), ['DATABASE_URL must start with postgres:// or postgresql://, got "mysql://"']);
-    assert.deepEqual(problems({ REDIS_URL: 'redis://' }), ['REDIS_URL names no host (such as redis://redis:6379)']);
-    assert.deepEqual(problems({ REDIS_URL: 'redis://cache:6379/sessions' }), [
+    assert.deepEqual(configProblems({ DATABASE_URL: 'mysql://db/m' }), ['DATABASE_URL must start with postgres:// or postgresql://, got "mysql://"']);
+    assert.deepEqual(configProblems({ REDIS_URL: 'redis://' }), ['REDIS_URL names no host (such as redis://redis:6379)']);
+    assert.deepEqual(configProblems({ REDIS_URL: 'redis://cache:6379/sessions' }), [
       'REDIS_URL must end with the host or a database number (/0 to /15) (such as redis://redis:6379)',
     ]);
-    assert.deepEqual(problems({ RMQ_URL: 'amqp://' }), ['RMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
-    assert.deepEqual(problems({ RABBITMQ_URL: 'amqps://' }), ['RABBITMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
+    assert.deepEqual(configProblems({ RMQ_URL: 'amqp://' }), ['RMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
+    assert.deepEqual(configProblems({ RABBITMQ_URL: 'amqps://' }), ['RABBITMQ_URL names no host (such as amqp://user:password@rabbitmq:5672)']);
     // What works: a host and a database, a socket directory, a Redis database number, a vhost.
     for (const env of <Record<string, string>[]>[
       { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/messenger' },
@@ -291,24 +293,15 @@ describe('GET /metrics', () => {
       { REDIS_URL: 'rediss://cache' },
       { RMQ_URL: 'amqp://guest:guest@mq:5672/%2F' },
     ]) {
-      assert.deepEqual(problems(env), [], JSON.stringify(env));
+      assert.deepEqual(configProblems(env), [], JSON.stringify(env));
     }
   });
 
   // Until 2026-12-07 these started: APPS=, ran no app (every operation 404), and a queue name RabbitMQ
   // refuses stopped the worker with exit 1 and the broker's ACCESS_REFUSED once connected.
   it('refuses an APPS that names no app and SEARCH_QUEUE or SYNC_QUEUE names RabbitMQ refuses, naming the setting', () => {
-    const problems = (env: Record<string, string>): string[] => {
-      try {
-        loadConfig({ DATA_DIR: 'memory://', ...env });
-        return [];
-      } catch (err) {
-        assert.ok(err instanceof ConfigError);
-        return err.problems;
-      }
-    };
-    assert.match(problems({ APPS: ',' }).join('\n'), /^APPS names no app \(","\); leave it unset for all of them: auth, /);
-    assert.match(problems({ APPS: ' , ' }).join('\n'), /^APPS names no app/);
+    assert.match(configProblems({ APPS: ',' }).join('\n'), /^APPS names no app \(","\); leave it unset for all of them: auth, /);
+    assert.match(configProblems({ APPS: ' , ' }).join('\n'), /^APPS names no app/);
     for (const [name, value] of [
       ['SEARCH_QUEUE', 'amq.search'],
       ['SEARCH_QUEUE', 'q'.repeat(251)],
@@ -316,12 +309,12 @@ describe('GET /metrics', () => {
       ['SYNC_QUEUE', 'sync\nqueue'],
     ]) {
       assert.deepEqual(
-        problems({ [name]: value }),
+        configProblems({ [name]: value }),
         [`${name} must be a RabbitMQ queue name of 1 to 250 bytes (its dead-letter queue adds ".dead"), not starting with "amq." (reserved), without surrounding spaces or control characters`],
         `${name}=${JSON.stringify(value)}`,
       );
     }
-    assert.deepEqual(problems({ SEARCH_QUEUE: 'q'.repeat(250), SYNC_QUEUE: 'prod.sync-2', APPS: 'auth,chats' }), []);
+    assert.deepEqual(configProblems({ SEARCH_QUEUE: 'q'.repeat(250), SYNC_QUEUE: 'prod.sync-2', APPS: 'auth,chats' }), []);
   });
 
   it('messenger-db with DATABASE_URL=postgres:// stops with exit code 2 naming DATABASE_URL, without connecting', () => {
